@@ -1,0 +1,39 @@
+"""vivit_adapter: ViViT factorised encoders trained cheaply (frozen spatial + adapter)."""
+
+import setuptools
+
+# A set that installs and works together on CPU with Python 3.11 (see DESIGN.md §5).
+# tensorboard: clu's metric writers import it; importlib_resources: tfds imports it.
+INSTALL_REQUIRES = [
+    'jax[cpu]==0.10.2',
+    'flax==0.12.8',
+    'optax==0.2.8',
+    'ml_collections==1.1.0',
+    'orbax-checkpoint==0.12.8',
+    'clu==0.0.12',
+    'tensorflow-cpu==2.21.0',
+    'tensorflow-datasets==4.9.10',
+    'tensorboard==2.21.0',
+    'importlib_resources==7.1.0',
+    'absl-py==2.5.1',
+    'numpy==2.4.6',
+    'tqdm==4.67.1',
+    'matplotlib==3.11.2',
+]
+
+EXTRAS_REQUIRE = {
+    # Decoding video files (converter, predict CLI).
+    'video': ['av==18.1.0'],
+    'test': ['pytest==9.0.3', 'av==18.1.0'],
+}
+
+setuptools.setup(
+    name='vivit_adapter',
+    version='0.1.0',
+    description='ViViT factorised encoder with frozen spatial encoder and adapter (JAX/Flax).',
+    packages=setuptools.find_packages(include=['vivit_adapter', 'vivit_adapter.*',
+                                               'data_pipelines', 'data_pipelines.*']),
+    python_requires='>=3.10',
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

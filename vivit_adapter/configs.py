@@ -1,0 +1,130 @@
+"""The one place where every config key is declared, with its default.
+
+Experiment files under `experiments/` start from `base_config()` and override a few
+fields. The returned ConfigDict is locked: assigning a key that is not declared here
+(in an experiment file or through `--config.some.key=value`) raises an error that
+names the key, instead of being silently ignored.
+
+Names follow scenic's ViViT configs where scenic has one.
+"""
+
+import ml_collections
+
+# Stage names; `config.stage` selects the recipe (see DESIGN.md section 1).
+STAGES = ('stage1', 'stage2', 'baseline', 'image')
+
+
+def _model_defaults() -> ml_collections.ConfigDict:
+  model = ml_collections.ConfigDict()
+  # A named size such as 'B/16x2' (see vivit_adapter.models.variants). When set, it
+  # fills hidden_size, patches.size and both transformers' sizes at start-up; leave it
+  # empty to give those fields by hand.
+  model.variant = ''
+  model.hidden_size = 768
+  model.patches = ml_collections.ConfigDict({'size': (16, 16, 2)})  # (h, w, t)
+  model.spatial_transformer = ml_collections.ConfigDict(
+      {'num_layers': 12, 'num_heads': 12, 'mlp_dim': 3072})
+  model.temporal_transformer = ml_collections.ConfigDict(
+      {'num_layers': 4, 'num_heads': 12, 'mlp_dim': 3072})
+  model.classifier = 'token'  # 'token' or 'gap'
+  model.dropout_rate = 0.0
+  model.attention_dropout_rate = 0.0
+  model.stochastic_droplayer_rate = 0.0
+  model.adapter = ml_collections.ConfigDict({
+      'type': 'none',  # 'attention', 'mlp' or 'none'
+      'hidden_size': 0,  # 0 -> model.hidden_size // 4
+      'num_heads': 4,  # attention adapter only
+      'mlp_dim': 0,  # 0 -> 4 * adapter.hidden_size (attention adapter only)
+  })
+  model.freeze_spatial = False
+  # Temporal indices per chunk of the spatial pass; 0 runs all indices at once.
+  model.spatial_chunk_size = 0
+  model.remat = False
+  model.dtype = 'float32'  # activation dtype: 'float32' or 'bfloat16'
+  return model
+
+
+def _dataset_defaults() -> ml_collections.ConfigDict:
+  ds = ml_collections.ConfigDict()
+  ds.name = 'dmvr'  # 'dmvr' (TFRecord shards) or 'tfds'
+  ds.base_dir = ''
+  ds.train_table = 'train.tfrecord@*'
+  ds.eval_table = 'validation.tfrecord@*'
+  ds.test_table = 'test.tfrecord@*'
+  ds.label_map = ''  # file with one class name per line; '' -> base_dir/label_map.txt if present
+  ds.num_classes = 0  # 0 -> read from base_dir/metadata.json
+  ds.num_train_examples = 0  # 0 -> read from base_dir/metadata.json
+  ds.num_eval_examples = 0
+  ds.num_test_examples = 0
+  ds.num_frames = 8
+  ds.stride = 1
+  ds.min_resize = 256
+  ds.crop_size = 224
+  ds.min_scale = 0.875  # scale jitter of the random crop (train)
+  ds.max_scale = 1.33
+  ds.flip = True  # horizontal flip in training; off for direction-sensitive data
+  ds.color_jitter = 0.0  # strength of colour jitter, 0 disables
+  ds.randaugment_layers = 0  # 0 disables RandAugment-style ops
+  ds.randaugment_magnitude = 10
+  ds.normalization = 'minus_one_to_one'  # or 'imagenet' (mean/std)
+  ds.num_test_clips = 4
+  ds.num_test_crops = 3
+  ds.shuffle_buffer = 256
+  ds.max_bad_fraction = 0.01
+  ds.num_parallel_reads = 8
+  ds.tfds_name = ''
+  ds.tfds_data_dir = ''
+  return ds
+
+
+def _init_from_defaults() -> ml_collections.ConfigDict:
+  init = ml_collections.ConfigDict()
+  # '' = train from scratch. A stage-1 workdir (or its checkpoints/<step>), a scenic
+  # flax checkpoint, or an image ViT .npz.
+  init.checkpoint_path = ''
+  init.checkpoint_format = 'auto'  # 'auto', 'workdir', 'scenic', 'vit_npz'
+  init.step = -1  # checkpoint step of a workdir; -1 -> latest
+  init.kernel_init_method = 'central_frame'  # 2D->3D inflation: 'central_frame' or 'average'
+  init.restore_temporal = True  # take the temporal encoder from a video checkpoint
+  init.restore_output_projection = True
+  return init
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the locked base config: every key the project reads, with defaults."""
+  c = ml_collections.ConfigDict()
+  c.experiment_name = ''
+  c.stage = 'stage1'
+  c.rng_seed = 0
+  c.model = _model_defaults()
+  c.dataset = _dataset_defaults()
+  c.init_from = _init_from_defaults()
+
+  c.batch_size = 64
+  c.eval_batch_size = 64
+  c.num_training_epochs = 30.0
+  c.num_training_steps = 0  # > 0 overrides num_training_epochs
+  c.gradient_accumulation_steps = 1
+
+  c.optimizer = 'momentum'  # 'momentum', 'adamw' or 'sgd'
+  c.optimizer_configs = ml_collections.ConfigDict({
+      'momentum': 0.9, 'nesterov': False, 'beta1': 0.9, 'beta2': 0.999,
+      'epsilon': 1e-8, 'weight_decay': 0.0})
+  c.max_grad_norm = 1.0  # 0 disables clipping
+  c.lr_configs = ml_collections.ConfigDict({
+      'schedule': 'cosine',  # 'cosine', 'linear' or 'constant', after linear warm-up
+      'base_learning_rate': 0.05,
+      'warmup_epochs': 2.5,
+      'warmup_steps': -1,  # >= 0 overrides warmup_epochs
+      'end_factor': 0.0})
+  c.label_smoothing = 0.0
+  c.mixup = ml_collections.ConfigDict({'alpha': 0.0})
+
+  c.log_summary_steps = 50
+  c.log_eval_steps = 0  # 0 -> once per epoch
+  c.checkpoint_steps = 0  # 0 -> once per epoch
+  c.max_to_keep = 3
+  c.max_eval_batches = 0  # 0 -> the whole split
+  c.run_test = True  # multi-view test at the end
+  c.lock()
+  return c

@@ -1,0 +1,59 @@
+"""Models: the ViViT factorised encoder, its adapter, named variants."""
+
+import jax.numpy as jnp
+import ml_collections
+
+from vivit_adapter.models import variants
+from vivit_adapter.models.adapter import ADAPTER_TYPES
+from vivit_adapter.models.vivit import AdapterSpec, EncoderSpec, ViViTFactorisedEncoder
+
+CLASSIFIERS = ('token', 'gap')
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def resolve_model_config(model_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `model_config` with `variant` (if set) expanded into the size fields."""
+  resolved = ml_collections.ConfigDict(model_config.to_dict())
+  if resolved.variant:
+    variants.apply_variant(resolved, resolved.variant)
+  return resolved
+
+
+def create_model(model_config: ml_collections.ConfigDict,
+                 num_classes: int) -> ViViTFactorisedEncoder:
+  """Builds the ViViT factorised encoder described by `config.model`.
+
+  `module.apply({'params': params}, video, train=False)` maps (B,T,H,W,3) float video
+  to (B, num_classes) logits.
+  """
+  cfg = resolve_model_config(model_config)
+  if cfg.classifier not in CLASSIFIERS:
+    raise ValueError(f'config.model.classifier={cfg.classifier!r}; expected one of {CLASSIFIERS}.')
+  if cfg.adapter.type not in ADAPTER_TYPES:
+    raise ValueError(f'config.model.adapter.type={cfg.adapter.type!r}; expected one of {ADAPTER_TYPES}.')
+  if cfg.dtype not in _DTYPES:
+    raise ValueError(f'config.model.dtype={cfg.dtype!r}; expected one of {sorted(_DTYPES)}.')
+  if num_classes <= 0:
+    raise ValueError(f'num_classes must be positive, got {num_classes}.')
+  def spec(enc):
+    return EncoderSpec(enc.num_layers, enc.num_heads, enc.mlp_dim)
+  return ViViTFactorisedEncoder(
+      num_classes=num_classes,
+      hidden_size=cfg.hidden_size,
+      patches=tuple(int(p) for p in cfg.patches.size),
+      spatial=spec(cfg.spatial_transformer),
+      temporal=spec(cfg.temporal_transformer),
+      classifier=cfg.classifier,
+      dropout_rate=cfg.dropout_rate,
+      attention_dropout_rate=cfg.attention_dropout_rate,
+      stochastic_droplayer_rate=cfg.stochastic_droplayer_rate,
+      adapter=AdapterSpec(cfg.adapter.type, cfg.adapter.hidden_size,
+                          cfg.adapter.num_heads, cfg.adapter.mlp_dim),
+      freeze_spatial=cfg.freeze_spatial,
+      spatial_chunk_size=cfg.spatial_chunk_size,
+      remat=cfg.remat,
+      dtype=_DTYPES[cfg.dtype])
+
+
+__all__ = ['create_model', 'resolve_model_config', 'ViViTFactorisedEncoder',
+           'EncoderSpec', 'AdapterSpec', 'ADAPTER_TYPES', 'CLASSIFIERS', 'variants']

@@ -1,0 +1,96 @@
+"""The adapter between frozen spatial features and the temporal encoder (DESIGN.md §3).
+
+Every adapter maps the spatial encoder's tokens of one temporal index, (..., 1+N, D),
+to one vector (..., D). Its residual branch ends in a zero-initialised projection, so
+at initialisation the adapter returns the frozen representation unchanged and a
+stage-2 model computes exactly what its stage-1 model computed.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vivit_adapter.models import layers
+
+ADAPTER_TYPES = ('attention', 'mlp', 'none')
+
+
+def pool_tokens(tokens, classifier: str):
+  """The spatial representation of one temporal index: CLS token or token mean."""
+  if classifier == 'token':
+    return tokens[..., 0, :]
+  return jnp.mean(tokens, axis=-2)
+
+
+class MlpAdapter(nn.Module):
+  """Bottleneck MLP on the pooled spatial vector, added back as a residual."""
+  hidden_size: int
+  classifier: str = 'token'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens):
+    pooled = pool_tokens(tokens, self.classifier)
+    y = nn.LayerNorm(dtype=self.dtype, name='norm')(pooled)
+    y = nn.Dense(self.hidden_size, dtype=self.dtype, name='down')(y)
+    y = nn.gelu(y)
+    y = nn.Dense(pooled.shape[-1], dtype=self.dtype,
+                 kernel_init=nn.initializers.zeros, name='up')(y)
+    return pooled + y
+
+
+class AttentionAdapter(nn.Module):
+  """A bottleneck transformer block over all tokens of one temporal index.
+
+  The tokens are projected down to `hidden_size`, go through one pre-norm attention +
+  MLP block (so the adapter can attend to the image regions that matter for the
+  action), and the block's pooled output is projected back up and added to the frozen
+  pooled vector.
+  """
+  hidden_size: int
+  num_heads: int
+  mlp_dim: int
+  classifier: str = 'token'
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  deterministic: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens):
+    pooled = pool_tokens(tokens, self.classifier)
+    lead, (n, d) = tokens.shape[:-2], tokens.shape[-2:]
+    x = tokens.reshape((-1, n, d))
+    x = nn.LayerNorm(dtype=self.dtype, name='norm')(x)
+    x = nn.Dense(self.hidden_size, dtype=self.dtype, name='down')(x)
+    x = layers.EncoderBlock(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+        dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        deterministic=self.deterministic, dtype=self.dtype, name='block')(x)
+    x = pool_tokens(x, self.classifier).reshape(lead + (self.hidden_size,))
+    x = nn.LayerNorm(dtype=self.dtype, name='out_norm')(x)
+    x = nn.Dense(d, dtype=self.dtype, kernel_init=nn.initializers.zeros, name='up')(x)
+    return pooled + x
+
+
+def make_adapter(adapter_config, hidden_size: int, classifier: str, *,
+                 dropout_rate: float, attention_dropout_rate: float,
+                 deterministic: bool, dtype):
+  """Builds the adapter module named by `adapter_config.type`, or None for 'none'."""
+  kind = adapter_config.type
+  if kind not in ADAPTER_TYPES:
+    raise ValueError(f'config.model.adapter.type={kind!r}; expected one of {ADAPTER_TYPES}.')
+  if kind == 'none':
+    return None
+  width = adapter_config.hidden_size or max(hidden_size // 4, 1)
+  if kind == 'mlp':
+    return MlpAdapter(width, classifier, dtype, name='Adapter')
+  if width % adapter_config.num_heads:
+    raise ValueError(
+        f'config.model.adapter.hidden_size={width} is not divisible by '
+        f'config.model.adapter.num_heads={adapter_config.num_heads}.')
+  return AttentionAdapter(
+      hidden_size=width, num_heads=adapter_config.num_heads,
+      mlp_dim=adapter_config.mlp_dim or 4 * width, classifier=classifier,
+      dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
+      deterministic=deterministic, dtype=dtype, name='Adapter')

@@ -1,0 +1,146 @@
+"""Transformer building blocks with scenic's parameter names and semantics.
+
+Pre-norm blocks, LayerNorm epsilon 1e-6 (flax's default), tanh-approximated GELU
+(flax's default `nn.gelu`), a learned position embedding added after the CLS token is
+prepended, and a final `encoder_norm`.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+class StochasticDepth(nn.Module):
+  """Drops the whole residual branch per example with probability `rate`.
+
+  The kept branches are scaled by 1/(1-rate) so the expected value matches eval.
+  """
+  rate: float = 0.0
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    if self.deterministic or self.rate <= 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class MlpBlock(nn.Module):
+  """Dense -> GELU -> dropout -> Dense -> dropout (scenic's `MlpBlock`)."""
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  deterministic: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    out_dim = x.shape[-1]
+    y = nn.Dense(self.mlp_dim, dtype=self.dtype,
+                 kernel_init=nn.initializers.xavier_uniform(),
+                 bias_init=nn.initializers.normal(stddev=1e-6), name='Dense_0')(x)
+    y = nn.gelu(y)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=self.deterministic)
+    y = nn.Dense(out_dim, dtype=self.dtype,
+                 kernel_init=nn.initializers.xavier_uniform(),
+                 bias_init=nn.initializers.normal(stddev=1e-6), name='Dense_1')(y)
+    return nn.Dropout(self.dropout_rate)(y, deterministic=self.deterministic)
+
+
+class EncoderBlock(nn.Module):
+  """One pre-norm transformer block: x + attn(LN(x)); x + mlp(LN(x))."""
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  droplayer_p: float = 0.0
+  deterministic: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs):
+    x = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_0')(inputs)
+    x = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype,
+        kernel_init=nn.initializers.xavier_uniform(),
+        broadcast_dropout=False, dropout_rate=self.attention_dropout_rate,
+        deterministic=self.deterministic,
+        name='MultiHeadDotProductAttention_0')(x, x)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=self.deterministic)
+    x = StochasticDepth(self.droplayer_p, self.deterministic)(x)
+    x = x + inputs
+    y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_1')(x)
+    y = MlpBlock(self.mlp_dim, self.dropout_rate, self.deterministic, self.dtype,
+                 name='MlpBlock_0')(y)
+    y = StochasticDepth(self.droplayer_p, self.deterministic)(y)
+    return x + y
+
+
+class Encoder(nn.Module):
+  """Position embedding, `num_layers` blocks and `encoder_norm` (scenic's `Encoder`).
+
+  Stochastic depth ramps linearly from 0 at the first block to
+  `stochastic_droplayer_rate` at the last. `remat` recomputes each block's
+  activations in the backward pass instead of storing them.
+  """
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_droplayer_rate: float = 0.0
+  remat: bool = False
+  deterministic: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    return _encode(self, x)
+
+
+class ScanEncoder(Encoder):
+  """`Encoder` with the (carry, x) -> (carry, y) signature that `nn.scan` expects.
+
+  Its parameters have exactly `Encoder`'s names, so a scanned encoder (one chunk of
+  temporal indices per iteration, parameters broadcast) and a plain one share weights.
+  """
+
+  @nn.compact
+  def __call__(self, carry, x):
+    return carry, _encode(self, x)
+
+
+def _encode(mdl: Encoder, x):
+  """The body shared by `Encoder` and `ScanEncoder`; called inside their compact scope."""
+  if x.ndim != 3:
+    raise ValueError(f'Encoder expects (batch, tokens, width), got shape {x.shape}.')
+  x = AddPositionEmbs(name='posembed_input')(x)
+  x = nn.Dropout(mdl.dropout_rate)(x, deterministic=mdl.deterministic)
+  # prevent_cse=False is safe (and cheaper) because the blocks are not inside a scan
+  # of their own; the chunked spatial scan wraps the whole encoder.
+  block_cls = nn.remat(EncoderBlock) if mdl.remat else EncoderBlock
+  for i in range(mdl.num_layers):
+    droplayer_p = i / max(mdl.num_layers - 1, 1) * mdl.stochastic_droplayer_rate
+    x = block_cls(
+        mlp_dim=mdl.mlp_dim, num_heads=mdl.num_heads,
+        dropout_rate=mdl.dropout_rate,
+        attention_dropout_rate=mdl.attention_dropout_rate,
+        droplayer_p=droplayer_p, deterministic=mdl.deterministic,
+        dtype=mdl.dtype, name=f'encoderblock_{i}')(x)
+  return nn.LayerNorm(dtype=mdl.dtype, name='encoder_norm')(x)
+
+
+class AddPositionEmbs(nn.Module):
+  """Adds a learned (1, tokens, width) position embedding named `pos_embedding`."""
+
+  @nn.compact
+  def __call__(self, x):
+    pe = self.param('pos_embedding', nn.initializers.normal(stddev=0.02),
+                    (1,) + x.shape[1:], jnp.float32)
+    return x + pe.astype(x.dtype)

@@ -1,0 +1,133 @@
+"""ViViT factorised encoder with an adapter between the spatial and temporal encoders.
+
+    video (B,T,H,W,3)
+      -> tubelet embedding `embedding`                    (B, T', N, D)
+      -> spatial encoder `SpatialTransformer` per index    (B, T', 1+N, D)
+      -> adapter `Adapter` (optional)                      (B, T', D)
+      -> temporal encoder `TemporalTransformer`            (B, D)
+      -> head `output_projection`                          (B, num_classes)
+
+Parameter names and semantics follow scenic's ViViT factorised encoder, so a scenic
+parameter tree applies to this module unchanged (when the adapter is 'none').
+"""
+
+from typing import Any, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vivit_adapter.models import adapter as adapter_lib
+from vivit_adapter.models import layers
+
+
+class EncoderSpec(NamedTuple):
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+
+
+class AdapterSpec(NamedTuple):
+  type: str = 'none'
+  hidden_size: int = 0
+  num_heads: int = 4
+  mlp_dim: int = 0
+
+
+class ViViTFactorisedEncoder(nn.Module):
+  """The factorised-encoder ViViT of DESIGN.md §1 (see module docstring)."""
+  num_classes: int
+  hidden_size: int
+  patches: tuple  # (h, w, t)
+  spatial: EncoderSpec
+  temporal: EncoderSpec
+  classifier: str = 'token'
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_droplayer_rate: float = 0.0
+  adapter: AdapterSpec = AdapterSpec()
+  freeze_spatial: bool = False
+  spatial_chunk_size: int = 0
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, video, *, train: bool = False):
+    if video.ndim != 5 or video.shape[-1] != 3:
+      raise ValueError(f'ViViT expects video of shape (B, T, H, W, 3), got {video.shape}.')
+    tokens = self._spatial_tokens(video, train)  # (B, T', 1+N, D) or (B, T', N, D)
+    if self.freeze_spatial:
+      # Frozen spatial path: no gradient flows into it, so autodiff keeps no residuals
+      # for the embedding and spatial encoder and XLA emits no backward pass for them.
+      tokens = jax.lax.stop_gradient(tokens)
+    frames = self._adapt(tokens, train)  # (B, T', D)
+    x = self._encode(frames, self.temporal, 'TemporalTransformer', train)
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                    name='output_projection')(x)
+
+  def _spatial_tokens(self, video, train):
+    ph, pw, pt = self.patches
+    x = nn.Conv(self.hidden_size, (pt, ph, pw), strides=(pt, ph, pw), padding='VALID',
+                dtype=self.dtype, name='embedding')(video.astype(self.dtype))
+    b, t, h, w, d = x.shape
+    x = x.reshape(b, t, h * w, d)
+    if self.classifier == 'token':
+      cls = self.param('cls_SpatialTransformer', nn.initializers.zeros, (1, 1, d))
+      cls = jnp.broadcast_to(cls.astype(x.dtype), (b, t, 1, d))
+      x = jnp.concatenate([cls, x], axis=2)
+    spatial_train = train and not self.freeze_spatial
+    chunk = self.spatial_chunk_size
+    if chunk and chunk < t:
+      return self._chunked_spatial(x, chunk, spatial_train)
+    x = self._encoder(self.spatial, 'SpatialTransformer', spatial_train)(
+        x.reshape(b * t, -1, d))
+    return x.reshape(b, t, -1, d)
+
+  def _chunked_spatial(self, x, chunk, train):
+    """Runs the spatial encoder over `chunk` temporal indices at a time (lax.scan).
+
+    Live activations then scale with the chunk, not with the number of frames.
+    """
+    b, t, n, d = x.shape
+    if t % chunk:
+      raise ValueError(
+          f'config.model.spatial_chunk_size={chunk} must divide the number of temporal '
+          f'indices ({t} = frames / tubelet length).')
+    chunks = x.reshape(b, t // chunk, chunk, n, d).swapaxes(0, 1)
+    chunks = chunks.reshape(t // chunk, b * chunk, n, d)
+    scanned = nn.scan(
+        layers.ScanEncoder, variable_broadcast='params',
+        split_rngs={'params': False, 'dropout': True}, in_axes=0, out_axes=0)
+    _, y = self._encoder(self.spatial, 'SpatialTransformer', train, cls=scanned)(
+        None, chunks)
+    y = y.reshape(t // chunk, b, chunk, n, d).swapaxes(0, 1)
+    return y.reshape(b, t, n, d)
+
+  def _adapt(self, tokens, train):
+    module = adapter_lib.make_adapter(
+        self.adapter, self.hidden_size, self.classifier,
+        dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        deterministic=not train, dtype=self.dtype)
+    if module is None:
+      return adapter_lib.pool_tokens(tokens, self.classifier)
+    return module(tokens)
+
+  def _encode(self, x, spec, name, train):
+    """Prepends this encoder's CLS token, encodes and pools (scenic's `vit_body`)."""
+    if self.classifier == 'token':
+      cls = self.param(f'cls_{name}', nn.initializers.zeros, (1, 1, x.shape[-1]))
+      cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
+      x = jnp.concatenate([cls, x], axis=1)
+    x = self._encoder(spec, name, train)(x)
+    return adapter_lib.pool_tokens(x, self.classifier)
+
+  def _encoder(self, spec: EncoderSpec, name: str, train: bool,
+               cls: Optional[type] = None):
+    cls = cls or layers.Encoder
+    return cls(
+        num_layers=spec.num_layers, mlp_dim=spec.mlp_dim, num_heads=spec.num_heads,
+        dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        stochastic_droplayer_rate=self.stochastic_droplayer_rate,
+        remat=self.remat, deterministic=not train, dtype=self.dtype, name=name)
