@@ -1,0 +1,115 @@
+"""DMVR's TFRecord layout, shared by the reader, the converter and the synthetic dataset.
+
+One `tf.train.SequenceExample` per video: JPEG bytes per frame in the feature list
+`image/encoded`, the integer label in the context feature `clip/label/index` and,
+optionally, the class name in `clip/label/text`. Tables are named as a glob or, as in
+scenic/DMVR, `name.tfrecord@N` for N shards `name.tfrecord-0000i-of-0000N`.
+"""
+
+import glob
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+FRAMES_KEY = 'image/encoded'
+LABEL_KEY = 'clip/label/index'
+LABEL_TEXT_KEY = 'clip/label/text'
+VIDEO_ID_KEY = 'video/id'
+
+
+def sharded_names(prefix: str, num_shards: int) -> List[str]:
+  """`prefix@N` -> the N shard file names scenic/DMVR use."""
+  return [f'{prefix}-{i:05d}-of-{num_shards:05d}' for i in range(num_shards)]
+
+
+def expand_table(table: str, base_dir: str = '') -> List[str]:
+  """Resolves a table name (glob, `name@N` or `name@*`) to an existing, sorted file list.
+
+  Raises FileNotFoundError naming the pattern when nothing matches or a shard is missing.
+  """
+  path = os.path.join(base_dir, table) if base_dir else table
+  if '@' in os.path.basename(path):
+    prefix, count = path.rsplit('@', 1)
+    if count == '*':
+      files = sorted(glob.glob(f'{glob.escape(prefix)}-?????-of-?????'))
+    else:
+      files = sharded_names(prefix, int(count))
+      missing = [f for f in files if not os.path.exists(f)]
+      if missing:
+        raise FileNotFoundError(
+            f'Table {path!r}: {len(missing)} of {len(files)} shards are missing, e.g. '
+            f'{missing[0]!r}. Convert videos with `python -m data_pipelines.convert_videos` '
+            'or point config.dataset.base_dir at the folder that holds the shards.')
+  else:
+    files = sorted(glob.glob(path))
+  if not files:
+    raise FileNotFoundError(
+        f'Table {path!r} matches no file. Convert videos with '
+        '`python -m data_pipelines.convert_videos`, generate the synthetic dataset with '
+        '`python -m data_pipelines.synthetic`, or point config.dataset.base_dir at the '
+        'folder that holds the shards.')
+  return files
+
+
+def encode_jpeg_frames(frames: np.ndarray, quality: int = 90) -> List[bytes]:
+  """(T, H, W, 3) uint8 -> list of JPEG bytes, one per frame."""
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f'Expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} '
+                     f'{frames.shape}.')
+  return [tf.io.encode_jpeg(f, quality=quality).numpy() for f in frames]
+
+
+def make_sequence_example(jpeg_frames: Sequence[bytes], label: Optional[int],
+                          label_text: Optional[str] = None,
+                          video_id: Optional[str] = None) -> tf.train.SequenceExample:
+  """Builds one DMVR-format SequenceExample."""
+  ex = tf.train.SequenceExample()
+  if label is not None:
+    ex.context.feature[LABEL_KEY].int64_list.value.append(int(label))
+  if label_text is not None:
+    ex.context.feature[LABEL_TEXT_KEY].bytes_list.value.append(label_text.encode())
+  if video_id is not None:
+    ex.context.feature[VIDEO_ID_KEY].bytes_list.value.append(video_id.encode())
+  frames = ex.feature_lists.feature_list[FRAMES_KEY]
+  for jpeg in jpeg_frames:
+    frames.feature.add().bytes_list.value.append(jpeg)
+  return ex
+
+
+class ShardedWriter:
+  """Writes serialized records round-robin into `prefix@N` shards, atomically.
+
+  Records go to temporary files that are renamed into place only when the writer
+  closes without an exception, so a crashed conversion never leaves a shard that
+  looks complete.
+  """
+
+  def __init__(self, prefix: str, num_shards: int):
+    if num_shards < 1:
+      raise ValueError(f'num_shards must be >= 1, got {num_shards}.')
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    self.paths = sharded_names(prefix, num_shards)
+    self._tmp = [p + '.tmp' for p in self.paths]
+    self._writers = [tf.io.TFRecordWriter(p) for p in self._tmp]
+    self.num_written = 0
+
+  def write(self, record: bytes) -> None:
+    self._writers[self.num_written % len(self._writers)].write(record)
+    self.num_written += 1
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    for w in self._writers:
+      w.close()
+    if exc_type is None:
+      for tmp, final in zip(self._tmp, self.paths):
+        os.replace(tmp, final)
+    else:
+      for tmp in self._tmp:
+        if os.path.exists(tmp):
+          os.remove(tmp)
+    return False
