@@ -1,0 +1,101 @@
+"""Merging a checkpoint's parameters into a model's parameter tree, refusing silent mismatches.
+
+Every loader in this package ends here: it renames and reshapes a checkpoint into this
+project's names, then `merge_params` copies it into the freshly initialised tree. A name
+that is missing, unexpected or of the wrong shape is never skipped quietly; only the parts
+a caller names as meant to be fresh (`allow_missing`), dropped (`ignore_unexpected`) or
+kept from the model (`keep_target`) are exempt.
+"""
+
+import re
+from typing import Any, Iterable, Mapping
+
+import flax
+import numpy as np
+
+Params = Any
+
+
+def flatten(tree: Mapping[str, Any]) -> dict:
+  """A nested (or already '/'-flat) dict as {'a/b/c': leaf}."""
+  return flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+  """The inverse of `flatten`: a plain nested dict."""
+  return flax.traverse_util.unflatten_dict(dict(flat), sep='/')
+
+
+def matches(name: str, patterns: Iterable[str]) -> bool:
+  """Whether `name` is, or sits under, one of `patterns`.
+
+  A pattern is a regex over whole '/'-separated components: 'Adapter' matches
+  'Adapter/down/kernel' but not 'AdapterX/...'; 'encoderblock_[0-9]+' style regexes and
+  'a|b' alternatives work too.
+  """
+  return any(re.fullmatch(f'(?:{p})(?:/.*)?', name) for p in patterns)
+
+
+def select(flat: Mapping[str, Any], patterns: Iterable[str]) -> dict:
+  """The entries of a flat dict whose names match `patterns` (see `matches`)."""
+  patterns = tuple(patterns)
+  return {k: v for k, v in flat.items() if matches(k, patterns)}
+
+
+def merge_params(target: Params, source: Params, *, source_name: str,
+                 allow_missing: Iterable[str] = (),
+                 ignore_unexpected: Iterable[str] = (),
+                 keep_target: Iterable[str] = ()) -> dict:
+  """Copies `source` values into `target`, raising on any mismatch that is not exempted.
+
+  Args:
+    target: the model's parameter tree (nested dict); it fixes names, shapes and dtypes.
+    source: the checkpoint's parameters, nested or flat with '/'-joined names.
+    source_name: the checkpoint's path or description, quoted in errors.
+    allow_missing: patterns (see `matches`) of target names that may be absent from
+      the source; they keep the target's value (e.g. 'Adapter', 'output_projection').
+    ignore_unexpected: patterns of source names that are dropped (e.g. 'head').
+    keep_target: patterns of target names that keep the target's value even when the
+      source has them (shape not checked); their source entries are dropped.
+
+  Returns:
+    A new nested dict with the target's structure; copied leaves are numpy arrays cast
+    to the target leaf's dtype.
+
+  Raises:
+    ValueError: naming `source_name` and listing every missing name, unexpected name
+      and shape mismatch (with both shapes).
+  """
+  tgt, src = flatten(target), flatten(source)
+  keep = tuple(keep_target)
+  src = {k: v for k, v in src.items() if not matches(k, keep)}
+  missing = [k for k in tgt if k not in src and not matches(k, keep)
+             and not matches(k, allow_missing)]
+  unexpected = [k for k in src if k not in tgt and not matches(k, ignore_unexpected)]
+  mismatched = [k for k in src if k in tgt
+                and tuple(np.shape(src[k])) != tuple(np.shape(tgt[k]))]
+  if missing or unexpected or mismatched:
+    raise ValueError(_mismatch_message(source_name, tgt, src, missing, unexpected,
+                                       mismatched))
+  merged = dict(tgt)
+  for k, v in src.items():
+    if k in tgt:
+      merged[k] = np.asarray(v, dtype=tgt[k].dtype)
+  return unflatten(merged)
+
+
+def _mismatch_message(source_name, tgt, src, missing, unexpected, mismatched) -> str:
+  lines = [f'Checkpoint {source_name} does not match the model parameters:']
+  if missing:
+    lines.append(f'  missing from the checkpoint ({len(missing)}):')
+    lines += [f'    {k} {tuple(np.shape(tgt[k]))}' for k in sorted(missing)]
+  if unexpected:
+    lines.append(f'  unexpected in the checkpoint, not in the model ({len(unexpected)}):')
+    lines += [f'    {k} {tuple(np.shape(src[k]))}' for k in sorted(unexpected)]
+  if mismatched:
+    lines.append(f'  shape mismatch ({len(mismatched)}):')
+    lines += [f'    {k}: checkpoint {tuple(np.shape(src[k]))} vs model '
+              f'{tuple(np.shape(tgt[k]))}' for k in sorted(mismatched)]
+  lines.append('Check that config.model matches the checkpoint (sizes, depth, patches, '
+               'classifier), or choose which parts to restore in config.init_from.')
+  return '\n'.join(lines)

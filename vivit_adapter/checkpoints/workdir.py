@@ -1,0 +1,88 @@
+"""Restoring the parameters of this project's own runs (orbax, `<workdir>/checkpoints`).
+
+The trainer saves each step as an orbax Composite with items 'params', 'state' and
+'meta'. Initialising another run needs only 'params', so only that item is read, as
+host numpy arrays: the caller merges and places them with the new run's shardings.
+"""
+
+import os
+from typing import Tuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+ITEM_NAMES = ('params', 'state', 'meta')
+
+
+def resolve_checkpoint_dir(path: str, step: int = -1) -> Tuple[str, int]:
+  """(the CheckpointManager directory, the requested step) for `path`.
+
+  `path` may be a workdir (with `checkpoints/`), its `checkpoints/` directory, or one
+  `checkpoints/<step>` directory, whose step then wins over `step` = -1.
+  """
+  path = os.path.abspath(os.fspath(path))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'Checkpoint directory {path} does not exist.')
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    return os.path.join(path, 'checkpoints'), step
+  name = os.path.basename(path)
+  if name.isdigit() and os.path.isdir(os.path.join(path, 'params')):
+    if step not in (-1, int(name)):
+      raise ValueError(f'{path} is the checkpoint of step {name}, but step={step} was asked; '
+                       'give the checkpoints/ directory or step=-1.')
+    return os.path.dirname(path), int(name)
+  return path, step
+
+
+def _manager(directory: str) -> ocp.CheckpointManager:
+  # Handlers for every item, so orbax can read metadata and does not warn about
+  # items it found but could not interpret.
+  return ocp.CheckpointManager(directory, item_handlers={
+      'params': ocp.PyTreeCheckpointHandler(), 'state': ocp.PyTreeCheckpointHandler(),
+      'meta': ocp.JsonCheckpointHandler()})
+
+
+def find_checkpoint_step(path: str, step: int = -1) -> Tuple[str, int]:
+  """(the CheckpointManager directory, the step to restore) for `path` and `step`.
+
+  Raises:
+    FileNotFoundError: no checkpoint at all or not the requested step (names the
+      directory searched and the steps found).
+  """
+  directory, step = resolve_checkpoint_dir(path, step)
+  with _manager(directory) as mngr:
+    steps = sorted(mngr.all_steps())
+  if not steps:
+    raise FileNotFoundError(f'No orbax checkpoint found in {directory} (searched for '
+                            f'<step>/ directories there, starting from {path}).')
+  step = steps[-1] if step == -1 else step
+  if step not in steps:
+    raise FileNotFoundError(f'No checkpoint of step {step} in {directory}; it has '
+                            f'steps {steps}.')
+  return directory, step
+
+
+def restore_workdir_params(path: str, step: int = -1) -> dict:
+  """Restores the 'params' item of a run's checkpoint as numpy arrays.
+
+  Args:
+    path: the run's workdir, its `checkpoints/` directory, or `checkpoints/<step>`.
+    step: the step to restore; -1 means the latest.
+
+  Returns:
+    The parameters as a nested dict of np.ndarray.
+
+  Raises:
+    FileNotFoundError: see `find_checkpoint_step`, or a step without 'params'.
+  """
+  directory, step = find_checkpoint_step(path, step)
+  with _manager(directory) as mngr:
+    metadata = mngr.item_metadata(step)['params']
+    if metadata is None:
+      raise FileNotFoundError(f"Checkpoint {directory}/{step} has no 'params' item.")
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                metadata.tree)
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.PyTreeRestore(restore_args=restore_args)))
+  return dict(restored['params'])
