@@ -69,11 +69,14 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
   ds.normalization = 'minus_one_to_one'  # or 'imagenet' (mean/std)
   ds.num_test_clips = 4
   ds.num_test_crops = 3
-  ds.shuffle_buffer = 256
+  ds.shuffle_buffer = 256  # records per block that training permutes (per epoch, resumable)
   ds.max_bad_fraction = 0.01
-  ds.num_parallel_reads = 8
-  ds.tfds_name = ''
+  ds.num_parallel_reads = 8  # shard files read at once per host
+  ds.tfds_name = ''  # name='tfds': the dataset's name (offline, from tfds_data_dir)
   ds.tfds_data_dir = ''
+  ds.tfds_train_split = 'train'  # tfds split names read for train / eval / test
+  ds.tfds_eval_split = 'validation'
+  ds.tfds_test_split = 'test'
   return ds
 
 
