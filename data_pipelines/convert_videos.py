@@ -1,0 +1,335 @@
+"""Converts video files listed in a CSV into DMVR-format TFRecord shards.
+
+  python -m data_pipelines.convert_videos --csv=train.csv --output=DIR/train.tfrecord@8 \
+      [--label_map=FILE] [--fps=F] [--min_resize=S] [--num_workers=K] [--jpeg_quality=Q]
+
+Each CSV row is `path,label` (an optional `path,label` header is skipped); relative paths
+are resolved against the CSV's folder. A label is an integer, or a class name looked up
+in the label map: --label_map, else DIR/label_map.txt from an earlier split, else a new
+sorted map of the names in the CSV. Videos are decoded with PyAV in parallel processes;
+a video that cannot be read is reported and skipped. The output folder also gets
+`metadata.json` (splits merged across calls), `label_map.txt` and `<split>.report.json`.
+"""
+
+import argparse
+import concurrent.futures
+import csv
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tqdm
+
+from data_pipelines import dmvr_format
+
+METADATA_FILE = 'metadata.json'
+LABEL_MAP_FILE = 'label_map.txt'
+
+
+# ---------------------------------------------------------------- dataset folder files
+def _atomic_write(path: str, text: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def read_label_map(path: str) -> List[str]:
+  """One class name per line; line i is label i. Blank lines are not allowed."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'Label map {path!r} does not exist.')
+  with open(path) as f:
+    names = [line.strip() for line in f.read().splitlines()]
+  while names and not names[-1]:
+    names.pop()
+  seen = {}
+  for i, name in enumerate(names):
+    if not name:
+      raise ValueError(f'Label map {path!r}: line {i + 1} is blank; write one class name '
+                       'per line.')
+    if name in seen:
+      raise ValueError(f'Label map {path!r}: class {name!r} appears on lines '
+                       f'{seen[name] + 1} and {i + 1}.')
+    seen[name] = i
+  if not names:
+    raise ValueError(f'Label map {path!r} is empty.')
+  return names
+
+
+def write_metadata(output_dir: str, metadata: Dict) -> None:
+  """Writes `metadata.json` and `label_map.txt` (from metadata['label_names']) atomically."""
+  os.makedirs(output_dir, exist_ok=True)
+  _atomic_write(os.path.join(output_dir, METADATA_FILE),
+                json.dumps(metadata, indent=2, sort_keys=True) + '\n')
+  _atomic_write(os.path.join(output_dir, LABEL_MAP_FILE),
+                ''.join(f'{name}\n' for name in metadata['label_names']))
+
+
+def merge_split_metadata(output_dir: str, split: str, num_examples: int,
+                         label_names: Sequence[str], table: str, **extra) -> Dict:
+  """Adds one split to `output_dir/metadata.json`, keeping the splits already there."""
+  path = os.path.join(output_dir, METADATA_FILE)
+  metadata = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      metadata = json.load(f)
+  metadata.setdefault('splits', {})[split] = int(num_examples)
+  metadata.setdefault('tables', {})[split] = table
+  metadata.update(extra)
+  metadata['label_names'] = list(label_names)
+  metadata['num_classes'] = len(label_names)
+  write_metadata(output_dir, metadata)
+  return metadata
+
+
+# ----------------------------------------------------------------------- CSV and labels
+@dataclasses.dataclass(frozen=True)
+class VideoRow:
+  row: int  # 1-based line number in the CSV, for error messages
+  path: str  # resolved path
+  label: int
+  label_text: str
+  video_id: str  # the path as the CSV wrote it
+
+
+def read_csv_rows(csv_path: str) -> List[Tuple[int, str, str]]:
+  """(row number, path as written, raw label) per data row."""
+  if not os.path.exists(csv_path):
+    raise FileNotFoundError(f'CSV file {csv_path!r} does not exist.')
+  rows = []
+  with open(csv_path, newline='') as f:
+    for number, fields in enumerate(csv.reader(f), start=1):
+      if not fields or not ''.join(fields).strip():
+        continue
+      if len(fields) != 2:
+        raise ValueError(f'CSV file {csv_path!r}, row {number}: expected 2 columns '
+                         f'"path,label", got {len(fields)}: {fields!r}.')
+      path, label = fields[0].strip(), fields[1].strip()
+      if not rows and label.lower() == 'label':
+        continue  # header
+      rows.append((number, path, label))
+  if not rows:
+    raise ValueError(f'CSV file {csv_path!r} has no rows; expected lines "path,label".')
+  return rows
+
+
+def _as_int(text: str) -> Optional[int]:
+  try:
+    return int(text)
+  except ValueError:
+    return None
+
+
+def resolve_labels(rows, csv_path: str, label_names: Optional[List[str]],
+                   label_map_path: str = '') -> Tuple[List[VideoRow], List[str]]:
+  """Turns raw labels into indices; builds a sorted label map when none is given."""
+  if label_names is None:
+    names = sorted({lab for _, _, lab in rows if _as_int(lab) is None})
+    ints = [(n, lab) for n, _, lab in rows if _as_int(lab) is not None]
+    if names and ints:
+      raise ValueError(
+          f'CSV file {csv_path!r} mixes integer labels (row {ints[0][0]}: {ints[0][1]!r}) '
+          f'and class names without a label map; pass --label_map=FILE.')
+    label_names = names or [str(i) for i in range(max(int(l) for _, l in ints) + 1)]
+    label_map_path = 'the label map built from the CSV'
+  index = {name: i for i, name in enumerate(label_names)}
+  root = os.path.dirname(os.path.abspath(csv_path))
+  out = []
+  for number, path, lab in rows:
+    i = _as_int(lab)
+    if i is None and lab not in index:
+      raise ValueError(
+          f'CSV file {csv_path!r}, row {number}: label {lab!r} is not in {label_map_path!r} '
+          f'({len(label_names)} classes: {label_names[:5]}...). Add the class to the '
+          'label map or fix the row.')
+    i = index[lab] if i is None else i
+    if not 0 <= i < len(label_names):
+      raise ValueError(
+          f'CSV file {csv_path!r}, row {number}: label {i} is outside [0, '
+          f'{len(label_names)}) of {label_map_path!r}.')
+    out.append(VideoRow(number, os.path.join(root, path), i, label_names[i], path))
+  return out, label_names
+
+
+# ------------------------------------------------------------------------- decoding
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  fps: float = 0.  # 0 keeps the source frame rate
+  min_resize: int = 0  # 0 keeps the source size
+  jpeg_quality: int = 90
+
+
+def _target_size(width: int, height: int, min_resize: int) -> Tuple[int, int]:
+  if not min_resize:
+    return width, height
+  scale = min_resize / min(width, height)
+  return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _frame_times(frames, stream):
+  """Seconds of each frame; falls back to index / rate when a frame has no pts."""
+  rate = float(stream.average_rate or stream.guessed_rate or 25)
+  for i, frame in enumerate(frames):
+    yield frame, (float(frame.time) if frame.time is not None else i / rate)
+
+
+def _resample(timed_frames, fps: float):
+  """Yields, for targets k / fps, the latest frame at or before each target."""
+  eps, prev, start, k = 1e-6, None, None, 0
+  for frame, t in timed_frames:
+    if not fps:
+      yield frame
+      continue
+    start = t if start is None else start
+    while prev is not None and start + k / fps < t - eps:
+      yield prev
+      k += 1
+    prev = frame
+  if fps and prev is not None:
+    while start + k / fps <= t + eps:
+      yield prev
+      k += 1
+
+
+def decode_video(path: str, fps: float = 0., min_resize: int = 0) -> np.ndarray:
+  """Decodes a video file into (T, H, W, 3) uint8 RGB frames with PyAV."""
+  try:
+    import av  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError('Decoding videos needs PyAV: pip install -e ".[video]" '
+                      '(or pip install av).') from e
+  if not os.path.exists(path):
+    raise FileNotFoundError('file does not exist')
+  out, cache = [], (None, None)
+  with av.open(path) as container:
+    if not container.streams.video:
+      raise ValueError('no video stream')
+    stream = container.streams.video[0]
+    stream.thread_type = 'AUTO'
+    timed = _frame_times(container.decode(stream), stream)
+    for frame in _resample(timed, fps):
+      if cache[0] is not frame:  # a frame repeated by up-sampling is converted once
+        width, height = _target_size(frame.width, frame.height, min_resize)
+        cache = (frame, frame.to_ndarray(format='rgb24', width=width, height=height,
+                                         interpolation='AREA'))
+      out.append(cache[1])
+  if not out:
+    raise ValueError('no frames decoded')
+  return np.stack(out)
+
+
+def convert_row(task: Tuple[VideoRow, DecodeOptions]) -> Tuple[Optional[bytes], str]:
+  """One video -> (serialized SequenceExample, '') or (None, reason it was skipped)."""
+  row, opts = task
+  try:
+    frames = decode_video(row.path, opts.fps, opts.min_resize)
+    jpegs = dmvr_format.encode_jpeg_frames(frames, quality=opts.jpeg_quality)
+  except Exception as e:  # pylint: disable=broad-except
+    # Any failure (missing file, corrupt stream, odd codec) skips only this video.
+    return None, f'{type(e).__name__}: {e}'
+  example = dmvr_format.make_sequence_example(jpegs, row.label, row.label_text,
+                                              row.video_id)
+  return example.SerializeToString(), ''
+
+
+# ------------------------------------------------------------------------ conversion
+def _split_name(output: str) -> Tuple[str, str, int]:
+  """'DIR/train.tfrecord@8' -> ('DIR/train.tfrecord', 'train', 8)."""
+  prefix, sep, count = output.rpartition('@')
+  if not sep or not count.isdigit() or int(count) < 1:
+    raise ValueError(f'--output={output!r} must name a sharded table PREFIX@N with N >= 1, '
+                     'e.g. DIR/train.tfrecord@8.')
+  return prefix, os.path.basename(prefix).split('.')[0], int(count)
+
+
+def _choose_label_map(label_map: str, output_dir: str) -> Tuple[Optional[List[str]], str]:
+  """--label_map, else the output folder's label map from an earlier split, else none."""
+  existing = os.path.join(output_dir, LABEL_MAP_FILE)
+  if not label_map:
+    if os.path.exists(existing):
+      return read_label_map(existing), existing
+    return None, ''
+  names = read_label_map(label_map)
+  if os.path.exists(existing) and read_label_map(existing) != names:
+    raise ValueError(
+        f'--label_map={label_map!r} differs from {existing!r}, written by an earlier split. '
+        'Convert every split of a dataset with the same label map, or use a new folder.')
+  return names, label_map
+
+
+def _run(tasks, num_workers: int, desc: str, progress: bool):
+  """convert_row over the tasks, in order, in `num_workers` processes (<= 1: in-process)."""
+  bar = dict(total=len(tasks), desc=desc, unit='video', disable=not progress)
+  if num_workers <= 1:
+    yield from tqdm.tqdm(map(convert_row, tasks), **bar)
+    return
+  # 'spawn': forking a parent that has loaded TensorFlow can deadlock the children.
+  context = multiprocessing.get_context('spawn')
+  with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+    yield from tqdm.tqdm(pool.map(convert_row, tasks, chunksize=1), **bar)
+
+
+def convert(csv_path: str, output: str, *, label_map: str = '', fps: float = 0.,
+            min_resize: int = 0, num_workers: int = 1, jpeg_quality: int = 90,
+            shuffle_seed: int = 0, progress: bool = True) -> Dict:
+  """Converts the CSV's videos into `output` (PREFIX@N) shards; returns the report dict.
+
+  Rows are written in an order shuffled with `shuffle_seed` (-1 keeps the CSV order),
+  so class-sorted CSVs do not give class-sorted shards.
+  """
+  prefix, split, num_shards = _split_name(output)
+  output_dir = os.path.dirname(os.path.abspath(prefix))
+  names, map_path = _choose_label_map(label_map, output_dir)
+  rows, names = resolve_labels(read_csv_rows(csv_path), csv_path, names, map_path)
+  if shuffle_seed >= 0:
+    rows = [rows[i] for i in np.random.default_rng(shuffle_seed).permutation(len(rows))]
+  opts = DecodeOptions(fps, min_resize, jpeg_quality)
+  skipped = []
+  with dmvr_format.ShardedWriter(prefix, num_shards) as writer:
+    results = _run([(row, opts) for row in rows], num_workers, split, progress)
+    for (record, reason), row in zip(results, rows):  # results first: it ends the bar
+      if record is None:
+        tqdm.tqdm.write(f'Skipped {row.path!r} (CSV row {row.row}): {reason}', sys.stderr)
+        skipped.append({'row': row.row, 'path': row.path, 'reason': reason})
+      else:
+        writer.write(record)
+  report = {'csv': os.path.abspath(csv_path), 'output': output, 'split': split,
+            'written': writer.num_written, 'skipped': len(skipped),
+            'skipped_files': sorted(skipped, key=lambda s: s['row']),
+            'num_classes': len(names)}
+  _atomic_write(os.path.join(output_dir, f'{split}.report.json'),
+                json.dumps(report, indent=2) + '\n')
+  merge_split_metadata(output_dir, split, writer.num_written, names,
+                       table=f'{os.path.basename(prefix)}@{num_shards}',
+                       source='data_pipelines.convert_videos')
+  print(f'{split}: wrote {writer.num_written} videos to {output}, skipped {len(skipped)} '
+        f'(report: {os.path.join(output_dir, split + ".report.json")}).')
+  return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """The CLI; returns 1 when no video could be converted."""
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--csv', required=True, help='rows "path,label"')
+  parser.add_argument('--output', required=True, help='DIR/<split>.tfrecord@N')
+  parser.add_argument('--label_map', default='', help='one class name per line')
+  parser.add_argument('--fps', type=float, default=0., help='resample to this rate; 0 keeps')
+  parser.add_argument('--min_resize', type=int, default=0, help='short side; 0 keeps')
+  parser.add_argument('--num_workers', type=int, default=os.cpu_count() or 1)
+  parser.add_argument('--jpeg_quality', type=int, default=90)
+  parser.add_argument('--shuffle_seed', type=int, default=0, help='-1 keeps CSV order')
+  parser.add_argument('--no_progress', action='store_true')
+  args = parser.parse_args(argv)
+  report = convert(args.csv, args.output, label_map=args.label_map, fps=args.fps,
+                   min_resize=args.min_resize, num_workers=args.num_workers,
+                   jpeg_quality=args.jpeg_quality, shuffle_seed=args.shuffle_seed,
+                   progress=not args.no_progress)
+  return 0 if report['written'] else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())
