@@ -7,7 +7,9 @@ Two flattened layouts exist in the wild (see reference/vit_npz_names.txt):
 * big_vision: `MultiHeadDotProductAttention_0`, `LayerNorm_1`, `MlpBlock_0`, a root
   `pos_embedding` over the patches only (big_vision prepends its cls token after adding
   position embeddings), an optional `params/` prefix, possibly no cls token, possibly
-  scanned blocks stacked under `Transformer/encoderblock/`.
+  scanned blocks stacked under `Transformer/encoderblock/`;
+* scenic's image ViT: big_vision's block names with vision_transformer's
+  `Transformer/posembed_input/pos_embedding` (cls row first).
 `load_vit_npz` turns both into one canonical flat layout (this project's block names,
 a position embedding whose first row is the cls row exactly when `cls` exists), so the
 mapping into the video model is written once.
@@ -82,8 +84,10 @@ def _unstack_scanned_blocks(flat: dict) -> dict:
 
 def _canonical_big_vision(flat: dict) -> dict:
   out = dict(flat)
+  if POSEMB in out and 'pos_embedding' not in out:
+    return out  # scenic's image ViT: big_vision block names, posemb with the cls row.
   if 'pos_embedding' not in out:
-    raise ValueError('big_vision ViT checkpoint without a root pos_embedding; found '
+    raise ValueError(f'ViT checkpoint with neither a root pos_embedding nor {POSEMB}; found '
                      f'{sorted(out)[:8]}...')
   pe = out.pop('pos_embedding')
   if 'cls' in out:
