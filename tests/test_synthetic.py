@@ -1,0 +1,224 @@
+"""Tests for data_pipelines.synthetic: the action semantics, determinism and the files."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipelines import dmvr_format
+from data_pipelines import synthetic as S
+
+# A clean scene (no noise, distractors, shake or flicker) makes the actor measurable.
+CLEAN = S.SceneConfig(noise_std=0., flicker=0., camera_jitter=0., max_distractors=0)
+
+
+def _actor_masks(action, seed, resolution=32, num_frames=64):
+  """(T, R, R) bool: where the clean clip differs from the same scene without the actor."""
+  rng = np.random.default_rng(seed)
+  frames = S.clip_frames(action, rng, resolution=resolution, num_frames=num_frames,
+                         scene=CLEAN).astype(int)
+  # An invisible actor (fade_in at u = 0) leaves the background alone.
+  empty = S.clip_frames('fade_in', np.random.default_rng(seed), resolution=resolution,
+                        num_frames=num_frames, scene=CLEAN)[0].astype(int)
+  return np.abs(frames - empty).sum(-1) > 30
+
+
+def _centroids(masks):
+  ys, xs = np.mgrid[:masks.shape[1], :masks.shape[2]]
+  area = masks.sum((1, 2))
+  return (masks * xs).sum((1, 2)) / area, (masks * ys).sum((1, 2)) / area, area
+
+
+PAIRS = [(a.reverse_of, a.name) for a in S.ACTIONS if a.reverse_of]
+
+
+def test_the_five_reversed_pairs():
+  assert {frozenset(p) for p in PAIRS} == {
+      frozenset(p) for p in [('move_left', 'move_right'), ('move_up', 'move_down'),
+                             ('grow', 'shrink'), ('fade_in', 'fade_out'),
+                             ('rotate_clockwise', 'rotate_anticlockwise')]}
+
+
+@pytest.mark.parametrize('forward,partner', PAIRS)
+def test_reversed_partner_is_exactly_the_reversed_clip(forward, partner):
+  for seed in range(3):
+    a = S.clip_frames(forward, np.random.default_rng(seed))
+    b = S.clip_frames(partner, np.random.default_rng(seed))
+    assert a.shape == (64, 32, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b[::-1])
+    assert not np.array_equal(a, a[::-1])  # the order is what tells them apart
+
+
+def test_compound_classes_with_the_same_first_phase_share_the_first_half():
+  for seed in range(3):
+    up = S.clip_frames('right_then_up', np.random.default_rng(seed))
+    down = S.clip_frames('right_then_down', np.random.default_rng(seed))
+    np.testing.assert_array_equal(up[:32], down[:32])
+    assert all(not np.array_equal(up[t], down[t]) for t in range(40, 64))
+
+
+def test_single_moves_share_the_middle_frame():
+  # With an odd frame count the middle frame of every move is the same picture: one
+  # frame cannot tell the direction, only the order of frames can.
+  frames = [S.clip_frames(a, np.random.default_rng(7), num_frames=65)[32]
+            for a in ('move_right', 'move_left', 'move_up', 'move_down')]
+  for f in frames[1:]:
+    np.testing.assert_array_equal(frames[0], f)
+
+
+def test_moves_go_where_their_names_say():
+  amplitude = S.SceneConfig().motion_amplitude * 32  # pixels, +-10% per clip
+  for seed in range(3):
+    x, y, _ = _centroids(_actor_masks('move_right', seed))
+    assert 1.6 * amplitude < x[-1] - x[0] < 2.4 * amplitude and abs(y[-1] - y[0]) < 1
+    x, y, _ = _centroids(_actor_masks('move_up', seed))
+    assert 1.6 * amplitude < y[0] - y[-1] < 2.4 * amplitude and abs(x[-1] - x[0]) < 1
+
+
+def test_compound_phases_split_the_clip_in_halves():
+  x, y, _ = _centroids(_actor_masks('right_then_up', 3))
+  assert x[31] - x[0] > 6 and abs(y[31] - y[0]) < 1  # right, level
+  assert y[32] - y[63] > 6 and abs(x[63] - x[32]) < 1  # then up
+  x, y, _ = _centroids(_actor_masks('down_then_right', 3))
+  assert y[31] - y[0] > 6 and abs(x[31] - x[0]) < 1
+  assert x[63] - x[32] > 6 and abs(y[63] - y[32]) < 1
+
+
+def test_grow_fade_and_rotate_change_what_their_names_say():
+  _, _, area = _centroids(_actor_masks('grow', 4, resolution=64))
+  assert area[-1] > 4 * area[0]
+  empty = S.clip_frames('fade_in', np.random.default_rng(4), scene=CLEAN)[0].astype(int)
+  fade = S.clip_frames('fade_in', np.random.default_rng(4), scene=CLEAN).astype(int)
+  contrast = np.abs(fade - empty).sum((1, 2, 3))
+  assert contrast[0] == 0 and np.all(np.diff(contrast[::8]) > 0)
+  # The darker half of the two-tone actor turns clockwise: on screen (y down) the
+  # angle of (dark centroid - actor centroid) increases.
+  rng = np.random.default_rng(5)
+  frames = S.clip_frames('rotate_clockwise', rng, resolution=64, scene=CLEAN)
+  masks = _actor_masks('rotate_clockwise', 5, resolution=64)
+  x, y, _ = _centroids(masks)
+  dark = masks & (frames.sum(-1) < np.median(frames.sum(-1)[masks]))
+  dx, dy, _ = _centroids(dark)
+  angle = np.unwrap(np.arctan2(dy - y, dx - x)[::4])  # a noisy estimate: fit a line
+  slope = np.polyfit(np.arange(len(angle)) / (len(angle) - 1), angle, 1)[0]
+  assert 0.6 * 2 * np.pi < slope < 1.4 * 2 * np.pi  # 0.75 to 1.25 turns per clip
+
+
+def test_64x64_and_other_frame_counts():
+  frames = S.clip_frames('shrink', np.random.default_rng(0), resolution=64, num_frames=48)
+  assert frames.shape == (48, 64, 64, 3)
+  with pytest.raises(ValueError, match="Unknown action 'jump'"):
+    S.clip_frames('jump', np.random.default_rng(0))
+
+
+def _read_split(directory, split):
+  records = []
+  for path in dmvr_format.expand_table(f'{split}.tfrecord@*', directory):
+    for raw in tf.data.TFRecordDataset(path):
+      ctx, seq = tf.io.parse_single_sequence_example(
+          raw, context_features={
+              dmvr_format.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+              dmvr_format.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string),
+              dmvr_format.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string)},
+          sequence_features={dmvr_format.FRAMES_KEY: tf.io.FixedLenSequenceFeature(
+              [], tf.string)})
+      records.append((int(ctx[dmvr_format.LABEL_KEY]),
+                      ctx[dmvr_format.LABEL_TEXT_KEY].numpy().decode(),
+                      ctx[dmvr_format.VIDEO_ID_KEY].numpy().decode(),
+                      seq[dmvr_format.FRAMES_KEY].numpy()))
+  return records
+
+
+TINY = dict(resolution=16, num_frames=12, train_per_class=3, val_per_class=2,
+            test_per_class=1, num_shards=2, progress=False)
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp('synthetic'))
+  return out, S.generate(out, seed=3, **TINY)
+
+
+def _file_bytes(directory):
+  return {os.path.basename(p): open(p, 'rb').read()
+          for p in sorted(glob.glob(os.path.join(directory, '*')))}
+
+
+def test_generate_is_byte_deterministic_per_seed(tiny, tmp_path):
+  out, _ = tiny
+  S.generate(str(tmp_path / 'same'), seed=3, **TINY)
+  S.generate(str(tmp_path / 'other'), seed=4, **TINY)
+  first, same, other = (_file_bytes(d) for d in (out, tmp_path / 'same', tmp_path / 'other'))
+  assert len(first) == 3 * 2 + 2 and first == same
+  shards = [n for n in first if '.tfrecord-' in n]
+  assert all(first[n] != other[n] for n in shards)
+
+
+def test_splits_are_balanced_and_decode(tiny):
+  out, summary = tiny
+  names = list(S.ACTION_NAMES)
+  ids = set()
+  for split, per_class in (('train', 3), ('validation', 2), ('test', 1)):
+    records = _read_split(out, split)
+    labels = [r[0] for r in records]
+    assert np.bincount(labels, minlength=len(names)).tolist() == [per_class] * len(names)
+    assert all(names[label] == text for label, text, _, _ in records)
+    assert labels != sorted(labels)  # shards mix the classes
+    ids.update(r[2] for r in records)
+    video = tf.stack([tf.io.decode_jpeg(f) for f in records[0][3]]).numpy()
+    assert video.shape == (12, 16, 16, 3)
+  assert len(ids) == summary['num_classes'] * 6  # ids unique across splits
+
+
+def test_written_frames_are_the_generated_clip(tiny):
+  out, _ = tiny
+  label, _, video_id, jpegs = _read_split(out, 'validation')[0]
+  split, index, _ = video_id.split('-')
+  rng = S.clip_rng(3, split, S.ACTION_NAMES[label], int(index))
+  expected = S.clip_frames(S.ACTION_NAMES[label], rng, resolution=16, num_frames=12)
+  decoded = np.stack([tf.io.decode_jpeg(f).numpy() for f in jpegs])
+  assert np.abs(decoded.astype(int) - expected).mean() < 4  # JPEG at quality 95
+  other = S.clip_frames(S.ACTION_NAMES[label], rng, resolution=16, num_frames=12)
+  assert np.abs(decoded.astype(int) - other).mean() > 10
+
+
+def test_metadata_and_label_map(tiny):
+  out, summary = tiny
+  with open(os.path.join(out, 'metadata.json')) as f:
+    meta = json.load(f)
+  assert meta['num_classes'] == len(S.ACTION_NAMES) == summary['num_classes']
+  assert meta['label_names'] == list(S.ACTION_NAMES)
+  assert meta['splits'] == {'train': 3 * 14, 'validation': 2 * 14, 'test': 14}
+  assert meta['tables'] == {s: f'{s}.tfrecord@2' for s in S.SPLITS}
+  assert (meta['resolution'], meta['num_frames'], meta['seed']) == (16, 12, 3)
+  assert meta['reversed_pairs']['move_left'] == 'move_right'
+  assert meta['generator_version'] == S.GENERATOR_VERSION
+  with open(os.path.join(out, 'label_map.txt')) as f:
+    assert f.read() == ''.join(n + '\n' for n in S.ACTION_NAMES)
+
+
+def test_cli_with_a_class_subset_and_scene_flags(tmp_path):
+  summary = S.main([f'--output={tmp_path}', '--resolution=16', '--num_frames=8',
+                    '--train_per_class=2', '--val_per_class=1', '--test_per_class=0',
+                    '--num_shards=1', '--classes=grow,move_left', '--noise_std=0',
+                    '--no_progress'])
+  assert summary['label_names'] == ['grow', 'move_left']
+  assert summary['splits'] == {'train': 4, 'validation': 2}  # an empty split is skipped
+  assert summary['scene']['noise_std'] == 0.
+  assert sorted(os.listdir(tmp_path)) == [
+      'label_map.txt', 'metadata.json', 'train.tfrecord-00000-of-00001',
+      'validation.tfrecord-00000-of-00001']
+  assert [r[1] for r in _read_split(str(tmp_path), 'validation')].count('move_left') == 1
+
+
+def test_generate_rejects_bad_arguments(tmp_path):
+  with pytest.raises(ValueError, match=r"unknown: \['jump'\]"):
+    S.generate(str(tmp_path), classes=['grow', 'jump'])
+  with pytest.raises(ValueError, match='resolution=8 must be >= 16'):
+    S.generate(str(tmp_path), resolution=8)
+  with pytest.raises(ValueError, match='with train > 0'):
+    S.generate(str(tmp_path), train_per_class=0)
+  assert not os.listdir(tmp_path)
