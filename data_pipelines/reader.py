@@ -1,0 +1,613 @@
+"""The training and evaluation input pipelines on tf.data, for DMVR-format shards and tfds.
+
+Training stream, per host (each host reads its own files; see `host_files`):
+
+  epoch e: host files in an order drawn from (seed, e)
+    -> records interleaved from those files
+    -> cut into blocks of `shuffle_buffer` records, each block permuted from (seed, e, block)
+    -> every record gets its *position* in that order (epoch e, position p)
+    -> parse + decode + augment with randomness drawn from (seed, e, p)
+    -> bad records are dropped and counted, good ones batched.
+
+Because every random choice is a function of (seed, epoch, position), and the position of
+the record after the last one handed out is known, `TrainIterator.state` resumes exactly:
+the new iterator skips raw (undecoded) records up to that position and continues bit for
+bit, however far tf.data had prefetched, and whether or not bad records were dropped.
+
+Decoding never stops the stream: each record is decoded inside a one-element dataset whose
+errors are ignored, followed by a placeholder flagged `bad`. That turns an undecodable JPEG,
+a missing or out-of-range label, or an empty video into data that can be counted.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import re
+from typing import Callable, Dict, List, Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from data_pipelines import dmvr_format
+from data_pipelines import video_ops
+
+# TensorFlow is for input only: keep it off the accelerators that JAX uses.
+tf.config.set_visible_devices([], 'GPU')
+
+SPLITS = ('train', 'eval', 'test')
+METADATA_FILE = 'metadata.json'
+LABEL_MAP_FILE = 'label_map.txt'
+_METADATA_SPLIT = {'train': 'train', 'eval': 'validation', 'test': 'test'}
+# The bad-record fraction is only judged once this many records were read, so that a bad
+# record among the very first ones does not stop a run on a fraction of 1/1.
+MIN_RECORDS_FOR_BAD_CHECK = 20
+_MAX_BAD_EXAMPLES = 10  # bad records kept for the BadDataError message
+_MAX_EPOCHS = 2**40
+# Tags that keep the random streams of different uses apart.
+_TAG_FILES, _TAG_BLOCK, _TAG_EXAMPLE = 1, 2, 3
+
+
+class BadDataError(RuntimeError):
+  """Too many bad training records, or any bad evaluation record."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_classes: int
+  num_train_examples: int
+  num_eval_examples: int
+  num_test_examples: int
+  label_names: Optional[List[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """Where one split's records live and how to parse one.
+
+  Attributes:
+    table: the table name as configured (for messages).
+    files: TFRecord files holding the split, sorted.
+    parse: serialized record -> (encoded frames, string vector; label, int64 scalar or -1
+      when missing). Works in graph and eagerly.
+  """
+  table: str
+  files: List[str]
+  parse: Callable
+
+
+# ----------------------------------------------------------------------------------------
+# Records: parsing and checking.
+# ----------------------------------------------------------------------------------------
+
+def parse_dmvr(record):
+  """A serialized DMVR SequenceExample -> (encoded frames, label or -1)."""
+  context, sequence = tf.io.parse_single_sequence_example(
+      record,
+      context_features={dmvr_format.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64, -1)},
+      sequence_features={dmvr_format.FRAMES_KEY: tf.io.FixedLenSequenceFeature(
+          [], tf.string, allow_missing=True)})
+  return sequence[dmvr_format.FRAMES_KEY], context[dmvr_format.LABEL_KEY]
+
+
+def _checked(frames, label, num_classes: int):
+  """Asserts the record is usable; the asserts fail the record, not the pipeline."""
+  checks = [
+      tf.debugging.assert_greater(tf.shape(frames)[0], 0, message='no frames'),
+      tf.debugging.assert_non_negative(label, message='missing or negative label'),
+      tf.debugging.assert_less(label, tf.constant(num_classes, tf.int64),
+                               message='label out of range'),
+  ]
+  with tf.control_dependencies(checks):
+    return tf.identity(frames), tf.identity(label)
+
+
+def record_problem(record: bytes, parse: Callable, num_classes: int,
+                   decode_all: bool = True) -> str:
+  """Says what is wrong with one record, eagerly; '' when nothing is.
+
+  Args:
+    record: the serialized record.
+    parse: the source's parse function.
+    num_classes: labels must lie in [0, num_classes); <= 0 only checks label >= 0.
+    decode_all: decode every frame (else only check the structure and label).
+  """
+  try:
+    frames, label = parse(tf.constant(record))
+  except (tf.errors.OpError, ValueError) as e:
+    return f'not a parsable record ({_first_line(e)})'
+  label = int(label.numpy())
+  if label == -1:
+    return f'missing label ({dmvr_format.LABEL_KEY})'
+  if label < 0 or (num_classes > 0 and label >= num_classes):
+    return f'label {label} outside [0, {num_classes})'
+  if int(tf.shape(frames)[0]) == 0:
+    return f'no frames ({dmvr_format.FRAMES_KEY} is empty)'
+  return _frames_problem(frames.numpy()) if decode_all else ''
+
+
+def _frames_problem(encoded: np.ndarray) -> str:
+  shape = None
+  for i, frame in enumerate(encoded):
+    try:
+      decoded = tf.io.decode_image(frame, channels=3, expand_animations=False)
+    except tf.errors.OpError as e:
+      return f'frame {i} of {len(encoded)} does not decode ({_first_line(e)})'
+    if shape is None:
+      shape = tuple(decoded.shape)
+    elif tuple(decoded.shape) != shape:
+      return f'frame {i} has shape {tuple(decoded.shape)}, frame 0 has {shape}'
+  return ''
+
+
+def _first_line(error: Exception) -> str:
+  """TensorFlow's error text without its op and function decorations."""
+  text = getattr(error, 'message', None) or str(error)
+  text = re.sub(r'\{\{[^}]*\}\}\s*', '', text)
+  text = re.sub(r'\s*\[Op:\w+\]', '', text).strip()
+  return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def read_record(shard: str, index: int) -> bytes:
+  """The raw bytes of record `index` of a TFRecord file."""
+  ds = tf.data.TFRecordDataset(shard).skip(index).take(1)
+  return next(iter(ds)).numpy()
+
+
+# ----------------------------------------------------------------------------------------
+# Dataset metadata.
+# ----------------------------------------------------------------------------------------
+
+def check_config(ds_cfg) -> None:
+  """Fails at start, naming the key, on settings the pipeline cannot honour."""
+  problems = []
+  if ds_cfg.name not in ('dmvr', 'tfds'):
+    problems.append(f"name={ds_cfg.name!r} must be 'dmvr' or 'tfds'")
+  if ds_cfg.normalization not in video_ops.NORMALIZATIONS:
+    problems.append(f'normalization={ds_cfg.normalization!r} must be one of '
+                    f'{video_ops.NORMALIZATIONS}')
+  for key in ('num_frames', 'stride', 'crop_size', 'num_test_clips', 'num_test_crops',
+              'shuffle_buffer', 'num_parallel_reads'):
+    if ds_cfg[key] < 1:
+      problems.append(f'{key}={ds_cfg[key]} must be >= 1')
+  if ds_cfg.min_resize < ds_cfg.crop_size:
+    problems.append(f'min_resize={ds_cfg.min_resize} must be >= crop_size={ds_cfg.crop_size}')
+  if not 0 < ds_cfg.min_scale <= ds_cfg.max_scale:
+    problems.append(f'need 0 < min_scale ({ds_cfg.min_scale}) <= max_scale ({ds_cfg.max_scale})')
+  if not 0 <= ds_cfg.max_bad_fraction <= 1:
+    problems.append(f'max_bad_fraction={ds_cfg.max_bad_fraction} must lie in [0, 1]')
+  if ds_cfg.name == 'tfds' and not ds_cfg.tfds_name:
+    problems.append("name='tfds' needs tfds_name")
+  if problems:
+    raise ValueError('Invalid config.dataset: ' + '; '.join(problems) + '.')
+
+
+def _metadata(ds_cfg) -> dict:
+  path = os.path.join(ds_cfg.base_dir, METADATA_FILE)
+  if not ds_cfg.base_dir or not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def resolve_num_classes(ds_cfg) -> int:
+  """config.dataset.num_classes, else the dataset's metadata; errors when neither has it."""
+  if ds_cfg.name == 'tfds':
+    from data_pipelines import tfds_reader  # pylint: disable=g-import-not-at-top
+    return ds_cfg.num_classes or tfds_reader.tfds_info(ds_cfg).num_classes
+  num_classes = ds_cfg.num_classes or int(_metadata(ds_cfg).get('num_classes', 0))
+  if num_classes <= 0:
+    raise ValueError(
+        f'Unknown number of classes: config.dataset.num_classes is 0 and '
+        f'{os.path.join(ds_cfg.base_dir, METADATA_FILE)!r} does not give num_classes. '
+        'Set config.dataset.num_classes.')
+  return num_classes
+
+
+def count_records(files: List[str]) -> int:
+  """Counts records without parsing them."""
+  return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def _split_size(ds_cfg, split: str, meta: dict) -> int:
+  configured = ds_cfg[f'num_{split}_examples']
+  if configured:
+    return configured
+  if _METADATA_SPLIT[split] in meta.get('splits', {}):
+    return int(meta['splits'][_METADATA_SPLIT[split]])
+  try:
+    return count_records(make_source(ds_cfg, split).files)
+  except FileNotFoundError:
+    if split == 'train':
+      raise
+    logging.warning('No %s table (%s): num_%s_examples = 0.', split,
+                    ds_cfg[f'{split}_table'], split)
+    return 0
+
+
+def _label_names(ds_cfg, meta: dict, num_classes: int) -> Optional[List[str]]:
+  path = ds_cfg.label_map or os.path.join(ds_cfg.base_dir, LABEL_MAP_FILE)
+  if ds_cfg.label_map and not os.path.exists(path):
+    raise FileNotFoundError(f'config.dataset.label_map={path!r} does not exist.')
+  if os.path.exists(path):
+    with open(path) as f:
+      names = [line.strip() for line in f if line.strip()]
+  elif meta.get('label_names'):
+    path, names = os.path.join(ds_cfg.base_dir, METADATA_FILE), list(meta['label_names'])
+  else:
+    return None
+  if len(names) != num_classes:
+    raise ValueError(f'{path!r} names {len(names)} classes but the dataset has '
+                     f'{num_classes}.')
+  return names
+
+
+def dataset_info(ds_cfg) -> DatasetInfo:
+  """Class count, split sizes and label names: the config first, then the dataset."""
+  check_config(ds_cfg)
+  if ds_cfg.name == 'tfds':
+    from data_pipelines import tfds_reader  # pylint: disable=g-import-not-at-top
+    return tfds_reader.tfds_info(ds_cfg)
+  meta = _metadata(ds_cfg)
+  num_classes = resolve_num_classes(ds_cfg)
+  return DatasetInfo(
+      num_classes=num_classes,
+      num_train_examples=_split_size(ds_cfg, 'train', meta),
+      num_eval_examples=_split_size(ds_cfg, 'eval', meta),
+      num_test_examples=_split_size(ds_cfg, 'test', meta),
+      label_names=_label_names(ds_cfg, meta, num_classes))
+
+
+# ----------------------------------------------------------------------------------------
+# Sources and the per-host split.
+# ----------------------------------------------------------------------------------------
+
+def make_source(ds_cfg, split: str) -> Source:
+  """The records of `split` ('train', 'eval' or 'test'); fails now if there are none."""
+  if split not in SPLITS:
+    raise ValueError(f'split={split!r} must be one of {SPLITS}.')
+  if ds_cfg.name == 'tfds':
+    from data_pipelines import tfds_reader  # pylint: disable=g-import-not-at-top
+    return tfds_reader.tfds_source(ds_cfg, split)
+  table = ds_cfg[f'{split}_table']
+  return Source(table=table, files=dmvr_format.expand_table(table, ds_cfg.base_dir),
+                parse=parse_dmvr)
+
+
+def host_files(files: List[str], process_index: int, process_count: int,
+               table: str = '') -> List[str]:
+  """The files this host reads: every file goes to exactly one host."""
+  if len(files) < process_count:
+    raise ValueError(
+        f'Table {table!r} has {len(files)} file(s) but there are {process_count} hosts; '
+        'every host needs at least one file. Write the table with at least as many '
+        'shards as hosts (e.g. name.tfrecord@N with N a multiple of the host count).')
+  return files[process_index::process_count]
+
+
+def _process(process_index: Optional[int], process_count: Optional[int]):
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} outside [0, {process_count}).')
+  return process_index, process_count
+
+
+def _records(files, cycle_length: int) -> tf.data.Dataset:
+  """{'record', 'shard', 'index'} from files in the given order, interleaved."""
+  def read(path):
+    return tf.data.TFRecordDataset(path).enumerate().map(
+        lambda i, r: {'record': r, 'shard': path, 'index': i})
+  return tf.data.Dataset.from_tensor_slices(files).interleave(
+      read, cycle_length=cycle_length, block_length=1, num_parallel_calls=cycle_length,
+      deterministic=True)
+
+
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  return options
+
+
+# ----------------------------------------------------------------------------------------
+# Decode-or-flag: a bad record becomes a flagged placeholder instead of an error.
+# ----------------------------------------------------------------------------------------
+
+def _decode_or_flag(source: Source, num_classes: int, transform: Callable,
+                    output_shape, on_bad: Callable) -> Callable:
+  """Builds element -> one-element dataset, decoded or a placeholder flagged `bad`.
+
+  Args:
+    source: gives the parse function.
+    num_classes: for the label check.
+    transform: (encoded frames, element) -> float32 inputs of `output_shape`.
+    output_shape: static shape of one example's inputs.
+    on_bad: element -> reason string tensor (may log as a side effect).
+  """
+  keep = ('shard', 'index', 'epoch', 'position')
+
+  def good(el):
+    frames, label = _checked(*source.parse(el['record']), num_classes)
+    out = {k: el[k] for k in keep if k in el}
+    out.update(inputs=transform(frames, el), label=tf.cast(label, tf.int32),
+               bad=tf.constant(False), reason=tf.constant(''))
+    return out
+
+  def bad(el):
+    out = {k: el[k] for k in keep if k in el}
+    out.update(inputs=tf.zeros(output_shape, tf.float32), label=tf.constant(-1, tf.int32),
+               bad=tf.constant(True), reason=on_bad(el))
+    return out
+
+  def per_element(el):
+    single = tf.data.Dataset.from_tensors(el)
+    return single.map(good).ignore_errors().concatenate(single.map(bad)).take(1)
+
+  return per_element
+
+
+def _decode_all(ds: tf.data.Dataset, per_element: Callable) -> tf.data.Dataset:
+  # One-element datasets decoded in parallel, in order.
+  return ds.interleave(per_element, cycle_length=tf.data.AUTOTUNE, block_length=1,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# ----------------------------------------------------------------------------------------
+# Training.
+# ----------------------------------------------------------------------------------------
+
+def _fold(seed, *data):
+  for d in data:
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(d, tf.int64))
+  return seed
+
+
+def _epoch_order(files: List[str], epoch, base_seed, start, block: int, cycle: int):
+  """Records of one epoch in shuffled order, with positions, from position `start`."""
+  keys = tf.random.stateless_uniform([len(files)], _fold(base_seed, _TAG_FILES, epoch))
+  records = _records(tf.gather(tf.constant(files), tf.argsort(keys)), cycle)
+  first_block = start // block
+  # Whole blocks before the resume point are skipped as raw bytes, never parsed.
+  blocks = records.skip(first_block * block).batch(block).enumerate(first_block)
+
+  def permute(b, recs):
+    n = tf.shape(recs['index'])[0]
+    order = tf.argsort(tf.random.stateless_uniform([n], _fold(base_seed, _TAG_BLOCK,
+                                                                epoch, b)))
+    out = {k: tf.gather(v, order) for k, v in recs.items()}
+    out['position'] = b * block + tf.range(n, dtype=tf.int64)
+    out['epoch'] = tf.fill([n], epoch)
+    return out
+
+  return blocks.map(permute).unbatch().skip(start % block)
+
+
+def _count_and_filter(ds, state: Dict[str, int], max_bad_fraction: float):
+  """Adds running num_seen/num_bad; drops bad records unless the threshold is crossed.
+
+  A bad record that crosses the threshold is kept, so that the Python side sees it and
+  raises even when no good record follows.
+  """
+  min_seen = MIN_RECORDS_FOR_BAD_CHECK
+
+  def count(totals, el):
+    seen, bad = totals[0] + 1, totals[1] + tf.cast(el['bad'], tf.int64)
+    return (seen, bad), dict(el, num_seen=seen, num_bad=bad)
+
+  def keep(el):
+    tripped = tf.logical_and(
+        el['num_seen'] >= min_seen,
+        tf.cast(el['num_bad'], tf.float64) >
+        max_bad_fraction * tf.cast(el['num_seen'], tf.float64))
+    return tf.logical_or(tf.logical_not(el['bad']), tripped)
+
+  initial = (tf.constant(state['num_seen'], tf.int64), tf.constant(state['num_bad'], tf.int64))
+  return ds.scan(initial, count).filter(keep)
+
+
+def _initial_state(seed: int, process_index: int, process_count: int,
+                   state: Optional[dict]) -> Dict[str, int]:
+  fresh = {'epoch': 0, 'position': 0, 'num_seen': 0, 'num_bad': 0, 'seed': seed,
+           'process_index': process_index, 'process_count': process_count}
+  if state is None:
+    return fresh
+  if set(state) != set(fresh):
+    raise ValueError(f'Input pipeline state has keys {sorted(state)}, expected '
+                     f'{sorted(fresh)}.')
+  for key in ('seed', 'process_index', 'process_count'):
+    if int(state[key]) != fresh[key]:
+      raise ValueError(f'Input pipeline state was saved with {key}={state[key]} but this '
+                       f'run has {key}={fresh[key]}; the stream cannot be resumed.')
+  return {k: int(v) for k, v in state.items()}
+
+
+class TrainIterator:
+  """Infinite iterator of training batches with a resumable `state`.
+
+  Attributes:
+    state: JSON-serialisable dict; `make_train_iterator(..., state=state)` continues with
+      the batch this iterator returns next.
+    num_seen: records read on this host up to the last example handed out.
+    num_bad: of those, the bad ones (skipped).
+  """
+
+  def __init__(self, ds_cfg, batch_size: int, seed: int, state: Optional[dict],
+               process_index: int, process_count: int):
+    check_config(ds_cfg)
+    self._cfg = ds_cfg
+    self._source = make_source(ds_cfg, 'train')
+    self._files = host_files(self._source.files, process_index, process_count,
+                             self._source.table)
+    self._state = _initial_state(seed, process_index, process_count, state)
+    self._num_classes = resolve_num_classes(ds_cfg)
+    self.bad_examples: List[str] = []
+    _require_records(self._files, self._source.table)
+    self._iterator = iter(self._dataset(batch_size, seed, process_index))
+
+  @property
+  def state(self) -> dict:
+    return dict(self._state)
+
+  @property
+  def num_seen(self) -> int:
+    return self._state['num_seen']
+
+  @property
+  def num_bad(self) -> int:
+    return self._state['num_bad']
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Dict[str, np.ndarray]:
+    batch = {k: v.numpy() for k, v in next(self._iterator).items()}
+    if batch['bad'].any():
+      raise self._too_many_bad(batch)
+    self._state.update(epoch=int(batch['epoch'][-1]), position=int(batch['position'][-1]) + 1,
+                       num_seen=int(batch['num_seen'][-1]), num_bad=int(batch['num_bad'][-1]))
+    return {'inputs': batch['inputs'], 'label': batch['label'],
+            'batch_mask': np.ones(batch['label'].shape, np.float32)}
+
+  def _dataset(self, batch_size: int, seed: int, process_index: int) -> tf.data.Dataset:
+    cfg, start = self._cfg, self._state
+    base_seed = tf.constant([seed, process_index], tf.int64)
+    cycle = min(cfg.num_parallel_reads, len(self._files))
+
+    def epoch(e):
+      first = tf.where(e == start['epoch'], tf.constant(start['position'], tf.int64), 0)
+      return _epoch_order(self._files, e, base_seed, first, cfg.shuffle_buffer, cycle)
+
+    def transform(frames, el):
+      return video_ops.train_clip(
+          frames, cfg, _fold(base_seed, _TAG_EXAMPLE, el['epoch'], el['position']))
+
+    per_element = _decode_or_flag(
+        self._source, self._num_classes, transform,
+        (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), self._log_bad)
+    ds = tf.data.Dataset.range(start['epoch'], _MAX_EPOCHS).flat_map(epoch)
+    ds = _count_and_filter(_decode_all(ds, per_element), start, cfg.max_bad_fraction)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
+    return ds.with_options(_options())
+
+  def _log_bad(self, el):
+    def describe(record, shard, index):
+      shard, index = shard.numpy().decode(), int(index)
+      reason = (record_problem(record.numpy(), self._source.parse, self._num_classes) or
+                'decoding or augmenting failed')
+      logging.warning('Skipping bad training record %d of %s: %s', index, shard, reason)
+      if len(self.bad_examples) < _MAX_BAD_EXAMPLES:
+        self.bad_examples.append(f'{shard} record {index}: {reason}')
+      return reason
+    return tf.py_function(describe, [el['record'], el['shard'], el['index']], tf.string)
+
+  def _too_many_bad(self, batch) -> BadDataError:
+    i = int(np.argmax(batch['bad']))
+    seen, bad = int(batch['num_seen'][i]), int(batch['num_bad'][i])
+    examples = '\n  '.join(self.bad_examples) or '(none described)'
+    return BadDataError(
+        f'{bad} of {seen} training records read on this host are bad ({bad / seen:.1%} > '
+        f'config.dataset.max_bad_fraction={self._cfg.max_bad_fraction}). Examples '
+        f'(shard record index: reason):\n  {examples}\nList them all with `python -m '
+        f'data_pipelines.validate --tables={self._source.table}`.')
+
+
+def _require_records(files: List[str], table: str) -> None:
+  # An infinite stream over files without records would spin forever.
+  if not any(True for _ in tf.data.TFRecordDataset(files).take(1)):
+    raise ValueError(f'Table {table!r}: the files of this host ({files[:3]}...) hold no '
+                     'records.')
+
+
+def make_train_iterator(ds_cfg, batch_size: int, seed: int, state: Optional[dict] = None,
+                        process_index: Optional[int] = None,
+                        process_count: Optional[int] = None) -> TrainIterator:
+  """The infinite, resumable training iterator of this host (see TrainIterator)."""
+  process_index, process_count = _process(process_index, process_count)
+  return TrainIterator(ds_cfg, batch_size, seed, state, process_index, process_count)
+
+
+# ----------------------------------------------------------------------------------------
+# Evaluation and multi-view test.
+# ----------------------------------------------------------------------------------------
+
+def _eval_dataset(source: Source, files: List[str], ds_cfg, split: str, batch_size: int,
+                  num_classes: int) -> tf.data.Dataset:
+  if split == 'eval':
+    transform = lambda frames, el: video_ops.eval_clip(frames, ds_cfg)
+    shape = (ds_cfg.num_frames, ds_cfg.crop_size, ds_cfg.crop_size, 3)
+  else:
+    transform = lambda frames, el: video_ops.test_views(frames, ds_cfg)
+    shape = (video_ops.num_test_views(ds_cfg), ds_cfg.num_frames, ds_cfg.crop_size,
+             ds_cfg.crop_size, 3)
+  per_element = _decode_or_flag(source, num_classes, transform, shape,
+                                lambda el: tf.constant('bad'))
+  ds = _records(files, min(ds_cfg.num_parallel_reads, len(files)))
+  ds = _decode_all(ds, per_element).batch(batch_size).prefetch(2)
+  return ds.with_options(_options())
+
+
+def _num_eval_batches(source: Source, process_count: int, batch_size: int) -> Optional[int]:
+  """The batch count every host yields (hosts must step together); None on one host."""
+  if process_count == 1:
+    return None
+  largest = max(count_records(host_files(source.files, p, process_count, source.table))
+                for p in range(process_count))
+  return -(-largest // batch_size)
+
+
+def _pad(batch: Dict[str, np.ndarray], batch_size: int) -> Dict[str, np.ndarray]:
+  n = len(batch['label'])
+  pad = [(0, batch_size - n)]
+  return {
+      'inputs': np.pad(batch['inputs'], pad + [(0, 0)] * (batch['inputs'].ndim - 1)),
+      'label': np.pad(batch['label'], pad).astype(np.int32),
+      'batch_mask': np.pad(np.ones(n, np.float32), pad),
+  }
+
+
+def _eval_batches(ds, source, split, batch_size, num_batches, num_classes):
+  produced = 0
+  for batch in ds:
+    batch = {k: v.numpy() for k, v in batch.items()}
+    if batch['bad'].any():
+      i = int(np.argmax(batch['bad']))
+      shard, index = batch['shard'][i].decode(), int(batch['index'][i])
+      reason = record_problem(read_record(shard, index), source.parse, num_classes)
+      raise BadDataError(
+          f'Bad record in the {split} data: {shard} record {index}: '
+          f'{reason or "decoding or cropping failed"}. Every {split} example must count; '
+          f'fix or remove it (`python -m data_pipelines.validate --tables={source.table}` '
+          'lists all bad records).')
+    produced += 1
+    yield _pad(batch, batch_size)
+  empty = _pad({'inputs': np.zeros((0,) + tuple(ds.element_spec['inputs'].shape[1:]), np.float32),
+                'label': np.zeros(0, np.int32)}, batch_size)
+  while num_batches is not None and produced < num_batches:
+    produced += 1
+    yield empty
+
+
+def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
+                       process_index: Optional[int] = None,
+                       process_count: Optional[int] = None):
+  """One pass over this host's share of `split` ('eval' or 'test'), in padded batches.
+
+  'eval' gives inputs (B, T, H, W, 3) (centre clip, centre crop); 'test' gives
+  (B, V, T, H, W, 3) with V = num_test_clips * num_test_crops views per video. Padding
+  examples have batch_mask 0. With several hosts every host yields the same number of
+  batches (the largest share; records are counted, not decoded, to know it).
+  Raises BadDataError on the first bad record: evaluation never skips data.
+  """
+  if split not in ('eval', 'test'):
+    raise ValueError(f"split={split!r} must be 'eval' or 'test'.")
+  check_config(ds_cfg)
+  process_index, process_count = _process(process_index, process_count)
+  source = make_source(ds_cfg, split)
+  files = host_files(source.files, process_index, process_count, source.table)
+  num_classes = resolve_num_classes(ds_cfg)
+  ds = _eval_dataset(source, files, ds_cfg, split, batch_size, num_classes)
+  num_batches = _num_eval_batches(source, process_count, batch_size)
+  return _eval_batches(ds, source, split, batch_size, num_batches, num_classes)

@@ -1,0 +1,122 @@
+r"""Scans DMVR-format shards and reports every bad record.
+
+  python -m data_pipelines.validate --tables=/data/kinetics/train.tfrecord@128 \
+      [--num_classes=400]
+
+A record is bad when it does not parse as a SequenceExample, has no label or a label
+outside [0, num_classes), has no frames, or has a frame that does not decode or differs
+in size from the first. Prints one line per bad record (shard, index, reason) and a
+summary; exits with status 1 when any record is bad, 0 otherwise.
+
+Without --num_classes the label range comes from metadata.json next to the shards, if
+there is one; otherwise only `label >= 0` is checked.
+"""
+
+import json
+import os
+import sys
+from typing import Iterator, List, Optional, Tuple
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+import tqdm
+
+from data_pipelines import dmvr_format
+from data_pipelines import reader
+
+_TABLES = flags.DEFINE_list(
+    'tables', None, 'Comma-separated tables: globs, name.tfrecord@N or name.tfrecord@*.')
+_NUM_CLASSES = flags.DEFINE_integer(
+    'num_classes', 0, 'Labels must lie in [0, num_classes); 0 -> metadata.json or no bound.')
+
+
+def _fully_decoded(record):
+  """Parses and decodes every frame; any failure makes the record bad."""
+  frames, label = reader.parse_dmvr(record)
+  decoded = tf.map_fn(lambda b: tf.io.decode_image(b, channels=3, expand_animations=False),
+                      frames, fn_output_signature=tf.uint8)
+  return tf.shape(decoded)[0] > 0, label
+
+
+def _flags(files: List[str], num_classes: int) -> tf.data.Dataset:
+  """Per record {'shard', 'index', 'maybe_bad'}; only flagged records are diagnosed."""
+  def check(el):
+    def good(e):
+      has_frames, label = _fully_decoded(e['record'])
+      ok = tf.logical_and(has_frames, label >= 0)
+      if num_classes > 0:
+        ok = tf.logical_and(ok, label < num_classes)
+      return {'shard': e['shard'], 'index': e['index'], 'maybe_bad': tf.logical_not(ok)}
+
+    def bad(e):
+      return {'shard': e['shard'], 'index': e['index'], 'maybe_bad': tf.constant(True)}
+
+    single = tf.data.Dataset.from_tensors(el)
+    return single.map(good).ignore_errors().concatenate(single.map(bad)).take(1)
+
+  records = tf.data.Dataset.from_tensor_slices(files).flat_map(
+      lambda path: tf.data.TFRecordDataset(path).enumerate().map(
+          lambda i, r: {'record': r, 'shard': path, 'index': i}))
+  return records.interleave(check, cycle_length=tf.data.AUTOTUNE,
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def scan(files: List[str], num_classes: int, progress: bool = True,
+         total: Optional[int] = None) -> Iterator[Tuple[str, int, str]]:
+  """Yields (shard, index, reason) for every bad record of `files`, in file order.
+
+  `total` (the record count, for the progress bar) is counted when not given.
+  """
+  total = reader.count_records(files) if total is None else total
+  with tqdm.tqdm(total=total, unit='records', disable=not progress, file=sys.stderr) as bar:
+    for el in _flags(files, num_classes):
+      bar.update(1)
+      if not el['maybe_bad']:
+        continue
+      shard, index = el['shard'].numpy().decode(), int(el['index'])
+      reason = reader.record_problem(reader.read_record(shard, index), reader.parse_dmvr,
+                                     num_classes) or 'fails to decode'
+      yield shard, index, reason
+
+
+def _num_classes_from_metadata(files: List[str]) -> int:
+  path = os.path.join(os.path.dirname(files[0]), reader.METADATA_FILE)
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    return int(json.load(f).get('num_classes', 0))
+
+
+def validate_tables(tables: List[str], num_classes: int = 0, progress: bool = True) -> int:
+  """Prints bad records and a summary for each table; returns the number of bad records."""
+  num_bad = 0
+  for table in tables:
+    files = dmvr_format.expand_table(table)
+    classes = num_classes or _num_classes_from_metadata(files)
+    count = reader.count_records(files)
+    bad_here = 0
+    for shard, index, reason in scan(files, classes, progress, count):
+      print(f'BAD {shard} record {index}: {reason}', flush=True)
+      bad_here += 1
+    bound = f'[0, {classes})' if classes > 0 else '>= 0'
+    print(f'{table}: {count} records in {len(files)} shard(s), {bad_here} bad '
+          f'(labels checked {bound}).', flush=True)
+    num_bad += bad_here
+  return num_bad
+
+
+def main(argv):
+  del argv
+  if not _TABLES.value:
+    raise app.UsageError('--tables is required.')
+  try:
+    num_bad = validate_tables(_TABLES.value, _NUM_CLASSES.value)
+  except (FileNotFoundError, tf.errors.DataLossError) as e:
+    print(f'ERROR: {e}', file=sys.stderr)
+    sys.exit(2)
+  sys.exit(1 if num_bad else 0)
+
+
+if __name__ == '__main__':
+  app.run(main)
