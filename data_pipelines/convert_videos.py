@@ -233,7 +233,8 @@ def convert_row(task: Tuple[VideoRow, DecodeOptions]) -> Tuple[Optional[bytes], 
     return None, f'{type(e).__name__}: {e}'
   example = dmvr_format.make_sequence_example(jpegs, row.label, row.label_text,
                                               row.video_id)
-  return example.SerializeToString(), ''
+  # deterministic: else the context map's order can change from process to process.
+  return example.SerializeToString(deterministic=True), ''
 
 
 # ------------------------------------------------------------------------ conversion

@@ -356,7 +356,8 @@ def _write_split(output_dir, split, names, per_class, num_shards, seed, resoluti
       example = dmvr_format.make_sequence_example(
           encode_frames(frames), label,
           names[label], f'{split}-{index:06d}-{label:03d}')
-      writer.write(example.SerializeToString())
+      # deterministic: else the context map's order can change from process to process.
+      writer.write(example.SerializeToString(deterministic=True))
       bar.update()
   return writer.num_written
 
