@@ -106,7 +106,8 @@ def test_vit_npz_auto(tmp_path):
   _assert_subtree_equal(params, target, ['Adapter', 'TemporalTransformer', 'output_projection'])
   assert f'Initialised from vit_npz checkpoint {tmp_path}/vit.npz.' in msg
   assert 'restored: SpatialTransformer, cls_SpatialTransformer, embedding' in msg
-  assert 'fresh init: Adapter, TemporalTransformer, cls_TemporalTransformer, output_projection' in msg
+  assert ('fresh init: Adapter, TemporalTransformer, cls_TemporalTransformer, '
+          'output_projection') in msg
   assert 'not used from the checkpoint: head' in msg
   assert 'embedding/kernel inflated 2D -> 3D (average)' in msg
 
@@ -128,7 +129,8 @@ def test_other_classes_need_restore_output_projection_false(tmp_path):
 def test_shape_mismatch_names_and_shapes(tmp_path):
   _save_workdir(str(tmp_path / 'run'), _params(width=16), step=1)
   with pytest.raises(ValueError, match=r'(?s)Checkpoint .*/checkpoints/1 does not match.*'
-                     r'embedding/kernel: checkpoint \(2, 4, 4, 3, 16\) vs model \(2, 4, 4, 3, 32\)'):
+                     r'embedding/kernel: checkpoint \(2, 4, 4, 3, 16\) vs model '
+                     r'\(2, 4, 4, 3, 32\)'):
     load.load_init_params(_init_cfg(tmp_path / 'run'), _params(), model_config=_model_config())
 
 

@@ -94,5 +94,6 @@ def test_matches():
   assert merge.matches('Adapter/down/kernel', ['Adapter'])
   assert merge.matches('Adapter', ['Adapter'])
   assert not merge.matches('AdapterX/kernel', ['Adapter'])
-  assert merge.matches('TemporalTransformer/encoderblock_1/x', [r'TemporalTransformer/encoderblock_\d+'])
+  assert merge.matches('TemporalTransformer/encoderblock_1/x',
+                       [r'TemporalTransformer/encoderblock_\d+'])
   assert not merge.matches('a/Adapter', ['Adapter'])

@@ -74,7 +74,8 @@ def test_stage2_at_16_frames_interpolates_temporal_posemb():
 def test_keep_target_temporal():
   stage1, target = _random_params(), _random_params('mlp', frames=16, seed=1)
   params = stage2.stage1_to_stage2(stage1, target, source_name='s1', keep_target=stage2.TEMPORAL)
-  np.testing.assert_array_equal(params['cls_TemporalTransformer'], target['cls_TemporalTransformer'])
+  np.testing.assert_array_equal(params['cls_TemporalTransformer'],
+                                target['cls_TemporalTransformer'])
   np.testing.assert_array_equal(
       params['TemporalTransformer']['encoderblock_0']['LayerNorm_0']['scale'],
       target['TemporalTransformer']['encoderblock_0']['LayerNorm_0']['scale'])
@@ -86,5 +87,6 @@ def test_mismatches_are_errors():
                      r'model \(2, 4, 4, 3, 32\)'):
     stage2.stage1_to_stage2(_random_params(width=16), _random_params('mlp'), source_name='s1')
   # A checkpoint that has an adapter cannot silently lose it.
-  with pytest.raises(ValueError, match=r'unexpected in the checkpoint.*\n(.*\n)*\s+Adapter/down/kernel'):
+  with pytest.raises(ValueError,
+                     match=r'unexpected in the checkpoint.*\n(.*\n)*\s+Adapter/down/kernel'):
     stage2.stage1_to_stage2(_random_params('mlp'), _random_params(), source_name='s2')

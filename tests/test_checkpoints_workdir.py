@@ -2,6 +2,7 @@
 
 import os
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -75,3 +76,25 @@ def test_empty_and_nonexistent(tmp_path):
     workdir.restore_workdir_params(str(tmp_path / 'run'))
   with pytest.raises(FileNotFoundError, match='Checkpoint directory .*/absent does not exist'):
     workdir.restore_workdir_params(str(tmp_path / 'absent'))
+
+
+def test_sharded_params_restore_as_numpy(tmp_path):
+  # The trainer saves device arrays laid out on a mesh; restoring needs no mesh.
+  mesh = jax.make_mesh((len(jax.devices()),), ('data',))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  params = _params(1)
+  sharded = dict(params, embedding={
+      'kernel': params['embedding']['kernel'],
+      'bias': jax.device_put(params['embedding']['bias'], sharding)})
+  mngr = ocp.CheckpointManager(str(tmp_path / 'checkpoints'), item_names=('params',),
+                               options=ocp.CheckpointManagerOptions(create=True))
+  mngr.save(3, args=ocp.args.Composite(params=ocp.args.StandardSave(sharded)))
+  mngr.wait_until_finished()
+  mngr.close()
+  _assert_equal(workdir.restore_workdir_params(str(tmp_path)), params)
+
+
+def test_a_file_is_not_a_run_directory(tmp_path):
+  (tmp_path / 'f').write_bytes(b'')
+  with pytest.raises(FileNotFoundError, match='/f is a file, not a run directory'):
+    workdir.restore_workdir_params(str(tmp_path / 'f'))

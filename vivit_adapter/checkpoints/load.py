@@ -12,6 +12,7 @@ from typing import Tuple
 import ml_collections
 import numpy as np
 
+from vivit_adapter import models
 from vivit_adapter.checkpoints import merge, scenic, stage2, vit_npz, workdir
 
 FORMATS = ('auto', 'workdir', 'scenic', 'vit_npz')
@@ -156,6 +157,8 @@ def load_init_params(init_cfg: ml_collections.ConfigDict, target_params, *,
     params, message = _from_vit_npz(init_cfg, path, target_params, target_flat)
   else:
     params, message = _from_video(fmt, init_cfg, path, target_params, target_flat)
-  model = (f'  model: classifier={model_config.classifier}, '
-           f'adapter={model_config.adapter.type}, patches={tuple(model_config.patches.size)}')
+  cfg = models.resolve_model_config(model_config)  # A variant fixes the sizes.
+  model = (f'  into: {cfg.variant or "ViViT-FE"} hidden_size={cfg.hidden_size}, '
+           f'patches={tuple(cfg.patches.size)}, classifier={cfg.classifier}, '
+           f'adapter={cfg.adapter.type}')
   return params, message + '\n' + model

@@ -67,7 +67,8 @@ def merge_params(target: Params, source: Params, *, source_name: str,
       and shape mismatch (with both shapes).
   """
   tgt, src = flatten(target), flatten(source)
-  keep = tuple(keep_target)
+  keep, allow_missing = tuple(keep_target), tuple(allow_missing)
+  ignore_unexpected = tuple(ignore_unexpected)
   src = {k: v for k, v in src.items() if not matches(k, keep)}
   missing = [k for k in tgt if k not in src and not matches(k, keep)
              and not matches(k, allow_missing)]

@@ -51,12 +51,16 @@ def read_flax_checkpoint(path: str) -> Any:
 
 def params_from_state(state: Mapping, source_name: str) -> dict:
   """The parameter tree inside a restored scenic TrainState (or the tree itself)."""
-  if 'optimizer' in state and 'target' in state['optimizer']:
-    params = state['optimizer']['target']  # flax.optim era: optimizer.target.
+  optimizer = state.get('optimizer')
+  if isinstance(optimizer, Mapping) and 'target' in optimizer:
+    params = optimizer['target']  # flax.optim era: optimizer.target.
   elif 'params' in state:
     params = state['params']
   else:
     params = state
+  if not isinstance(params, Mapping):
+    raise ValueError(f'{source_name}: the parameters are a {type(params).__name__}, '
+                     'not a tree of arrays.')
   if set(params) == {'params'}:
     params = params['params']  # A variables dict {'params': ...}.
   if not any(root in params for root in _PARAM_ROOTS):

@@ -23,7 +23,8 @@ def resolve_checkpoint_dir(path: str, step: int = -1) -> Tuple[str, int]:
   """
   path = os.path.abspath(os.fspath(path))
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'Checkpoint directory {path} does not exist.')
+    what = 'is a file, not a run directory' if os.path.exists(path) else 'does not exist'
+    raise FileNotFoundError(f'Checkpoint directory {path} {what}.')
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     return os.path.join(path, 'checkpoints'), step
   name = os.path.basename(path)
