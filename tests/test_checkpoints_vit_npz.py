@@ -170,6 +170,15 @@ def test_gap_model_without_cls(tmp_path):
   np.testing.assert_array_equal(out[name], image_flat[name])
 
 
+def test_token_checkpoint_into_gap_model_drops_cls(tmp_path):
+  image_flat, npz = _image_vit_flat('vision_transformer')
+  loaded = vit_npz.load_vit_npz(_write(tmp_path, npz))
+  out = vit_npz.vit_to_vivit_spatial(loaded, _params(classifier='gap'), source_name='v')
+  assert 'cls_SpatialTransformer' not in out
+  np.testing.assert_array_equal(out['SpatialTransformer']['posembed_input']['pos_embedding'],
+                                image_flat['SpatialTransformer/posembed_input/pos_embedding'][:, 1:])
+
+
 def test_no_cls_into_token_model(tmp_path):
   _, npz = _image_vit_flat('big_vision', classifier='gap')
   loaded = vit_npz.load_vit_npz(_write(tmp_path, npz))

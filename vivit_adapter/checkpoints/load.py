@@ -107,6 +107,8 @@ def _from_vit_npz(init_cfg, path, target_params, target_flat):
                               ignore_unexpected=vit_npz.DROPPED)
   notes = [f'embedding/kernel inflated 2D -> 3D ({init_cfg.kernel_init_method})']
   notes += _resample_note(source, vit_npz.POSEMB, converted, 'Spatial' + vit_npz.POSEMB)
+  if 'cls' in source and 'cls_SpatialTransformer' not in target_flat:
+    notes.append("the image cls token is not used (config.model.classifier='gap')")
   return params, _message('vit_npz', path, converted, target_flat, (), notes)
 
 
