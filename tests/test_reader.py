@@ -340,3 +340,54 @@ def test_dataset_info_reads_metadata_and_label_map(tmp_path):
   (tmp_path / 'names.txt').write_text('a\nb\n')
   with pytest.raises(ValueError, match='names 2 classes but the dataset has 3'):
     dataset_info(_cfg(tmp_path, num_classes=0, label_map=str(tmp_path / 'names.txt')))
+
+
+# ----------------------------------------------------------------------------------------
+# tfds.
+# ----------------------------------------------------------------------------------------
+
+def _tfds_builder_class():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  class ReaderTestVideos(tfds.core.GeneratorBasedBuilder):
+    """The synthetic dataset's feature layout: Video of uint8 frames + ClassLabel."""
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'video': tfds.features.Video(shape=(None, H, W, 3)),
+          'label': tfds.features.ClassLabel(names=['zero', 'one', 'two', 'three', 'four',
+                                                   'five', 'six', 'seven'])}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {'train': self._generate_examples(range(6)),
+              'validation': self._generate_examples(range(6, 8))}
+
+    def _generate_examples(self, ids):
+      for vid in ids:
+        yield vid, {'video': _video(vid, 5), 'label': vid}
+
+  return ReaderTestVideos
+
+
+def test_tfds_dataset_through_the_same_pipeline(tmp_path):
+  builder = _tfds_builder_class()(data_dir=str(tmp_path))
+  builder.download_and_prepare()
+  cfg = _cfg('', name='tfds', tfds_name='reader_test_videos', tfds_data_dir=str(tmp_path),
+             num_classes=0)
+  info = dataset_info(cfg)
+  assert (info.num_classes, info.num_train_examples, info.num_eval_examples,
+          info.num_test_examples) == (8, 6, 2, 0)
+  assert info.label_names[:3] == ['zero', 'one', 'two']
+  it = make_train_iterator(cfg, batch_size=6, seed=0, process_index=0, process_count=1)
+  batch = next(it)
+  assert sorted(batch['label']) == list(range(6)) and batch['inputs'].shape == (6, 4, H, H, 3)
+  batches = list(make_eval_iterator(cfg, 'eval', 4, process_index=0, process_count=1))
+  assert batches[0]['batch_mask'].tolist() == [1, 1, 0, 0]
+  for inputs, label in zip(batches[0]['inputs'][:2], batches[0]['label'][:2]):
+    # tfds stores PNG: lossless, so the eval clip is exact.
+    np.testing.assert_allclose((inputs + 1) / 2 * 255,
+                               _video(int(label), 5)[0:4, :, 2:14], atol=1e-3)
+  with pytest.raises(FileNotFoundError, match="has no split 'test'"):
+    make_eval_iterator(cfg, 'test', 4, process_index=0, process_count=1)
