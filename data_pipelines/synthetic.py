@@ -28,7 +28,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -312,7 +312,7 @@ def clip_frames(action: str, rng: np.random.Generator, *, resolution: int = 32,
   return _render(drawn, motion, resolution)
 
 
-def _resolve_classes(classes: Optional[Sequence[str]]) -> List[str]:
+def resolve_classes(classes: Optional[Sequence[str]]) -> List[str]:
   names = list(ACTION_NAMES if classes is None else classes)
   unknown = [c for c in names if c not in _ACTION_BY_NAME]
   if unknown or len(set(names)) != len(names) or len(names) < 2:
@@ -341,21 +341,32 @@ def encode_frames(frames: np.ndarray) -> List[bytes]:
           for f in frames]
 
 
-def _write_split(output_dir, split, names, per_class, num_shards, seed, resolution,
-                 num_frames, scene, bar) -> int:
-  """Writes one split's clips, interleaved in a seeded order so shards mix classes."""
+class Clip(NamedTuple):
+  video_id: str
+  label: int
+  frames: np.ndarray  # (T, R, R, 3) uint8
+
+
+def iter_clips(split: str, names: Sequence[str], per_class: int, *, seed: int,
+               resolution: int, num_frames: int,
+               scene: SceneConfig = SceneConfig()) -> Iterator[Clip]:
+  """One split's clips, interleaved in a seeded order so that shards mix the classes."""
   order = np.random.default_rng([seed, SPLITS.index(split), 1 << 20]).permutation(
       per_class * len(names))
+  for k in order:
+    label, index = int(k % len(names)), int(k // len(names))
+    rng = clip_rng(seed, split, names[label], index)
+    frames = clip_frames(names[label], rng, resolution=resolution, num_frames=num_frames,
+                         scene=scene)
+    yield Clip(f'{split}-{index:06d}-{label:03d}', label, frames)
+
+
+def _write_split(output_dir, split, names, per_class, num_shards, bar, **clip_args) -> int:
   prefix = os.path.join(output_dir, f'{split}.tfrecord')
   with dmvr_format.ShardedWriter(prefix, num_shards) as writer:
-    for k in order:
-      label, index = int(k % len(names)), int(k // len(names))
-      rng = clip_rng(seed, split, names[label], index)
-      frames = clip_frames(names[label], rng, resolution=resolution,
-                           num_frames=num_frames, scene=scene)
+    for clip in iter_clips(split, names, per_class, **clip_args):
       example = dmvr_format.make_sequence_example(
-          encode_frames(frames), label,
-          names[label], f'{split}-{index:06d}-{label:03d}')
+          encode_frames(clip.frames), clip.label, names[clip.label], clip.video_id)
       # deterministic: else the context map's order can change from process to process.
       writer.write(example.SerializeToString(deterministic=True))
       bar.update()
@@ -372,7 +383,7 @@ def generate(output_dir: str, *, seed: int = 0, resolution: int = 32, num_frames
   not written.
   """
   from data_pipelines import convert_videos  # pylint: disable=g-import-not-at-top
-  names = _resolve_classes(classes)
+  names = resolve_classes(classes)
   if resolution < 16 or num_frames < 2:
     raise ValueError(f'resolution={resolution} must be >= 16 and num_frames={num_frames} '
                      '>= 2.')
@@ -385,8 +396,9 @@ def generate(output_dir: str, *, seed: int = 0, resolution: int = 32, num_frames
   with tqdm.tqdm(total=total, desc='synthetic', unit='clip', disable=not progress) as bar:
     for split in SPLITS:
       if per_class[split]:
-        splits[split] = _write_split(output_dir, split, names, per_class[split], num_shards,
-                                     seed, resolution, num_frames, scene, bar)
+        splits[split] = _write_split(
+            output_dir, split, names, per_class[split], num_shards, bar, seed=seed,
+            resolution=resolution, num_frames=num_frames, scene=scene)
   metadata = {
       'num_classes': len(names), 'label_names': names, 'splits': splits,
       'tables': {s: f'{s}.tfrecord@{num_shards}' for s in splits},
