@@ -20,6 +20,7 @@ a missing or out-of-range label, or an empty video into data that can be counted
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -34,7 +35,12 @@ from data_pipelines import dmvr_format
 from data_pipelines import video_ops
 
 # TensorFlow is for input only: keep it off the accelerators that JAX uses.
-tf.config.set_visible_devices([], 'GPU')
+try:
+  tf.config.set_visible_devices([], 'GPU')
+except RuntimeError:  # TF already initialised its devices: too late to hide them
+  if tf.config.get_visible_devices('GPU'):
+    logging.warning('TensorFlow was initialised before data_pipelines.reader was imported '
+                    'and sees GPUs; import data_pipelines first so that it does not.')
 
 SPLITS = ('train', 'eval', 'test')
 METADATA_FILE = 'metadata.json'
@@ -206,7 +212,16 @@ def resolve_num_classes(ds_cfg) -> int:
 
 
 def count_records(files: List[str]) -> int:
-  """Counts records without parsing them."""
+  """Counts records without parsing them (cached: evaluation asks every epoch)."""
+  # Size and modification time in the key: a rewritten table is counted again.
+  stats = tuple((f, s.length, s.mtime_nsec) for f, s in
+                ((f, tf.io.gfile.stat(f)) for f in files))
+  return _count_records(stats)
+
+
+@functools.lru_cache(maxsize=64)
+def _count_records(stats) -> int:
+  files = [f for f, _, _ in stats]
   return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
 
 
