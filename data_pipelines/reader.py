@@ -22,7 +22,6 @@ a missing or out-of-range label, or an empty video into data that can be counted
 import dataclasses
 import functools
 import json
-import math
 import os
 import re
 from typing import Callable, Dict, List, Optional
@@ -539,7 +538,12 @@ def _require_records(files: List[str], table: str) -> None:
 def make_train_iterator(ds_cfg, batch_size: int, seed: int, state: Optional[dict] = None,
                         process_index: Optional[int] = None,
                         process_count: Optional[int] = None) -> TrainIterator:
-  """The infinite, resumable training iterator of this host (see TrainIterator)."""
+  """The infinite, resumable training iterator of this host (see TrainIterator).
+
+  Bad records are skipped, counted and logged; once at least MIN_RECORDS_FOR_BAD_CHECK
+  records were read, a bad fraction above ds_cfg.max_bad_fraction raises BadDataError
+  listing examples. process_index/process_count default to JAX's.
+  """
   process_index, process_count = _process(process_index, process_count)
   return TrainIterator(ds_cfg, batch_size, seed, state, process_index, process_count)
 
