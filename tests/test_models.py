@@ -1,0 +1,368 @@
+"""Tests for vivit_adapter.models: structure, numerics, adapter identity, freezing, chunking."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from vivit_adapter import configs
+from vivit_adapter.models import create_model, resolve_model_config, variants
+
+REFERENCE = '/work/shared/reference/scenic_vivit_fe_params.txt'
+
+
+def tiny_config(**overrides):
+  c = configs.base_config()
+  m = c.model
+  m.hidden_size = 32
+  m.patches.size = (4, 4, 2)
+  for enc in (m.spatial_transformer, m.temporal_transformer):
+    enc.num_layers, enc.num_heads, enc.mlp_dim = 2, 2, 64
+  for key, value in overrides.items():
+    node = m
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return m
+
+
+def perturbed_params(model, video, seed=0, scale=0.05):
+  """Initialised params plus noise, so zero-initialised parts (head, CLS) matter."""
+  params = init(model, video, seed)
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+  leaves = [l + scale * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, leaves)
+
+
+def random_video(shape=(2, 8, 16, 16, 3), seed=7):
+  return jax.random.uniform(jax.random.PRNGKey(seed), shape, minval=-1.0, maxval=1.0)
+
+
+def init(model, video, seed=0):
+  return jax.jit(model.init)(jax.random.PRNGKey(seed), video)['params']
+
+
+def run(model, params, video, **kwargs):
+  """Jitted forward pass: op-by-op dispatch is far slower on CPU."""
+  return jax.jit(lambda p, v: model.apply({'params': p}, v, **kwargs))(params, video)
+
+
+def grad(model, params, video):
+  return jax.jit(jax.grad(lambda p, v: loss_fn(model, p, v)))(params, video)
+
+
+def flat(tree):
+  return traverse_util.flatten_dict(tree, sep='/')
+
+
+# ---------------------------------------------------------------- structure ---
+
+def read_reference():
+  ref = {}
+  with open(REFERENCE) as f:
+    for line in f:
+      if line.startswith('#') or not line.strip():
+        continue
+      name, shape = line.split(' ', 1)
+      ref[name] = tuple(int(s) for s in shape.strip('()\n ').split(',') if s.strip())
+  return ref
+
+
+def test_b16x2_tree_matches_scenic_listing_name_for_name():
+  cfg = configs.base_config().model
+  cfg.variant = 'B/16x2'
+  model = create_model(cfg, 400)
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 224, 224, 3))))
+  ours = {k: tuple(v.shape) for k, v in flat(shapes['params']).items()}
+  ref = read_reference()
+  # The listing shows encoderblock_0 for every block; expand it to all 12 / 4 blocks.
+  expected = {}
+  for name, shape in ref.items():
+    if 'encoderblock_0/' in name:
+      depth = 12 if name.startswith('Spatial') else 4
+      for i in range(depth):
+        expected[name.replace('encoderblock_0/', f'encoderblock_{i}/')] = shape
+    else:
+      expected[name] = shape
+  assert ours == expected
+
+
+@pytest.mark.parametrize('size', sorted(variants.VIT_SIZES))
+def test_every_variant_builds(size):
+  name = f'{size}/16x2'
+  cfg = configs.base_config().model
+  cfg.variant = name
+  resolved = resolve_model_config(cfg)
+  width, depth, mlp, heads = variants.VIT_SIZES[size]
+  assert resolved.hidden_size == width
+  assert resolved.spatial_transformer.num_layers == depth
+  assert resolved.spatial_transformer.num_heads == heads
+  assert tuple(resolved.patches.size) == (16, 16, 2)
+  # Full size: structure only, without allocating.
+  model = create_model(cfg, 10)
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 32, 32, 3))))
+  names = flat(shapes['params'])
+  assert f'SpatialTransformer/encoderblock_{depth - 1}/MlpBlock_0/Dense_0/kernel' in names
+  assert names['embedding/kernel'].shape == (2, 16, 16, 3, width)
+  # Tiny width, the variant's heads, two blocks per encoder: it really runs.
+  tiny = tiny_config()
+  variants.apply_variant(tiny, name)
+  tiny.spatial_transformer.num_layers = tiny.temporal_transformer.num_layers = 2
+  tiny.hidden_size = 4 * heads
+  tiny.patches.size = (8, 8, 2)
+  tiny.spatial_transformer.mlp_dim = tiny.temporal_transformer.mlp_dim = 8
+  model = create_model(tiny, 3)
+  video = random_video((1, 4, 16, 16, 3))
+  out = run(model, init(model, video), video)
+  assert out.shape == (1, 3)
+
+
+def test_unknown_variant_and_bad_settings_fail_with_names():
+  cfg = tiny_config()
+  with pytest.raises(ValueError, match='Unknown model variant .X/16x2'):
+    variants.parse_variant('X/16x2')
+  cfg.adapter.type = 'lstm'
+  with pytest.raises(ValueError, match=r"adapter.type='lstm'"):
+    create_model(cfg, 3)
+  model = create_model(tiny_config(), 3)
+  with pytest.raises(ValueError, match=r'\(B, T, H, W, 3\)'):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((2, 16, 16, 3)))
+  model = create_model(tiny_config(spatial_chunk_size=3), 3)
+  with pytest.raises(ValueError, match='spatial_chunk_size=3 must divide'):
+    model.init(jax.random.PRNGKey(0), random_video())
+
+
+# ------------------------------------------------- independent computation ---
+
+def np_layernorm(x, p, eps=1e-6):
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps) * p['scale'] + p['bias']
+
+
+def np_gelu(x):
+  return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def np_attention(x, p):
+  q = np.einsum('nd,dhk->hnk', x, p['query']['kernel']) + p['query']['bias'][:, None]
+  k = np.einsum('nd,dhk->hnk', x, p['key']['kernel']) + p['key']['bias'][:, None]
+  v = np.einsum('nd,dhk->hnk', x, p['value']['kernel']) + p['value']['bias'][:, None]
+  logits = q @ k.transpose(0, 2, 1) / math.sqrt(q.shape[-1])
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  o = w @ v  # (h, n, k)
+  return np.einsum('hnk,hkd->nd', o, p['out']['kernel']) + p['out']['bias']
+
+
+def np_encoder(tokens, p, cls):
+  """One ViT encoder on one sequence (n, d): CLS, posemb, blocks, final norm, CLS out."""
+  x = np.concatenate([cls[0], tokens], 0) + p['posembed_input']['pos_embedding'][0]
+  i = 0
+  while f'encoderblock_{i}' in p:
+    b = p[f'encoderblock_{i}']
+    x = x + np_attention(np_layernorm(x, b['LayerNorm_0']), b['MultiHeadDotProductAttention_0'])
+    y = np_layernorm(x, b['LayerNorm_1'])
+    mlp = b['MlpBlock_0']
+    y = np_gelu(y @ mlp['Dense_0']['kernel'] + mlp['Dense_0']['bias'])
+    x = x + y @ mlp['Dense_1']['kernel'] + mlp['Dense_1']['bias']
+    i += 1
+  return np_layernorm(x, p['encoder_norm'])[0]
+
+
+def np_vivit(video, params, patches):
+  """Frame-by-frame spatial ViT, CLS gathered, temporal encoder, head — in numpy float64."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  ph, pw, pt = patches
+  kernel = p['embedding']['kernel']  # (t, h, w, c, d)
+  out = []
+  for clip in np.asarray(video, np.float64):
+    t, hh, ww, _ = clip.shape
+    cls_per_index = []
+    for ti in range(t // pt):
+      tube = clip[ti * pt:(ti + 1) * pt]
+      patches_ = []
+      for yi in range(hh // ph):
+        for xi in range(ww // pw):
+          cube = tube[:, yi * ph:(yi + 1) * ph, xi * pw:(xi + 1) * pw]
+          patches_.append(np.einsum('thwc,thwcd->d', cube, kernel) + p['embedding']['bias'])
+      cls_per_index.append(
+          np_encoder(np.stack(patches_), p['SpatialTransformer'], p['cls_SpatialTransformer']))
+    rep = np_encoder(np.stack(cls_per_index), p['TemporalTransformer'],
+                     p['cls_TemporalTransformer'])
+    out.append(rep @ p['output_projection']['kernel'] + p['output_projection']['bias'])
+  return np.stack(out)
+
+
+def test_factorised_encoder_equals_independent_computation():
+  cfg = tiny_config()
+  model = create_model(cfg, 5)
+  video = random_video()
+  params = perturbed_params(model, video)
+  ours = run(model, params, video)
+  ref = np_vivit(video, params, cfg.patches.size)
+  np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-5, rtol=1e-5)
+  assert np.abs(ref).max() > 0.05  # the head is not zero: the comparison means something
+
+
+# ------------------------------------------------------------ adapter, init ---
+
+@pytest.mark.parametrize('adapter', ['attention', 'mlp'])
+def test_identity_at_init_stage2_gives_stage1_logits(adapter):
+  video = random_video()
+  stage1 = create_model(tiny_config(), 5)
+  p1 = perturbed_params(stage1, video)
+  stage2 = create_model(tiny_config(**{'adapter.type': adapter, 'freeze_spatial': True}), 5)
+  p2 = init(stage2, video, 3)
+  assert set(p2) - set(p1) == {'Adapter'}
+  merged = dict(p1, Adapter=p2['Adapter'])
+  np.testing.assert_allclose(run(stage2, merged, video),
+                             run(stage1, p1, video), atol=1e-6)
+  # Not trivially equal: once the adapter's parameters move, the logits move.
+  noisy = jax.tree.map(
+      lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(9), a.shape), p2['Adapter'])
+  moved = dict(merged, Adapter=noisy)
+  assert np.abs(run(stage2, moved, video) -
+                run(stage1, p1, video)).max() > 1e-3
+
+
+def test_gap_classifier_has_no_cls_tokens():
+  model = create_model(tiny_config(classifier='gap'), 5)
+  video = random_video()
+  params = init(model, video, 0)
+  assert not any(k.startswith('cls_') for k in params)
+  assert params['SpatialTransformer']['posembed_input']['pos_embedding'].shape == (1, 16, 32)
+  assert run(model, params, video).shape == (2, 5)
+
+
+# ---------------------------------------------------------------- freezing ---
+
+def trainable_mask(params):
+  frozen = ('embedding', 'cls_SpatialTransformer', 'SpatialTransformer')
+  return {k: k not in frozen for k in params}
+
+
+def loss_fn(model, params, video):
+  return jnp.sum(run(model, params, video) ** 2)
+
+
+def test_frozen_spatial_gets_exactly_zero_gradient():
+  video = random_video()
+  frozen = create_model(tiny_config(**{'freeze_spatial': True, 'adapter.type': 'attention'}), 5)
+  params = perturbed_params(frozen, video)
+  grads = grad(frozen, params, video)
+  for name in ('embedding', 'cls_SpatialTransformer', 'SpatialTransformer'):
+    assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads[name])), name
+  for name in ('Adapter', 'TemporalTransformer', 'output_projection'):
+    assert any(np.abs(np.asarray(g)).max() > 0 for g in jax.tree.leaves(grads[name])), name
+  # The same model unfrozen does train the spatial encoder.
+  e2e = create_model(tiny_config(**{'adapter.type': 'attention'}), 5)
+  grads = grad(e2e, params, video)
+  assert np.abs(np.asarray(grads['embedding']['kernel'])).max() > 0
+
+
+def compiled_temp_bytes(model, params, video, trainable_only):
+  if trainable_only:
+    mask = trainable_mask(params)
+    train = {k: v for k, v in params.items() if mask[k]}
+    fixed = {k: v for k, v in params.items() if not mask[k]}
+    fn = jax.grad(lambda t, f, v: loss_fn(model, {**t, **f}, v))
+    args = (train, fixed, video)
+  else:
+    fn = jax.grad(lambda p, v: loss_fn(model, p, v))
+    args = (params, video)
+  return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_frozen_gradient_compiles_to_far_less_memory():
+  overrides = {'spatial_transformer.num_layers': 4, 'temporal_transformer.num_layers': 1,
+               'adapter.type': 'attention'}
+  video = jnp.zeros((2, 16, 32, 32, 3))
+  e2e = create_model(tiny_config(**overrides), 5)
+  params = init(e2e, video, 0)
+  frozen = create_model(tiny_config(freeze_spatial=True, **overrides), 5)
+  e2e_bytes = compiled_temp_bytes(e2e, params, video, trainable_only=False)
+  frozen_bytes = compiled_temp_bytes(frozen, params, video, trainable_only=True)
+  assert frozen_bytes < 0.25 * e2e_bytes, (frozen_bytes, e2e_bytes)
+
+
+# ------------------------------------------------------- chunking and remat ---
+
+@pytest.mark.parametrize('freeze', [False, True])
+def test_chunked_spatial_equals_unchunked(freeze):
+  video = random_video()
+  base = create_model(tiny_config(freeze_spatial=freeze), 5)
+  chunked = create_model(tiny_config(freeze_spatial=freeze, spatial_chunk_size=2), 5)
+  params = perturbed_params(base, video)
+  np.testing.assert_allclose(run(chunked, params, video),
+                             run(base, params, video), atol=1e-5)
+  g1 = grad(base, params, video)
+  g2 = grad(chunked, params, video)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  # Same parameter tree whichever way the model is built.
+  p_chunked = init(chunked, video, 0)
+  assert jax.tree.structure(p_chunked) == jax.tree.structure(params)
+
+
+def test_chunked_frozen_spatial_memory_does_not_grow_with_frames():
+  overrides = {'freeze_spatial': True, 'spatial_transformer.num_layers': 2,
+               'temporal_transformer.num_layers': 1, 'adapter.type': 'mlp'}
+  temps = {}
+  for chunk in (0, 2):
+    model = create_model(tiny_config(spatial_chunk_size=chunk, **overrides), 5)
+    video = jnp.zeros((1, 32, 32, 32, 3))
+    params = init(model, video, 0)
+    temps[chunk] = compiled_temp_bytes(model, params, video, trainable_only=True)
+  assert temps[2] < 0.5 * temps[0], temps
+
+
+def test_remat_equals_no_remat():
+  video = random_video()
+  base = create_model(tiny_config(), 5)
+  remat = create_model(tiny_config(remat=True), 5)
+  params = perturbed_params(base, video)
+  np.testing.assert_allclose(run(remat, params, video),
+                             run(base, params, video), atol=1e-6)
+  g1 = grad(base, params, video)
+  g2 = grad(remat, params, video)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+# ------------------------------------------------------------- regularisers ---
+
+def test_dropout_and_stochastic_depth_only_in_training():
+  cfg = tiny_config(dropout_rate=0.1, attention_dropout_rate=0.1, stochastic_droplayer_rate=0.3)
+  model = create_model(cfg, 5)
+  video = random_video()
+  params = perturbed_params(model, video)
+  det = run(model, params, video, train=False)
+  clean = run(create_model(tiny_config(), 5), params, video)
+  np.testing.assert_allclose(det, clean, atol=1e-6)
+  train = jax.jit(lambda p, v, k: model.apply({'params': p}, v, train=True,
+                                              rngs={'dropout': k}))
+  a = train(params, video, jax.random.PRNGKey(1))
+  b = train(params, video, jax.random.PRNGKey(1))
+  c = train(params, video, jax.random.PRNGKey(2))
+  np.testing.assert_array_equal(a, b)
+  assert np.abs(a - det).max() > 1e-4 and np.abs(a - c).max() > 1e-4
+
+
+def test_stochastic_depth_drops_whole_branches_per_example():
+  from vivit_adapter.models.layers import StochasticDepth
+  x = jnp.ones((1000, 3, 4))
+  y = StochasticDepth(rate=0.25, deterministic=False).apply(
+      {}, x, rngs={'dropout': jax.random.PRNGKey(0)})
+  per_example = np.asarray(y).reshape(1000, -1)
+  # Each example is either all dropped or all kept (scaled by 1/keep).
+  assert set(np.unique(per_example)) <= {0.0, np.float32(1 / 0.75)}
+  assert np.all(per_example.min(1) == per_example.max(1))
+  assert 0.65 < np.mean(per_example[:, 0] > 0) < 0.85
