@@ -131,3 +131,90 @@ def base_config() -> ml_collections.ConfigDict:
   c.run_test = True  # multi-view test at the end
   c.lock()
   return c
+
+
+CONFIG_FILE = 'config.json'
+
+_CHOICES = {
+    'stage': STAGES,
+    'optimizer': ('momentum', 'adamw', 'sgd'),
+    'lr_configs.schedule': ('cosine', 'linear', 'constant'),
+    'model.classifier': ('token', 'gap'),
+    'model.adapter.type': ('attention', 'mlp', 'none'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'dataset.name': ('dmvr', 'tfds'),
+    'dataset.normalization': ('minus_one_to_one', 'imagenet'),
+    'init_from.checkpoint_format': ('auto', 'workdir', 'scenic', 'vit_npz'),
+    'init_from.kernel_init_method': ('central_frame', 'average'),
+}
+
+
+def _get(config, dotted):
+  for part in dotted.split('.'):
+    config = config[part]
+  return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks values that the type system cannot; raises ValueError naming the key."""
+  for key, choices in _CHOICES.items():
+    value = _get(config, key)
+    if value not in choices:
+      raise ValueError(f'config.{key}={value!r}; expected one of {choices}.')
+  positive = ('batch_size', 'eval_batch_size', 'gradient_accumulation_steps',
+              'dataset.num_frames', 'dataset.stride', 'dataset.crop_size')
+  for key in positive:
+    if _get(config, key) <= 0:
+      raise ValueError(f'config.{key}={_get(config, key)} must be positive.')
+  if config.num_training_steps <= 0 and config.num_training_epochs <= 0:
+    raise ValueError('Set config.num_training_steps or config.num_training_epochs > 0.')
+  if config.batch_size % config.gradient_accumulation_steps:
+    raise ValueError(
+        f'config.batch_size={config.batch_size} must be divisible by '
+        f'config.gradient_accumulation_steps={config.gradient_accumulation_steps}.')
+  if config.model.variant:
+    from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
+    variants.parse_variant(config.model.variant)
+  patch_t = config.model.patches.size[2]
+  if config.dataset.num_frames % patch_t:
+    raise ValueError(
+        f'config.dataset.num_frames={config.dataset.num_frames} must be a multiple of the '
+        f'tubelet length config.model.patches.size[2]={patch_t}.')
+
+
+def save(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes the run's config as JSON beside its checkpoints; returns the path."""
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, CONFIG_FILE)
+  with open(path + '.tmp', 'w') as f:
+    f.write(config.to_json(indent=2))
+  os.replace(path + '.tmp', path)
+  return path
+
+
+def load_saved(workdir: str) -> ml_collections.ConfigDict:
+  """Reads the config a run saved in `workdir`, on top of today's declared defaults."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path} does not exist: {workdir!r} is not a vivit_adapter workdir '
+        '(a run writes its config there when it starts).')
+  with open(path) as f:
+    saved = json.load(f)
+  config = base_config()
+  config.unlock()
+  _update_declared(config, saved, 'config')
+  config.lock()
+  return config
+
+
+def _update_declared(config, values, prefix):
+  for key, value in values.items():
+    if key not in config:
+      raise KeyError(f'{prefix}.{key} in a saved config is not a declared key.')
+    if isinstance(config[key], ml_collections.ConfigDict):
+      _update_declared(config[key], value, f'{prefix}.{key}')
+    else:
+      config[key] = tuple(value) if isinstance(config[key], tuple) else value
