@@ -36,7 +36,7 @@ import tqdm
 
 from data_pipelines import dmvr_format
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = ('train', 'validation', 'test')
 JPEG_QUALITY = 95
 SHAPES = ('square', 'disc', 'triangle', 'diamond', 'cross', 'ring', 'ellipse')
@@ -45,8 +45,11 @@ SHAPES = ('square', 'disc', 'triangle', 'diamond', 'cross', 'ring', 'ellipse')
 @dataclasses.dataclass(frozen=True)
 class SceneConfig:
   """Difficulty knobs. Lengths are fractions of the frame side, intensities in [0, 1]."""
-  motion_amplitude: float = 0.27  # half the distance a `move_*` action travels
-  position_jitter: float = 0.1  # random offset of the actor's trajectory
+  # Frame widths a `move_*` travels over the clip; the actor wraps around the frame's
+  # edges, so motion is fast enough to see in 8 frames and position tells nothing.
+  move_travel: float = 1.5
+  cycles: int = 2  # grow/shrink and fade in/out repeat (as a sawtooth) this often
+  position_jitter: float = 0.2  # random offset of the actor's trajectory
   camera_jitter: float = 0.015  # std of the camera shake
   noise_std: float = 0.03  # per-pixel sensor noise
   flicker: float = 0.02  # std of the per-frame brightness gain
@@ -55,7 +58,8 @@ class SceneConfig:
 
 
 class ActorParams(NamedTuple):
-  amplitude: float
+  travel: float
+  cycles: int
   turns: float  # full turns of a rotate action over the clip
   scale_range: tuple  # (small, large) radius factors of grow/shrink
   angle: float  # resting orientation, radians
@@ -76,6 +80,11 @@ def _motion(u, p, dx=None, dy=None, scale=None, angle=None, alpha=None) -> Motio
                 full(alpha, 1.))
 
 
+def _sawtooth(u, p):
+  """0 -> 1 ramps, `p.cycles` of them over the clip, each ending just before 1."""
+  return np.mod(u * p.cycles * (1 - 1e-6), 1.)
+
+
 def _phases(u):
   """Progress through the first and second half of the clip, each 0 -> 1."""
   return np.clip(2 * u, 0, 1), np.clip(2 * u - 1, 0, 1)
@@ -84,16 +93,16 @@ def _phases(u):
 # Forward programs: normalised time u in [0, 1] -> Motion. Image y points down, so
 # moving up decreases dy, and a positive angle turns the shape clockwise on screen.
 def _move_right(u, p):
-  return _motion(u, p, dx=p.amplitude * (2 * u - 1))
+  return _motion(u, p, dx=p.travel * (u - 0.5))
 
 
 def _move_down(u, p):
-  return _motion(u, p, dy=p.amplitude * (2 * u - 1))
+  return _motion(u, p, dy=p.travel * (u - 0.5))
 
 
 def _grow(u, p):
   lo, hi = p.scale_range
-  return _motion(u, p, scale=lo * (hi / lo) ** u)
+  return _motion(u, p, scale=lo * (hi / lo) ** _sawtooth(u, p))
 
 
 def _rotate_clockwise(u, p):
@@ -101,15 +110,15 @@ def _rotate_clockwise(u, p):
 
 
 def _fade_in(u, p):
-  return _motion(u, p, alpha=u)
+  return _motion(u, p, alpha=_sawtooth(u, p))
 
 
-# Compound actions: each phase travels `amplitude` in half the clip, the speed of a
-# single `move_*`, so a window inside one phase looks like a plain move.
+# Compound actions: each phase travels half of `travel` in half the clip, the speed of
+# a single `move_*`, so a window inside one phase looks like a plain move.
 def _right_then(sign):
   def program(u, p):
     first, second = _phases(u)
-    a = p.amplitude
+    a = p.travel / 2
     return _motion(u, p, dx=a * (first - 0.5), dy=sign * a * second)
   return program
 
@@ -117,7 +126,7 @@ def _right_then(sign):
 def _then_right(sign):
   def program(u, p):
     first, second = _phases(u)
-    a = p.amplitude
+    a = p.travel / 2
     return _motion(u, p, dx=a * second, dy=sign * a * (first - 0.5))
   return program
 
@@ -205,7 +214,7 @@ def _draw_scene(rng: np.random.Generator, resolution: int, num_frames: int,
   actor = _Object(rng.integers(len(SHAPES)), _random_colour(rng),
                   rng.uniform(0.1, 0.16), centre[0], centre[1])
   params = ActorParams(
-      amplitude=scene.motion_amplitude * rng.uniform(0.9, 1.1),
+      travel=scene.move_travel * rng.uniform(0.9, 1.1), cycles=scene.cycles,
       turns=rng.uniform(0.75, 1.25),
       scale_range=(rng.uniform(0.5, 0.6), rng.uniform(1.3, 1.5)),
       angle=rng.uniform(0, 2 * np.pi))
@@ -247,16 +256,24 @@ def _extent(grid, centre, radius):
   return slice(int(np.searchsorted(grid, lo)), int(np.searchsorted(grid, hi)) + 1)
 
 
-def _paint(frames, grid, obj: _Object, cx, cy, scale, angle, alpha):
-  """Composites one object over (T, R, R, 3) frames in place; per-frame args are (T,)."""
+def _paint(frames, grid, obj: _Object, cx, cy, scale, angle, alpha, wrap=False):
+  """Composites one object over (T, R, R, 3) frames in place; per-frame args are (T,).
+
+  With `wrap`, the frame is a torus: what leaves on one side comes back on the other.
+  """
   resolution = frames.shape[1]
   col = lambda v: np.asarray(v, np.float32).reshape(-1, 1, 1)
   # Work only on the rows and columns the object can reach: distractors are small.
   rows, cols = _extent(grid, cy, obj.radius * scale), _extent(grid, cx, obj.radius * scale)
+  if wrap:
+    rows = cols = slice(None)
   frames = frames[:, rows, cols]
   radius = col(obj.radius * scale)
-  gx = (grid[None, None, cols] - col(cx)) / radius
-  gy = (grid[None, rows, None] - col(cy)) / radius
+  gx = grid[None, None, cols] - col(cx)
+  gy = grid[None, rows, None] - col(cy)
+  if wrap:
+    gx, gy = np.mod(gx + 0.5, 1) - 0.5, np.mod(gy + 0.5, 1) - 0.5
+  gx, gy = gx / radius, gy / radius
   cos, sin = col(np.cos(angle)), col(np.sin(angle))
   # Sample the shape in its own frame: rotate the pixel grid by -angle.
   lx, ly = cos * gx + sin * gy, -sin * gx + cos * gy
@@ -286,7 +303,8 @@ def _render(scene: _Scene, motion: Motion, resolution: int) -> np.ndarray:
            ones * obj.angle, ones)
   actor = scene.actor
   _paint(frames, grid, actor, actor.x + motion.dx - cam[:, 0],
-         actor.y + motion.dy - cam[:, 1], motion.scale, motion.angle, motion.alpha)
+         actor.y + motion.dy - cam[:, 1], motion.scale, motion.angle, motion.alpha,
+         wrap=True)
   frames *= (255 * scene.gain[:, None, None, None]).astype(np.float32)
   frames += scene.noise
   frames += np.float32(0.5)  # rounds, as the cast truncates

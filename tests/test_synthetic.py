@@ -34,6 +34,16 @@ def _centroids(masks):
   return (masks * xs).sum((1, 2)) / area, (masks * ys).sum((1, 2)) / area, area
 
 
+def _track(masks):
+  """The actor's path in pixels, (x, y) per frame, across the frame's wrapped edges."""
+  size = masks.shape[1]
+  phase = 2 * np.pi * np.arange(size) / size
+  def along(weights):  # circular mean, unwrapped over time
+    angle = np.arctan2(weights @ np.sin(phase), weights @ np.cos(phase))
+    return np.unwrap(angle) * size / (2 * np.pi)
+  return along(masks.sum(1)), along(masks.sum(2))
+
+
 PAIRS = [(a.reverse_of, a.name) for a in S.ACTIONS if a.reverse_of]
 
 
@@ -72,30 +82,35 @@ def test_single_moves_share_the_middle_frame():
 
 
 def test_moves_go_where_their_names_say():
-  amplitude = S.SceneConfig().motion_amplitude * 32  # pixels, +-10% per clip
+  travel = S.SceneConfig().move_travel * 32  # pixels over the clip, +-10% per clip
   for seed in range(3):
-    x, y, _ = _centroids(_actor_masks('move_right', seed))
-    assert 1.6 * amplitude < x[-1] - x[0] < 2.4 * amplitude and abs(y[-1] - y[0]) < 1
-    x, y, _ = _centroids(_actor_masks('move_up', seed))
-    assert 1.6 * amplitude < y[0] - y[-1] < 2.4 * amplitude and abs(x[-1] - x[0]) < 1
+    x, y = _track(_actor_masks('move_right', seed))
+    assert 0.85 * travel < x[-1] - x[0] < 1.15 * travel and abs(y[-1] - y[0]) < 1
+    assert np.all(np.diff(x) > 0)
+    x, y = _track(_actor_masks('move_up', seed))
+    assert 0.85 * travel < y[0] - y[-1] < 1.15 * travel and abs(x[-1] - x[0]) < 1
 
 
 def test_compound_phases_split_the_clip_in_halves():
-  x, y, _ = _centroids(_actor_masks('right_then_up', 3))
-  assert x[31] - x[0] > 6 and abs(y[31] - y[0]) < 1  # right, level
-  assert y[32] - y[63] > 6 and abs(x[63] - x[32]) < 1  # then up
-  x, y, _ = _centroids(_actor_masks('down_then_right', 3))
-  assert y[31] - y[0] > 6 and abs(x[31] - x[0]) < 1
-  assert x[63] - x[32] > 6 and abs(y[63] - y[32]) < 1
+  half = S.SceneConfig().move_travel * 32 / 2 * 0.85
+  x, y = _track(_actor_masks('right_then_up', 3))
+  assert x[31] - x[0] > half and abs(y[31] - y[0]) < 1  # right, level
+  assert y[32] - y[63] > half and abs(x[63] - x[32]) < 1  # then up
+  x, y = _track(_actor_masks('down_then_right', 3))
+  assert y[31] - y[0] > half and abs(x[31] - x[0]) < 1
+  assert x[63] - x[32] > half and abs(y[63] - y[32]) < 1
 
 
 def test_grow_fade_and_rotate_change_what_their_names_say():
+  # Two cycles of a sawtooth: frames 0-31 and 32-63 each grow (fade in) from the start.
   _, _, area = _centroids(_actor_masks('grow', 4, resolution=64))
-  assert area[-1] > 4 * area[0]
+  assert np.all(np.diff(area[:32:4]) > 0) and np.all(np.diff(area[32::4]) > 0)
+  assert area[31] > 4 * area[0] and area[32] < area[31] / 4
   empty = S.clip_frames('fade_in', np.random.default_rng(4), scene=CLEAN)[0].astype(int)
   fade = S.clip_frames('fade_in', np.random.default_rng(4), scene=CLEAN).astype(int)
   contrast = np.abs(fade - empty).sum((1, 2, 3))
-  assert contrast[0] == 0 and np.all(np.diff(contrast[::8]) > 0)
+  assert contrast[0] == 0 and np.all(np.diff(contrast[:32:4]) > 0)
+  assert np.all(np.diff(contrast[32::4]) > 0) and contrast[32] < contrast[31] / 10
   # The darker half of the two-tone actor turns clockwise: on screen (y down) the
   # angle of (dark centroid - actor centroid) increases.
   rng = np.random.default_rng(5)
