@@ -1,0 +1,22 @@
+r"""Synthetic actions, stage 2: frozen stage-1 spatial encoder + attention adapter, 32 frames.
+
+  python -m vivit_adapter.main --config=experiments/synthetic_stage2.py \
+      --workdir=runs/synthetic_stage2 \
+      [--config.init_from.checkpoint_path=runs/synthetic_stage1]
+
+Needs a finished synthetic_stage1 run (its workdir, latest checkpoint). Only the
+adapter, the temporal encoder and the head train.
+"""
+
+from vivit_adapter import configs
+from vivit_adapter import recipes
+
+
+def get_config():
+  config = configs.base_config()
+  config.experiment_name = 'synthetic_stage2'
+  recipes.synthetic(config)
+  recipes.stage2(config, stage1_workdir='runs/synthetic_stage1', num_frames=32)
+  # Fewer parameters train, from a good start: a shorter schedule.
+  config.num_training_epochs = 5.0
+  return config

@@ -1,0 +1,130 @@
+"""Loading an experiment file plus `--config.key=value` overrides, the way the CLIs do.
+
+Every CLI that takes `--config=experiments/NAME.py` defines the flag with
+`define_config_flag` and parses with `parse_flags` (or `flags_parser` for `app.run`),
+and tests and notebooks call `load_config`, so all of them load configs one way:
+`ml_collections.config_flags` on a locked config.
+
+On a locked config, config_flags rejects an undeclared key with a bare KeyError or
+AttributeError ("'modle'") and a long traceback; `parse_flags` turns that into one line
+that names the whole override and the closest declared key.
+"""
+
+import difflib
+import os
+import re
+import sys
+from typing import List, Optional, Sequence
+
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+
+from vivit_adapter import configs
+
+CONFIG_FLAG = 'config'
+_OVERRIDE_RE = re.compile(r'^-{1,2}(?:no)?' + CONFIG_FLAG + r'\.([^=]+)')
+_CONFIG_RE = re.compile(r'^-{1,2}' + CONFIG_FLAG + r'(?:=(.*))?$')
+
+
+class ConfigError(flags.Error):
+  """An experiment file that cannot be loaded, or an override of an undeclared key."""
+
+
+def define_config_flag(flag_values: flags.FlagValues = flags.FLAGS,
+                       sys_argv: Optional[List[str]] = None) -> flags.FlagHolder:
+  """Defines `--config` (an experiment file) on `flag_values`, locked."""
+  return config_flags.DEFINE_config_file(
+      CONFIG_FLAG, None, 'Experiment file, e.g. experiments/synthetic_stage1.py; override '
+      'its fields with --config.key=value.', flag_values=flag_values, lock_config=True,
+      sys_argv=sys_argv)
+
+
+def override_keys(argv: Sequence[str]) -> List[str]:
+  """The dotted keys that `--config.a.b=value` arguments in argv override."""
+  return [m.group(1) for m in map(_OVERRIDE_RE.match, argv) if m]
+
+
+def unknown_key_message(key: str) -> Optional[str]:
+  """Why `config.<key>` is not a declared key, or None when it is one."""
+  node, where = configs.base_config(), 'config'
+  for part in key.split('.'):
+    name = re.sub(r'\[.*\]$', '', part)  # config_flags allows `field[0]`
+    if not isinstance(node, ml_collections.ConfigDict):
+      return f'{where} is a value, not a group of keys, so it has no field {name!r}'
+    if name not in node:
+      close = difflib.get_close_matches(name, list(node.keys()), n=1)
+      hint = f' (did you mean {close[0]!r}?)' if close else ''
+      return (f'{where} has no field {name!r}{hint}; every key is declared, with its '
+              'default, in vivit_adapter/configs.py')
+    node, where = node[name], f'{where}.{name}'
+  return None
+
+
+def _config_path(argv: Sequence[str]) -> str:
+  for i, arg in enumerate(argv):
+    match = _CONFIG_RE.match(arg)
+    if match:
+      return match.group(1) if match.group(1) is not None else (
+          argv[i + 1] if i + 1 < len(argv) else '')
+  return ''
+
+
+def _check_loaded(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
+  """config_flags defers a file that failed to load; fail now, naming the file."""
+  value = flag_values[CONFIG_FLAG].value
+  if value is None:
+    raise ConfigError('--config=experiments/NAME.py is required.')
+  if not isinstance(value, ml_collections.ConfigDict):
+    path = _config_path(argv).split(':', 1)[0]
+    if not os.path.exists(path):
+      raise ConfigError(f'--config={path}: the experiment file does not exist (paths are '
+                        f'relative to the current directory, {os.getcwd()}).')
+    raise ConfigError(f'--config={path}: get_config() did not return a ConfigDict.')
+
+
+def parse_flags(argv: Sequence[str],
+                flag_values: flags.FlagValues = flags.FLAGS) -> List[str]:
+  """`flag_values(argv)`, raising ConfigError for an undeclared key or a missing file.
+
+  Returns:
+    The arguments that are not flags (argv[0] first), as absl returns them.
+  """
+  try:
+    remaining = flag_values(list(argv))
+  except (KeyError, AttributeError) as e:
+    for key in override_keys(argv):
+      problem = unknown_key_message(key)
+      if problem:
+        raise ConfigError(f'--config.{key}: unknown config key: {problem}.') from e
+    raise
+  _check_loaded(flag_values, argv)
+  return remaining
+
+
+def flags_parser(argv: Sequence[str]) -> List[str]:
+  """For `app.run(main, flags_parser=...)`: absl's one-line error and exit 1 on bad flags."""
+  try:
+    return parse_flags(argv)
+  except flags.Error as e:
+    sys.stderr.write(f'FATAL Flags parsing error: {e}\n'
+                     'Pass --helpshort or --helpfull to see help on flags.\n')
+    sys.exit(1)
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads experiment file `path` with overrides, exactly as `--config` does on a CLI.
+
+  Args:
+    path: the experiment file (optionally `file.py:arg`, passed to get_config).
+    overrides: 'key=value' or '--config.key=value' strings, applied in order.
+
+  Returns:
+    The locked config.
+  """
+  args = [o if o.startswith('-') else f'--{CONFIG_FLAG}.{o}' for o in overrides]
+  argv = ['load_config', f'--{CONFIG_FLAG}={path}'] + args
+  flag_values = flags.FlagValues()
+  holder = define_config_flag(flag_values, sys_argv=argv)
+  parse_flags(argv, flag_values)
+  return holder.value

@@ -1,0 +1,66 @@
+"""Joining a multi-process JAX run: explicit coordinator, Cloud TPU pod, or single process.
+
+`initialize` must run before anything touches a JAX device (even `jax.devices()`), so
+the CLI calls it first and the multi-process trainer tests call it in each child.
+"""
+
+import os
+from typing import Mapping, Optional
+
+from absl import logging
+import jax
+
+# Variables that Cloud TPU VMs set when a slice spans several hosts; jax then finds the
+# coordinator and this host's id by itself.
+_TPU_MULTIHOST_VARS = ('MEGASCALE_COORDINATOR_ADDRESS', 'CLOUD_TPU_TASK_ID')
+
+
+def is_multihost_tpu(environ: Optional[Mapping[str, str]] = None) -> bool:
+  """Whether the environment describes a TPU slice with several hosts."""
+  environ = os.environ if environ is None else environ
+  hostnames = [h for h in environ.get('TPU_WORKER_HOSTNAMES', '').split(',') if h.strip()]
+  return len(hostnames) > 1 or any(environ.get(v) for v in _TPU_MULTIHOST_VARS)
+
+
+def initialize(coordinator_address: str = '', num_processes: int = 0,
+               process_id: int = -1, environ: Optional[Mapping[str, str]] = None) -> bool:
+  """Calls `jax.distributed.initialize` when this is one process of several.
+
+  Args:
+    coordinator_address: 'host:port' of process 0; with `num_processes` > 1 and
+      `process_id`, the processes are told explicitly (GPU clusters, CPU tests).
+    num_processes: the number of processes; <= 1 means a single-process run.
+    process_id: this process's index in [0, num_processes).
+    environ: the environment to inspect (tests); defaults to os.environ.
+
+  Returns:
+    True when jax.distributed was initialised.
+  """
+  if coordinator_address and num_processes > 1:
+    if not 0 <= process_id < num_processes:
+      raise ValueError(f'--process_id={process_id} must lie in [0, --num_processes='
+                       f'{num_processes}) when --coordinator_address is given.')
+    # CPU processes exchange collectives over gloo; this must be set before initialize
+    # and does nothing on GPU/TPU backends.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    logging.info('jax.distributed: process %d of %d, coordinator %s', process_id,
+                 num_processes, coordinator_address)
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+    return True
+  if coordinator_address or num_processes > 1:
+    raise ValueError(
+        f'--coordinator_address={coordinator_address!r} and --num_processes={num_processes}'
+        ' must be given together (with --process_id) for a multi-process run.')
+  if is_multihost_tpu(environ):
+    logging.info('jax.distributed: multi-host TPU detected, initialising from the environment')
+    jax.distributed.initialize()
+    return True
+  return False
+
+
+def log_topology() -> None:
+  """Logs the processes and devices this run sees (after `initialize`)."""
+  logging.info('JAX %s: process %d of %d; %d local / %d global devices: %s',
+               jax.__version__, jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count(), jax.local_devices())
