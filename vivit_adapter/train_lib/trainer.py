@@ -1,6 +1,281 @@
-"""The training loop (being written): `train_and_evaluate(config, workdir)`."""
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+Set-up is split into `setup_*` functions; the loop itself only steps, logs, evaluates
+and checkpoints. Where the run starts from is decided once, in this order: the
+workdir's own latest checkpoint (a resumed run), else `config.init_from` (a stage-1
+workdir, a scenic checkpoint or an image ViT), else a fresh initialisation.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+import data_pipelines
+from vivit_adapter import checkpoints, configs
+from vivit_adapter.models import create_model
+from vivit_adapter.train_lib import checkpointing, evaluation, optimizers, parallel
+from vivit_adapter.train_lib import reporting, steps
 
 
-def train_and_evaluate(config, workdir):
-  """Trains and evaluates `config` in `workdir`; returns the summary dict."""
-  raise NotImplementedError('The trainer is being written.')
+@dataclasses.dataclass
+class Setup:
+  """Everything the loop needs, resolved before the first step."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Any
+  info: data_pipelines.DatasetInfo
+  model: Any
+  frozen: tuple
+  steps_per_epoch: int
+  total_steps: int
+  tx: Any
+  schedule: Any
+  state: steps.TrainState
+  start: str  # where the parameters came from, for the log and summary
+  data_state: Optional[dict]
+
+
+def setup_lengths(config, info) -> tuple:
+  """(steps_per_epoch, total_steps) from the dataset size and the config."""
+  steps_per_epoch = max(info.num_train_examples // config.batch_size, 1)
+  total = config.num_training_steps or int(config.num_training_epochs * steps_per_epoch)
+  return steps_per_epoch, max(total, 1)
+
+
+def _dummy_video(config):
+  ds = config.dataset
+  return jnp.zeros((1, ds.num_frames, ds.crop_size, ds.crop_size, 3), jnp.float32)
+
+
+def setup_state(config, model, mesh, steps_per_epoch, total_steps):
+  """Fresh parameters (created replicated), optimizer and train state."""
+  rng = jax.random.PRNGKey(config.rng_seed)
+  init_rng, state_rng = jax.random.split(rng)
+  init = jax.jit(lambda r: model.init(r, _dummy_video(config))['params'],
+                 out_shardings=parallel.replicated(mesh))
+  params = init(init_rng)
+  frozen = optimizers.frozen_keys(params, config.model.freeze_spatial)
+  tx, schedule = optimizers.make_optimizer(config, params, frozen, steps_per_epoch,
+                                           total_steps)
+  state = make_state(params, tx, state_rng, mesh)
+  return state, frozen, tx, schedule
+
+
+def make_state(params, tx, rng, mesh) -> steps.TrainState:
+  """A step-0 state whose optimizer state is created (replicated) from `params`."""
+  opt_state = jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
+  return steps.TrainState(step=parallel.replicate(np.int32(0), mesh), params=params,
+                          opt_state=opt_state, rng=parallel.replicate(rng, mesh))
+
+
+def setup_start(config, manager, state, tx, mesh):
+  """Resume, else init_from, else scratch. Returns (state, data_state, description)."""
+  restored = checkpointing.restore_latest(manager, state)
+  if restored is not None:
+    state, meta, step = restored
+    data_states = meta.get('data_states') or [None]
+    return state, data_states[min(jax.process_index(), len(data_states) - 1)], (
+        f'resumed from {manager.directory}/{step}')
+  if config.init_from.checkpoint_path:
+    host_params = jax.device_get(state.params)
+    params, message = checkpoints.load_init_params(
+        config.init_from, host_params, model_config=config.model)
+    params = parallel.replicate(params, mesh)
+    return make_state(params, tx, state.rng, mesh), None, message
+  return state, None, 'initialised from scratch (no checkpoint, config.init_from empty)'
+
+
+def setup(config, workdir) -> Setup:
+  configs.validate(config)
+  mesh = parallel.make_mesh()
+  info = data_pipelines.dataset_info(config.dataset)
+  model = create_model(config.model, info.num_classes)
+  steps_per_epoch, total_steps = setup_lengths(config, info)
+  state, frozen, tx, schedule = setup_state(config, model, mesh, steps_per_epoch,
+                                            total_steps)
+  return Setup(config=config, workdir=workdir, mesh=mesh, info=info, model=model,
+               frozen=frozen, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+               tx=tx, schedule=schedule, state=state, start='', data_state=None)
+
+
+def compile_train_step(s: Setup, batch):
+  """jit + lower + compile once; returns (compiled step, memory figures in bytes)."""
+  fn = steps.make_train_step(
+      s.model, s.tx, s.schedule, frozen=s.frozen, num_classes=s.info.num_classes,
+      label_smoothing=s.config.label_smoothing, mixup_alpha=s.config.mixup.alpha,
+      accumulation_steps=s.config.gradient_accumulation_steps)
+  state_sharding = jax.tree.map(lambda x: x.sharding, s.state)
+  jitted = jax.jit(fn, donate_argnums=(0,),
+                   in_shardings=(state_sharding, parallel.batch_sharding(s.mesh)),
+                   out_shardings=(state_sharding, parallel.replicated(s.mesh)))
+  compiled = jitted.lower(s.state, batch).compile()
+  return compiled, memory_figures(compiled)
+
+
+def memory_figures(compiled) -> Dict[str, int]:
+  m = compiled.memory_analysis()
+  figures = {k: int(getattr(m, f'{k}_size_in_bytes', 0) or 0)
+             for k in ('temp', 'argument', 'output', 'alias', 'generated_code')}
+  figures['total'] = (figures['temp'] + figures['argument'] + figures['output']
+                      - figures['alias'])
+  return figures
+
+
+def _check_finite(metrics, step, manager):
+  loss = float(jax.device_get(metrics['loss']))
+  if not np.isfinite(loss):
+    last = manager.latest_step()
+    where = (f'the last good checkpoint is step {last} in {manager.directory}'
+             if last is not None else 'no checkpoint was written yet')
+    raise FloatingPointError(
+        f'Training loss is {loss} at step {step}; stopping. {where}. Lower '
+        'config.lr_configs.base_learning_rate or check the input data.')
+
+
+def _mean_metrics(buffer):
+  host = jax.device_get(buffer)
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def save_checkpoint(s: Setup, manager, state, train_iter):
+  data_states = evaluation.gather_json(train_iter.state)
+  checkpointing.save(manager, state, {'data_states': data_states,
+                                      'experiment_name': s.config.experiment_name})
+
+
+def train_loop(s: Setup, train_iter, manager, writer, history):
+  """Runs the remaining steps; returns (state, timing dict)."""
+  config, state = s.config, s.state
+  first_batch = parallel.to_global(next(train_iter), s.mesh)
+  compiled, memory = compile_train_step(s, first_batch)
+  log_start(s, memory)
+  eval_every = config.log_eval_steps or s.steps_per_epoch
+  ckpt_every = config.checkpoint_steps or s.steps_per_epoch
+  step = int(jax.device_get(state.step))
+  progress = periodic_actions.ReportProgress(num_train_steps=s.total_steps, writer=writer,
+                                             every_steps=config.log_summary_steps)
+  bar = tqdm.tqdm(total=s.total_steps, initial=step, desc=config.experiment_name or 'train',
+                  disable=jax.process_index() != 0 or not sys.stderr.isatty())
+  buffer, previous, eval_time, batch = [], None, 0.0, first_batch
+  start = time.time()
+  with checkpointing.PreemptionWatcher() as preemption:
+    while step < s.total_steps:
+      if batch is None:
+        batch = parallel.to_global(next(train_iter), s.mesh)
+      state, metrics = compiled(state, batch)
+      batch = None
+      step += 1
+      if previous is not None:  # one step behind, so the device queue never drains
+        _check_finite(previous, step - 1, manager)
+      previous = metrics
+      buffer.append(metrics)
+      progress(step)
+      bar.update(1)
+      if step % config.log_summary_steps == 0 or step == s.total_steps:
+        log_train(writer, history, step, _mean_metrics(buffer), train_iter)
+        buffer = []
+      if step % eval_every == 0 and step < s.total_steps:
+        t = time.time()
+        log_eval(s, writer, history, step, state.params)
+        eval_time += time.time() - t
+      if step % ckpt_every == 0 or step == s.total_steps or preemption.requested:
+        _check_finite(metrics, step, manager)
+        save_checkpoint(s, manager, state, train_iter)
+      if preemption.requested:
+        break
+  bar.close()
+  manager.wait_until_finished()
+  train_time = time.time() - start - eval_time
+  return state, {'train_time_s': train_time, 'memory': memory,
+                 'preempted': preemption.requested}
+
+
+def log_start(s: Setup, memory):
+  counts = optimizers.count_params(s.state.params, s.frozen)
+  logging.info('Start: %s', s.start)
+  logging.info('Parameters: %d trainable, %d frozen (%s)', counts['trainable'],
+               counts['frozen'], ', '.join(s.frozen) or 'nothing frozen')
+  logging.info('Compiled train step memory: %s',
+               ', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in memory.items()))
+  logging.info('%d steps (%d per epoch), global batch %d on %d devices / %d processes',
+               s.total_steps, s.steps_per_epoch, s.config.batch_size, jax.device_count(),
+               jax.process_count())
+
+
+def log_train(writer, history, step, metrics, train_iter):
+  metrics = dict(metrics, bad_records=train_iter.num_bad)
+  writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
+  history.add(step, 'train', metrics)
+
+
+def log_eval(s: Setup, writer, history, step, params) -> Dict[str, float]:
+  result = evaluation.evaluate(s, params, split='eval')
+  if result:
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
+    history.add(step, 'eval', result)
+  return result
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Trains and evaluates `config` in `workdir`; returns (and writes) the run summary."""
+  t0 = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  s = setup(config, workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    configs.save(config, workdir)
+  manager = checkpointing.make_manager(workdir, config.max_to_keep)
+  state, data_state, s.start = setup_start(config, manager, s.state, s.tx, s.mesh)
+  s.state, s.data_state = state, data_state
+  train_iter = data_pipelines.make_train_iterator(
+      config.dataset, batch_size=parallel.per_process_batch_size(config.batch_size),
+      seed=config.rng_seed, state=data_state)
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  history = reporting.History(workdir, enabled=is_main)
+  state, timing = train_loop(s, train_iter, manager, writer, history)
+  if timing['preempted']:
+    logging.warning('Stopped early (SIGTERM) at step %d; rerun the same command to resume.',
+                    int(jax.device_get(state.step)))
+    manager.close()
+    return {'preempted': True, 'step': int(jax.device_get(state.step))}
+  summary = finish(s, state, timing, writer, history, t0)
+  manager.close()
+  writer.flush()
+  return summary
+
+
+def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
+  step = int(jax.device_get(state.step))
+  final_eval = log_eval(s, writer, history, step, state.params)
+  test = {}
+  if s.config.run_test and s.info.num_test_examples:
+    test = evaluation.evaluate(s, state.params, split='test')
+    writer.write_scalars(step, {f'test/{k}': v for k, v in test.items()})
+    history.add(step, 'test', test)
+  counts = optimizers.count_params(state.params, s.frozen)
+  summary = {
+      'experiment_name': s.config.experiment_name, 'stage': s.config.stage,
+      'step': step, 'start': s.start, 'eval': final_eval, 'test': test,
+      'train_time_s': timing['train_time_s'], 'total_time_s': time.time() - t0,
+      'compiled_step_memory_bytes': timing['memory'],
+      'params': counts, 'frozen_modules': list(s.frozen),
+      'devices': jax.device_count(), 'processes': jax.process_count(),
+      'config': s.config.to_dict(),
+  }
+  if jax.process_index() == 0:
+    reporting.write_summary(s.workdir, summary)
+    reporting.plot_curves(history, os.path.join(s.workdir, reporting.CURVES_FILE),
+                          s.config.experiment_name or s.workdir)
+  logging.info('Done: eval %s, test %s, %.1fs training', final_eval, test,
+               timing['train_time_s'])
+  return summary

@@ -1,0 +1,65 @@
+"""Evaluation over a whole split (eval: one centre view; test: multi-view per video)."""
+
+import json
+from typing import Any, Dict, List
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+import data_pipelines
+from vivit_adapter.train_lib import parallel, steps
+
+_STEP_CACHE: Dict[Any, Any] = {}
+
+
+def test_batch_size(config) -> int:
+  """Videos per test batch: eval_batch_size views, rounded to the device count."""
+  views = config.dataset.num_test_clips * config.dataset.num_test_crops
+  devices = jax.device_count()
+  return max(devices, (config.eval_batch_size // views) // devices * devices)
+
+
+def _step_fn(s, split: str):
+  key = (id(s.model), split)
+  if key not in _STEP_CACHE:
+    fn = (steps.make_eval_step(s.model, s.info.num_classes) if split == 'eval'
+          else steps.make_test_step(s.model))
+    _STEP_CACHE[key] = jax.jit(
+        fn, in_shardings=(parallel.replicated(s.mesh), parallel.batch_sharding(s.mesh)),
+        out_shardings=parallel.replicated(s.mesh))
+  return _STEP_CACHE[key]
+
+
+def evaluate(s, params, split: str) -> Dict[str, float]:
+  """Top-1/top-5 (and loss for 'eval') over the split; {} when the split is empty."""
+  size = s.info.num_eval_examples if split == 'eval' else s.info.num_test_examples
+  if not size:
+    return {}
+  batch = s.config.eval_batch_size if split == 'eval' else test_batch_size(s.config)
+  iterator = data_pipelines.make_eval_iterator(
+      s.config.dataset, split=split,
+      batch_size=parallel.per_process_batch_size(batch, 'config.eval_batch_size'))
+  fn = _step_fn(s, split)
+  totals = None
+  for i, host_batch in enumerate(iterator):
+    if s.config.max_eval_batches and i >= s.config.max_eval_batches:
+      break
+    out = fn(params, parallel.to_global(host_batch, s.mesh))
+    totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
+  totals = jax.device_get(totals)
+  count = float(totals.pop('count'))
+  return {k: float(v) / max(count, 1.0) for k, v in totals.items()} | {'count': count}
+
+
+def gather_json(obj) -> List[Any]:
+  """Every process's JSON-serialisable `obj`, in process order."""
+  if jax.process_count() == 1:
+    return [obj]
+  data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  lengths = multihost_utils.process_allgather(np.array([data.size], np.int32))
+  padded = np.zeros(int(np.max(lengths)), np.uint8)
+  padded[:data.size] = data
+  gathered = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row[:int(n)]).decode())
+          for row, n in zip(np.asarray(gathered), np.asarray(lengths).ravel())]

@@ -1,0 +1,103 @@
+"""Optimizer, learning-rate schedule and the trainable/frozen split of the parameters.
+
+Frozen parameters get `optax.set_to_zero()` through `optax.multi_transform`: they have
+no optimizer state (no momentum or Adam moments) and are never updated. The train
+step also never computes their gradient (see steps.py): an optimizer mask alone would
+still pay for the backward pass, which is the cost this project exists to avoid.
+"""
+
+from typing import Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import traverse_util
+
+# Top-level parameter names that `config.model.freeze_spatial` freezes: the tubelet
+# embedding and the spatial encoder (with its CLS token).
+SPATIAL_KEYS = ('embedding', 'cls_SpatialTransformer', 'SpatialTransformer')
+TRAINABLE, FROZEN = 'trainable', 'frozen'
+
+
+def frozen_keys(params: Dict, freeze_spatial: bool) -> Tuple[str, ...]:
+  """Top-level parameter names that stay fixed during training."""
+  if not freeze_spatial:
+    return ()
+  return tuple(k for k in params if k in SPATIAL_KEYS)
+
+
+def param_labels(params: Dict, frozen: Tuple[str, ...]) -> Dict:
+  """A tree like `params` with TRAINABLE / FROZEN at every leaf."""
+  return {k: jax.tree.map(lambda _, k=k: FROZEN if k in frozen else TRAINABLE, v)
+          for k, v in params.items()}
+
+
+def count_params(params: Dict, frozen: Tuple[str, ...]) -> Dict[str, int]:
+  """{'trainable': n, 'frozen': m} parameter counts."""
+  counts = {TRAINABLE: 0, FROZEN: 0}
+  for k, v in params.items():
+    counts[FROZEN if k in frozen else TRAINABLE] += sum(
+        int(jnp.size(x)) for x in jax.tree.leaves(v))
+  return counts
+
+
+def decay_mask(params: Dict) -> Dict:
+  """Weight decay applies to weight matrices only, not to norms, biases, CLS or posembs."""
+  flat = traverse_util.flatten_dict(params)
+  return traverse_util.unflatten_dict(
+      {path: path[-1] == 'kernel' and leaf.ndim >= 2 for path, leaf in flat.items()})
+
+
+def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                  total_steps: int) -> Callable[[int], jnp.ndarray]:
+  """Linear warm-up, then cosine / linear decay or a constant rate."""
+  lr = config.lr_configs
+  warmup = (lr.warmup_steps if lr.warmup_steps >= 0
+            else int(round(lr.warmup_epochs * steps_per_epoch)))
+  warmup = min(warmup, max(total_steps - 1, 0))
+  base, end = lr.base_learning_rate, lr.base_learning_rate * lr.end_factor
+  decay_steps = max(total_steps - warmup, 1)
+  if lr.schedule == 'cosine':
+    after = optax.cosine_decay_schedule(base, decay_steps, alpha=lr.end_factor)
+  elif lr.schedule == 'linear':
+    after = optax.linear_schedule(base, end, decay_steps)
+  elif lr.schedule == 'constant':
+    after = optax.constant_schedule(base)
+  else:
+    raise ValueError(f'config.lr_configs.schedule={lr.schedule!r}; expected cosine, '
+                     'linear or constant.')
+  if warmup == 0:
+    return after
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, base, warmup), after], boundaries=[warmup])
+
+
+def _base_optimizer(config, schedule, params) -> optax.GradientTransformation:
+  oc = config.optimizer_configs
+  mask = decay_mask(params)
+  if config.optimizer == 'adamw':
+    return optax.adamw(schedule, b1=oc.beta1, b2=oc.beta2, eps=oc.epsilon,
+                       weight_decay=oc.weight_decay, mask=mask)
+  parts = []
+  if config.optimizer == 'momentum':
+    parts.append(optax.trace(decay=oc.momentum, nesterov=oc.nesterov))
+  elif config.optimizer != 'sgd':
+    raise ValueError(f'config.optimizer={config.optimizer!r}; expected momentum, adamw or sgd.')
+  if oc.weight_decay:
+    # Decoupled: the decay is added after momentum, scaled by the learning rate.
+    parts.append(optax.add_decayed_weights(oc.weight_decay, mask))
+  parts.append(optax.scale_by_learning_rate(schedule))
+  return optax.chain(*parts)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, params: Dict,
+                   frozen: Tuple[str, ...], steps_per_epoch: int, total_steps: int):
+  """Returns (tx, schedule) for the whole parameter tree."""
+  schedule = make_schedule(config, steps_per_epoch, total_steps)
+  inner = _base_optimizer(config, schedule, params)
+  if config.max_grad_norm:
+    inner = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), inner)
+  tx = optax.multi_transform({TRAINABLE: inner, FROZEN: optax.set_to_zero()},
+                             param_labels(params, frozen))
+  return tx, schedule
