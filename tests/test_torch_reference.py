@@ -1,0 +1,120 @@
+"""Tests for vivit_adapter.benchmarks.torch_reference: same function as the Flax model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from vivit_adapter import configs
+from vivit_adapter import models
+from vivit_adapter.benchmarks import torch_reference
+
+NUM_CLASSES = 5
+VIDEO_SHAPE = (2, 8, 16, 16, 3)
+
+
+def _tiny_model_config():
+  cfg = configs.base_config().model
+  cfg.hidden_size = 32
+  cfg.patches.size = (4, 4, 2)
+  for enc in (cfg.spatial_transformer, cfg.temporal_transformer):
+    enc.num_layers, enc.num_heads, enc.mlp_dim = 2, 2, 64
+  return cfg
+
+
+def _random_params(flax_model, seed=0):
+  """Random parameters of the right shapes without compiling `init` (slow on CPU).
+
+  Every leaf is random, so the zero-initialised head and CLS tokens are non-zero too;
+  LayerNorm scales stay near 1 so activations keep a sensible size.
+  """
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(flax_model.init, jax.random.PRNGKey(0),
+                          jnp.zeros(VIDEO_SHAPE))['params']
+  def draw(path, leaf):
+    offset = 1.0 if path[-1].key == 'scale' else 0.0
+    return (offset + 0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  """Flax model, random params, video, the torch model holding the same params."""
+  cfg = _tiny_model_config()
+  flax_model = models.create_model(cfg, NUM_CLASSES)
+  video = jax.random.normal(jax.random.PRNGKey(1), VIDEO_SHAPE)
+  params = _random_params(flax_model)
+  torch_model = torch_reference.from_model_config(cfg, NUM_CLASSES, VIDEO_SHAPE[1:4])
+  torch_reference.load_flax_params(torch_model, params)
+  return flax_model, params, video, torch_model
+
+
+def test_logits_match_flax(tiny):
+  flax_model, params, video, torch_model = tiny
+  expected = np.asarray(jax.jit(flax_model.apply)({'params': params}, video))
+  with torch.no_grad():
+    got = torch_model(torch.from_numpy(np.array(video))).numpy()
+  assert np.abs(expected).max() > 0.1  # the perturbed head makes the check meaningful
+  np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_gradients_match_flax(tiny):
+  """One training step computes the same gradient: the benchmark times the same work."""
+  flax_model, params, video, torch_model = tiny
+  labels = np.array([1, 3])
+
+  def loss_fn(p):
+    logits = flax_model.apply({'params': p}, video, train=True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params)
+  torch_model.zero_grad()
+  torch_loss = torch.nn.functional.cross_entropy(
+      torch_model(torch.from_numpy(np.array(video))), torch.from_numpy(labels))
+  torch_loss.backward()
+  np.testing.assert_allclose(torch_loss.item(), float(loss), atol=1e-5)
+  expected = torch_reference.flax_to_torch_state_dict(grads)
+  for name, param in torch_model.named_parameters():
+    np.testing.assert_allclose(param.grad.numpy(), expected[name].numpy(),
+                               atol=1e-4, rtol=1e-3, err_msg=name)
+
+
+def test_state_dict_layout():
+  """Hand-checked layouts: conv (t,h,w,c,D)->(D,c,t,h,w), Dense (in,out)->(out,in)."""
+  params = _random_params(models.create_model(_tiny_model_config(), NUM_CLASSES))
+  state = torch_reference.flax_to_torch_state_dict(params)
+  kernel = params['embedding']['kernel']  # (t, h, w, c, D)
+  assert state['embedding.weight'][7, 2, 1, 3, 0] == np.float32(kernel[1, 3, 0, 2, 7])
+  mha = params['SpatialTransformer']['encoderblock_1']['MultiHeadDotProductAttention_0']
+  qkv = state['spatial.blocks.1.attn.qkv.weight'].numpy()  # (3D, D)
+  # key, head 1, dim 5 of 16 is output row D + 16 + 5; input column 4
+  assert qkv[32 + 16 + 5, 4] == np.float32(mha['key']['kernel'][4, 1, 5])
+  proj = state['spatial.blocks.1.attn.proj.weight'].numpy()
+  assert proj[9, 16 + 3] == np.float32(mha['out']['kernel'][1, 3, 9])
+  head = params['output_projection']['kernel']
+  assert state['head.weight'][4, 30] == np.float32(head[30, 4])
+
+
+def test_load_rejects_adapter_params_by_name(tiny):
+  _, params, _, torch_model = tiny
+  with pytest.raises(ValueError, match=r"Extra: \['Adapter'\]"):
+    torch_reference.load_flax_params(torch_model, {**params, 'Adapter': {}})
+
+
+def test_load_rejects_other_resolution(tiny):
+  _, params, _, _ = tiny
+  other = torch_reference.from_model_config(_tiny_model_config(), NUM_CLASSES, (8, 32, 32))
+  with pytest.raises(ValueError, match=r'spatial.pos_embedding: flax gives \(1, 17, 32\), '
+                     r'torch model has \(1, 65, 32\)'):
+    torch_reference.load_flax_params(other, params)
+
+
+def test_from_model_config_rejects_what_it_does_not_implement():
+  cfg = _tiny_model_config()
+  cfg.adapter.type = 'attention'
+  cfg.freeze_spatial = True
+  with pytest.raises(ValueError, match=r"config.model.adapter.type='attention' \(needs "
+                     r"'none'\); config.model.freeze_spatial=True \(needs False\)"):
+    torch_reference.from_model_config(cfg, NUM_CLASSES, VIDEO_SHAPE[1:4])

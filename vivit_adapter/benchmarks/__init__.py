@@ -1,0 +1,1 @@
+"""Benchmarks: the end-to-end train step against a plain PyTorch implementation."""
