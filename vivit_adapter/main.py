@@ -16,9 +16,8 @@ from absl import flags
 from absl import logging
 
 # Importing the reader hides the GPUs from TensorFlow (input only) before TF starts.
-from data_pipelines import reader
+from data_pipelines import reader  # pylint: disable=unused-import
 from vivit_adapter import config_loading
-from vivit_adapter import configs
 from vivit_adapter import distributed
 from vivit_adapter.train_lib import trainer
 
@@ -34,28 +33,19 @@ _PROCESS_ID = flags.DEFINE_integer(
     'process_id', int(os.environ.get('JAX_PROCESS_ID', '-1')), "This process's index.")
 
 
-def check_start_up(config) -> None:
-  """Fails before any compilation on a bad value, missing data or a missing init path."""
-  configs.validate(config)
-  reader.make_source(config.dataset, 'train')  # FileNotFoundError says how to make data
-  path = config.init_from.checkpoint_path
-  if path and not os.path.exists(path):
-    hint = (' Train stage 1 first (its --workdir) or' if config.stage == 'stage2' else '')
-    raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.'
-                            f'{hint} set --config.init_from.checkpoint_path.')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  distributed.log_topology()
   config = _CONFIG.value
   try:
-    check_start_up(config)
+    # Before jax.distributed: a process that stops here must not leave the others
+    # waiting for it at the coordinator.
+    config_loading.check_run_inputs(config)
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except (ValueError, FileNotFoundError) as e:
     # A user error, not a bug: one clear line, no traceback.
     sys.exit(f'vivit_adapter.main: error: {type(e).__name__}: {e}')
+  distributed.log_topology()
   trainer.train_and_evaluate(config, _WORKDIR.value)
 
 

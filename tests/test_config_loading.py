@@ -1,0 +1,104 @@
+"""vivit_adapter.config_loading: experiment files, overrides, start-up checks."""
+
+import os
+
+from absl import flags
+import pytest
+
+from data_pipelines import dmvr_format
+from vivit_adapter import config_loading
+
+EXPERIMENT = '''
+from vivit_adapter import configs
+
+def get_config(arg=None):
+  config = configs.base_config()
+  config.model.hidden_size = 48
+  if arg:
+    config.experiment_name = arg
+  return config
+'''
+
+
+@pytest.fixture
+def experiment(tmp_path):
+  path = tmp_path / 'exp.py'
+  path.write_text(EXPERIMENT)
+  return str(path)
+
+
+def test_load_config_applies_file_then_overrides_in_order(experiment):
+  config = config_loading.load_config(experiment)
+  assert config.model.hidden_size == 48 and config.is_locked
+  config = config_loading.load_config(
+      experiment + ':named', ['model.hidden_size=24', '--config.dataset.flip=False',
+                              '--config.model.patches.size=(4, 4, 2)'])
+  assert config.experiment_name == 'named'
+  assert config.model.hidden_size == 24 and config.dataset.flip is False
+  assert config.model.patches.size == (4, 4, 2)
+
+
+@pytest.mark.parametrize('override, message', [
+    ('typo=1', "--config.typo: unknown config key: config has no field 'typo'; every key is "
+               'declared, with its default, in vivit_adapter/configs.py.'),
+    ('model.hiden_size=3', "--config.model.hiden_size: unknown config key: config.model has "
+                           "no field 'hiden_size' (did you mean 'hidden_size'?); every key "
+                           'is declared, with its default, in vivit_adapter/configs.py.'),
+    ('model.hidden_size.x=3', '--config.model.hidden_size.x: unknown config key: '
+                              'config.model.hidden_size is a value, not a group of keys, so '
+                              "it has no field 'x'."),
+])
+def test_unknown_keys_are_named(experiment, override, message):
+  with pytest.raises(config_loading.ConfigError) as e:
+    config_loading.load_config(experiment, [override])
+  assert str(e.value) == message
+
+
+def test_bad_value_is_absls_error(experiment):
+  with pytest.raises(flags.IllegalFlagValueError, match='config.model.hidden_size=abc'):
+    config_loading.load_config(experiment, ['model.hidden_size=abc'])
+
+
+def test_missing_file_fails_at_load(tmp_path):
+  path = str(tmp_path / 'nope.py')
+  with pytest.raises(config_loading.ConfigError,
+                     match=f'--config={path}: the experiment file does not exist'):
+    config_loading.load_config(path)
+
+
+def test_override_keys_and_declared_keys():
+  argv = ['prog', '--config=x.py', '--config.a.b=1', '-config.c=2', '--noconfig.d',
+          '--configx.e=3', '--workdir=w']
+  assert config_loading.override_keys(argv) == ['a.b', 'c', 'd']
+  assert config_loading.unknown_key_message('model.adapter.type') is None
+  assert config_loading.unknown_key_message('model.patches.size[0]') is None
+  assert "no field 'tpye'" in config_loading.unknown_key_message('model.adapter.tpye')
+
+
+def _data(tmp_path):
+  prefix = str(tmp_path / 'train.tfrecord')
+  with dmvr_format.ShardedWriter(prefix, 2) as writer:
+    writer.write(b'x')
+    writer.write(b'y')
+  return str(tmp_path)
+
+
+def test_check_run_inputs(experiment, tmp_path):
+  config = config_loading.load_config(experiment, [f'dataset.base_dir={tmp_path}'])
+  with pytest.raises(FileNotFoundError, match=r'matches no file\. Convert videos with'):
+    config_loading.check_run_inputs(config)
+  _data(tmp_path)
+  config_loading.check_run_inputs(config)  # data present, no init checkpoint: fine
+  missing = str(tmp_path / 'stage1_run')
+  config = config_loading.load_config(experiment, [
+      f'dataset.base_dir={tmp_path}', 'stage=stage2',
+      f'init_from.checkpoint_path={missing}'])
+  with pytest.raises(FileNotFoundError) as e:
+    config_loading.check_run_inputs(config)
+  assert str(e.value) == (f'config.init_from.checkpoint_path={missing!r} does not exist. '
+                          'Train stage 1 first (with that --workdir), or set '
+                          '--config.init_from.checkpoint_path.')
+  config = config_loading.load_config(experiment, [
+      f'dataset.base_dir={tmp_path}', 'dataset.num_frames=7'])
+  with pytest.raises(ValueError, match=r'config\.dataset\.num_frames=7 must be a multiple'):
+    config_loading.check_run_inputs(config)

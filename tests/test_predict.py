@@ -1,0 +1,186 @@
+"""vivit_adapter.predict: a tiny trained run's workdir, a small mp4, the CLI's output."""
+
+import os
+import re
+import subprocess
+import sys
+
+import av
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow as tf
+
+from data_pipelines import video_ops
+from vivit_adapter import configs
+from vivit_adapter import models
+from vivit_adapter import predict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = ['wave', 'jump', 'run', 'sit', 'clap']
+STEP = 7
+
+
+def _tiny_config(label_map: str):
+  config = configs.base_config()
+  m = config.model
+  m.hidden_size = 32
+  m.patches.size = (8, 8, 2)
+  for enc in (m.spatial_transformer, m.temporal_transformer):
+    enc.num_layers, enc.num_heads, enc.mlp_dim = 1, 2, 64
+  ds = config.dataset
+  ds.num_frames, ds.stride = 4, 3
+  ds.min_resize, ds.crop_size = 24, 16
+  ds.normalization = 'imagenet'  # not the default: the run's choice must be used
+  ds.label_map = label_map
+  return config
+
+
+def _save_checkpoint(workdir: str, step: int, params) -> None:
+  mngr = ocp.CheckpointManager(f'{workdir}/checkpoints', item_names=('params', 'state', 'meta'),
+                               options=ocp.CheckpointManagerOptions(create=True))
+  mngr.save(step, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params),
+      state=ocp.args.StandardSave({'step': np.int64(step)}),
+      meta=ocp.args.JsonSave({'step': step})))
+  mngr.wait_until_finished()
+  mngr.close()
+
+
+def _write_mp4(path: str, num_frames: int = 20, width: int = 40, height: int = 30) -> None:
+  """A moving gradient with a bright square: content that survives compression."""
+  y, x = np.mgrid[0:height, 0:width]
+  with av.open(path, 'w') as container:
+    stream = container.add_stream('mpeg4', rate=10)
+    stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
+    for t in range(num_frames):
+      frame = np.stack([(x * 6 + t * 9) % 256, (y * 8) % 256,
+                        np.full_like(x, 40 + 10 * t)], -1).astype(np.uint8)
+      frame[5:15, 2 + t:12 + t] = 255
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """(workdir, video path, config, params) of a tiny run with random, non-zero weights."""
+  root = tmp_path_factory.mktemp('predict')
+  label_map = str(root / 'labels.txt')
+  with open(label_map, 'w') as f:
+    f.write('\n'.join(NAMES) + '\n')
+  config = _tiny_config(label_map)
+  workdir = str(root / 'run')
+  os.makedirs(workdir)
+  configs.save(config, workdir)
+  model = models.create_model(config.model, len(NAMES))
+  # Shapes only (no compute), then random values for every weight: the zero-initialised
+  # head would give every class the same probability.
+  video_shape = jax.ShapeDtypeStruct((1, 4, 16, 16, 3), np.float32)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                          video_shape)['params']
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(s.dtype),
+                        shapes)
+  _save_checkpoint(workdir, STEP, params)
+  video = str(root / 'clip.mp4')
+  _write_mp4(video)
+  return workdir, video, config, params
+
+
+def _independent_probabilities(video, config, params):
+  """Decode with PyAV, PNG-encode, run the training pipeline's own eval_clip, apply."""
+  with av.open(video) as container:
+    frames = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)]
+  encoded = tf.constant([tf.io.encode_png(f).numpy() for f in frames])
+  clip = video_ops.eval_clip(encoded, config.dataset).numpy()
+  model = models.create_model(config.model, len(NAMES))
+  logits = np.asarray(model.apply({'params': params}, clip[None], train=False),
+                      np.float64)[0]
+  e = np.exp(logits - logits.max())
+  return e / e.sum()
+
+
+def test_predict_matches_eval_pipeline_and_model(run):
+  workdir, video, config, params = run
+  result = predict.predict(workdir, video, k=3)
+  probs = _independent_probabilities(video, config, params)
+  expected = np.argsort(-probs)[:3]
+  assert result.step == STEP and result.num_classes == len(NAMES)
+  assert [p.index for p in result.top] == list(expected)
+  assert [p.label for p in result.top] == [NAMES[i] for i in expected]
+  np.testing.assert_allclose([p.probability for p in result.top], probs[expected],
+                             rtol=1e-4, atol=1e-6)
+  assert probs.max() - probs.min() > 0.05  # the check above is not between equal values
+
+
+def test_cli_prints_sorted_top_k(run):
+  workdir, video, config, params = run
+  out = subprocess.run(
+      [sys.executable, '-m', 'vivit_adapter.predict', f'--workdir={workdir}',
+       f'--video={video}', '--top_k=4'], cwd=REPO, capture_output=True, text=True,
+      timeout=120, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.strip().splitlines()
+  assert lines[0] == f'{video}: top 4 of 5 classes ({workdir}, step {STEP})'
+  rows = [re.fullmatch(r'\s*(\d+)\. (\d\.\d{6})  (\S+)', line) for line in lines[1:]]
+  assert len(rows) == 4 and all(rows), lines
+  ranks = [int(r.group(1)) for r in rows]
+  probs = [float(r.group(2)) for r in rows]
+  assert ranks == [1, 2, 3, 4]
+  assert all(0 <= p <= 1 for p in probs) and sum(probs) <= 1 + 1e-6
+  assert probs == sorted(probs, reverse=True)
+  expected = _independent_probabilities(video, config, params)
+  order = np.argsort(-expected)[:4]
+  assert [r.group(3) for r in rows] == [NAMES[i] for i in order]
+  np.testing.assert_allclose(probs, expected[order], atol=2e-6)
+
+
+def test_missing_video(run):
+  workdir, _, _, _ = run
+  missing = os.path.join(os.path.dirname(workdir), 'nope.mp4')
+  with pytest.raises(FileNotFoundError, match=re.escape(f"--video={missing!r} does not")):
+    predict.predict(workdir, missing)
+
+
+def test_undecodable_video(run, tmp_path):
+  workdir, _, _, _ = run
+  bad = tmp_path / 'bad.mp4'
+  bad.write_text('this is not a video')
+  with pytest.raises(ValueError, match=re.escape(f"--video={str(bad)!r} could not be "
+                                                 'decoded as a video')):
+    predict.predict(workdir, str(bad))
+
+
+def test_workdir_without_checkpoint(run, tmp_path):
+  _, video, config, _ = run
+  configs.save(config, str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='No orbax checkpoint found in'):
+    predict.predict(str(tmp_path), video)
+
+
+def test_cli_error_exits_non_zero(tmp_path):
+  out = subprocess.run(
+      [sys.executable, '-m', 'vivit_adapter.predict', f'--workdir={tmp_path}',
+       f'--video={tmp_path}/x.mp4'], cwd=REPO, capture_output=True, text=True, timeout=120,
+      check=False)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1] == (
+      f'vivit_adapter.predict: error: {tmp_path}/config.json does not exist: '
+      f"{str(tmp_path)!r} is not a vivit_adapter workdir (a run writes its config there "
+      'when it starts).')
+
+
+def test_label_names_fall_back_to_indices(tmp_path):
+  config = _tiny_config(str(tmp_path / 'labels.txt'))
+  (tmp_path / 'labels.txt').write_text('a\nb\n')
+  assert predict.label_names(config.dataset, 2) == ['a', 'b']
+  assert predict.label_names(config.dataset, 3) is None  # wrong count: indices
+  config.dataset.label_map, config.dataset.base_dir = '', str(tmp_path / 'none')
+  assert predict.label_names(config.dataset, 2) is None
+  top = predict.top_k(np.array([0.1, 0.6, 0.3]), 2, None)
+  assert [(p.index, p.label) for p in top] == [(1, 'class_1'), (2, 'class_2')]
+  with pytest.raises(FileNotFoundError, match='--label_map='):
+    predict.label_names(config.dataset, 2, label_map=str(tmp_path / 'missing.txt'))

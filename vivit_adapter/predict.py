@@ -1,0 +1,153 @@
+r"""Classifies one video file with a trained run.
+
+  python -m vivit_adapter.predict --workdir=runs/synthetic_stage2 --video=clip.mp4 \
+      [--step=N] [--top_k=5] [--fps=0] [--label_map=FILE]
+
+Uses the run's saved config (config.json) and checkpoint, and the run's evaluation
+transform: the centre clip of num_frames at the configured stride, short side resized
+to min_resize, a centre crop, the model's normalisation. The stride counts frames of
+the video as decoded, so a video whose dataset was converted with --fps should be
+predicted with the same --fps.
+"""
+
+import dataclasses
+import os
+import sys
+from typing import List, Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+import tensorflow as tf
+
+from data_pipelines import convert_videos
+from data_pipelines import video_ops
+from vivit_adapter import checkpoints
+from vivit_adapter import configs
+from vivit_adapter import models
+from vivit_adapter.checkpoints import workdir as workdir_checkpoints
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run\'s --workdir.', required=True)
+_VIDEO = flags.DEFINE_string('video', None, 'Video file to classify (any format PyAV '
+                             'decodes).', required=True)
+_STEP = flags.DEFINE_integer('step', -1, 'Checkpoint step; -1 = the latest.')
+_TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to print.', lower_bound=1)
+_FPS = flags.DEFINE_float('fps', 0., 'Resample the video to this frame rate first (the '
+                          'rate its dataset was converted at); 0 keeps the source rate.')
+_LABEL_MAP = flags.DEFINE_string('label_map', '', 'Class names, one per line; default: '
+                                 'the run\'s config.dataset.label_map or '
+                                 'base_dir/label_map.txt.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+  index: int
+  label: str
+  probability: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  step: int
+  num_classes: int
+  top: List[Prediction]
+
+
+def read_video(path: str, fps: float = 0.) -> np.ndarray:
+  """(T, H, W, 3) uint8 frames of a video file; errors name the file."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'--video={path!r} does not exist or is not a file.')
+  try:
+    return convert_videos.decode_video(path, fps=fps)
+  except ImportError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # PyAV raises many types (InvalidDataError, DecoderNotFoundError, ...): all mean
+    # "this file is not a video we can read".
+    raise ValueError(f'--video={path!r} could not be decoded as a video: '
+                     f'{type(e).__name__}: {e}') from e
+
+
+def eval_transform(frames: np.ndarray, ds_cfg) -> np.ndarray:
+  """video_ops.eval_clip on decoded frames instead of JPEG bytes -> (T, C, C, 3) float32."""
+  indices = video_ops.centre_clip_indices(len(frames), ds_cfg.num_frames, ds_cfg.stride)
+  clip = tf.cast(tf.gather(tf.convert_to_tensor(frames), indices), tf.float32) / 255.0
+  clip = video_ops.resize_short_side(clip, ds_cfg.min_resize)
+  clip = video_ops.centre_crop(clip, ds_cfg.crop_size)
+  return video_ops.normalize(clip, ds_cfg.normalization).numpy()
+
+
+def label_names(ds_cfg, num_classes: int, label_map: str = '') -> Optional[List[str]]:
+  """Class names from `label_map`, else the run's dataset label map; None if unavailable."""
+  path = (label_map or ds_cfg.label_map or
+          os.path.join(ds_cfg.base_dir, convert_videos.LABEL_MAP_FILE))
+  if label_map and not os.path.exists(label_map):
+    raise FileNotFoundError(f'--label_map={label_map!r} does not exist.')
+  if not os.path.exists(path):
+    logging.warning('No label map at %s: printing class indices.', path)
+    return None
+  names = convert_videos.read_label_map(path)
+  if len(names) != num_classes:
+    logging.warning('%s names %d classes but the model has %d: printing class indices.',
+                    path, len(names), num_classes)
+    return None
+  return names
+
+
+def load_run(workdir: str, step: int = -1):
+  """(config, model, params, step) of a trained run; num_classes is read off the head."""
+  config = configs.load_saved(workdir)
+  _, step = workdir_checkpoints.find_checkpoint_step(workdir, step)
+  params = checkpoints.restore_workdir_params(workdir, step)
+  if 'output_projection' not in params:
+    raise ValueError(f'The checkpoint in {workdir} has no output_projection (a '
+                     f'classifier head); its top-level names are {sorted(params)}.')
+  num_classes = params['output_projection']['kernel'].shape[-1]
+  return config, models.create_model(config.model, num_classes), params, step
+
+
+def probabilities(model, params, clip: np.ndarray) -> np.ndarray:
+  """Softmax over classes for one (T, C, C, 3) clip."""
+  logits = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))(
+      params, clip[np.newaxis])
+  return np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1)[0])
+
+
+def top_k(probs: np.ndarray, k: int, names: Optional[List[str]]) -> List[Prediction]:
+  order = np.argsort(-probs, kind='stable')[:k]
+  return [Prediction(int(i), names[i] if names else f'class_{i}', float(probs[i]))
+          for i in order]
+
+
+def predict(workdir: str, video: str, step: int = -1, k: int = 5, fps: float = 0.,
+            label_map: str = '') -> Result:
+  """The `k` most probable classes of `video` under the run in `workdir`."""
+  config, model, params, step = load_run(workdir, step)
+  clip = eval_transform(read_video(video, fps), config.dataset)
+  probs = probabilities(model, params, clip)
+  names = label_names(config.dataset, len(probs), label_map)
+  return Result(step, len(probs), top_k(probs, k, names))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    tf.config.set_visible_devices([], 'GPU')  # TensorFlow only resizes frames here
+  except RuntimeError:
+    pass
+  try:
+    result = predict(_WORKDIR.value, _VIDEO.value, _STEP.value, _TOP_K.value, _FPS.value,
+                     _LABEL_MAP.value)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f'vivit_adapter.predict: error: {e}')
+  print(f'{_VIDEO.value}: top {len(result.top)} of {result.num_classes} classes '
+        f'({_WORKDIR.value}, step {result.step})')
+  for rank, p in enumerate(result.top, 1):
+    print(f'{rank:2d}. {p.probability:.6f}  {p.label}')
+
+
+if __name__ == '__main__':
+  app.run(main)
