@@ -12,6 +12,10 @@ under slight camera jitter. What the actor *does* is the class:
   half exactly). An 8- or 16-frame window at stride 1 sees one phase only; 32 frames
   at stride 2 see both, so a model with more frames genuinely does better.
 
+Motions are fast enough to see in 8 frames: a move crosses 1.5 frame widths per clip,
+wrapping around the edges (so position tells nothing either), and grow/shrink and
+fade in/out repeat as a sawtooth, twice per clip (`SceneConfig` holds these knobs).
+
 Appearance (shape, colour, size, orientation) and the scene are drawn from the clip's
 rng independently of the class, and every draw happens before the class is used, so
 appearance never predicts the class and classes sharing a first phase share frames.
