@@ -118,3 +118,11 @@ def test_overrides_apply_and_typos_fail_with_their_name():
                      match=r"--config\.modle\.hidden_size: unknown config key: config has "
                            r"no field 'modle' \(did you mean 'model'\?\)"):
     _load('synthetic_stage1', ['--config.modle.hidden_size=3'])
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_saved_config_round_trips(name, tmp_path):
+  """What the trainer saves is what predict and later stages read back."""
+  config = _load(name)
+  configs.save(config, str(tmp_path))
+  assert configs.load_saved(str(tmp_path)).to_dict() == config.to_dict()

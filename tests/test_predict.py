@@ -38,8 +38,9 @@ def _tiny_config(label_map: str):
 
 
 def _save_checkpoint(workdir: str, step: int, params) -> None:
-  mngr = ocp.CheckpointManager(f'{workdir}/checkpoints', item_names=('params', 'state', 'meta'),
-                               options=ocp.CheckpointManagerOptions(create=True))
+  mngr = ocp.CheckpointManager(
+      f'{workdir}/checkpoints', item_names=('params', 'state', 'meta'),
+      options=ocp.CheckpointManagerOptions(create=True))
   mngr.save(step, args=ocp.args.Composite(
       params=ocp.args.StandardSave(params),
       state=ocp.args.StandardSave({'step': np.int64(step)}),
