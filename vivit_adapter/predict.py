@@ -7,7 +7,11 @@ Uses the run's saved config (config.json) and checkpoint, and the run's evaluati
 transform: the centre clip of num_frames at the configured stride, short side resized
 to min_resize, a centre crop, the model's normalisation. The stride counts frames of
 the video as decoded, so a video whose dataset was converted with --fps should be
-predicted with the same --fps.
+predicted with the same --fps. The whole video is decoded into memory at its own
+resolution (as the converter does), so cut long videos to the part to classify first.
+
+Errors (missing or undecodable video, a workdir without config.json or checkpoint)
+print one line and exit with status 1.
 """
 
 import dataclasses
