@@ -226,9 +226,23 @@ def log_eval(s: Setup, writer, history, step, params) -> Dict[str, float]:
   return result
 
 
+class _QuietOrbax:
+  """Drops orbax's per-file INFO lines (dozens per save); its warnings still show."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or '/orbax/' not in record.pathname
+
+
+def quiet_third_party_logs() -> None:
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
+    handler.addFilter(_QuietOrbax())
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains and evaluates `config` in `workdir`; returns (and writes) the run summary."""
   t0 = time.time()
+  quiet_third_party_logs()
   os.makedirs(workdir, exist_ok=True)
   s = setup(config, workdir)
   is_main = jax.process_index() == 0

@@ -1,0 +1,165 @@
+"""End-to-end tests of the trainer through the real CLI on a tiny model and tiny data."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from tests import trainer_utils as tu
+
+SPATIAL = ('embedding/', 'cls_SpatialTransformer', 'SpatialTransformer/')
+
+
+@pytest.fixture(scope='module')
+def config_path(tmp_path_factory):
+  data = tu.make_dataset(tmp_path_factory.mktemp('data'))
+  return tu.write_config(tmp_path_factory.mktemp('config'), data)
+
+
+@pytest.fixture(scope='module')
+def stage1(config_path, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('stage1'))
+  tu.run_main(config_path, workdir)
+  return workdir
+
+
+def stage2_overrides(stage1_dir, *extra):
+  return ('--config.stage=stage2', '--config.model.freeze_spatial=True',
+          '--config.model.adapter.type=attention',
+          f'--config.init_from.checkpoint_path={stage1_dir}',
+          '--config.init_from.checkpoint_format=workdir',
+          '--config.dataset.num_frames=16', '--config.num_training_steps=3', *extra)
+
+
+def test_stage1_run_writes_summary_curves_and_checkpoints(stage1):
+  with open(os.path.join(stage1, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['step'] == 6
+  assert summary['params']['frozen'] == 0 and summary['params']['trainable'] > 0
+  assert 0.0 <= summary['eval']['top1'] <= 1.0 and summary['eval']['count'] == 14
+  assert summary['compiled_step_memory_bytes']['temp'] > 0
+  assert 'from scratch' in summary['start']
+  assert os.path.getsize(os.path.join(stage1, 'training_curves.png')) > 1000
+  assert sorted(os.listdir(os.path.join(stage1, 'checkpoints'))) == ['3', '6']
+
+
+def test_stage2_freezes_spatial_bit_for_bit_and_trains_the_rest(config_path, stage1, tmp_path):
+  workdir = str(tmp_path / 'stage2')
+  tu.run_main(config_path, workdir, *stage2_overrides(stage1))
+  p1, p2 = tu.final_params(stage1), tu.final_params(workdir)
+  spatial = [k for k in p1 if k.startswith(SPATIAL)]
+  assert spatial
+  for k in spatial:
+    np.testing.assert_array_equal(p2[k], p1[k], err_msg=k)
+  changed = lambda prefix: any(
+      p1[k].shape == p2[k].shape and not np.array_equal(p1[k], p2[k])
+      for k in p1 if k.startswith(prefix))
+  assert changed('TemporalTransformer/') and changed('output_projection/')
+  assert np.abs(p2['Adapter/up/kernel']).max() > 0  # zero-initialised, then trained
+  assert p2['TemporalTransformer/posembed_input/pos_embedding'].shape == (1, 9, 32)
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['params']['frozen'] > 0
+  assert stage1 in summary['start']
+  assert summary['frozen_modules'] == ['SpatialTransformer', 'cls_SpatialTransformer',
+                                       'embedding'] or set(summary['frozen_modules']) == {
+                                           'SpatialTransformer', 'cls_SpatialTransformer',
+                                           'embedding'}
+
+
+def test_shape_mismatched_init_from_fails_at_start_with_names(config_path, stage1, tmp_path):
+  proc = tu.run_main(config_path, str(tmp_path / 'bad'),
+                     *stage2_overrides(stage1, '--config.model.hidden_size=48'), check=False)
+  assert proc.returncode != 0
+  assert 'embedding/kernel' in proc.stderr
+  assert '(2, 8, 8, 3, 32)' in proc.stderr and '(2, 8, 8, 3, 48)' in proc.stderr
+
+
+RESUME = ('--config.num_training_steps=40', '--config.checkpoint_steps=5',
+          '--config.log_summary_steps=5')
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(config_path, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  tu.run_main(config_path, workdir, *RESUME)
+  return workdir
+
+
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_and_resumed_run_is_bit_identical(config_path, uninterrupted, tmp_path, sig):
+  workdir = str(tmp_path / 'run')
+  proc = subprocess.Popen(tu.main_command(config_path, workdir, *RESUME), cwd=tu.REPO,
+                          env=tu.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+  first = os.path.join(workdir, 'checkpoints', '5')
+  deadline = time.time() + 300
+  while not os.path.isdir(first) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  assert proc.poll() is None, 'the run ended before it could be interrupted'
+  proc.send_signal(sig)
+  _, err = proc.communicate(timeout=300)
+  if sig == signal.SIGTERM:
+    assert proc.returncode == 0, err[-3000:]
+    assert 'SIGTERM received' in err
+  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))
+                 if s.isdigit())
+  assert steps and steps[-1] < 40, steps  # really interrupted mid-way
+  tu.run_main(config_path, workdir, *RESUME)
+  tu.assert_trees_equal(tu.final_params(workdir), tu.final_params(uninterrupted))
+
+
+def train_losses(workdir):
+  with open(os.path.join(workdir, 'history.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  return [r['loss'] for r in rows if r['kind'] == 'train']
+
+
+def test_four_devices_give_the_one_device_loss_trajectory(config_path, stage1, tmp_path):
+  workdir = str(tmp_path / 'four')
+  tu.run_main(config_path, workdir, devices=4)
+  one, four = train_losses(stage1), train_losses(workdir)
+  assert len(one) == len(four) == 6
+  np.testing.assert_allclose(four, one, rtol=2e-4)
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert json.load(f)['devices'] == 4
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_on_localhost_train_and_checkpoint(config_path, tmp_path):
+  workdir = str(tmp_path / 'multi')
+  port = _free_port()
+  procs = [subprocess.Popen(
+      tu.main_command(config_path, workdir, f'--coordinator_address=127.0.0.1:{port}',
+                      '--num_processes=2', f'--process_id={i}',
+                      '--config.num_training_steps=3'),
+      cwd=tu.REPO, env=tu.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  errors = [p.communicate(timeout=600)[1] for p in procs]
+  for p, err in zip(procs, errors):
+    assert p.returncode == 0, err[-4000:]
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['3']
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['processes'] == 2 and summary['step'] == 3
+
+
+def test_nan_loss_stops_with_step_and_last_good_checkpoint(config_path, tmp_path):
+  proc = tu.run_main(config_path, str(tmp_path / 'nan'),
+                     '--config.lr_configs.base_learning_rate=1e38',
+                     '--config.lr_configs.warmup_steps=0', '--config.checkpoint_steps=1',
+                     check=False)
+  assert proc.returncode != 0
+  assert 'Training loss is nan at step 2' in proc.stderr or (
+      'Training loss is inf at step 2' in proc.stderr), proc.stderr[-3000:]
+  assert 'last good checkpoint is step 1' in proc.stderr
