@@ -88,7 +88,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: Callable,
     new_state = state.replace(step=state.step + 1, params={**fixed, **new_trainable},
                               opt_state=opt_state)
     metrics = {'loss': loss, 'accuracy': correct / batch['label'].shape[0],
-               'grad_norm': optax.global_norm(grads),
+               'grad_norm': optax.tree.norm(grads),
                'learning_rate': schedule(state.step)}
     return new_state, metrics
 

@@ -1,0 +1,104 @@
+"""Tests for the pure step functions and losses (vivit_adapter.train_lib.steps / losses)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.test_models import perturbed_params, random_video, tiny_config
+from vivit_adapter import configs
+from vivit_adapter.models import create_model
+from vivit_adapter.train_lib import losses, optimizers, steps
+
+
+def setup(freeze=False, optimizer='sgd', accumulation=1, lr=0.1):
+  c = configs.base_config()
+  c.optimizer = optimizer
+  c.lr_configs.schedule, c.lr_configs.warmup_steps = 'constant', 0
+  c.lr_configs.base_learning_rate = lr
+  model_cfg = tiny_config(freeze_spatial=freeze, **{'adapter.type': 'mlp' if freeze else 'none'})
+  model = create_model(model_cfg, 5)
+  video = random_video((4, 8, 16, 16, 3))
+  params = perturbed_params(model, video)
+  frozen = optimizers.frozen_keys(params, freeze)
+  tx, sched = optimizers.make_optimizer(c, params, frozen, 10, 100)
+  state = steps.TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
+                           rng=jax.random.PRNGKey(0))
+  step = jax.jit(steps.make_train_step(model, tx, sched, frozen=frozen, num_classes=5,
+                                       accumulation_steps=accumulation))
+  batch = {'inputs': video, 'label': jnp.array([0, 1, 2, 3])}
+  return model, state, step, batch
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+  _, state, full, batch = setup(accumulation=1)
+  _, _, accumulated, _ = setup(accumulation=2)
+  s1, m1 = full(state, batch)
+  s2, m2 = accumulated(state, batch)
+  np.testing.assert_allclose(m2['loss'], m1['loss'], rtol=1e-5)
+  np.testing.assert_allclose(m2['grad_norm'], m1['grad_norm'], rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_training_steps_fit_a_fixed_batch_and_leave_frozen_params_alone():
+  _, state, step, batch = setup(freeze=True, optimizer='adamw', lr=3e-3)
+  start = jax.tree.map(np.asarray, state.params)
+  losses_seen = []
+  for _ in range(15):
+    state, metrics = step(state, batch)
+    losses_seen.append(float(metrics['loss']))
+  assert losses_seen[-1] < 0.5 * losses_seen[0], losses_seen
+  assert int(state.step) == 15
+  for k in optimizers.frozen_keys(start, True):
+    for a, b in zip(jax.tree.leaves(start[k]), jax.tree.leaves(state.params[k])):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_eval_step_counts_only_unmasked_examples():
+  model, state, _, batch = setup()
+  fn = jax.jit(steps.make_eval_step(model, 5))
+  mask = jnp.array([1.0, 1.0, 0.0, 1.0])
+  out = fn(state.params, dict(batch, batch_mask=mask))
+  logits = np.asarray(model.apply({'params': state.params}, batch['inputs']))
+  keep = np.asarray(mask) > 0
+  labels = np.asarray(batch['label'])
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  np.testing.assert_allclose(out['loss'], -logp[keep, labels[keep]].sum(), rtol=1e-5)
+  assert float(out['count']) == 3
+  assert float(out['top1']) == float(np.sum(logits.argmax(-1)[keep] == labels[keep]))
+  assert float(out['top5']) == 3  # 5 classes: every label is in the top 5
+
+
+def test_test_step_averages_probabilities_over_views():
+  model, state, _, batch = setup()
+  views = jnp.stack([batch['inputs'], batch['inputs'][:, ::-1], -batch['inputs']], axis=1)
+  fn = jax.jit(steps.make_test_step(model))
+  out = fn(state.params, {'inputs': views, 'label': batch['label'],
+                          'batch_mask': jnp.ones(4)})
+  probs = np.mean([jax.nn.softmax(model.apply({'params': state.params}, views[:, v]))
+                   for v in range(3)], axis=0)
+  assert float(out['top1']) == float(np.sum(probs.argmax(-1) == np.asarray(batch['label'])))
+  assert float(out['count']) == 4
+
+
+def test_label_smoothing_and_mixup_targets():
+  t = losses.one_hot_targets(jnp.array([2]), 4, label_smoothing=0.2)
+  np.testing.assert_allclose(t, [[0.05, 0.05, 0.85, 0.05]], rtol=1e-6)
+  x = jnp.arange(4.0)[:, None]
+  targets = jax.nn.one_hot(jnp.arange(4), 4)
+  mx, mt = losses.mixup(jax.random.PRNGKey(0), x, targets, alpha=0.4)
+  lam = float(mt[0, 0])
+  np.testing.assert_allclose(mx[:, 0], lam * x[:, 0] + (1 - lam) * x[::-1, 0], rtol=1e-6)
+  np.testing.assert_allclose(mt.sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize('scores,label,k,expected', [
+    ([0.0, 0.0, 0.0], 0, 1, 1.0),  # ties resolve to the lowest index, as argmax does
+    ([0.0, 0.0, 0.0], 2, 1, 0.0),
+    ([0.1, 0.5, 0.3], 2, 2, 1.0),
+    ([0.1, 0.5, 0.3], 0, 2, 0.0),
+])
+def test_topk_correct(scores, label, k, expected):
+  got = losses.topk_correct(jnp.array([scores]), jnp.array([label]), k, jnp.ones(1))
+  assert float(got) == expected
