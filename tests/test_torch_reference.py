@@ -1,4 +1,8 @@
-"""Tests for vivit_adapter.benchmarks.torch_reference: same function as the Flax model."""
+"""Tests for vivit_adapter.benchmarks.torch_reference and torch_compare.
+
+The PyTorch reference must compute the same function and gradients as the Flax model,
+and the harness must time the same training in both frameworks.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +13,7 @@ import torch
 
 from vivit_adapter import configs
 from vivit_adapter import models
+from vivit_adapter.benchmarks import torch_compare
 from vivit_adapter.benchmarks import torch_reference
 
 NUM_CLASSES = 5
@@ -118,3 +123,39 @@ def test_from_model_config_rejects_what_it_does_not_implement():
   with pytest.raises(ValueError, match=r"config.model.adapter.type='attention' \(needs "
                      r"'none'\); config.model.freeze_spatial=True \(needs False\)"):
     torch_reference.from_model_config(cfg, NUM_CLASSES, VIDEO_SHAPE[1:4])
+
+
+
+
+def test_compare_trains_the_same_model_in_both_frameworks():
+  result = torch_compare.compare(_tiny_model_config(), NUM_CLASSES, frames=8,
+                                 resolution=16, batch=2, steps=2, warmup=1)
+  jax_run, torch_run = result['frameworks']['jax'], result['frameworks']['torch']
+  # The head starts at zero: the first loss is log(num_classes) exactly, and later ones
+  # differ from it only if the update step really changed the parameters.
+  np.testing.assert_allclose(jax_run['losses'][0], np.log(NUM_CLASSES), rtol=1e-6)
+  assert len(torch_run['losses']) == 3
+  assert abs(torch_run['losses'][2] - np.log(NUM_CLASSES)) > 1e-3
+  assert result['max_loss_diff_torch'] < 1e-4
+  assert result['ratio_jax_over_torch'] == pytest.approx(
+      jax_run['ms_per_step'] / torch_run['ms_per_step'])
+  table = torch_compare.format_table(result).splitlines()
+  assert [row.split('|')[1].strip() for row in table[2:]] == ['jax', 'torch']
+
+
+def test_time_interleaved_warms_up_in_turn_times_round_robin_drops_failures():
+  calls = []
+
+  def runner(name, fail_at=None):
+    def run():
+      calls.append(name)
+      if len([c for c in calls if c == name]) == fail_at:
+        raise RuntimeError('no compiler')
+      return 1.0
+    return run
+
+  out = torch_compare.time_interleaved(
+      {'a': runner('a'), 'b': runner('b'), 'c': runner('c', fail_at=3)}, warmup=2, steps=2)
+  assert calls == ['a', 'a', 'b', 'b', 'c', 'c', 'a', 'b', 'c', 'a', 'b']
+  assert out['c']['error'] == 'RuntimeError: no compiler' and not out['c']['step_s']
+  assert len(out['a']['step_s']) == 2 and len(out['a']['warmup_s']) == 2

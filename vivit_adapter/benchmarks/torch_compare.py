@@ -1,0 +1,270 @@
+r"""Times one end-to-end train step of the same ViViT-FE in JAX and in plain PyTorch.
+
+  python -m vivit_adapter.benchmarks.torch_compare --variant=S/16x2 --frames=32 \
+      --resolution=112 --batch=1 [--steps=5] [--warmup=2] [--threads=N] [--torch_compile]
+
+The benchmark issue's target: our end-to-end train step must not be slower than a
+straightforward PyTorch implementation of the same factorised encoder on the same CPU.
+Both frameworks get the same model (the Flax init, copied into `TorchViViTFE`), the
+same batch and the same update (cross-entropy, SGD with momentum), so their losses
+follow the same trajectory; the report shows the largest loss difference as proof.
+
+Fairness: both run in this one process, on the same CPUs. `--threads=N` restricts the
+process to N CPUs (affinity, which XLA's thread pool sizes itself by) and sets
+`torch.set_num_threads(N)`; by default each framework keeps its default, which on
+Linux is one thread per schedulable CPU for both. Each framework's warm-up steps
+(compilation) run on their own; the timed steps are interleaved (JAX, torch, JAX, ...)
+so a noisy neighbour slows both alike, and the median is reported.
+"""
+
+import copy
+import itertools
+import json
+import os
+import statistics
+import time
+from typing import Callable, Dict
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+
+from vivit_adapter import configs
+from vivit_adapter import models
+from vivit_adapter.benchmarks import torch_reference
+
+_VARIANT = flags.DEFINE_string('variant', 'S/16x2', 'Model size, e.g. S/16x2, B/16x2.')
+_FRAMES = flags.DEFINE_integer('frames', 32, 'Frames per clip.')
+_RESOLUTION = flags.DEFINE_integer('resolution', 112, 'Frame height and width.')
+_BATCH = flags.DEFINE_integer('batch', 1, 'Clips per step.')
+_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per framework (median reported).')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps first (compilation, caches).')
+_THREADS = flags.DEFINE_integer(
+    'threads', 0, 'CPUs for both frameworks; 0 keeps the defaults (all CPUs).')
+_NUM_CLASSES = flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
+_TORCH_COMPILE = flags.DEFINE_bool(
+    'torch_compile', False, 'Also time torch.compile(model) (needs a C++ compiler).')
+
+LEARNING_RATE = 0.01
+MOMENTUM = 0.9
+
+
+def limit_cpus(threads: int) -> int:
+  """Pins this process to `threads` CPUs (0: all it may use); returns the CPU count.
+
+  Must run before JAX creates its CPU client (its first computation, not its import):
+  XLA sizes its thread pool by the affinity mask at that moment.
+  """
+  cpus = sorted(os.sched_getaffinity(0))
+  if threads < 0 or threads > len(cpus):
+    raise ValueError(f'--threads={threads}: this process may use {len(cpus)} CPUs.')
+  if threads:
+    cpus = cpus[:threads]
+    os.sched_setaffinity(0, cpus)
+  torch.set_num_threads(len(cpus))
+  return len(cpus)
+
+
+def build_models(model_config, num_classes: int, input_shape, seed: int = 0):
+  """The Flax model, its initial params and a `TorchViViTFE` holding the same values."""
+  flax_model = models.create_model(model_config, num_classes)
+  video = jnp.zeros((1,) + tuple(input_shape) + (3,), jnp.float32)
+  params = jax.jit(flax_model.init)(jax.random.PRNGKey(seed), video)['params']
+  torch_model = torch_reference.from_model_config(model_config, num_classes, input_shape)
+  torch_reference.load_flax_params(torch_model, params)
+  return flax_model, params, torch_model
+
+
+def make_jax_step(model, params, learning_rate: float, momentum: float):
+  """A minimal jitted train step: returns (state, step) with step(state, x, y) -> (state, loss).
+
+  Cross-entropy, gradients of every parameter, optax SGD with momentum; the state is
+  donated so XLA updates it in place, as a real trainer does. Kept in one function so
+  it can be swapped for the trainer's own step.
+  """
+  tx = optax.sgd(learning_rate, momentum)
+
+  def step(state, video, labels):
+    params, opt_state = state
+    def loss_fn(p):
+      logits = model.apply({'params': p}, video, train=True)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  return (params, tx.init(params)), jax.jit(step, donate_argnums=(0,))
+
+
+def make_torch_step(model, learning_rate: float, momentum: float) -> Callable:
+  """step(video, labels) -> loss: forward, backward, SGD-momentum update, zero_grad."""
+  # torch's SGD with dampening 0 is optax.sgd's momentum: buf = m * buf + g; p -= lr * buf.
+  optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
+  model.train()
+
+  def step(video, labels):
+    loss = torch.nn.functional.cross_entropy(model(video), labels)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+  return step
+
+
+def _jax_runner(model, params, batches) -> Callable[[], float]:
+  state, step = make_jax_step(model, params, LEARNING_RATE, MOMENTUM)
+  batches = itertools.cycle([(jnp.asarray(v), jnp.asarray(y)) for v, y in batches])
+  holder = {'state': state}
+
+  def run():
+    video, labels = next(batches)
+    holder['state'], loss = step(holder['state'], video, labels)
+    jax.block_until_ready(holder['state'])
+    return float(loss)
+
+  return run
+
+
+def _torch_runner(model, batches) -> Callable[[], float]:
+  step = make_torch_step(model, LEARNING_RATE, MOMENTUM)
+  batches = itertools.cycle([(torch.from_numpy(v), torch.from_numpy(y))
+                             for v, y in batches])
+  return lambda: step(*next(batches))
+
+
+def _random_batches(count: int, batch: int, input_shape, num_classes: int, seed: int):
+  """`count` distinct (video, labels) batches, so training does not collapse onto one.
+
+  (On one repeated batch the loss reaches 0 within a few steps, and the vanishing
+  gradients then time denormal arithmetic rather than the model.)
+  """
+  rng = np.random.default_rng(seed)
+  return [(rng.uniform(-1, 1, (batch,) + tuple(input_shape) + (3,)).astype(np.float32),
+           rng.integers(0, num_classes, (batch,))) for _ in range(count)]
+
+
+def time_interleaved(runners: Dict[str, Callable[[], float]], warmup: int,
+                     steps: int) -> Dict[str, Dict[str, object]]:
+  """Runs each runner `warmup` times in turn, then all `steps` times round-robin.
+
+  The warm-up (compilation) of one runner is thus not timed against another's steps,
+  while the timed steps are interleaved so that load from other processes on the
+  machine hits every runner alike. A runner that raises (e.g. torch.compile without a
+  working compiler) is dropped and its error recorded under 'error'.
+  """
+  out = {name: {'warmup_s': [], 'step_s': [], 'losses': []} for name in runners}
+  live = dict(runners)
+
+  def run_once(name, key):
+    start = time.perf_counter()
+    try:
+      loss = live[name]()
+    except Exception as e:  # pylint: disable=broad-except
+      out[name]['error'] = f'{type(e).__name__}: {str(e)[:300]}'
+      del live[name]
+      return
+    out[name][key].append(time.perf_counter() - start)
+    out[name]['losses'].append(loss)
+
+  for name in runners:
+    for _ in range(warmup):
+      if name in live:
+        run_once(name, 'warmup_s')
+  for _ in range(steps):
+    for name in list(live):
+      run_once(name, 'step_s')
+  return out
+
+
+def compare(model_config, num_classes: int, frames: int, resolution: int, batch: int,
+            steps: int, warmup: int, torch_compile: bool = False,
+            seed: int = 0) -> Dict[str, object]:
+  """Builds the same model in both frameworks and times their train steps.
+
+  Returns a JSON-able dict: median/min ms per step, first-step seconds (compilation
+  included), the JAX/torch ratios and the largest loss difference over the steps.
+  """
+  if steps < 1 or warmup < 0:
+    raise ValueError(f'steps={steps} must be >= 1 and warmup={warmup} >= 0.')
+  input_shape = (frames, resolution, resolution)
+  flax_model, params, torch_model = build_models(model_config, num_classes, input_shape,
+                                                 seed)
+  batches = _random_batches(warmup + steps, batch, input_shape, num_classes, seed)
+  runners = {'jax': _jax_runner(flax_model, params, batches)}
+  if torch_compile:
+    # A copy taken before any step, so it follows the same loss trajectory.
+    runners['torch.compile'] = _torch_runner(torch.compile(copy.deepcopy(torch_model)),
+                                             batches)
+  runners['torch'] = _torch_runner(torch_model, batches)
+  del params  # donated to the JAX step
+  timings = time_interleaved(runners, warmup, steps)
+  return _summarise(timings, {
+      'variant': model_config.variant, 'frames': frames, 'resolution': resolution, 'batch': batch,
+      'num_classes': num_classes, 'steps': steps, 'warmup': warmup,
+      'cpus': len(os.sched_getaffinity(0)), 'torch_num_threads': torch.get_num_threads(),
+      'jax_version': jax.__version__, 'torch_version': torch.__version__,
+      'jax_device': str(jax.devices()[0])})
+
+
+def _summarise(timings, info) -> Dict[str, object]:
+  result = dict(info)
+  result['frameworks'] = {}
+  for name, t in timings.items():
+    entry = {'error': t['error']} if 'error' in t else {}
+    if t['step_s']:
+      entry.update(ms_per_step=1e3 * statistics.median(t['step_s']),
+                   ms_min=1e3 * min(t['step_s']), ms_max=1e3 * max(t['step_s']))
+    if t['warmup_s']:
+      entry['first_step_s'] = t['warmup_s'][0]
+    entry['losses'] = t['losses']
+    result['frameworks'][name] = entry
+  fw = result['frameworks']
+  for other in ('torch', 'torch.compile'):
+    if 'ms_per_step' in fw.get(other, {}) and 'ms_per_step' in fw['jax']:
+      result[f'ratio_jax_over_{other}'] = fw['jax']['ms_per_step'] / fw[other]['ms_per_step']
+      n = min(len(fw['jax']['losses']), len(fw[other]['losses']))
+      result[f'max_loss_diff_{other}'] = float(np.max(np.abs(
+          np.subtract(fw['jax']['losses'][:n], fw[other]['losses'][:n]))))
+  return result
+
+
+def format_table(result: Dict[str, object]) -> str:
+  """A markdown table: one row per framework."""
+  rows = ['| framework | ms/step (median) | min | max | first step (s, incl. compile) |',
+          '|---|---|---|---|---|']
+  for name, e in result['frameworks'].items():
+    if 'ms_per_step' not in e:
+      rows.append(f'| {name} | failed: {e.get("error", "no timed step")} | | | |')
+      continue
+    rows.append(f'| {name} | {e["ms_per_step"]:.1f} | {e["ms_min"]:.1f} | '
+                f'{e["ms_max"]:.1f} | {e.get("first_step_s", float("nan")):.1f} |')
+  return '\n'.join(rows)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  limit_cpus(_THREADS.value)  # before JAX's first computation
+  model_config = configs.base_config().model
+  model_config.variant = _VARIANT.value
+  result = compare(model_config, _NUM_CLASSES.value, _FRAMES.value, _RESOLUTION.value,
+                   _BATCH.value, _STEPS.value, _WARMUP.value, _TORCH_COMPILE.value)
+  print(f'ViViT-{_VARIANT.value}, {_FRAMES.value} frames, {_RESOLUTION.value}px, batch '
+        f'{_BATCH.value}: end-to-end train step on {result["cpus"]} CPUs '
+        f'(torch threads {result["torch_num_threads"]}); median of {_STEPS.value} steps '
+        f'after {_WARMUP.value} warm-up, interleaved.')
+  print(format_table(result))
+  for other in ('torch', 'torch.compile'):
+    if f'ratio_jax_over_{other}' in result:
+      print(f'jax / {other} = {result[f"ratio_jax_over_{other}"]:.3f} '
+            f'(max loss difference {result[f"max_loss_diff_{other}"]:.2e})')
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)
