@@ -12,11 +12,12 @@ from typing import Dict
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
-
 from data_pipelines import reader
+from vivit_adapter import config_loading
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+# The same --config flag as vivit_adapter.main: locked, and a misspelt
+# --config.key=value fails with the key's name instead of a traceback.
+_CONFIG = config_loading.define_config_flag()
 _NUM_BATCHES = flags.DEFINE_integer('num_batches', 20, 'Batches to time.')
 _WARMUP_BATCHES = flags.DEFINE_integer(
     'warmup_batches', 2, 'Batches read before timing (tracing, buffers filling up).')
@@ -57,4 +58,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=config_loading.flags_parser)
