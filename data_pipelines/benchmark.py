@@ -17,11 +17,6 @@ from vivit_adapter import config_loading
 
 # The same --config flag as vivit_adapter.main: locked, and a misspelt
 # --config.key=value fails with the key's name instead of a traceback.
-_CONFIG = config_loading.define_config_flag()
-_NUM_BATCHES = flags.DEFINE_integer('num_batches', 20, 'Batches to time.')
-_WARMUP_BATCHES = flags.DEFINE_integer(
-    'warmup_batches', 2, 'Batches read before timing (tracing, buffers filling up).')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 0, '0 -> config.batch_size per host.')
 
 
 def benchmark(ds_cfg, batch_size: int, num_batches: int, warmup_batches: int = 2,
@@ -40,22 +35,36 @@ def benchmark(ds_cfg, batch_size: int, num_batches: int, warmup_batches: int = 2
           'num_bad': iterator.num_bad}
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this program's flags; only when it runs as a program, so that importing
+  the module (tests, other tools) never collides with another program's flags."""
+  config_loading.define_config_flag()
+  flags.DEFINE_integer('num_batches', 20, 'Batches to time.')
+  flags.DEFINE_integer(
+      'warmup_batches', 2, 'Batches read before timing (tracing, buffers filling up).')
+  flags.DEFINE_integer('batch_size', 0, '0 -> config.batch_size per host.')
+
+
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  config = _CONFIG.value
+  config = FLAGS.config
   if config is None:
     raise app.UsageError('--config is required.')
-  batch_size = _BATCH_SIZE.value or config.batch_size // jax.process_count()
+  batch_size = FLAGS.batch_size or config.batch_size // jax.process_count()
   ds = config.dataset
-  result = benchmark(ds, batch_size, _NUM_BATCHES.value, _WARMUP_BATCHES.value,
+  result = benchmark(ds, batch_size, FLAGS.num_batches, FLAGS.warmup_batches,
                      config.rng_seed)
   print(f'train input pipeline: {result["clips_per_s"]:.1f} clips/s '
-        f'({_NUM_BATCHES.value} batches of {batch_size} clips of {ds.num_frames}x'
+        f'({FLAGS.num_batches} batches of {batch_size} clips of {ds.num_frames}x'
         f'{ds.crop_size}x{ds.crop_size} in {result["seconds"]:.2f}s; start-up and '
-        f'{_WARMUP_BATCHES.value} warm-up batches {result["startup_seconds"]:.2f}s; '
+        f'{FLAGS.warmup_batches} warm-up batches {result["startup_seconds"]:.2f}s; '
         f'{result["num_bad"]} bad of {result["num_seen"]} records read)', flush=True)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main, flags_parser=config_loading.flags_parser)

@@ -25,11 +25,6 @@ import tqdm
 from data_pipelines import dmvr_format
 from data_pipelines import reader
 
-_TABLES = flags.DEFINE_list(
-    'tables', None, 'Comma-separated tables: globs, name.tfrecord@N or name.tfrecord@*.')
-_NUM_CLASSES = flags.DEFINE_integer(
-    'num_classes', 0, 'Labels must lie in [0, num_classes); 0 -> metadata.json or no bound.')
-
 
 def _fully_decoded(record):
   """Parses and decodes every frame; any failure makes the record bad."""
@@ -106,12 +101,24 @@ def validate_tables(tables: List[str], num_classes: int = 0, progress: bool = Tr
   return num_bad
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this program's flags; only when it runs as a program, so that importing
+  the module (tests, other tools) never collides with another program's flags."""
+  flags.DEFINE_list(
+      'tables', None, 'Comma-separated tables: globs, name.tfrecord@N or name.tfrecord@*.')
+  flags.DEFINE_integer(
+      'num_classes', 0, 'Labels must lie in [0, num_classes); 0 -> metadata.json or no bound.')
+
+
 def main(argv):
   del argv
-  if not _TABLES.value:
+  if not FLAGS.tables:
     raise app.UsageError('--tables is required.')
   try:
-    num_bad = validate_tables(_TABLES.value, _NUM_CLASSES.value)
+    num_bad = validate_tables(FLAGS.tables, FLAGS.num_classes)
   except (FileNotFoundError, tf.errors.DataLossError) as e:
     print(f'ERROR: {e}', file=sys.stderr)
     sys.exit(2)
@@ -119,4 +126,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

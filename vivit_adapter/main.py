@@ -21,33 +21,41 @@ from vivit_adapter import config_loading
 from vivit_adapter import distributed
 from vivit_adapter.train_lib import trainer
 
-_CONFIG = config_loading.define_config_flag()
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, summaries, '
-                               'config.json.', required=True)
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', os.environ.get('JAX_COORDINATOR_ADDRESS', ''),
-    "Process 0's host:port, for a run over several processes.")
-_NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', int(os.environ.get('JAX_NUM_PROCESSES', '0')), 'Processes in the run.')
-_PROCESS_ID = flags.DEFINE_integer(
-    'process_id', int(os.environ.get('JAX_PROCESS_ID', '-1')), "This process's index.")
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this program's flags; only when it runs as a program, so that importing
+  the module (tests, other tools) never collides with another program's flags."""
+  config_loading.define_config_flag()
+  flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, summaries, '
+                      'config.json.', required=True)
+  flags.DEFINE_string(
+      'coordinator_address', os.environ.get('JAX_COORDINATOR_ADDRESS', ''),
+      "Process 0's host:port, for a run over several processes.")
+  flags.DEFINE_integer(
+      'num_processes', int(os.environ.get('JAX_NUM_PROCESSES', '0')), 'Processes in the run.')
+  flags.DEFINE_integer(
+      'process_id', int(os.environ.get('JAX_PROCESS_ID', '-1')), "This process's index.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
+  config = FLAGS.config
   try:
     # Before jax.distributed: a process that stops here must not leave the others
     # waiting for it at the coordinator.
     config_loading.check_run_inputs(config)
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except (ValueError, FileNotFoundError) as e:
     # A user error, not a bug: one clear line, no traceback.
     sys.exit(f'vivit_adapter.main: error: {type(e).__name__}: {e}')
   distributed.log_topology()
-  trainer.train_and_evaluate(config, _WORKDIR.value)
+  trainer.train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main, flags_parser=config_loading.flags_parser)

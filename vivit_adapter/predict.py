@@ -33,17 +33,6 @@ from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.checkpoints import workdir as workdir_checkpoints
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run\'s --workdir.', required=True)
-_VIDEO = flags.DEFINE_string('video', None, 'Video file to classify (any format PyAV '
-                             'decodes).', required=True)
-_STEP = flags.DEFINE_integer('step', -1, 'Checkpoint step; -1 = the latest.')
-_TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to print.', lower_bound=1)
-_FPS = flags.DEFINE_float('fps', 0., 'Resample the video to this frame rate first (the '
-                          'rate its dataset was converted at); 0 keeps the source rate.')
-_LABEL_MAP = flags.DEFINE_string('label_map', '', 'Class names, one per line; default: '
-                                 'the run\'s config.dataset.label_map or '
-                                 'base_dir/label_map.txt.')
-
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -135,6 +124,24 @@ def predict(workdir: str, video: str, step: int = -1, k: int = 5, fps: float = 0
   return Result(step, len(probs), top_k(probs, k, names))
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this program's flags; only when it runs as a program, so that importing
+  the module (tests, other tools) never collides with another program's flags."""
+  flags.DEFINE_string('workdir', None, 'The trained run\'s --workdir.', required=True)
+  flags.DEFINE_string('video', None, 'Video file to classify (any format PyAV '
+                      'decodes).', required=True)
+  flags.DEFINE_integer('step', -1, 'Checkpoint step; -1 = the latest.')
+  flags.DEFINE_integer('top_k', 5, 'How many classes to print.', lower_bound=1)
+  flags.DEFINE_float('fps', 0., 'Resample the video to this frame rate first (the '
+                     'rate its dataset was converted at); 0 keeps the source rate.')
+  flags.DEFINE_string('label_map', '', 'Class names, one per line; default: '
+                      'the run\'s config.dataset.label_map or '
+                      'base_dir/label_map.txt.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -143,15 +150,16 @@ def main(argv):
   except RuntimeError:
     pass
   try:
-    result = predict(_WORKDIR.value, _VIDEO.value, _STEP.value, _TOP_K.value, _FPS.value,
-                     _LABEL_MAP.value)
+    result = predict(FLAGS.workdir, FLAGS.video, FLAGS.step, FLAGS.top_k, FLAGS.fps,
+                     FLAGS.label_map)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'vivit_adapter.predict: error: {e}')
-  print(f'{_VIDEO.value}: top {len(result.top)} of {result.num_classes} classes '
-        f'({_WORKDIR.value}, step {result.step})')
+  print(f'{FLAGS.video}: top {len(result.top)} of {result.num_classes} classes '
+        f'({FLAGS.workdir}, step {result.step})')
   for rank, p in enumerate(result.top, 1):
     print(f'{rank:2d}. {p.probability:.6f}  {p.label}')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
