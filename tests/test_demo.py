@@ -1,0 +1,117 @@
+"""The demo: data reuse rules, the results table, and `--quick` end to end (twice)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from data_pipelines import synthetic
+from vivit_adapter import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _row(run, label, frames, trainable, frozen, time_s, eval_top1, test_top1):
+  return {'run': run, 'label': label, 'frames': frames, 'trainable_params': trainable,
+          'frozen_params': frozen, 'step_memory_mib': 2.5, 'train_time_s': time_s,
+          'steps': 10, 'eval_top1': eval_top1, 'eval_top5': 1.0, 'test_top1': test_top1,
+          'test_top5': 1.0, 'reused': False}
+
+
+ROWS = [_row('stage1', 's1', 8, 1000, 0, 30.0, 0.5, 0.4),
+        _row('stage2', 's2', 32, 300, 700, 50.0, 0.8, 0.75),
+        _row('baseline', 'base', 32, 1000, 0, 100.0, 0.7, 0.75)]
+
+
+def test_requested_metadata_matches_what_generate_writes(tmp_path):
+  data = dict(resolution=16, num_frames=4, train_per_class=1, val_per_class=0,
+              test_per_class=1, num_shards=1, classes=['grow', 'shrink'],
+              scene=synthetic.SceneConfig(noise_std=0.0))
+  synthetic.generate(str(tmp_path), **data, progress=False)
+  assert demo._metadata_mismatch(str(tmp_path), demo.requested_metadata(data)) is None
+  other = demo.requested_metadata(dict(data, train_per_class=2, seed=1))
+  assert demo._metadata_mismatch(str(tmp_path), other) == (
+      f'{tmp_path}/metadata.json differs in clips_per_class, seed')
+  assert demo._metadata_mismatch(str(tmp_path / 'none'), other) == (
+      f'{tmp_path}/none/metadata.json does not exist')
+
+
+def test_compare_sums_both_stages_and_uses_test_top1():
+  c = demo.compare({r['run']: r for r in ROWS})
+  assert c['metric'] == 'test_top1'
+  assert c['two_stage_train_time_s'] == 80.0 and c['time_ratio'] == pytest.approx(0.8)
+  assert c['reaches_baseline_top1'] and c['less_time']  # a tie reaches the baseline
+  assert 'stage 1 + stage 2: 80 s of training (0.80x the baseline\'s 100 s), test top-1 ' \
+         '75.0% vs the baseline\'s 75.0%' in demo.comparison_line(c)
+  worse = [dict(r, test_top1=None) for r in ROWS[:2]] + [dict(ROWS[2], test_top1=None,
+                                                              eval_top1=0.9)]
+  c = demo.compare({r['run']: r for r in worse})
+  assert c['metric'] == 'eval_top1' and not c['reaches_baseline_top1']
+  assert 'does NOT reach the baseline\'s eval top-1' in demo.comparison_line(c)
+
+
+def test_markdown_table_has_one_row_per_run():
+  lines = demo.markdown_table(ROWS).splitlines()
+  assert len(lines) == 2 + len(ROWS)
+  assert len({line.count('|') for line in lines}) == 1  # every row has every column
+  assert lines[3] == '| s2 | 32 | 300 | 700 | 2.5 | 50 | 10 | 80.0 | 100.0 | 75.0 | 100.0 |'
+
+
+def test_a_finished_run_of_another_config_is_an_error(tmp_path):
+  config = demo.run_config(demo.RUNS[0], str(tmp_path), 'data', demo.FULL)
+  assert demo.finished_summary(str(tmp_path), config) is None  # not finished yet
+  summary = {'config': json.loads(config.to_json())}
+  (tmp_path / 'summary.json').write_text(json.dumps(summary))
+  assert demo.finished_summary(str(tmp_path), config) == summary
+  config.batch_size += 1
+  with pytest.raises(ValueError, match=r'summary.json is a finished run of another config '
+                     r'\(top-level keys that differ: batch_size\)'):
+    demo.finished_summary(str(tmp_path), config)
+
+
+def test_stage2_starts_from_the_demos_stage1():
+  config = demo.run_config(demo.RUNS[1], 'runs/x', 'runs/x/data', demo.FULL)
+  assert config.init_from.checkpoint_path == 'runs/x/stage1'
+  assert config.dataset.base_dir == 'runs/x/data' and not config.dataset.flip
+
+
+def _demo(workdir):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'vivit_adapter.demo', f'--workdir={workdir}', '--quick'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def test_quick_demo_end_to_end_then_reused(tmp_path):
+  workdir = tmp_path / 'demo'
+  out = _demo(workdir)
+  assert '[demo] Generating the synthetic dataset' in out
+  for name in ('stage1', 'stage2', 'baseline'):
+    assert f'[demo] {name}: starting' in out
+    assert (workdir / name / 'summary.json').exists()
+  results = json.loads((workdir / 'results.json').read_text())
+  runs = results['runs']
+  assert [runs[n]['frames'] for n in ('stage1', 'stage2', 'baseline')] == [8, 32, 32]
+  assert runs['stage1']['frozen_params'] == runs['baseline']['frozen_params'] == 0
+  # Stage 2 freezes what stage 1 trained end to end and adds only the adapter.
+  assert 0 < runs['stage2']['frozen_params'] < runs['stage1']['trainable_params']
+  assert runs['stage2']['step_memory_mib'] < runs['baseline']['step_memory_mib']
+  summary = json.loads((workdir / 'baseline' / 'summary.json').read_text())
+  assert runs['baseline']['test_top1'] == summary['test']['top1']
+  assert runs['baseline']['eval_top1'] == summary['eval']['top1']
+  c = results['comparison']
+  assert c['two_stage_train_time_s'] == pytest.approx(
+      runs['stage1']['train_time_s'] + runs['stage2']['train_time_s'])
+  table = (workdir / 'results.md').read_text()
+  assert table in out and demo.comparison_line(c) in table
+  assert table.count('\n| ') == 4  # the header and three runs
+
+  again = _demo(workdir)
+  assert '[demo] Reusing the dataset' in again
+  for name in ('stage1', 'stage2', 'baseline'):
+    assert f'[demo] {name}: reusing the finished run' in again
+  assert json.loads((workdir / 'results.json').read_text())['runs'] == runs
