@@ -6,15 +6,21 @@ r"""Times one end-to-end train step of the same ViViT-FE in JAX and in plain PyT
 The benchmark issue's target: our end-to-end train step must not be slower than a
 straightforward PyTorch implementation of the same factorised encoder on the same CPU.
 Both frameworks get the same model (the Flax init, copied into `TorchViViTFE`), the
-same batch and the same update (cross-entropy, SGD with momentum), so their losses
-follow the same trajectory; the report shows the largest loss difference as proof.
+same batches (a new one each step) and the same update (cross-entropy, SGD with
+momentum), so their losses follow the same trajectory; the report shows the largest
+loss difference as evidence that both did the same work.
 
 Fairness: both run in this one process, on the same CPUs. `--threads=N` restricts the
 process to N CPUs (affinity, which XLA's thread pool sizes itself by) and sets
-`torch.set_num_threads(N)`; by default each framework keeps its default, which on
-Linux is one thread per schedulable CPU for both. Each framework's warm-up steps
-(compilation) run on their own; the timed steps are interleaved (JAX, torch, JAX, ...)
-so a noisy neighbour slows both alike, and the median is reported.
+`torch.set_num_threads(N)`; by default each framework keeps its default (XLA: one thread
+per schedulable CPU; torch: one per physical core; the report prints both). Each
+framework's warm-up steps (compilation) run on their own; the timed steps are
+interleaved (JAX, torch, JAX, ...) so a noisy neighbour slows both alike, and the median
+is reported. On a machine shared with other jobs, also run `--threads=1`: with the CPUs
+oversubscribed we saw torch's OpenMP threads (which meet at a barrier after every op)
+slow down far more than XLA's thread pool, even a 30M-parameter SGD update taking
+seconds, so that the multi-thread ratio measured the load rather than the two
+frameworks.
 """
 
 import copy
@@ -65,7 +71,7 @@ def limit_cpus(threads: int) -> int:
   if threads:
     cpus = cpus[:threads]
     os.sched_setaffinity(0, cpus)
-  torch.set_num_threads(len(cpus))
+    torch.set_num_threads(threads)
   return len(cpus)
 
 
