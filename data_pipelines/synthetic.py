@@ -334,6 +334,40 @@ def clip_frames(action: str, rng: np.random.Generator, *, resolution: int = 32,
   return _render(drawn, motion, resolution)
 
 
+# The image task (vivit_adapter.image_pretrain): labels that one frame shows, unlike
+# the actions. fade_in is left out because its sawtooth can render the actor
+# (nearly) transparent, and a label no pixel shows would only add noise.
+_IMAGE_PROGRAMS = tuple(a.program for a in ACTIONS
+                        if a.program is not None and a.name != 'fade_in')
+
+
+class ImageExample(NamedTuple):
+  frame: np.ndarray  # (R, R, 3) uint8
+  shape: int  # the actor's shape, an index into SHAPES
+  x: float  # the actor's centre in the frame, fractions of the side in [0, 1)
+  y: float
+
+
+def image_example(rng: np.random.Generator, *, resolution: int = 32,
+                  scene: SceneConfig = SceneConfig()) -> ImageExample:
+  """One frame of the synthetic world, with its actor's shape and position.
+
+  The scene, distractors and actor are drawn exactly as for a clip; the actor is shown
+  at a random moment of a random (non-fading) action, so the frames look like video
+  frames. Shape and position are what a single frame shows; no action class depends
+  on either (actions are read from how the frames change), so an image model trained
+  on them is a stand-in for ImageNet pretraining, not a shortcut to the video task.
+  """
+  drawn = _draw_scene(rng, resolution, 1, scene)
+  program = _IMAGE_PROGRAMS[rng.integers(len(_IMAGE_PROGRAMS))]
+  motion = program(np.array([rng.uniform()]), drawn.actor_params)
+  frame = _render(drawn, motion, resolution)[0]
+  # As _paint(wrap=True) draws it: the frame is a torus, its centre at 0.5.
+  x = float(np.mod(drawn.actor.x + motion.dx[0] - drawn.camera[0, 0] + 0.5, 1.))
+  y = float(np.mod(drawn.actor.y + motion.dy[0] - drawn.camera[0, 1] + 0.5, 1.))
+  return ImageExample(frame, int(drawn.actor.shape), x, y)
+
+
 def resolve_classes(classes: Optional[Sequence[str]]) -> List[str]:
   names = list(ACTION_NAMES if classes is None else classes)
   unknown = [c for c in names if c not in _ACTION_BY_NAME]
