@@ -57,26 +57,47 @@ class AttentionAdapter(nn.Module):
 
   @nn.compact
   def __call__(self, tokens):
-    pooled = pool_tokens(tokens, self.classifier)
-    lead, (n, d) = tokens.shape[:-2], tokens.shape[-2:]
-    x = tokens.reshape((-1, n, d))
-    x = nn.LayerNorm(dtype=self.dtype, name='norm')(x)
-    x = nn.Dense(self.hidden_size, dtype=self.dtype, name='down')(x)
-    x = layers.EncoderBlock(
-        mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate,
-        deterministic=self.deterministic, dtype=self.dtype, name='block')(x)
-    x = pool_tokens(x, self.classifier).reshape(lead + (self.hidden_size,))
-    x = nn.LayerNorm(dtype=self.dtype, name='out_norm')(x)
-    x = nn.Dense(d, dtype=self.dtype, kernel_init=nn.initializers.zeros, name='up')(x)
-    return pooled + x
+    return _attention_adapter(self, tokens)
+
+
+class ScanAttentionAdapter(AttentionAdapter):
+  """`AttentionAdapter` with the (carry, x) -> (carry, y) signature `nn.scan` expects.
+
+  Same parameter names as `AttentionAdapter`, so a chunked model (one chunk of
+  temporal indices per scan iteration, parameters broadcast) shares its weights.
+  """
+
+  @nn.compact
+  def __call__(self, carry, tokens):
+    return carry, _attention_adapter(self, tokens)
+
+
+def _attention_adapter(mdl: AttentionAdapter, tokens):
+  """The body shared by both adapter classes; called inside their compact scope."""
+  pooled = pool_tokens(tokens, mdl.classifier)
+  lead, (n, d) = tokens.shape[:-2], tokens.shape[-2:]
+  x = tokens.reshape((-1, n, d))
+  x = nn.LayerNorm(dtype=mdl.dtype, name='norm')(x)
+  x = nn.Dense(mdl.hidden_size, dtype=mdl.dtype, name='down')(x)
+  x = layers.EncoderBlock(
+      mlp_dim=mdl.mlp_dim, num_heads=mdl.num_heads,
+      dropout_rate=mdl.dropout_rate,
+      attention_dropout_rate=mdl.attention_dropout_rate,
+      deterministic=mdl.deterministic, dtype=mdl.dtype, name='block')(x)
+  x = pool_tokens(x, mdl.classifier).reshape(lead + (mdl.hidden_size,))
+  x = nn.LayerNorm(dtype=mdl.dtype, name='out_norm')(x)
+  x = nn.Dense(d, dtype=mdl.dtype, kernel_init=nn.initializers.zeros, name='up')(x)
+  return pooled + x
 
 
 def make_adapter(adapter_config, hidden_size: int, classifier: str, *,
                  dropout_rate: float, attention_dropout_rate: float,
-                 deterministic: bool, dtype):
-  """Builds the adapter module named by `adapter_config.type`, or None for 'none'."""
+                 deterministic: bool, dtype, scan_chunks: bool = False):
+  """Builds the adapter module named by `adapter_config.type`, or None for 'none'.
+
+  `scan_chunks` (attention adapter only) returns it as a rematerialised `nn.scan`
+  over a leading axis of chunks: called as `(None, chunks) -> (None, outputs)`.
+  """
   kind = adapter_config.type
   if kind not in ADAPTER_TYPES:
     raise ValueError(f'config.model.adapter.type={kind!r}; expected one of {ADAPTER_TYPES}.')
@@ -89,7 +110,11 @@ def make_adapter(adapter_config, hidden_size: int, classifier: str, *,
     raise ValueError(
         f'config.model.adapter.hidden_size={width} is not divisible by '
         f'config.model.adapter.num_heads={adapter_config.num_heads}.')
-  return AttentionAdapter(
+  cls = AttentionAdapter
+  if scan_chunks:
+    cls = nn.scan(nn.remat(ScanAttentionAdapter), variable_broadcast='params',
+                  split_rngs={'params': False, 'dropout': True}, in_axes=0, out_axes=0)
+  return cls(
       hidden_size=width, num_heads=adapter_config.num_heads,
       mlp_dim=adapter_config.mlp_dim or 4 * width, classifier=classifier,
       dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,

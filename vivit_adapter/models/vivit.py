@@ -104,14 +104,36 @@ class ViViTFactorisedEncoder(nn.Module):
     return y.reshape(b, t, n, d)
 
   def _adapt(self, tokens, train):
+    chunk = self.spatial_chunk_size
+    chunked = (self.adapter.type == 'attention' and chunk and chunk < tokens.shape[1])
     module = adapter_lib.make_adapter(
         self.adapter, self.hidden_size, self.classifier,
         dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
-        deterministic=not train, dtype=self.dtype)
+        deterministic=not train, dtype=self.dtype, scan_chunks=chunked)
     if module is None:
       return adapter_lib.pool_tokens(tokens, self.classifier)
+    if chunked:
+      return self._chunked_adapter(module, tokens, chunk)
     return module(tokens)
+
+  @staticmethod
+  def _chunked_adapter(scanned, tokens, chunk):
+    """Runs the attention adapter `chunk` temporal indices at a time, rematerialised.
+
+    The adapter attends over every token of every index and it is trained, so
+    unchunked its backward pass keeps activations over all 1+N tokens of all T'
+    indices: at long clips they, not the frozen encoder, dominate a stage-2 step's
+    memory. Under a scan with `remat`, each iteration keeps only its input chunk (the
+    frozen tokens, stored anyway) and recomputes the rest in the backward pass, so
+    the adapter's live activations scale with the chunk, not with the frames. (A
+    `remat` alone does not do it: nothing stops XLA from scheduling the recompute
+    early; the scan's loop order does.)
+    """
+    b, t, n, d = tokens.shape
+    chunks = tokens.reshape(b, t // chunk, chunk, n, d).swapaxes(0, 1)
+    _, y = scanned(None, chunks)  # (t/chunk, b, chunk, d)
+    return y.swapaxes(0, 1).reshape(b, t, d)
 
   def _encode(self, x, spec, name, train):
     """Prepends this encoder's CLS token, encodes and pools (scenic's `vit_body`)."""

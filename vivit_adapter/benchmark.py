@@ -1,0 +1,193 @@
+r"""Compiled memory, step time and frame-count search of the trainer's own train step.
+
+  python -m vivit_adapter.benchmark --variants=B/16x2 --resolution=224 \
+      --frames=8,16,32,64,128 --batch=8 \
+      --modes=baseline,baseline+remat,stage2,stage2+chunked \
+      [--time --steps=5 --warmup=2] [--fit_budget_gib=16] --out=docs/results/NAME
+
+Modes (DESIGN.md sections 1-2): `baseline` trains the factorised encoder end to end;
+`baseline+remat` adds per-block rematerialisation; `stage2` freezes the tubelet
+embedding and spatial encoder and trains the attention adapter + temporal encoder +
+head; `stage2+chunked` also runs the frozen spatial pass `--chunk_size` temporal
+indices at a time.
+
+For every variant x mode x frame count the step is lowered and compiled with an
+abstract state (nothing is allocated), and its `memory_analysis()` is reported per
+device: temp, arguments, outputs and total = temp + arguments + outputs - aliased.
+`--time` also runs it for real, where its compiled total fits this machine's memory.
+`--fit_budget_gib` searches the largest frame count per variant and mode whose total
+fits the budget, compile only, so a CPU machine can size a GPU/TPU run.
+
+Writes OUT.json (every figure), OUT.md (tables), OUT_memory.png and, when timed,
+OUT_step_time.png (all modes on one figure).
+"""
+
+import ast
+import os
+import sys
+import time
+from typing import Dict, List, Tuple
+
+from absl import app
+from absl import flags
+import jax
+import tqdm
+
+from vivit_adapter.benchmarks import frame_search, step_cases, step_report
+
+_VARIANTS = flags.DEFINE_list('variants', ['B/16x2'], 'Model sizes, e.g. B/16x2,L/16x2.')
+_RESOLUTION = flags.DEFINE_integer('resolution', 224, 'Frame height and width, pixels.')
+_FRAMES = flags.DEFINE_list('frames', ['8', '16', '32', '64', '128'], 'Frames per clip.')
+_BATCH = flags.DEFINE_integer('batch', 8, 'Clips per device per step.')
+_MODES = flags.DEFINE_list('modes', list(step_cases.MODES),
+                           f'Training modes, some of {",".join(step_cases.MODES)}.')
+_NUM_CLASSES = flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
+_CHUNK_SIZE = flags.DEFINE_integer(
+    'chunk_size', 4, "Temporal indices per chunk of the frozen spatial pass ('stage2+chunked').")
+_TIME = flags.DEFINE_bool('time', False, 'Also run each case and time its step.')
+_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per case (median reported).')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps before the timed ones.')
+_TIME_MAX_GIB = flags.DEFINE_float(
+    'time_max_gib', 0.0, 'Time only cases whose compiled total is below this; '
+    '0 -> 80% of this machine\'s physical memory.')
+_FIT_BUDGET_GIB = flags.DEFINE_float(
+    'fit_budget_gib', 0.0, 'Search the largest frame count whose compiled total fits '
+    'this many GiB per device (0: no search).')
+_SEARCH_MAX_FRAMES = flags.DEFINE_integer(
+    'search_max_frames', 4096, 'The frame search stops at this count.')
+_MODEL_OVERRIDES = flags.DEFINE_list(
+    'model_overrides', [], 'config.model keys set after the variant, e.g. '
+    'spatial_transformer.num_layers=2 (quick what-ifs and tests).')
+_OUT = flags.DEFINE_string('out', None, 'Output path prefix: OUT.json, OUT.md, OUT_*.png.')
+
+
+def parse_frames(values: List[str]) -> List[int]:
+  try:
+    frames = [int(v) for v in values]
+  except ValueError:
+    raise ValueError(f'--frames={",".join(values)}: expected integers, e.g. 8,16,32.') from None
+  if not frames:
+    raise ValueError('--frames is empty: give at least one frame count.')
+  return frames
+
+
+def parse_overrides(values: List[str]) -> Tuple[Tuple[str, object], ...]:
+  """['a.b=2', 'c=x'] -> (('a.b', 2), ('c', 'x')); values are Python literals or strings."""
+  pairs = []
+  for item in values:
+    key, sep, text = item.partition('=')
+    if not sep or not key:
+      raise ValueError(f'--model_overrides: {item!r} is not KEY=VALUE, e.g. '
+                       'spatial_transformer.num_layers=2.')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    pairs.append((key, value))
+  return tuple(pairs)
+
+
+def make_cases(variants: List[str], modes: List[str], frames: List[int], batch: int,
+               resolution: int, num_classes: int, chunk_size: int,
+               overrides=()) -> List[step_cases.Case]:
+  """Every variant x mode x frame count, checked before anything compiles."""
+  if not variants or not modes:
+    raise ValueError('--variants and --modes must each name at least one value.')
+  cases = [step_cases.Case(v, m, f, batch, resolution, num_classes, chunk_size, overrides)
+           for v in variants for m in modes for f in frames]
+  for case in cases:
+    step_cases.check_case(case)
+  if overrides:
+    step_cases.case_config(cases[0])  # names an undeclared override key now
+  return cases
+
+
+def _physical_gib() -> float:
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / step_report.GIB
+
+
+def run_case(case: step_cases.Case, time_steps: int, warmup: int,
+             time_max_gib: float, cache: Dict) -> Dict:
+  """One row of the report: compile-only figures, plus timing when asked and it fits.
+
+  The figures also go into `cache` (case -> figures), which the frame search reuses.
+  """
+  built = step_cases.build(case)
+  compiled, figures = step_cases.compile_built(built)
+  cache[case] = figures
+  row = {'variant': case.variant, 'mode': case.mode, 'frames': case.frames,
+         'batch': case.batch, 'resolution': case.resolution, 'chunk_size': case.chunk_size,
+         'model_overrides': dict(case.model_overrides), **figures, 'timing': None}
+  if time_steps:
+    needed = row['memory']['total'] / step_report.GIB
+    if needed > time_max_gib:
+      row['timing'] = {'skipped': f'needs {needed:.1f} GiB > {time_max_gib:.1f}'}
+    else:
+      row['timing'] = step_cases.time_case(case, built, compiled, time_steps, warmup)
+  return row
+
+
+def run_search(cases: List[step_cases.Case], budget_gib: float, max_frames: int,
+               progress, cache: Dict) -> List[Dict]:
+  """The frame search for each distinct (variant, mode) of `cases`."""
+  results, seen = [], set()
+  for case in cases:
+    if (case.variant, case.mode) in seen:
+      continue
+    seen.add((case.variant, case.mode))
+    progress.set_description(f'search {case.variant} {case.mode}')
+    found = frame_search.search_case(case, int(budget_gib * step_report.GIB), max_frames,
+                                      cache)
+    results.append({'variant': case.variant, 'mode': case.mode, 'batch': case.batch,
+                    'resolution': case.resolution, **found})
+    progress.update(1)
+  return results
+
+
+def _meta(argv) -> Dict:
+  device = jax.devices()[0]
+  return {'command': ' '.join(['python -m vivit_adapter.benchmark'] + list(argv[1:])),
+          'jax_version': jax.__version__, 'backend': jax.default_backend(),
+          'device': getattr(device, 'device_kind', str(device)),
+          'cpu_count': os.cpu_count(), 'load_average': [round(x, 2) for x in os.getloadavg()],
+          'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'resolution': _RESOLUTION.value,
+          'batch': _BATCH.value, 'optimizer': 'momentum (base_config default)'}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not _OUT.value:
+    raise app.UsageError('--out is required, e.g. --out=docs/results/b16_memory.')
+  if _FIT_BUDGET_GIB.value < 0:
+    raise app.UsageError(f'--fit_budget_gib={_FIT_BUDGET_GIB.value} must be >= 0.')
+  try:
+    cases = make_cases(_VARIANTS.value, _MODES.value, parse_frames(_FRAMES.value),
+                       _BATCH.value, _RESOLUTION.value, _NUM_CLASSES.value,
+                       _CHUNK_SIZE.value, parse_overrides(_MODEL_OVERRIDES.value))
+    if _TIME.value and (_STEPS.value <= 0 or _WARMUP.value < 0):
+      raise ValueError(f'--steps={_STEPS.value} must be positive and --warmup='
+                       f'{_WARMUP.value} >= 0.')
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  searches = len({(c.variant, c.mode) for c in cases}) if _FIT_BUDGET_GIB.value else 0
+  time_max = _TIME_MAX_GIB.value or 0.8 * _physical_gib()
+  result = {'meta': _meta(argv), 'cases': [], 'search': []}
+  cache = {}
+  with tqdm.tqdm(total=len(cases) + searches, unit='case', file=sys.stderr) as progress:
+    for case in cases:
+      progress.set_description(f'{case.variant} {case.mode} {case.frames}f')
+      result['cases'].append(run_case(case, _STEPS.value if _TIME.value else 0,
+                                      _WARMUP.value, time_max, cache))
+      progress.update(1)
+    if searches:
+      result['search'] = run_search(cases, _FIT_BUDGET_GIB.value,
+                                    _SEARCH_MAX_FRAMES.value, progress, cache)
+  step_report.add_ratios(result['cases'])
+  paths = step_report.write(result, _OUT.value)
+  print(step_report.markdown(result))
+  print('Wrote ' + ', '.join(paths.values()))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,196 @@
+"""One benchmark case = one training mode of one model size at one clip shape.
+
+Every case builds the trainer's own pieces (`create_model`, `make_optimizer`,
+`make_train_step`) from a locked `base_config()`, so what is measured is the step that
+`python -m vivit_adapter.main` runs, not a copy of it.
+
+Compile-only analysis never allocates: the parameters, optimizer state and batch are
+`jax.ShapeDtypeStruct` trees from `jax.eval_shape`, so a ViViT-B at 224 px and 1024
+frames compiles on a laptop CPU and `memory_analysis()` reports what one device would
+need. Measured step time allocates for real and is only sensible at small sizes.
+"""
+
+import dataclasses
+import statistics
+import time
+from typing import Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vivit_adapter import configs
+from vivit_adapter.models import create_model, variants
+from vivit_adapter.train_lib import optimizers, steps, trainer
+
+# mode -> what it sets on top of the end-to-end model (DESIGN.md sections 1 and 2).
+MODES = ('baseline', 'baseline+remat', 'stage2', 'stage2+chunked')
+# The schedule's length only shapes the learning rate, never the step's memory or time.
+_STEPS_PER_EPOCH, _TOTAL_STEPS = 100, 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """The inputs of one measurement; `frames` and `batch` are per device."""
+  variant: str
+  mode: str
+  frames: int
+  batch: int
+  resolution: int
+  num_classes: int = 400
+  chunk_size: int = 4  # temporal indices per chunk in 'stage2+chunked'
+  # (dotted config.model key, value) pairs applied after the variant, e.g.
+  # (('spatial_transformer.num_layers', 2),): tests and quick what-ifs.
+  model_overrides: Tuple[Tuple[str, object], ...] = ()
+
+  def replace(self, **changes) -> 'Case':
+    return dataclasses.replace(self, **changes)
+
+
+def frame_step(case: Case) -> int:
+  """Frame counts this case accepts are multiples of this (tubelet x chunk)."""
+  tubelet = variants.parse_variant(case.variant)['patches.size'][2]
+  return tubelet * (case.chunk_size if case.mode == 'stage2+chunked' else 1)
+
+
+def check_case(case: Case) -> None:
+  """Raises ValueError naming the flag that makes `case` impossible."""
+  variants.parse_variant(case.variant)  # names the bad variant itself
+  if case.mode not in MODES:
+    raise ValueError(f'--modes: unknown mode {case.mode!r}; expected some of {MODES}.')
+  patch = variants.parse_variant(case.variant)['patches.size'][0]
+  for name, value in (('frames', case.frames), ('batch', case.batch),
+                      ('resolution', case.resolution), ('num_classes', case.num_classes),
+                      ('chunk_size', case.chunk_size)):
+    if value <= 0:
+      raise ValueError(f'--{name}={value} must be positive.')
+  if case.resolution % patch:
+    raise ValueError(f'--resolution={case.resolution} must be a multiple of the patch '
+                     f'size {patch} of variant {case.variant}.')
+  step = frame_step(case)
+  if case.frames % step:
+    what = 'tubelet length x --chunk_size' if case.mode == 'stage2+chunked' else 'tubelet length'
+    raise ValueError(f'--frames={case.frames} in mode {case.mode} must be a multiple of '
+                     f'{step} (the {what} of {case.variant}).')
+
+
+def case_config(case: Case) -> ml_collections.ConfigDict:
+  """The locked trainer config of `case` (base_config + the mode's settings)."""
+  config = configs.base_config()
+  # The variant is expanded here (not in create_model) so model_overrides apply on top.
+  variants.apply_variant(config.model, case.variant)
+  for key, value in case.model_overrides:
+    _set_model_key(config.model, key, value)
+  config.batch_size = case.batch
+  config.dataset.num_frames = case.frames
+  config.dataset.crop_size = case.resolution
+  config.dataset.num_classes = case.num_classes
+  stage2 = case.mode.startswith('stage2')
+  config.stage = 'stage2' if stage2 else 'baseline'
+  config.model.freeze_spatial = stage2
+  config.model.adapter.type = 'attention' if stage2 else 'none'
+  config.model.remat = case.mode == 'baseline+remat'
+  config.model.spatial_chunk_size = case.chunk_size if case.mode == 'stage2+chunked' else 0
+  configs.validate(config)
+  return config
+
+
+def _set_model_key(model_config, dotted: str, value) -> None:
+  *parents, leaf = dotted.split('.')
+  node = model_config
+  for part in parents:
+    node = node[part]
+  if leaf not in node:
+    raise ValueError(f'model override {dotted!r}: config.model has no such key.')
+  node[leaf] = value
+
+
+@dataclasses.dataclass
+class Built:
+  """The trainer's pieces for one case: jitted step, abstract state and batch."""
+  config: ml_collections.ConfigDict
+  model: object
+  frozen: Tuple[str, ...]
+  tx: object
+  jitted: object  # jax.jit(train_step, donate_argnums=(0,)), as the trainer jits it
+  state: steps.TrainState  # of ShapeDtypeStructs
+  batch: Dict[str, jax.ShapeDtypeStruct]
+
+
+def _video_shape(case: Case, batch: int) -> Tuple[int, ...]:
+  return (batch, case.frames, case.resolution, case.resolution, 3)
+
+
+def build(case: Case) -> Built:
+  """Builds the trainer's step for `case` with an abstract (unallocated) state."""
+  check_case(case)
+  config = case_config(case)
+  model = create_model(config.model, case.num_classes)
+  one_clip = jax.ShapeDtypeStruct(_video_shape(case, 1), jnp.float32)
+  params = jax.eval_shape(lambda r, v: model.init(r, v)['params'],
+                          jax.random.PRNGKey(0), one_clip)
+  frozen = optimizers.frozen_keys(params, config.model.freeze_spatial)
+  tx, schedule = optimizers.make_optimizer(config, params, frozen, _STEPS_PER_EPOCH,
+                                           _TOTAL_STEPS)
+  state = steps.TrainState(
+      step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+      opt_state=jax.eval_shape(tx.init, params),
+      rng=jax.eval_shape(lambda: jax.random.PRNGKey(0)))
+  fn = steps.make_train_step(
+      model, tx, schedule, frozen=frozen, num_classes=case.num_classes,
+      label_smoothing=config.label_smoothing, mixup_alpha=config.mixup.alpha,
+      accumulation_steps=config.gradient_accumulation_steps)
+  batch = {'inputs': jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.float32),
+           'label': jax.ShapeDtypeStruct((case.batch,), jnp.int32)}
+  return Built(config, model, frozen, tx, jax.jit(fn, donate_argnums=(0,)), state, batch)
+
+
+def compile_built(built: Built):
+  """Lowers and compiles the step on the abstract state: (compiled, figures)."""
+  start = time.perf_counter()
+  compiled = built.jitted.lower(built.state, built.batch).compile()
+  return compiled, {'memory': trainer.memory_figures(compiled),
+                    'params': optimizers.count_params(built.state.params, built.frozen),
+                    'compile_s': time.perf_counter() - start}
+
+
+def compile_case(case: Case) -> Dict[str, object]:
+  """Compiles `case`'s train step (no execution): memory in bytes, parameter counts."""
+  return compile_built(build(case))[1]
+
+
+def _real_state(built: Built, case: Case, seed: int) -> steps.TrainState:
+  rng = jax.random.PRNGKey(seed)
+  video = jnp.zeros(_video_shape(case, 1), jnp.float32)
+  params = jax.jit(built.model.init)(rng, video)['params']
+  return steps.TrainState(step=jnp.int32(0), params=params,
+                          opt_state=jax.jit(built.tx.init)(params), rng=rng)
+
+
+def _real_batch(case: Case, seed: int) -> Dict[str, jnp.ndarray]:
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed + 1))
+  return {'inputs': jax.random.uniform(k1, _video_shape(case, case.batch), jnp.float32,
+                                       -1.0, 1.0),
+          'label': jax.random.randint(k2, (case.batch,), 0, case.num_classes)}
+
+
+def time_case(case: Case, built: Built, step_fn, steps_timed: int, warmup: int,
+              seed: int = 0) -> Dict[str, object]:
+  """Runs the compiled step for real: median and all of `steps_timed` step times.
+
+  `warmup` untimed steps run first; the state is donated and replaced every step,
+  as in the trainer's loop.
+  """
+  if steps_timed <= 0 or warmup < 0:
+    raise ValueError(f'--steps={steps_timed} must be positive and --warmup={warmup} >= 0.')
+  state, batch = _real_state(built, case, seed), _real_batch(case, seed)
+  times = []
+  for i in range(warmup + steps_timed):
+    start = time.perf_counter()
+    state, metrics = step_fn(state, batch)
+    jax.block_until_ready((state, metrics))
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  return {'step_s': statistics.median(times), 'step_times_s': times,
+          'loss': float(metrics['loss'])}
+
