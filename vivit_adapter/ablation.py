@@ -237,10 +237,11 @@ def _read_summary(run_dir: str) -> Optional[Dict]:
   return None if summary.get('preempted') else summary
 
 
-def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str) -> Dict:
-  """The run's summary: read back when it finished before, else trained now."""
+def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str,
+               train: bool = True) -> Optional[Dict]:
+  """The run's summary: read back when it finished before, else trained now (or None)."""
   summary = _read_summary(run_dir)
-  if summary is not None:
+  if summary is not None or not train:
     return summary
   from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
   t = time.time()
@@ -253,8 +254,12 @@ def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str) -> Dic
 
 
 def run_all(rows: List[Row], plan: Plan, seeds: Sequence[int], *, workdir: str,
-            data_dir: str, image_checkpoint: str) -> Dict[int, Dict[str, Dict]]:
-  """{seed: {run key: summary}} for every run the rows need, seed by seed."""
+            data_dir: str, image_checkpoint: str,
+            train: bool = True) -> Dict[int, Dict[str, Dict]]:
+  """{seed: {run key: summary}} for the runs the rows need, seed by seed.
+
+  With train=False only finished runs are read (a report of what exists so far).
+  """
   runs = make_runs(plan)
   results = {}
   for seed in seeds:
@@ -265,7 +270,9 @@ def run_all(rows: List[Row], plan: Plan, seeds: Sequence[int], *, workdir: str,
         if key not in done:
           config = run_config(runs[key], plan, seed=seed, data_dir=data_dir,
                               image_checkpoint=image_checkpoint, run_dirs=run_dirs)
-          done[key] = ensure_run(runs[key], config, run_dirs[key])
+          summary = ensure_run(runs[key], config, run_dirs[key], train)
+          if summary is not None:
+            done[key] = summary
   return results
 
 
@@ -499,14 +506,17 @@ def parse_args(argv: Optional[Sequence[str]]):
   parser.add_argument('--data', default='', help='synthetic dataset (default '
                       '<workdir>/data, generated when missing)')
   parser.add_argument('--quick', action='store_true', help='tiny model, data and steps')
+  parser.add_argument('--report_only', action='store_true',
+                      help='train nothing: write the table from the finished runs')
   return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
   import sys  # pylint: disable=g-import-not-at-top
   args = parse_args(argv)
+  # The command that completes the table: --report_only would train nothing.
   command = 'python -m vivit_adapter.ablation ' + ' '.join(
-      sys.argv[1:] if argv is None else argv)
+      a for a in (sys.argv[1:] if argv is None else argv) if a != '--report_only')
   started = machine_info()
   seeds = [int(s) for s in args.seeds.split(',') if s.strip()]
   data_dir = args.data or os.path.join(args.workdir, 'data')
@@ -515,7 +525,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
   rows = select_rows(make_rows(plan), [r for r in args.rows.split(',') if r])
   image_report = ensure_image_checkpoint(args.workdir, data_dir, args.quick)
   results = run_all(rows, plan, seeds, workdir=args.workdir, data_dir=data_dir,
-                    image_checkpoint=os.path.join(args.workdir, IMAGE_CHECKPOINT))
+                    image_checkpoint=os.path.join(args.workdir, IMAGE_CHECKPOINT),
+                    train=not args.report_only)
   report = build_report(rows, plan, seeds, results, image_report=image_report,
                         data_dir=data_dir, command=command, started=started)
   for path in write_outputs(report, args.out):

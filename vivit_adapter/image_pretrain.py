@@ -3,9 +3,9 @@ r"""A small image-pretraining step: the stand-in for the ImageNet ViT checkpoint
 The paper's spatial encoder starts from an ImageNet ViT. On the synthetic world, this
 module trains the same spatial ViT (width, depth, heads, patch size taken from an
 experiment file) as an image classifier on single synthetic frames labelled with where
-the actor is (or its shape; `data_pipelines.synthetic.image_example`), and saves it as an image
-ViT `.npz` in google-research/vision_transformer's layout, so that the ViViT loads it
-through the same surgery as a real checkpoint (`checkpoint_format='vit_npz'`).
+the actor is, or its shape (`data_pipelines.synthetic.image_example`), and saves it as
+an image ViT `.npz` in google-research/vision_transformer's layout, so that the ViViT
+loads it through the same surgery as a real checkpoint (`checkpoint_format='vit_npz'`).
 
   python -m vivit_adapter.image_pretrain --output=runs/ablation/vit_image.npz \
       [--data=data/synthetic] [--steps=400] [--config=experiments/synthetic_stage1.py]
@@ -44,7 +44,7 @@ _IMAGE_STREAM = 1 << 21
 
 
 class ImageViT(nn.Module):
-  """An image ViT with vision_transformer's top-level names (embedding, cls, Transformer, head).
+  """An image ViT with vision_transformer's names: embedding, cls, Transformer, head.
 
   Its `Transformer` is this project's `layers.Encoder`, the module the ViViT's spatial
   encoder is made of, so the two compute the same function on the same weights.
@@ -211,7 +211,7 @@ def save_npz(params, path: str) -> None:
 
 def pretrain(output: str, config: ml_collections.ConfigDict, *, data_dir: str = '',
              settings: PretrainSettings = PretrainSettings()) -> Dict:
-  """Generates images, trains the image ViT, writes `output` and `<output>.json`; returns it."""
+  """Makes images, trains the image ViT, writes `output` and `<output>.json` (returned)."""
   t0 = time.time()
   resolution, scene = world_of(data_dir, config.dataset.crop_size)
   if settings.task not in TASKS:
