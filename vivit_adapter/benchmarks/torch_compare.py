@@ -16,11 +16,14 @@ process to N CPUs (affinity, which XLA's thread pool sizes itself by) and sets
 per schedulable CPU; torch: one per physical core; the report prints both). Each
 framework's warm-up steps (compilation) run on their own; the timed steps are
 interleaved (JAX, torch, JAX, ...) so a noisy neighbour slows both alike, and the median
-is reported. On a machine shared with other jobs, also run `--threads=1`: with the CPUs
-oversubscribed we saw torch's OpenMP threads (which meet at a barrier after every op)
-slow down far more than XLA's thread pool, even a 30M-parameter SGD update taking
-seconds, so that the multi-thread ratio measured the load rather than the two
-frameworks.
+is reported.
+
+On a machine shared with other jobs, run with `OMP_WAIT_POLICY=PASSIVE` in the
+environment (read when torch loads OpenMP, so it cannot be set from here) or with
+`--threads=1`. With the CPUs oversubscribed, torch's OpenMP threads by default spin-wait
+at the barrier after every op, taking CPU time from the peer they wait for: we saw
+torch's eager step take 4x as long at 2 threads as with PASSIVE, which measured the load
+rather than the frameworks. The result records the policy in `omp_wait_policy`.
 """
 
 import copy
@@ -86,9 +89,9 @@ def build_models(model_config, num_classes: int, input_shape, seed: int = 0):
 
 
 def make_jax_step(model, params, learning_rate: float, momentum: float):
-  """A minimal jitted train step: returns (state, step) with step(state, x, y) -> (state, loss).
+  """A minimal jitted train step; returns (state, step).
 
-  Cross-entropy, gradients of every parameter, optax SGD with momentum; the state is
+  `step(state, video, labels) -> (state, loss)`: cross-entropy, gradients of every parameter, optax SGD with momentum; the state is
   donated so XLA updates it in place, as a real trainer does. Kept in one function so
   it can be swapped for the trainer's own step.
   """
@@ -214,7 +217,8 @@ def compare(model_config, num_classes: int, frames: int, resolution: int, batch:
       'num_classes': num_classes, 'steps': steps, 'warmup': warmup,
       'cpus': len(os.sched_getaffinity(0)), 'torch_num_threads': torch.get_num_threads(),
       'jax_version': jax.__version__, 'torch_version': torch.__version__,
-      'jax_device': str(jax.devices()[0])})
+      'jax_device': str(jax.devices()[0]),
+      'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY', '')})
 
 
 def _summarise(timings, info) -> Dict[str, object]:
@@ -262,7 +266,8 @@ def main(argv):
                    _BATCH.value, _STEPS.value, _WARMUP.value, _TORCH_COMPILE.value)
   print(f'ViViT-{_VARIANT.value}, {_FRAMES.value} frames, {_RESOLUTION.value}px, batch '
         f'{_BATCH.value}: end-to-end train step on {result["cpus"]} CPUs '
-        f'(torch threads {result["torch_num_threads"]}); median of {_STEPS.value} steps '
+        f'(torch threads {result["torch_num_threads"]}, OMP_WAIT_POLICY='
+        f'{result["omp_wait_policy"] or "unset"}); median of {_STEPS.value} steps '
         f'after {_WARMUP.value} warm-up, interleaved.')
   print(format_table(result))
   for other in ('torch', 'torch.compile'):
