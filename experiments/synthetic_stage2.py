@@ -17,6 +17,7 @@ def get_config():
   config.experiment_name = 'synthetic_stage2'
   recipes.synthetic(config)
   recipes.stage2(config, stage1_workdir='runs/synthetic_stage1', num_frames=32)
-  # Fewer parameters train, from a good start: a shorter schedule.
-  config.num_training_epochs = 5.0
+  # Fewer parameters train, from a good start, and a step skips the spatial backward
+  # pass: stage 1 + stage 2 together take less time than the baseline.
+  config.num_training_steps = 250
   return config
