@@ -1,1 +1,1 @@
-"""Benchmarks: the end-to-end train step against a plain PyTorch implementation."""
+"""Benchmarks: train-step time and memory, and a plain PyTorch reference to compare with."""
