@@ -165,3 +165,24 @@ def test_quick_outputs_and_resume(quick_run, capsys):
   with open(out + '.md') as f:
     md = f.read()
   assert 'keep me' in md and '**PARTIAL**' in md and '--report_only' not in md
+
+
+def test_unfinished_run_restarts_from_scratch(tmp_path, monkeypatch):
+  """A resumed run would time only its second part; the table needs whole runs."""
+  from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
+  run_dir = tmp_path / 'seed0' / 'baseline'
+  (run_dir / 'checkpoints' / '43').mkdir(parents=True)
+  seen = []
+
+  def fake_train(config, workdir):
+    seen.append(os.listdir(workdir) if os.path.exists(workdir) else None)
+    return fake_summary(0.5, 0.9, 1.0)
+  monkeypatch.setattr(trainer, 'train_and_evaluate', fake_train)
+  run = ablation.Run('baseline', 'baseline', 32)
+  assert ablation.ensure_run(run, None, str(run_dir), train=False) is None
+  assert os.path.exists(run_dir / 'checkpoints')  # report_only touches nothing
+  summary = ablation.ensure_run(run, None, str(run_dir))
+  assert seen == [None] and summary['train_time_s'] == 1.0
+  with open(run_dir.parent / 'summary.json', 'w') as f:
+    json.dump({'preempted': True}, f)
+  assert ablation._read_summary(str(run_dir.parent)) is None  # pylint: disable=protected-access

@@ -15,7 +15,7 @@ comes from `vivit_adapter.image_pretrain` (made once, shared by every row and se
 
 Every run is an in-process `train_and_evaluate` in <workdir>/seed<k>/<run>; a run
 whose summary.json exists is reused, so an interrupted ablation resumes where it
-stopped. A row's wall time is the sum of its runs' train_time_s (V: stage 1 + stage 2).
+stopped (an unfinished run restarts from scratch, so that its time is whole). A row's wall time is the sum of its runs' train_time_s (V: stage 1 + stage 2).
 Rows run seed by seed, main table first, so a partial ablation is still a table.
 """
 
@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -244,6 +245,11 @@ def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str,
   if summary is not None or not train:
     return summary
   from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
+  if os.path.exists(run_dir):
+    # An interrupted run would resume from its checkpoint, but its train_time_s would
+    # then count only the resumed part: the table's wall times need whole runs.
+    print(f'  {run.key}: discarding the unfinished run in {run_dir}', flush=True)
+    shutil.rmtree(run_dir)
   t = time.time()
   summary = trainer.train_and_evaluate(config, run_dir)
   if summary.get('preempted'):
