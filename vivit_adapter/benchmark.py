@@ -179,11 +179,11 @@ def main(argv):
       progress.set_description(f'{case.variant} {case.mode} {case.frames}f')
       result['cases'].append(run_case(case, _STEPS.value if _TIME.value else 0,
                                       _WARMUP.value, time_max, cache))
+      step_report.write_tables(result, _OUT.value)
       progress.update(1)
     if searches:
       result['search'] = run_search(cases, _FIT_BUDGET_GIB.value,
                                     _SEARCH_MAX_FRAMES.value, progress, cache)
-  step_report.add_ratios(result['cases'])
   paths = step_report.write(result, _OUT.value)
   print(step_report.markdown(result))
   print('Wrote ' + ', '.join(paths.values()))

@@ -121,16 +121,24 @@ def _plot(series, ylabel: str, title: str, path: str) -> None:
   plt.close(fig)
 
 
-def write(result: Dict, out: str) -> Dict[str, str]:
-  """Writes OUT.json, OUT.md, OUT_memory.png (and OUT_step_time.png when timed)."""
+def write_tables(result: Dict, out: str) -> Dict[str, str]:
+  """Writes OUT.json and OUT.md (after every case too, so a long run keeps its rows)."""
   directory = os.path.dirname(out)
   if directory:
     os.makedirs(directory, exist_ok=True)
+  add_ratios(result['cases'])
   paths = {'json': out + '.json', 'markdown': out + '.md'}
-  with open(paths['json'], 'w') as f:
+  with open(paths['json'] + '.tmp', 'w') as f:
     json.dump(result, f, indent=1)
+  os.replace(paths['json'] + '.tmp', paths['json'])
   with open(paths['markdown'], 'w') as f:
     f.write(markdown(result))
+  return paths
+
+
+def write(result: Dict, out: str) -> Dict[str, str]:
+  """Writes OUT.json, OUT.md, OUT_memory.png (and OUT_step_time.png when timed)."""
+  paths = write_tables(result, out)
   meta, rows = result['meta'], result['cases']
   shape = f"{meta['resolution']} px, batch {meta['batch']} per device"
   paths['memory_png'] = out + '_memory.png'

@@ -1,0 +1,195 @@
+"""Tests for vivit_adapter.benchmark (compiled memory, step time, frame search).
+
+A 2-layer Ti model at 32 px keeps every compile to a second or two; the figures are
+compile-only except in the one CLI run that times a step.
+"""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from vivit_adapter import benchmark
+from vivit_adapter.benchmarks import frame_search, step_cases, step_report
+from vivit_adapter.models import create_model
+from vivit_adapter.train_lib import optimizers, steps
+
+TINY = (('spatial_transformer.num_layers', 2), ('temporal_transformer.num_layers', 1))
+TINY_FLAGS = 'spatial_transformer.num_layers=2,temporal_transformer.num_layers=1'
+
+
+def tiny_case(mode='stage2', frames=8, **kw):
+  fields = dict(variant='Ti/16x2', mode=mode, frames=frames, batch=2, resolution=32,
+                num_classes=10, chunk_size=2, model_overrides=TINY)
+  fields.update(kw)
+  return step_cases.Case(**fields)
+
+
+@pytest.fixture(scope='module')
+def figures():
+  """Compile-only figures of a few tiny cases, shared by the tests below."""
+  cases = {'baseline8': tiny_case('baseline'), 'stage2_8': tiny_case('stage2'),
+           'stage2_16': tiny_case('stage2', 16)}
+  return {name: step_cases.compile_case(case) for name, case in cases.items()}
+
+
+def test_memory_equals_an_independent_compile_of_the_trainer_step(figures):
+  # Built by hand from the trainer's pieces, with real (allocated) arrays.
+  case = tiny_case('stage2')
+  config = step_cases.case_config(case)
+  model = create_model(config.model, 10)
+  video = jnp.zeros((2, 8, 32, 32, 3))
+  params = model.init(jax.random.PRNGKey(0), video[:1])['params']
+  frozen = optimizers.frozen_keys(params, True)
+  tx, schedule = optimizers.make_optimizer(config, params, frozen, 100, 1000)
+  state = steps.TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
+                           rng=jax.random.PRNGKey(0))
+  fn = steps.make_train_step(model, tx, schedule, frozen=frozen, num_classes=10)
+  batch = {'inputs': video, 'label': jnp.zeros((2,), jnp.int32)}
+  m = jax.jit(fn, donate_argnums=(0,)).lower(state, batch).compile().memory_analysis()
+  got = figures['stage2_8']['memory']
+  assert got['temp'] == m.temp_size_in_bytes
+  assert got['argument'] == m.argument_size_in_bytes
+  assert got['output'] == m.output_size_in_bytes
+  assert got['total'] == (m.temp_size_in_bytes + m.argument_size_in_bytes
+                          + m.output_size_in_bytes - m.alias_size_in_bytes)
+  assert figures['stage2_8']['params'] == optimizers.count_params(params, frozen)
+
+
+def test_stage2_needs_less_than_baseline(figures):
+  base, stage2 = figures['baseline8'], figures['stage2_8']
+  assert stage2['memory']['temp'] < base['memory']['temp']
+  assert stage2['memory']['total'] < base['memory']['total']
+  assert base['params']['frozen'] == 0 and stage2['params']['frozen'] > 0
+  # The video argument alone grows by 2*8*32*32*3*4 bytes from 8 to 16 frames.
+  grown = figures['stage2_16']['memory']['argument'] - stage2['memory']['argument']
+  assert grown == 2 * 8 * 32 * 32 * 3 * 4
+
+
+def test_largest_fitting_exponential_then_binary():
+  limit = 37  # fits while frames <= 37; step 2 -> answer 36
+  frames, probes = frame_search.largest_fitting(lambda f: f <= limit, 2, 4096)
+  assert frames == 36
+  assert [f for f, _ in probes[:6]] == [2, 4, 8, 16, 32, 64]
+  assert len(probes) <= 6 + 5
+  assert frame_search.largest_fitting(lambda f: False, 2, 64) == (0, [(2, False)])
+  assert frame_search.largest_fitting(lambda f: True, 8, 100)[0] == 96
+  with pytest.raises(ValueError, match='search_max_frames=4 at least 8'):
+    frame_search.largest_fitting(lambda f: True, 8, 4)
+
+
+def test_frame_search_returns_the_largest_count_that_fits(figures):
+  # A budget between the 8- and 16-frame figures: 8, 10, ... 14 are candidates.
+  low = figures['stage2_8']['memory']['total']
+  high = figures['stage2_16']['memory']['total']
+  budget = (low + high) // 2
+  cache = {}
+  found = frame_search.search_case(tiny_case('stage2'), budget, 64, cache)
+  best = found['frames']
+  assert 8 <= best < 16
+  assert cache[tiny_case('stage2', best)]['memory']['total'] <= budget
+  after = cache.get(tiny_case('stage2', best + 2)) or step_cases.compile_case(
+      tiny_case('stage2', best + 2))
+  assert after['memory']['total'] > budget
+  assert [p['frames'] for p in found['probes']][:4] == [2, 4, 8, 16]
+
+
+def test_bad_inputs_name_the_flag():
+  with pytest.raises(ValueError, match=r"--frames=9 in mode stage2 must be a multiple of 2"):
+    step_cases.check_case(tiny_case('stage2', 9))
+  with pytest.raises(ValueError, match=r'--frames=12 in mode stage2\+chunked must be a '
+                                       r'multiple of 8 \(the tubelet length x --chunk_size'):
+    step_cases.check_case(tiny_case('stage2+chunked', 12, chunk_size=4))
+  with pytest.raises(ValueError, match=r"--modes: unknown mode 'stage3'"):
+    step_cases.check_case(tiny_case('stage3'))
+  with pytest.raises(ValueError, match=r'--resolution=30 must be a multiple of the patch size 16'):
+    step_cases.check_case(tiny_case(resolution=30))
+  with pytest.raises(ValueError, match="Unknown model variant 'X/16x2'"):
+    step_cases.check_case(tiny_case(variant='X/16x2'))
+  with pytest.raises(ValueError, match='--batch=0 must be positive'):
+    step_cases.check_case(tiny_case(batch=0))
+  with pytest.raises(ValueError, match=r'--frames=8,a: expected integers'):
+    benchmark.parse_frames(['8', 'a'])
+  with pytest.raises(ValueError, match=r"'layers' is not KEY=VALUE"):
+    benchmark.parse_overrides(['layers'])
+  with pytest.raises(ValueError, match=r"model override 'spatial_transformer.depth'"):
+    benchmark.make_cases(['Ti/16x2'], ['stage2'], [8], 2, 32, 10, 2,
+                         benchmark.parse_overrides(['spatial_transformer.depth=2']))
+
+
+def _run_cli(*args):
+  return subprocess.run([sys.executable, '-m', 'vivit_adapter.benchmark', *args],
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_cli_writes_json_markdown_and_plots(tmp_path):
+  out = tmp_path / 'res' / 'tiny'
+  proc = _run_cli('--variants=Ti/16x2', '--resolution=32', '--frames=4,8', '--batch=2',
+                  '--modes=baseline,stage2', '--num_classes=10',
+                  f'--model_overrides={TINY_FLAGS}', '--time', '--steps=1', '--warmup=1',
+                  '--fit_budget_gib=1', '--search_max_frames=8', f'--out={out}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((tmp_path / 'res' / 'tiny.json').read_text())
+  rows = {(r['mode'], r['frames']): r for r in result['cases']}
+  assert set(rows) == {('baseline', 4), ('baseline', 8), ('stage2', 4), ('stage2', 8)}
+  stage2 = rows[('stage2', 8)]
+  assert stage2['timing']['step_s'] > 0 and len(stage2['timing']['step_times_s']) == 1
+  assert stage2['memory_x_baseline'] == pytest.approx(
+      stage2['memory']['total'] / rows[('baseline', 8)]['memory']['total'])
+  assert stage2['step_x_baseline'] > 0
+  assert {s['mode'] for s in result['search']} == {'baseline', 'stage2'}
+  for s in result['search']:  # 1 GiB fits 8 frames of this tiny model
+    assert s['frames'] == 8 and s['reached_max']
+  md = (tmp_path / 'res' / 'tiny.md').read_text()
+  assert '| Ti/16x2 | stage2 | 8 |' in md and 'largest frames' in md
+  for png in ('tiny_memory.png', 'tiny_step_time.png'):
+    assert (tmp_path / 'res' / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_cli_bad_flag_exits_with_the_reason(tmp_path):
+  proc = _run_cli('--variants=Ti/16x2', '--frames=7', '--modes=stage2',
+                  f'--out={tmp_path}/x')
+  assert proc.returncode != 0
+  assert '--frames=7 in mode stage2 must be a multiple of 2' in proc.stderr
+  assert not (tmp_path / 'x.json').exists()
+
+
+def test_markdown_ratios_use_the_same_frames_baseline():
+  rows = [{'variant': 'B', 'mode': m, 'frames': 8, 'batch': 1, 'resolution': 32,
+           'memory': {'temp': t, 'argument': 0, 'output': 0, 'total': t},
+           'params': {'trainable': 1, 'frozen': 0}, 'timing': {'step_s': s}}
+          for m, t, s in (('baseline', 100, 2.0), ('stage2', 25, 0.5))]
+  step_report.add_ratios(rows)
+  assert rows[1]['memory_x_baseline'] == 0.25 and rows[1]['step_x_baseline'] == 0.25
+  assert '| B | stage2 | 8 |' in step_report.cases_table(rows)
+
+
+# The chunked attention adapter (models/vivit.py) that these measurements motivated;
+# these belong with tests/test_models.py, which is another engineer's file.
+
+def test_chunked_attention_adapter_equals_unchunked():
+  plain = create_model(step_cases.case_config(tiny_case('stage2')).model, 10)
+  chunked = create_model(step_cases.case_config(tiny_case('stage2+chunked')).model, 10)
+  video = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 32, 32, 3))
+  params = plain.init(jax.random.PRNGKey(1), video)['params']
+  assert (jax.tree.structure(chunked.init(jax.random.PRNGKey(1), video)['params'])
+          == jax.tree.structure(params))
+  # Non-zero 'up' projections, so the adapter's output actually matters.
+  params = jax.tree.map(
+      lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape), params)
+  def grads(model):
+    return jax.grad(lambda p: (model.apply({'params': p}, video, train=True) ** 2).sum())(params)
+  assert jnp.abs(plain.apply({'params': params}, video)
+                 - chunked.apply({'params': params}, video)).max() < 1e-5
+  for a, b in zip(jax.tree.leaves(grads(plain)), jax.tree.leaves(grads(chunked))):
+    assert jnp.abs(a - b).max() < 1e-4
+
+
+def test_chunked_stage2_temp_grows_less_with_frames(figures):
+  chunked = {f: step_cases.compile_case(tiny_case('stage2+chunked', f))['memory']['temp']
+             for f in (8, 16)}
+  plain_growth = figures['stage2_16']['memory']['temp'] - figures['stage2_8']['memory']['temp']
+  assert chunked[16] - chunked[8] < 0.5 * plain_growth, (chunked, plain_growth)
