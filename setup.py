@@ -24,7 +24,11 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # Decoding video files (converter, predict CLI).
     'video': ['av==18.1.0'],
-    'test': ['pytest==9.0.3', 'av==18.1.0'],
+    # The PyTorch reference of the factorised encoder (benchmarks/torch_compare.py).
+    # On Linux use the CPU wheel (e.g. --index-url https://download.pytorch.org/whl/cpu):
+    # plain PyPI resolves this pin to the multi-GB CUDA build.
+    'torch': ['torch==2.13.0'],
+    'test': ['pytest==9.0.3', 'av==18.1.0', 'torch==2.13.0'],
 }
 
 setuptools.setup(
