@@ -108,10 +108,12 @@ def test_quick_demo_end_to_end_then_reused(tmp_path):
       runs['stage1']['train_time_s'] + runs['stage2']['train_time_s'])
   table = (workdir / 'results.md').read_text()
   assert table in out and demo.comparison_line(c) in table
-  assert table.count('\n| ') == 4  # the header and three runs
+  assert sum(line.startswith('| ') for line in table.splitlines()) == 4  # header, 3 runs
 
   again = _demo(workdir)
   assert '[demo] Reusing the dataset' in again
   for name in ('stage1', 'stage2', 'baseline'):
     assert f'[demo] {name}: reusing the finished run' in again
-  assert json.loads((workdir / 'results.json').read_text())['runs'] == runs
+  reused = json.loads((workdir / 'results.json').read_text())['runs']
+  assert all(r['reused'] for r in reused.values())
+  assert {n: dict(r, reused=False) for n, r in reused.items()} == runs
