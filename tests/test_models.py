@@ -233,6 +233,17 @@ def test_identity_at_init_stage2_gives_stage1_logits(adapter):
                 run(stage1, p1, video)).max() > 1e-3
 
 
+def test_head_init_is_zero_by_default_and_random_on_request():
+  video = random_video()
+  zero = init(create_model(tiny_config(), 5), video)['output_projection']['kernel']
+  assert not np.any(np.asarray(zero))
+  rand = init(create_model(tiny_config(head_kernel_init='lecun_normal'), 5), video)
+  kernel = np.asarray(rand['output_projection']['kernel'])
+  np.testing.assert_allclose(kernel.std(), 1 / np.sqrt(32), rtol=0.3)
+  with pytest.raises(ValueError, match="head_kernel_init='ones'"):
+    create_model(tiny_config(head_kernel_init='ones'), 5)
+
+
 def test_gap_classifier_has_no_cls_tokens():
   model = create_model(tiny_config(classifier='gap'), 5)
   video = random_video()

@@ -41,6 +41,8 @@ def _model_defaults() -> ml_collections.ConfigDict:
   model.spatial_chunk_size = 0
   model.remat = False
   model.dtype = 'float32'  # activation dtype: 'float32' or 'bfloat16'
+  # 'zeros' (scenic) or 'lecun_normal' (training a small model from scratch).
+  model.head_kernel_init = 'zeros'
   return model
 
 
@@ -142,6 +144,7 @@ _CHOICES = {
     'model.classifier': ('token', 'gap'),
     'model.adapter.type': ('attention', 'mlp', 'none'),
     'model.dtype': ('float32', 'bfloat16'),
+    'model.head_kernel_init': ('zeros', 'lecun_normal'),
     'dataset.name': ('dmvr', 'tfds'),
     'dataset.normalization': ('minus_one_to_one', 'imagenet'),
     'init_from.checkpoint_format': ('auto', 'workdir', 'scenic', 'vit_npz'),

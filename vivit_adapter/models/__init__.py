@@ -5,7 +5,7 @@ import ml_collections
 
 from vivit_adapter.models import variants
 from vivit_adapter.models.adapter import ADAPTER_TYPES
-from vivit_adapter.models.vivit import AdapterSpec, EncoderSpec, ViViTFactorisedEncoder
+from vivit_adapter.models.vivit import HEAD_INITS, AdapterSpec, EncoderSpec, ViViTFactorisedEncoder
 
 CLASSIFIERS = ('token', 'gap')
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -33,6 +33,9 @@ def create_model(model_config: ml_collections.ConfigDict,
     raise ValueError(f'config.model.adapter.type={cfg.adapter.type!r}; expected one of {ADAPTER_TYPES}.')
   if cfg.dtype not in _DTYPES:
     raise ValueError(f'config.model.dtype={cfg.dtype!r}; expected one of {sorted(_DTYPES)}.')
+  if cfg.head_kernel_init not in HEAD_INITS:
+    raise ValueError(f'config.model.head_kernel_init={cfg.head_kernel_init!r}; expected one '
+                     f'of {sorted(HEAD_INITS)}.')
   if num_classes <= 0:
     raise ValueError(f'num_classes must be positive, got {num_classes}.')
   def spec(enc):
@@ -52,7 +55,8 @@ def create_model(model_config: ml_collections.ConfigDict,
       freeze_spatial=cfg.freeze_spatial,
       spatial_chunk_size=cfg.spatial_chunk_size,
       remat=cfg.remat,
-      dtype=_DTYPES[cfg.dtype])
+      dtype=_DTYPES[cfg.dtype],
+      head_kernel_init=cfg.head_kernel_init)
 
 
 __all__ = ['create_model', 'resolve_model_config', 'ViViTFactorisedEncoder',

@@ -21,6 +21,12 @@ from vivit_adapter.models import adapter as adapter_lib
 from vivit_adapter.models import layers
 
 
+# scenic zero-initialises the head, which suits fine-tuning a pretrained encoder. From
+# scratch it can leave a small model at chance: with a zero head nothing below it gets
+# a gradient until the random features already separate the classes.
+HEAD_INITS = {'zeros': nn.initializers.zeros, 'lecun_normal': nn.initializers.lecun_normal()}
+
+
 class EncoderSpec(NamedTuple):
   num_layers: int
   num_heads: int
@@ -50,6 +56,7 @@ class ViViTFactorisedEncoder(nn.Module):
   spatial_chunk_size: int = 0
   remat: bool = False
   dtype: Any = jnp.float32
+  head_kernel_init: str = 'zeros'
 
   @nn.compact
   def __call__(self, video, *, train: bool = False):
@@ -62,7 +69,7 @@ class ViViTFactorisedEncoder(nn.Module):
       tokens = jax.lax.stop_gradient(tokens)
     frames = self._adapt(tokens, train)  # (B, T', D)
     x = self._encode(frames, self.temporal, 'TemporalTransformer', train)
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+    return nn.Dense(self.num_classes, kernel_init=HEAD_INITS[self.head_kernel_init],
                     name='output_projection')(x)
 
   def _spatial_tokens(self, video, train):
