@@ -64,9 +64,10 @@ def test_stage2_needs_less_than_baseline(figures):
   assert stage2['memory']['temp'] < base['memory']['temp']
   assert stage2['memory']['total'] < base['memory']['total']
   assert base['params']['frozen'] == 0 and stage2['params']['frozen'] > 0
-  # The video argument alone grows by 2*8*32*32*3*4 bytes from 8 to 16 frames.
+  # From 8 to 16 frames the arguments grow by the extra float32 video and the 4 extra
+  # temporal position embeddings (width 192) with their momentum buffer.
   grown = figures['stage2_16']['memory']['argument'] - stage2['memory']['argument']
-  assert grown == 2 * 8 * 32 * 32 * 3 * 4
+  assert grown == 2 * 8 * 32 * 32 * 3 * 4 + 2 * 4 * 192 * 4
 
 
 def test_largest_fitting_exponential_then_binary():
@@ -133,6 +134,7 @@ def test_cli_writes_json_markdown_and_plots(tmp_path):
                   '--fit_budget_gib=1', '--search_max_frames=8', f'--out={out}')
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads((tmp_path / 'res' / 'tiny.json').read_text())
+  assert '--frames=4,8' in result['meta']['command']
   rows = {(r['mode'], r['frames']): r for r in result['cases']}
   assert set(rows) == {('baseline', 4), ('baseline', 8), ('stage2', 4), ('stage2', 8)}
   stage2 = rows[('stage2', 8)]

@@ -144,9 +144,10 @@ def run_search(cases: List[step_cases.Case], budget_gib: float, max_frames: int,
   return results
 
 
-def _meta(argv) -> Dict:
+def _meta() -> Dict:
   device = jax.devices()[0]
-  return {'command': ' '.join(['python -m vivit_adapter.benchmark'] + list(argv[1:])),
+  # sys.argv, not main's argv: absl removes the parsed flags from the latter.
+  return {'command': ' '.join(['python -m vivit_adapter.benchmark'] + sys.argv[1:]),
           'jax_version': jax.__version__, 'backend': jax.default_backend(),
           'device': getattr(device, 'device_kind', str(device)),
           'cpu_count': os.cpu_count(), 'load_average': [round(x, 2) for x in os.getloadavg()],
@@ -172,7 +173,7 @@ def main(argv):
     raise app.UsageError(str(e)) from None
   searches = len({(c.variant, c.mode) for c in cases}) if _FIT_BUDGET_GIB.value else 0
   time_max = _TIME_MAX_GIB.value or 0.8 * _physical_gib()
-  result = {'meta': _meta(argv), 'cases': [], 'search': []}
+  result = {'meta': _meta(), 'cases': [], 'search': []}
   cache = {}
   with tqdm.tqdm(total=len(cases) + searches, unit='case', file=sys.stderr) as progress:
     for case in cases:
