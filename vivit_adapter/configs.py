@@ -37,7 +37,8 @@ def _model_defaults() -> ml_collections.ConfigDict:
       'mlp_dim': 0,  # 0 -> 4 * adapter.hidden_size (attention adapter only)
   })
   model.freeze_spatial = False
-  # Temporal indices per chunk of the spatial pass; 0 runs all indices at once.
+  # Temporal indices per chunk of the frozen spatial pass (and of the attention
+  # adapter, rematerialised); 0 runs all indices at once.
   model.spatial_chunk_size = 0
   model.remat = False
   model.dtype = 'float32'  # activation dtype: 'float32' or 'bfloat16'
