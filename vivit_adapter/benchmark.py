@@ -35,31 +35,6 @@ import tqdm
 
 from vivit_adapter.benchmarks import frame_search, step_cases, step_report
 
-_VARIANTS = flags.DEFINE_list('variants', ['B/16x2'], 'Model sizes, e.g. B/16x2,L/16x2.')
-_RESOLUTION = flags.DEFINE_integer('resolution', 224, 'Frame height and width, pixels.')
-_FRAMES = flags.DEFINE_list('frames', ['8', '16', '32', '64', '128'], 'Frames per clip.')
-_BATCH = flags.DEFINE_integer('batch', 8, 'Clips per device per step.')
-_MODES = flags.DEFINE_list('modes', list(step_cases.MODES),
-                           f'Training modes, some of {",".join(step_cases.MODES)}.')
-_NUM_CLASSES = flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
-_CHUNK_SIZE = flags.DEFINE_integer(
-    'chunk_size', 4, "Temporal indices per chunk of the frozen spatial pass ('stage2+chunked').")
-_TIME = flags.DEFINE_bool('time', False, 'Also run each case and time its step.')
-_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per case (median reported).')
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps before the timed ones.')
-_TIME_MAX_GIB = flags.DEFINE_float(
-    'time_max_gib', 0.0, 'Time only cases whose compiled total is below this; '
-    '0 -> 80% of this machine\'s physical memory.')
-_FIT_BUDGET_GIB = flags.DEFINE_float(
-    'fit_budget_gib', 0.0, 'Search the largest frame count whose compiled total fits '
-    'this many GiB per device (0: no search).')
-_SEARCH_MAX_FRAMES = flags.DEFINE_integer(
-    'search_max_frames', 4096, 'The frame search stops at this count.')
-_MODEL_OVERRIDES = flags.DEFINE_list(
-    'model_overrides', [], 'config.model keys set after the variant, e.g. '
-    'spatial_transformer.num_layers=2 (quick what-ifs and tests).')
-_OUT = flags.DEFINE_string('out', None, 'Output path prefix: OUT.json, OUT.md, OUT_*.png.')
-
 
 def parse_frames(values: List[str]) -> List[int]:
   try:
@@ -151,44 +126,77 @@ def _meta() -> Dict:
           'jax_version': jax.__version__, 'backend': jax.default_backend(),
           'device': getattr(device, 'device_kind', str(device)),
           'cpu_count': os.cpu_count(), 'load_average': [round(x, 2) for x in os.getloadavg()],
-          'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'resolution': _RESOLUTION.value,
-          'batch': _BATCH.value, 'optimizer': 'momentum (base_config default)'}
+          'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'resolution': FLAGS.resolution,
+          'batch': FLAGS.batch, 'optimizer': 'momentum (base_config default)'}
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this program's flags; only when it runs as a program, so that importing
+  the module (tests, other tools) never collides with another program's flags."""
+  flags.DEFINE_list('variants', ['B/16x2'], 'Model sizes, e.g. B/16x2,L/16x2.')
+  flags.DEFINE_integer('resolution', 224, 'Frame height and width, pixels.')
+  flags.DEFINE_list('frames', ['8', '16', '32', '64', '128'], 'Frames per clip.')
+  flags.DEFINE_integer('batch', 8, 'Clips per device per step.')
+  flags.DEFINE_list('modes', list(step_cases.MODES),
+                    f'Training modes, some of {",".join(step_cases.MODES)}.')
+  flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
+  flags.DEFINE_integer(
+      'chunk_size', 4, "Temporal indices per chunk of the frozen spatial pass ('stage2+chunked').")
+  flags.DEFINE_bool('time', False, 'Also run each case and time its step.')
+  flags.DEFINE_integer('steps', 5, 'Timed steps per case (median reported).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps before the timed ones.')
+  flags.DEFINE_float(
+      'time_max_gib', 0.0, 'Time only cases whose compiled total is below this; '
+      '0 -> 80% of this machine\'s physical memory.')
+  flags.DEFINE_float(
+      'fit_budget_gib', 0.0, 'Search the largest frame count whose compiled total fits '
+      'this many GiB per device (0: no search).')
+  flags.DEFINE_integer(
+      'search_max_frames', 4096, 'The frame search stops at this count.')
+  flags.DEFINE_list(
+      'model_overrides', [], 'config.model keys set after the variant, e.g. '
+      'spatial_transformer.num_layers=2 (quick what-ifs and tests).')
+  flags.DEFINE_string('out', None, 'Output path prefix: OUT.json, OUT.md, OUT_*.png.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not _OUT.value:
+  if not FLAGS.out:
     raise app.UsageError('--out is required, e.g. --out=docs/results/b16_memory.')
-  if _FIT_BUDGET_GIB.value < 0:
-    raise app.UsageError(f'--fit_budget_gib={_FIT_BUDGET_GIB.value} must be >= 0.')
+  if FLAGS.fit_budget_gib < 0:
+    raise app.UsageError(f'--fit_budget_gib={FLAGS.fit_budget_gib} must be >= 0.')
   try:
-    cases = make_cases(_VARIANTS.value, _MODES.value, parse_frames(_FRAMES.value),
-                       _BATCH.value, _RESOLUTION.value, _NUM_CLASSES.value,
-                       _CHUNK_SIZE.value, parse_overrides(_MODEL_OVERRIDES.value))
-    if _TIME.value and (_STEPS.value <= 0 or _WARMUP.value < 0):
-      raise ValueError(f'--steps={_STEPS.value} must be positive and --warmup='
-                       f'{_WARMUP.value} >= 0.')
+    cases = make_cases(FLAGS.variants, FLAGS.modes, parse_frames(FLAGS.frames),
+                       FLAGS.batch, FLAGS.resolution, FLAGS.num_classes,
+                       FLAGS.chunk_size, parse_overrides(FLAGS.model_overrides))
+    if FLAGS.time and (FLAGS.steps <= 0 or FLAGS.warmup < 0):
+      raise ValueError(f'--steps={FLAGS.steps} must be positive and --warmup='
+                       f'{FLAGS.warmup} >= 0.')
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  searches = len({(c.variant, c.mode) for c in cases}) if _FIT_BUDGET_GIB.value else 0
-  time_max = _TIME_MAX_GIB.value or 0.8 * _physical_gib()
+  searches = len({(c.variant, c.mode) for c in cases}) if FLAGS.fit_budget_gib else 0
+  time_max = FLAGS.time_max_gib or 0.8 * _physical_gib()
   result = {'meta': _meta(), 'cases': [], 'search': []}
   cache = {}
   with tqdm.tqdm(total=len(cases) + searches, unit='case', file=sys.stderr) as progress:
     for case in cases:
       progress.set_description(f'{case.variant} {case.mode} {case.frames}f')
-      result['cases'].append(run_case(case, _STEPS.value if _TIME.value else 0,
-                                      _WARMUP.value, time_max, cache))
-      step_report.write_tables(result, _OUT.value)
+      result['cases'].append(run_case(case, FLAGS.steps if FLAGS.time else 0,
+                                      FLAGS.warmup, time_max, cache))
+      step_report.write_tables(result, FLAGS.out)
       progress.update(1)
     if searches:
-      result['search'] = run_search(cases, _FIT_BUDGET_GIB.value,
-                                    _SEARCH_MAX_FRAMES.value, progress, cache)
-  paths = step_report.write(result, _OUT.value)
+      result['search'] = run_search(cases, FLAGS.fit_budget_gib,
+                                    FLAGS.search_max_frames, progress, cache)
+  paths = step_report.write(result, FLAGS.out)
   print(step_report.markdown(result))
   print('Wrote ' + ', '.join(paths.values()))
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -38,10 +38,6 @@ from vivit_adapter import config_loading
 from vivit_adapter.train_lib import reporting
 from vivit_adapter.train_lib import trainer
 
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'Where the data and the three '
-                               'runs go; reused by a second call.')
-_QUICK = flags.DEFINE_bool('quick', False, 'A tiny version (seconds per run), to test '
-                           'the path end to end; its numbers mean nothing.')
 
 EXPERIMENTS_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments')
@@ -336,16 +332,29 @@ def _drop_stale_runs(workdir: str, runs: Sequence[Run]) -> None:
       shutil.rmtree(run_dir)
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this program's flags; only when it runs as a program, so that importing
+  the module (tests, other tools) never collides with another program's flags."""
+  flags.DEFINE_string('workdir', 'runs/demo', 'Where the data and the three '
+                      'runs go; reused by a second call.')
+  flags.DEFINE_bool('quick', False, 'A tiny version (seconds per run), to test '
+                    'the path end to end; its numbers mean nothing.')
+
+
 def main(argv: List[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   trainer.quiet_third_party_logs()
   logging.set_verbosity(logging.INFO)
   try:
-    run_demo(_WORKDIR.value, QUICK if _QUICK.value else FULL)
+    run_demo(FLAGS.workdir, QUICK if FLAGS.quick else FULL)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'vivit_adapter.demo: error: {type(e).__name__}: {e}')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -46,17 +46,6 @@ from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.benchmarks import torch_reference
 
-_VARIANT = flags.DEFINE_string('variant', 'S/16x2', 'Model size, e.g. S/16x2, B/16x2.')
-_FRAMES = flags.DEFINE_integer('frames', 32, 'Frames per clip.')
-_RESOLUTION = flags.DEFINE_integer('resolution', 112, 'Frame height and width.')
-_BATCH = flags.DEFINE_integer('batch', 1, 'Clips per step.')
-_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per framework (median reported).')
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps first (compilation, caches).')
-_THREADS = flags.DEFINE_integer(
-    'threads', 0, 'CPUs for both frameworks; 0 keeps the defaults (all CPUs).')
-_NUM_CLASSES = flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
-_TORCH_COMPILE = flags.DEFINE_bool(
-    'torch_compile', False, 'Also time torch.compile(model) (needs a C++ compiler).')
 
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
@@ -256,19 +245,38 @@ def format_table(result: Dict[str, object]) -> str:
   return '\n'.join(rows)
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this program's flags; only when it runs as a program, so that importing
+  the module (tests, other tools) never collides with another program's flags."""
+  flags.DEFINE_string('variant', 'S/16x2', 'Model size, e.g. S/16x2, B/16x2.')
+  flags.DEFINE_integer('frames', 32, 'Frames per clip.')
+  flags.DEFINE_integer('resolution', 112, 'Frame height and width.')
+  flags.DEFINE_integer('batch', 1, 'Clips per step.')
+  flags.DEFINE_integer('steps', 5, 'Timed steps per framework (median reported).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps first (compilation, caches).')
+  flags.DEFINE_integer(
+      'threads', 0, 'CPUs for both frameworks; 0 keeps the defaults (all CPUs).')
+  flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
+  flags.DEFINE_bool(
+      'torch_compile', False, 'Also time torch.compile(model) (needs a C++ compiler).')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  limit_cpus(_THREADS.value)  # before JAX's first computation
+  limit_cpus(FLAGS.threads)  # before JAX's first computation
   model_config = configs.base_config().model
-  model_config.variant = _VARIANT.value
-  result = compare(model_config, _NUM_CLASSES.value, _FRAMES.value, _RESOLUTION.value,
-                   _BATCH.value, _STEPS.value, _WARMUP.value, _TORCH_COMPILE.value)
-  print(f'ViViT-{_VARIANT.value}, {_FRAMES.value} frames, {_RESOLUTION.value}px, batch '
-        f'{_BATCH.value}: end-to-end train step on {result["cpus"]} CPUs '
+  model_config.variant = FLAGS.variant
+  result = compare(model_config, FLAGS.num_classes, FLAGS.frames, FLAGS.resolution,
+                   FLAGS.batch, FLAGS.steps, FLAGS.warmup, FLAGS.torch_compile)
+  print(f'ViViT-{FLAGS.variant}, {FLAGS.frames} frames, {FLAGS.resolution}px, batch '
+        f'{FLAGS.batch}: end-to-end train step on {result["cpus"]} CPUs '
         f'(torch threads {result["torch_num_threads"]}, OMP_WAIT_POLICY='
-        f'{result["omp_wait_policy"] or "unset"}); median of {_STEPS.value} steps '
-        f'after {_WARMUP.value} warm-up, interleaved.')
+        f'{result["omp_wait_policy"] or "unset"}); median of {FLAGS.steps} steps '
+        f'after {FLAGS.warmup} warm-up, interleaved.')
   print(format_table(result))
   for other in ('torch', 'torch.compile'):
     if f'ratio_jax_over_{other}' in result:
@@ -278,4 +286,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
