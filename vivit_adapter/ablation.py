@@ -242,6 +242,14 @@ def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str,
                train: bool = True) -> Optional[Dict]:
   """The run's summary: read back when it finished before, else trained now (or None)."""
   summary = _read_summary(run_dir)
+  if summary is not None and summary['step'] != config.num_training_steps:
+    # The experiment files changed since: mixing both schedules would skew the rows.
+    message = (f'{run_dir} ran {summary["step"]} steps, the experiment files now give '
+               f'{config.num_training_steps} for {run.kind}: use a fresh --workdir, or '
+               'restore the experiment settings the finished runs used.')
+    if train:
+      raise ValueError(message)
+    print(f'  WARNING: {message}', flush=True)
   if summary is not None or not train:
     return summary
   from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
@@ -420,8 +428,8 @@ def _setup_lines(report: Dict) -> List[str]:
       f'{data["splits"]}, {data["resolution"]}x{data["resolution"]} px, '
       f'{data["num_frames"]} frames per clip, scene {data["scene"]}.',
       f'* Frames: stage 2 / baseline {plan["stage2_frames"]}, row V\'s stage 1 '
-      f'{plan["stage1_frames"]}; steps per run kind {plan["steps"]} (the synthetic '
-      'experiment files\' epochs as explicit step counts).',
+      f'{plan["stage1_frames"]}; steps per run kind, as run: {_steps_run(report)} (the '
+      'synthetic experiment files\' epochs as explicit step counts).',
       f'* Image checkpoint (the ImageNet stand-in, shared by all rows and seeds, its cost '
       f'not in any row): task `{img["task"]}` ({img["num_classes"]} classes), held-out '
       f'top-1 {100 * img["eval_top1"]:.1f}%, {img["train_time_s"]:.0f}s training, '
@@ -429,6 +437,16 @@ def _setup_lines(report: Dict) -> List[str]:
       '* Metrics: multi-view test top-1/top-5 (%) of the row\'s final model; mean ± '
       'sample std (ddof=1) over seeds; wall time = the sum of the row\'s runs\' '
       'train_time_s (compilation and evaluation excluded; V includes its stage 1).']
+
+
+def _steps_run(report: Dict) -> Dict[str, List[int]]:
+  """{run kind: the step counts its finished runs used}: one each unless settings changed."""
+  steps = {}
+  for row in report['rows']:
+    for seed_result in row['per_seed'].values():
+      for record in seed_result['runs'].values():
+        steps.setdefault(record['kind'], set()).add(record['steps'])
+  return {k: sorted(v) for k, v in sorted(steps.items())}
 
 
 def _previous_notes(path: str) -> List[str]:
