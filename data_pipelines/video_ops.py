@@ -124,18 +124,23 @@ def resized_crop(frames, short_side, top, left, crop_size: int):
   h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
   new_h, new_w = _resized_shape(h, w, tf.cast(short_side, tf.float32))
   top, left = tf.cast(top, tf.float32), tf.cast(left, tf.float32)
+  # When upscaling, the first and last samples fall up to half a pixel outside the
+  # frame; crop_and_resize would blend them with black where tf.image.resize repeats
+  # the edge. A one-pixel symmetric pad is that edge, so sample the padded frames.
+  padded = tf.pad(frames, [[0, 0], [1, 1], [1, 1], [0, 0]], mode='SYMMETRIC')
 
   def span(start, new_size, size):
-    # Output pixel i sits at (start + i + 0.5) * size / new_size - 0.5 in the frame;
-    # crop_and_resize wants the first and last sample as fractions of (size - 1).
-    first = (start + 0.5) * size / new_size - 0.5
-    last = (start + crop_size - 0.5) * size / new_size - 0.5
-    return first / tf.maximum(size - 1, 1.0), last / tf.maximum(size - 1, 1.0)
+    # Output pixel i sits at (start + i + 0.5) * size / new_size - 0.5 in the frame
+    # (+1 in the padded frame); crop_and_resize wants the first and last sample as
+    # fractions of the padded frame's (size + 2) - 1.
+    first = (start + 0.5) * size / new_size + 0.5
+    last = (start + crop_size - 0.5) * size / new_size + 0.5
+    return first / (size + 1.0), last / (size + 1.0)
 
   y1, y2 = span(top, new_h, h)
   x1, x2 = span(left, new_w, w)
   boxes = tf.tile(tf.stack([y1, x1, y2, x2])[tf.newaxis], [shape[0], 1])
-  return tf.image.crop_and_resize(frames, boxes, tf.range(shape[0]), [crop_size, crop_size])
+  return tf.image.crop_and_resize(padded, boxes, tf.range(shape[0]), [crop_size, crop_size])
 
 
 def random_resized_crop(frames, min_resize: int, crop_size: int, min_scale: float,

@@ -71,7 +71,10 @@ def test_resize_short_side_keeps_aspect():
   assert tuple(out.shape) == (3, 2, 25, 10, 3)
 
 
-@pytest.mark.parametrize('short_side,top,left', [(12, 0, 0), (17, 3, 9), (20, 5, 2)])
+# (20, 0, 0) and (20, 12, 22) upscale and touch the frame's first and last pixels, where
+# the crop must repeat the edge as tf.image.resize does, not fade to black.
+@pytest.mark.parametrize('short_side,top,left', [(12, 0, 0), (17, 3, 9), (20, 5, 2),
+                                                 (20, 0, 0), (20, 12, 22)])
 def test_resized_crop_equals_resize_then_crop(short_side, top, left):
   frames = tf.random.stateless_uniform([2, 12, 18, 3], [1, 2])
   full = _np(video_ops.resize_short_side(frames, short_side))
