@@ -6,6 +6,7 @@ step also never computes their gradient (see steps.py): an optimizer mask alone 
 still pay for the backward pass, which is the cost this project exists to avoid.
 """
 
+import math
 from typing import Callable, Dict, Tuple
 
 import jax
@@ -38,7 +39,7 @@ def count_params(params: Dict, frozen: Tuple[str, ...]) -> Dict[str, int]:
   counts = {TRAINABLE: 0, FROZEN: 0}
   for k, v in params.items():
     counts[FROZEN if k in frozen else TRAINABLE] += sum(
-        int(jnp.size(x)) for x in jax.tree.leaves(v))
+        math.prod(x.shape) for x in jax.tree.leaves(v))
   return counts
 
 
