@@ -1,6 +1,7 @@
 """Tests for vivit_adapter.models: structure, numerics, adapter identity, freezing, chunking."""
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,10 @@ from flax import traverse_util
 from vivit_adapter import configs
 from vivit_adapter.models import create_model, resolve_model_config, variants
 
-REFERENCE = '/work/shared/reference/scenic_vivit_fe_params.txt'
+# A copy of ../shared/reference/scenic_vivit_fe_params.txt (scenic's ViViT-FE parameter
+# listing), kept in the repository so the test runs from any checkout.
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
+                         'scenic_vivit_fe_params.txt')
 
 
 def tiny_config(**overrides):
