@@ -10,9 +10,6 @@ from jax.experimental import multihost_utils
 import data_pipelines
 from vivit_adapter.train_lib import parallel, steps
 
-_STEP_CACHE: Dict[Any, Any] = {}
-
-
 def test_batch_size(config) -> int:
   """Videos per test batch: eval_batch_size views, rounded to the device count."""
   views = config.dataset.num_test_clips * config.dataset.num_test_crops
@@ -21,14 +18,14 @@ def test_batch_size(config) -> int:
 
 
 def _step_fn(s, split: str):
-  key = (id(s.model), split)
-  if key not in _STEP_CACHE:
+  """The run's jitted eval or test step, built once per run (kept on its Setup)."""
+  if split not in s.eval_fns:
     fn = (steps.make_eval_step(s.model, s.info.num_classes) if split == 'eval'
           else steps.make_test_step(s.model))
-    _STEP_CACHE[key] = jax.jit(
+    s.eval_fns[split] = jax.jit(
         fn, in_shardings=(parallel.replicated(s.mesh), parallel.batch_sharding(s.mesh)),
         out_shardings=parallel.replicated(s.mesh))
-  return _STEP_CACHE[key]
+  return s.eval_fns[split]
 
 
 def evaluate(s, params, split: str) -> Dict[str, float]:

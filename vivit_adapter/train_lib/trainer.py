@@ -43,6 +43,9 @@ class Setup:
   state: steps.TrainState
   start: str  # where the parameters came from, for the log and summary
   data_state: Optional[dict]
+  # Jitted eval/test steps, built on first use. On the Setup rather than in a module
+  # cache, so runs in one process (the demo, the ablation) never share or leak them.
+  eval_fns: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def setup_lengths(config, info) -> tuple:
