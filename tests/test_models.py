@@ -310,18 +310,22 @@ def test_frozen_gradient_compiles_to_far_less_memory():
 
 # ------------------------------------------------------- chunking and remat ---
 
+def assert_same_function(model, reference, params, video, atol):
+  """Same logits (to atol) and same gradients (to 1e-5) for the same parameters."""
+  np.testing.assert_allclose(run(model, params, video), run(reference, params, video),
+                             atol=atol)
+  for a, b in zip(jax.tree.leaves(grad(model, params, video)),
+                  jax.tree.leaves(grad(reference, params, video))):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 @pytest.mark.parametrize('freeze', [False, True])
 def test_chunked_spatial_equals_unchunked(freeze):
   video = random_video()
   base = create_model(tiny_config(freeze_spatial=freeze), 5)
   chunked = create_model(tiny_config(freeze_spatial=freeze, spatial_chunk_size=2), 5)
   params = perturbed_params(base, video)
-  np.testing.assert_allclose(run(chunked, params, video),
-                             run(base, params, video), atol=1e-5)
-  g1 = grad(base, params, video)
-  g2 = grad(chunked, params, video)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-    np.testing.assert_allclose(a, b, atol=1e-5)
+  assert_same_function(chunked, base, params, video, atol=1e-5)
   # Same parameter tree whichever way the model is built.
   p_chunked = init(chunked, video, 0)
   assert jax.tree.structure(p_chunked) == jax.tree.structure(params)
@@ -344,12 +348,7 @@ def test_remat_equals_no_remat():
   base = create_model(tiny_config(), 5)
   remat = create_model(tiny_config(remat=True), 5)
   params = perturbed_params(base, video)
-  np.testing.assert_allclose(run(remat, params, video),
-                             run(base, params, video), atol=1e-6)
-  g1 = grad(base, params, video)
-  g2 = grad(remat, params, video)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-    np.testing.assert_allclose(a, b, atol=1e-5)
+  assert_same_function(remat, base, params, video, atol=1e-6)
 
 
 # ------------------------------------------------------------- regularisers ---
