@@ -131,6 +131,12 @@ def test_compare_trains_the_same_model_in_both_frameworks():
   result = torch_compare.compare(_tiny_model_config(), NUM_CLASSES, frames=8,
                                  resolution=16, batch=2, steps=2, warmup=1)
   jax_run, torch_run = result['frameworks']['jax'], result['frameworks']['torch']
+  trainer_run = result['frameworks']['jax (trainer step)']
+  # The trainer's step starts from the same parameters and batch: the same first loss.
+  np.testing.assert_allclose(trainer_run['losses'][0], np.log(NUM_CLASSES), rtol=1e-6)
+  assert len(trainer_run['losses']) == 3 and trainer_run['ms_per_step'] > 0
+  assert result['ratio_trainer_step_over_torch'] == pytest.approx(
+      trainer_run['ms_per_step'] / torch_run['ms_per_step'])
   # The head starts at zero: the first loss is log(num_classes) exactly, and later ones
   # differ from it only if the update step really changed the parameters.
   np.testing.assert_allclose(jax_run['losses'][0], np.log(NUM_CLASSES), rtol=1e-6)
@@ -140,7 +146,8 @@ def test_compare_trains_the_same_model_in_both_frameworks():
   assert result['ratio_jax_over_torch'] == pytest.approx(
       jax_run['ms_per_step'] / torch_run['ms_per_step'])
   table = torch_compare.format_table(result).splitlines()
-  assert [row.split('|')[1].strip() for row in table[2:]] == ['jax', 'torch']
+  assert [row.split('|')[1].strip() for row in table[2:]] == [
+      'jax (trainer step)', 'jax', 'torch']
 
 
 def test_time_interleaved_warms_up_in_turn_times_round_robin_drops_failures():

@@ -12,6 +12,9 @@ Rows, all at the stage-2 frame count of experiments/synthetic_stage2.py:
 Sub-tables: stage 1 at 2 / 4 / 8 frames (then the same stage 2), and the stage-2
 adapter type (attention / mlp / none). The image checkpoint, standing in for ImageNet,
 comes from `vivit_adapter.image_pretrain` (made once, shared by every row and seed).
+Schedules: every end-to-end run (the baseline and each stage 1) trains for the steps of
+experiments/synthetic_stage1.py, every frozen run (I, III, each stage 2) for those of
+experiments/synthetic_stage2.py. The data is the demo's (vivit_adapter.demo.FULL).
 
 Every run is an in-process `train_and_evaluate` in <workdir>/seed<k>/<run>; a run
 whose summary.json exists is reused, so an interrupted ablation resumes where it
@@ -153,13 +156,16 @@ def experiment_config(kind: str, data_dir: str, quick: bool) -> ml_collections.C
 
 
 def make_plan(data_dir: str, quick: bool) -> Plan:
-  """Frame counts from the experiment files; their epochs as explicit step counts."""
+  """Frame counts from the experiment files; their schedules as explicit step counts."""
   import data_pipelines  # pylint: disable=g-import-not-at-top
   from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
   cfgs = {k: experiment_config(k, data_dir, quick) for k in EXPERIMENTS}
   info = data_pipelines.dataset_info(cfgs['baseline'].dataset)
   steps = {k: trainer.setup_lengths(c, info)[1] for k, c in cfgs.items()}
-  steps = {'baseline': steps['baseline'], 'stage1': steps['stage1'],
+  # One schedule per training kind: every end-to-end run (the baseline, each stage 1)
+  # trains for stage 1's steps, every frozen run (I, III, each stage 2) for stage 2's.
+  # experiments/synthetic_baseline.py is shorter only to fit the demo's 15 minutes.
+  steps = {'baseline': steps['stage1'], 'stage1': steps['stage1'],
            'stage2': steps['stage2'], 'frozen_image': steps['stage2']}
   f2 = cfgs['stage2'].dataset.num_frames
   if cfgs['baseline'].dataset.num_frames != f2:
@@ -201,13 +207,15 @@ def run_config(run: Run, plan: Plan, *, seed: int, data_dir: str, image_checkpoi
 # ----------------------------------------------------------------------------------------
 
 def ensure_data(data_dir: str, quick: bool) -> None:
-  """Generates the synthetic dataset (the generator's defaults, tiny with quick) if absent."""
+  """Generates the synthetic dataset if absent: the demo's (the one recipes.synthetic is
+  tuned for), or a tiny one with quick."""
   if os.path.exists(os.path.join(data_dir, 'metadata.json')):
     return
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from vivit_adapter import demo  # pylint: disable=g-import-not-at-top
   sizes = (dict(resolution=32, num_frames=16, train_per_class=4, val_per_class=1,
                 test_per_class=1, classes=list(synthetic.ACTION_NAMES[:6]), num_shards=2)
-           if quick else {})
+           if quick else demo.FULL.data)
   print(f'Generating the synthetic dataset in {data_dir} ...', flush=True)
   synthetic.generate(data_dir, progress=False, **sizes)
 
@@ -428,8 +436,9 @@ def _setup_lines(report: Dict) -> List[str]:
       f'{data["splits"]}, {data["resolution"]}x{data["resolution"]} px, '
       f'{data["num_frames"]} frames per clip, scene {data["scene"]}.',
       f'* Frames: stage 2 / baseline {plan["stage2_frames"]}, row V\'s stage 1 '
-      f'{plan["stage1_frames"]}; steps per run kind, as run: {_steps_run(report)} (the '
-      'synthetic experiment files\' epochs as explicit step counts).',
+      f'{plan["stage1_frames"]}; steps per run kind, as run: {_steps_run(report)} (every '
+      'end-to-end run, the baseline included, trains for experiments/synthetic_stage1.py\'s '
+      'steps; every frozen run for experiments/synthetic_stage2.py\'s).',
       f'* Image checkpoint (the ImageNet stand-in, shared by all rows and seeds, its cost '
       f'not in any row): task `{img["task"]}` ({img["num_classes"]} classes), held-out '
       f'top-1 {100 * img["eval_top1"]:.1f}%, {img["train_time_s"]:.0f}s training, '

@@ -8,7 +8,11 @@ straightforward PyTorch implementation of the same factorised encoder on the sam
 Both frameworks get the same model (the Flax init, copied into `TorchViViTFE`), the
 same batches (a new one each step) and the same update (cross-entropy, SGD with
 momentum), so their losses follow the same trajectory; the report shows the largest
-loss difference as evidence that both did the same work.
+loss difference as evidence that both did the same work. A third runner, `jax (trainer
+step)`, is the step `python -m vivit_adapter.main` runs (`steps.make_train_step` +
+`optimizers.make_optimizer`: clipping, schedule, metrics on top), on the same
+initial parameters and batches: the target is about that one, the minimal `jax` step
+shows how much of the time is the trainer's extras.
 
 Fairness: both run in this one process, on the same CPUs. `--threads=N` restricts the
 process to N CPUs (affinity, which XLA's thread pool sizes itself by) and sets
@@ -45,6 +49,8 @@ import torch
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.benchmarks import torch_reference
+from vivit_adapter.train_lib import optimizers
+from vivit_adapter.train_lib import steps as train_steps
 
 
 LEARNING_RATE = 0.01
@@ -98,6 +104,29 @@ def make_jax_step(model, params, learning_rate: float, momentum: float):
   return (params, tx.init(params)), jax.jit(step, donate_argnums=(0,))
 
 
+def make_trainer_step(model, params, num_classes: int):
+  """The trainer's own end-to-end step on `params`; returns (state, jitted step).
+
+  `steps.make_train_step` with `optimizers.make_optimizer` from the base config
+  (momentum SGD, global-norm clipping, warm-up + cosine schedule, top-1 metric), jitted
+  with the state donated, exactly as `trainer.py` builds it. Its update differs from
+  torch's plain SGD (clipping, the schedule), so its losses are not compared; it does
+  at least the work of the minimal step.
+  """
+  config = configs.base_config()
+  frozen = optimizers.frozen_keys(params, False)
+  tx, schedule = optimizers.make_optimizer(config, params, frozen, steps_per_epoch=100,
+                                           total_steps=1000)
+  fn = train_steps.make_train_step(
+      model, tx, schedule, frozen=frozen, num_classes=num_classes,
+      label_smoothing=config.label_smoothing, mixup_alpha=config.mixup.alpha,
+      accumulation_steps=config.gradient_accumulation_steps)
+  state = train_steps.TrainState(step=jnp.int32(0), params=params,
+                                 opt_state=jax.jit(tx.init)(params),
+                                 rng=jax.random.PRNGKey(0))
+  return state, jax.jit(fn, donate_argnums=(0,))
+
+
 def make_torch_step(model, learning_rate: float, momentum: float) -> Callable:
   """step(video, labels) -> loss: forward, backward, SGD-momentum update, zero_grad."""
   # torch's SGD with dampening 0 is optax.sgd's momentum: buf = m * buf + g; p -= lr * buf.
@@ -124,6 +153,20 @@ def _jax_runner(model, params, batches) -> Callable[[], float]:
     holder['state'], loss = step(holder['state'], video, labels)
     jax.block_until_ready(holder['state'])
     return float(loss)
+
+  return run
+
+
+def _trainer_runner(model, params, batches, num_classes: int) -> Callable[[], float]:
+  state, step = make_trainer_step(model, params, num_classes)
+  batches = itertools.cycle([{'inputs': jnp.asarray(v), 'label': jnp.asarray(y, jnp.int32)}
+                             for v, y in batches])
+  holder = {'state': state}
+
+  def run():
+    holder['state'], metrics = step(holder['state'], next(batches))
+    jax.block_until_ready(holder['state'])
+    return float(metrics['loss'])
 
   return run
 
@@ -193,7 +236,10 @@ def compare(model_config, num_classes: int, frames: int, resolution: int, batch:
   flax_model, params, torch_model = build_models(model_config, num_classes, input_shape,
                                                  seed)
   batches = _random_batches(warmup + steps, batch, input_shape, num_classes, seed)
-  runners = {'jax': _jax_runner(flax_model, params, batches)}
+  # The trainer's step gets its own copy of the initial parameters (each runner donates).
+  runners = {'jax (trainer step)': _trainer_runner(
+                 flax_model, jax.tree.map(jnp.copy, params), batches, num_classes),
+             'jax': _jax_runner(flax_model, params, batches)}
   if torch_compile:
     # A copy taken before any step, so it follows the same loss trajectory.
     runners['torch.compile'] = _torch_runner(torch.compile(copy.deepcopy(torch_model)),
@@ -207,7 +253,8 @@ def compare(model_config, num_classes: int, frames: int, resolution: int, batch:
       'cpus': len(os.sched_getaffinity(0)), 'torch_num_threads': torch.get_num_threads(),
       'jax_version': jax.__version__, 'torch_version': torch.__version__,
       'jax_device': str(jax.devices()[0]),
-      'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY', '')})
+      'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY', ''),
+      'xla_flags': os.environ.get('XLA_FLAGS', '')})
 
 
 def _summarise(timings, info) -> Dict[str, object]:
@@ -223,6 +270,9 @@ def _summarise(timings, info) -> Dict[str, object]:
     entry['losses'] = t['losses']
     result['frameworks'][name] = entry
   fw = result['frameworks']
+  if 'ms_per_step' in fw.get('torch', {}) and 'ms_per_step' in fw.get('jax (trainer step)', {}):
+    result['ratio_trainer_step_over_torch'] = (fw['jax (trainer step)']['ms_per_step'] /
+                                               fw['torch']['ms_per_step'])
   for other in ('torch', 'torch.compile'):
     if 'ms_per_step' in fw.get(other, {}) and 'ms_per_step' in fw['jax']:
       result[f'ratio_jax_over_{other}'] = fw['jax']['ms_per_step'] / fw[other]['ms_per_step']
@@ -278,6 +328,8 @@ def main(argv):
         f'{result["omp_wait_policy"] or "unset"}); median of {FLAGS.steps} steps '
         f'after {FLAGS.warmup} warm-up, interleaved.')
   print(format_table(result))
+  if 'ratio_trainer_step_over_torch' in result:
+    print(f'jax trainer step / torch = {result["ratio_trainer_step_over_torch"]:.3f}')
   for other in ('torch', 'torch.compile'):
     if f'ratio_jax_over_{other}' in result:
       print(f'jax / {other} = {result[f"ratio_jax_over_{other}"]:.3f} '
