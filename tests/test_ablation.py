@@ -80,6 +80,46 @@ def test_aggregate_row_sums_stages_and_scores_the_last_run():
   assert [agg['per_seed'][s]['wall_time_s'] for s in (0, 1)] == [14.0, 15.0]
 
 
+def test_eval_curve_uses_recorded_times_and_estimates_older_ones(tmp_path):
+  rows = [{'step': 5, 'kind': 'train', 'loss': 1.0},
+          {'step': 10, 'kind': 'eval', 'top1': 0.25, 'train_time_s': 3.5},
+          {'step': 20, 'kind': 'eval', 'top1': 0.5}]  # written before times were recorded
+  (tmp_path / 'history.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  curve = ablation.read_eval_curve(str(tmp_path), {'train_time_s': 8.0, 'step': 40})
+  assert curve == [{'step': 10, 'top1': 25.0, 'train_time_s': 3.5},
+                   {'step': 20, 'top1': 50.0, 'train_time_s': 4.0}]
+
+
+def _curve(*points):
+  return [{'step': i, 'train_time_s': t, 'top1': a} for i, (t, a) in enumerate(points)]
+
+
+def test_time_to_accuracy_targets_the_accuracy_both_rows_reach():
+  plan = ablation.Plan(8, 4, (2, 4), {k: 2 for k in FULL_PLAN.steps})
+  rows = {r.name: r for r in ablation.make_rows(plan)}
+  runs = ablation.make_runs(plan)
+  results = {}
+  for seed, best_v in ((0, 70.0), (1, 90.0)):
+    base = fake_summary(0.6, 0.9, 100.0, 'baseline')
+    base['eval_curve'] = _curve((20, 30.0), (50, 60.0), (80, 80.0), (100, 75.0))
+    stage1 = fake_summary(0.4, 0.8, 10.0, 'stage1')
+    stage1['eval_curve'] = _curve((10, 95.0))  # few-frame eval: never counts
+    stage2 = fake_summary(0.7, 0.9, 30.0)
+    stage2['eval_curve'] = _curve((6, 50.0), (12, best_v), (30, best_v - 1))
+    results[seed] = {'baseline': base, 'stage1_4f': stage1,
+                     'stage2_from4f_attention': stage2}
+  by_name = {n: ablation.aggregate_row(rows[n], runs, results) for n in ('baseline', 'V')}
+  out = ablation.time_to_accuracy(by_name)
+  # Seed 0: V's best (70) is below the baseline's (80): both first reach 70 at 80 s and
+  # at 10 + 12 s. Seed 1: the baseline's best (80) is the target; V reaches it at 12 s.
+  assert [(e['seed'], e['target_eval_top1'], e['baseline_s'], e['v_s']) for e in out] == [
+      (0, 70.0, 80.0, 22.0), (1, 80.0, 80.0, 22.0)]
+  assert out[0]['ratio'] == pytest.approx(22 / 80)
+  table = ablation.time_to_accuracy_markdown(out)
+  assert table[2] == '| 0 | 70.00 | 80.0 | 10.0 + 12.0 = 22.0 | 0.275 |'
+  assert table[-1].startswith('| mean ± std | | | | 0.275 ± 0.000')
+
+
 def test_targets():
   def row(top1, wall):
     return {'stats': {'test_top1': {'mean': top1}, 'wall_time_s': {'mean': wall}}}
@@ -153,6 +193,12 @@ def test_quick_outputs_and_resume(quick_run, capsys):
   assert (f'| V | {report["rows"][1]["description"]} | '
           f'{v["test_top1"]["mean"]:.2f} ± — |') in md  # one seed: no std
   assert '--quick' in md and 'Status: complete' in md
+  # Each run's eval curve comes from its history, the final evaluation timed exactly.
+  stage2 = {r['name']: r for r in report['rows']}['V']['per_seed'][0]['runs'][
+      'stage2_from4f_attention']
+  assert stage2['eval_curve'][-1]['step'] == stage2['steps']
+  assert stage2['eval_curve'][-1]['train_time_s'] == stage2['train_time_s']
+  assert '(no seed with both the baseline and V finished)' in md
   # Hand-written notes survive; a rerun trains nothing (every summary.json is reused)
   # and a missing seed turns the report into a partial one.
   with open(out + '.md', 'w') as f:
@@ -176,6 +222,9 @@ def test_unfinished_run_restarts_from_scratch(tmp_path, monkeypatch):
 
   def fake_train(config, workdir):
     seen.append(os.listdir(workdir) if os.path.exists(workdir) else None)
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:  # as the trainer does
+      json.dump(fake_summary(0.5, 0.9, 1.0), f)
     return fake_summary(0.5, 0.9, 1.0)
   monkeypatch.setattr(trainer, 'train_and_evaluate', fake_train)
   run = ablation.Run('baseline', 'baseline', 32)

@@ -120,6 +120,21 @@ def train_losses(workdir):
   return [r['loss'] for r in rows if r['kind'] == 'train']
 
 
+def test_history_times_each_evaluation_for_time_to_accuracy(config_path, tmp_path):
+  workdir = str(tmp_path / 'timed')
+  tu.run_main(config_path, workdir, '--config.log_eval_steps=2')
+  with open(os.path.join(workdir, 'history.jsonl')) as f:
+    evals = [json.loads(line) for line in f if '"eval"' in line]
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  times = [r['train_time_s'] for r in evals]
+  assert [r['step'] for r in evals] == [2, 4, 6] and all(t > 0 for t in times)
+  assert times == sorted(times)
+  # The final evaluation carries the run's whole training time.
+  assert evals[-1]['step'] == summary['step']
+  assert times[-1] == summary['train_time_s']
+
+
 def test_four_devices_give_the_one_device_loss_trajectory(config_path, stage1, tmp_path):
   workdir = str(tmp_path / 'four')
   tu.run_main(config_path, workdir, devices=4)

@@ -238,12 +238,37 @@ def ensure_image_checkpoint(workdir: str, data_dir: str, quick: bool) -> Dict:
 
 
 def _read_summary(run_dir: str) -> Optional[Dict]:
+  """The finished run's summary.json, with its eval curve from history.jsonl added."""
   path = os.path.join(run_dir, 'summary.json')
   if not os.path.exists(path):
     return None
   with open(path) as f:
     summary = json.load(f)
-  return None if summary.get('preempted') else summary
+  if summary.get('preempted'):
+    return None
+  summary['eval_curve'] = read_eval_curve(run_dir, summary)
+  return summary
+
+
+def read_eval_curve(run_dir: str, summary: Dict) -> List[Dict]:
+  """[{step, train_time_s, top1 (%)}] of every evaluation of a finished run.
+
+  The trainer records the training seconds of each evaluation; for runs from before
+  it did, they are estimated from the step (steps cost the same: time ∝ step).
+  """
+  path = os.path.join(run_dir, 'history.jsonl')
+  if not os.path.exists(path):
+    return []
+  per_step = summary['train_time_s'] / max(summary['step'], 1)
+  curve = []
+  with open(path) as f:
+    for line in f:
+      record = json.loads(line)
+      if record.get('kind') == 'eval' and 'top1' in record:
+        curve.append({'step': record['step'], 'top1': 100 * record['top1'],
+                      'train_time_s': record.get('train_time_s',
+                                                 record['step'] * per_step)})
+  return curve
 
 
 def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str,
@@ -270,6 +295,7 @@ def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str,
   summary = trainer.train_and_evaluate(config, run_dir)
   if summary.get('preempted'):
     raise KeyboardInterrupt(f'{run_dir} was stopped (SIGTERM); rerun to resume.')
+  summary = _read_summary(run_dir)  # as a later rerun reads it, eval curve included
   print(f'  {run.key}: test top-1 {summary["test"].get("top1", float("nan")):.3f}, '
         f'{summary["train_time_s"]:.1f}s training ({time.time() - t:.0f}s wall)', flush=True)
   return summary
@@ -318,6 +344,7 @@ def run_record(run: Run, summary: Dict) -> Dict:
       'init_from': cfg['init_from']['checkpoint_path'], 'start': summary['start'],
       'params': summary['params'], 'frozen_modules': summary['frozen_modules'],
       'train_time_s': summary['train_time_s'],
+      'eval_curve': summary.get('eval_curve', []),
       'test': {m: 100 * summary['test'][m] for m in METRICS if m in summary['test']},
       'eval': {m: 100 * summary['eval'][m] for m in METRICS if m in summary['eval']}}
 
@@ -366,6 +393,35 @@ def check_targets(by_name: Dict[str, Dict]) -> List[Dict]:
   return targets
 
 
+def _first_time_at(curve: Sequence[Dict], target: float) -> Optional[float]:
+  return next((p['train_time_s'] for p in curve if p['top1'] >= target), None)
+
+
+def time_to_accuracy(by_name: Dict[str, Dict]) -> List[Dict]:
+  """Per seed: training seconds until the baseline and V first reach the same eval top-1.
+
+  The target is the lower of the two rows' best eval top-1 (%), so that both reach it.
+  V's time is its whole stage 1 plus stage 2 until the target (stage 1 is judged on its
+  few-frame clips, so only stage 2's evaluations count).
+  """
+  base, v = by_name.get('baseline'), by_name.get('V')
+  if not base or not v:
+    return []
+  out = []
+  for seed in sorted(set(base['seeds']) & set(v['seeds'])):
+    b_runs, v_runs = base['per_seed'][seed]['runs'], v['per_seed'][seed]['runs']
+    b_curve = b_runs[base['runs'][-1]]['eval_curve']
+    s1, s2 = (v_runs[k] for k in v['runs'])
+    if not b_curve or not s2['eval_curve']:
+      continue
+    target = min(max(p['top1'] for p in b_curve), max(p['top1'] for p in s2['eval_curve']))
+    b_t = _first_time_at(b_curve, target)
+    v_t = s1['train_time_s'] + _first_time_at(s2['eval_curve'], target)
+    out.append({'seed': seed, 'target_eval_top1': target, 'baseline_s': b_t, 'v_s': v_t,
+                'v_stage1_s': s1['train_time_s'], 'ratio': v_t / b_t})
+  return out
+
+
 def machine_info() -> Dict:
   load = os.getloadavg() if hasattr(os, 'getloadavg') else (float('nan'),) * 3
   return {'platform': platform.platform(), 'processor': platform.processor(),
@@ -388,7 +444,8 @@ def build_report(rows: List[Row], plan: Plan, seeds: Sequence[int], results, *,
       'command': command, 'complete': not missing, 'missing': missing,
       'seeds': list(seeds), 'quick': plan.quick,
       'plan': dataclasses.asdict(plan), 'rows': aggregated,
-      'targets': check_targets(by_name), 'image_checkpoint': image_report,
+      'targets': check_targets(by_name), 'time_to_accuracy': time_to_accuracy(by_name),
+      'image_checkpoint': image_report,
       'data': {k: meta.get(k) for k in ('num_classes', 'splits', 'resolution',
                                         'num_frames', 'scene', 'generator_version')},
       'data_dir': data_dir, 'machine_at_start': started, 'machine_at_end': machine_info()}
@@ -469,6 +526,21 @@ def _previous_notes(path: str) -> List[str]:
   return text[start:end].split('\n')
 
 
+def time_to_accuracy_markdown(entries: Sequence[Dict]) -> List[str]:
+  if not entries:
+    return ['(no seed with both the baseline and V finished)']
+  lines = ['| seed | target eval top-1 (%) | baseline (s) | V: stage 1 + stage 2 (s) | '
+           'V / baseline |', '|---|---|---|---|---|']
+  for e in entries:
+    lines.append(f'| {e["seed"]} | {e["target_eval_top1"]:.2f} | {e["baseline_s"]:.1f} | '
+                 f'{e["v_stage1_s"]:.1f} + {e["v_s"] - e["v_stage1_s"]:.1f} = '
+                 f'{e["v_s"]:.1f} | {e["ratio"]:.3f} |')
+  if len(entries) > 1:
+    mean, std = mean_std([e['ratio'] for e in entries])
+    lines.append(f'| mean ± std | | | | {mean:.3f} ± {std:.3f} |')
+  return lines
+
+
 def markdown(report: Dict, previous_path: str = '') -> str:
   status = ('complete' if report['complete'] else
             f'**PARTIAL** — missing {len(report["missing"])} row x seed results: '
@@ -480,6 +552,14 @@ def markdown(report: Dict, previous_path: str = '') -> str:
   for table, title in TABLES:
     if any(r['table'] == table for r in report['rows']):
       lines += ['', f'## {title}', ''] + table_markdown(report['rows'], table)
+  lines += ['', '## Whole-recipe cost: training time to the same accuracy', '',
+            'Per seed, the eval top-1 both the baseline and V reach (the lower of their '
+            'best), and the training seconds each needs to first reach it (V: all of '
+            'stage 1, then stage 2 until the target; evaluations every epoch).', '']
+  lines += time_to_accuracy_markdown(report.get('time_to_accuracy', []))
+  if report.get('time_to_accuracy'):
+    name = os.path.splitext(os.path.basename(previous_path))[0] or 'ablation'
+    lines += ['', f'![time to accuracy]({name}_curves.png)']
   lines += ['', '## Targets', '', '| target | measured | met |', '|---|---|---|']
   lines += [f'| {t["target"]} | {t["measured"]} | {"yes" if t["met"] else "NO"} |'
             for t in report['targets']]
@@ -513,8 +593,46 @@ def plot(report: Dict, path: str) -> None:
   plt.close(fig)
 
 
+def plot_time_to_accuracy(report: Dict, path: str) -> bool:
+  """Eval top-1 against training seconds, the baseline and V, one line per seed.
+
+  V's stage 2 starts where its stage 1 ended; stage 1's own curve (few-frame clips)
+  is drawn dotted. Returns False (nothing written) without a seed that has both rows.
+  """
+  rows = {r['name']: r for r in report['rows']}
+  base, v = rows.get('baseline'), rows.get('V')
+  seeds = sorted(set(base['seeds']) & set(v['seeds'])) if base and v else []
+  if not seeds:
+    return False
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for i, seed in enumerate(seeds):
+    label = (lambda name: name) if i == 0 else (lambda name: None)
+    b_curve = base['per_seed'][seed]['runs'][base['runs'][-1]]['eval_curve']
+    s1, s2 = (v['per_seed'][seed]['runs'][k] for k in v['runs'])
+    ax.plot([p['train_time_s'] for p in b_curve], [p['top1'] for p in b_curve],
+            color='tab:red', marker='.', label=label('baseline (end to end)'))
+    ax.plot([p['train_time_s'] for p in s1['eval_curve']],
+            [p['top1'] for p in s1['eval_curve']], color='tab:blue', linestyle=':',
+            label=label('V stage 1 (its own few-frame eval)'))
+    ax.plot([s1['train_time_s'] + p['train_time_s'] for p in s2['eval_curve']],
+            [p['top1'] for p in s2['eval_curve']], color='tab:blue', marker='.',
+            label=label('V stage 2 (after all of stage 1)'))
+  ax.set_xlabel('training seconds (evaluation excluded)')
+  ax.set_ylabel('eval top-1 (%)')
+  ax.set_title(f'Time to accuracy, seeds {seeds}')
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
 def write_outputs(report: Dict, out: str) -> List[str]:
-  """Writes <out>.json, <out>.md and <out>.png; returns their paths."""
+  """Writes <out>.json, <out>.md, <out>.png and <out>_curves.png; returns their paths."""
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   paths = [out + '.json', out + '.md', out + '.png']
   with open(paths[0], 'w') as f:
@@ -523,6 +641,8 @@ def write_outputs(report: Dict, out: str) -> List[str]:
   with open(paths[1], 'w') as f:
     f.write(text)
   plot(report, paths[2])
+  if plot_time_to_accuracy(report, out + '_curves.png'):
+    paths.append(out + '_curves.png')
   return paths
 
 

@@ -189,7 +189,7 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
         buffer = []
       if step % eval_every == 0 and step < s.total_steps:
         t = time.time()
-        log_eval(s, writer, history, step, state.params)
+        log_eval(s, writer, history, step, state.params, train_time_s=t - start - eval_time)
         eval_time += time.time() - t
       if step % ckpt_every == 0 or step == s.total_steps or preemption.requested:
         _check_finite(metrics, step, manager)
@@ -221,11 +221,15 @@ def log_train(writer, history, step, metrics, train_iter):
   history.add(step, 'train', metrics)
 
 
-def log_eval(s: Setup, writer, history, step, params) -> Dict[str, float]:
+def log_eval(s: Setup, writer, history, step, params,
+             train_time_s: Optional[float] = None) -> Dict[str, float]:
+  """Evaluates on the eval split; history also gets the training seconds so far
+  (evaluation excluded, since this process started training), for time-to-accuracy."""
   result = evaluation.evaluate(s, params, split='eval')
   if result:
     writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
-    history.add(step, 'eval', result)
+    timing = {} if train_time_s is None else {'train_time_s': train_time_s}
+    history.add(step, 'eval', {**result, **timing})
   return result
 
 
@@ -273,7 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
 def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
   step = int(jax.device_get(state.step))
-  final_eval = log_eval(s, writer, history, step, state.params)
+  final_eval = log_eval(s, writer, history, step, state.params,
+                        train_time_s=timing['train_time_s'])
   test = {}
   if s.config.run_test and s.info.num_test_examples:
     test = evaluation.evaluate(s, state.params, split='test')
