@@ -35,12 +35,22 @@ def quick_run(tmp_path_factory):
 def test_rows_use_the_intended_runs():
   rows = {r.name: r for r in ablation.make_rows(FULL_PLAN)}
   assert list(rows) == ['baseline', 'I', 'III', 'V', 'stage1_2f', 'stage1_4f',
-                        'stage1_8f', 'adapter_attention', 'adapter_mlp', 'adapter_none']
+                        'stage1_8f', 'adapter_attention', 'adapter_mlp', 'adapter_none',
+                        'stage2_short', 'stage2_long']
   assert rows['V'].runs == ('stage1_8f', 'stage2_from8f_attention')
   assert rows['V'].runs == rows['stage1_8f'].runs == rows['adapter_attention'].runs
   assert rows['adapter_none'].runs == ('stage1_8f', 'stage2_from8f_none')
   runs = ablation.make_runs(FULL_PLAN)
-  assert len(runs) == 11  # 3 single-stage runs, 3 stage-1 runs, 5 stage-2 runs
+  assert len(runs) == 12  # 3 single-stage runs, 3 stage-1 runs, 6 stage-2 runs
+  assert rows['stage2_short'].runs == rows['V'].runs
+  assert rows['stage2_long'].runs == ('stage1_8f', 'stage2_from8f_attention_long')
+  long_config = ablation.run_config(
+      runs['stage2_from8f_attention_long'], FULL_PLAN, seed=1, data_dir='d',
+      image_checkpoint='i.npz', run_dirs={'stage1_8f': 's1'})
+  assert long_config.num_training_steps == FULL_PLAN.steps['baseline'] == 430
+  assert (long_config.model.freeze_spatial, long_config.model.adapter.type,
+          long_config.init_from.checkpoint_path) == (True, 'attention', 's1')
+  assert long_config.log_eval_steps == FULL_PLAN.eval_every
   assert runs['stage2_from2f_attention'] == ablation.Run(
       'stage2_from2f_attention', 'stage2', 32, 'attention', 'stage1_2f')
   assert {runs[k].frames for r in rows.values() for k in r.runs[-1:]} == {32}
@@ -116,7 +126,7 @@ def test_time_to_accuracy_targets_the_accuracy_both_rows_reach():
       (0, 70.0, 80.0, 22.0), (1, 80.0, 80.0, 22.0)]
   assert out[0]['ratio'] == pytest.approx(22 / 80)
   table = ablation.time_to_accuracy_markdown(out)
-  assert table[2] == '| 0 | 70.00 | 80.0 | 10.0 + 12.0 = 22.0 | 0.275 |'
+  assert table[2] == '| 0 | 70.00 | 80.0 | 10.0 + 12.0 = 22.0 | 0.275 | 4, 3 |'
   assert table[-1].startswith('| mean ± std | | | | 0.275 ± 0.000')
 
 
