@@ -148,6 +148,10 @@ def test_compare_trains_the_same_model_in_both_frameworks():
   table = torch_compare.format_table(result).splitlines()
   assert [row.split('|')[1].strip() for row in table[2:]] == [
       'jax (trainer step)', 'jax', 'torch']
+  text = torch_compare.report_markdown(dict(result, load_average=[1.0, 2.0, 3.0]), 'cmd')
+  assert text.startswith('Command: `cmd`')
+  assert f'* jax / torch = {result["ratio_jax_over_torch"]:.3f} (max loss difference' in text
+  assert 'XLA_FLAGS=' in text and 'load average at the end [1.0, 2.0, 3.0]' in text
 
 
 def test_time_interleaved_warms_up_in_turn_times_round_robin_drops_failures():

@@ -35,6 +35,7 @@ import itertools
 import json
 import os
 import statistics
+import sys
 import time
 from typing import Callable, Dict
 
@@ -312,6 +313,28 @@ def define_flags() -> None:
   flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
   flags.DEFINE_bool(
       'torch_compile', False, 'Also time torch.compile(model) (needs a C++ compiler).')
+  flags.DEFINE_string('out', '', 'Also write OUT.json and OUT.md (e.g. '
+                      'docs/results/torch_s16x2_112).')
+
+
+def report_markdown(result: Dict[str, object], command: str) -> str:
+  """The header line, the table and the ratios, as printed and as written to OUT.md."""
+  r = result
+  lines = [f'Command: `{command}`', '',
+           f'ViViT-{r["variant"]}, {r["frames"]} frames, {r["resolution"]}px, batch '
+           f'{r["batch"]}: end-to-end train step on {r["cpus"]} CPUs (torch threads '
+           f'{r["torch_num_threads"]}, OMP_WAIT_POLICY={r["omp_wait_policy"] or "unset"}, '
+           f'XLA_FLAGS={r["xla_flags"] or "unset"}; JAX {r["jax_version"]}, torch '
+           f'{r["torch_version"]}); median of {r["steps"]} steps after {r["warmup"]} '
+           f'warm-up, interleaved; load average at the end {r.get("load_average", "?")}.',
+           '', format_table(r), '']
+  if 'ratio_trainer_step_over_torch' in r:
+    lines.append(f'* jax trainer step / torch = {r["ratio_trainer_step_over_torch"]:.3f}')
+  for other in ('torch', 'torch.compile'):
+    if f'ratio_jax_over_{other}' in r:
+      lines.append(f'* jax / {other} = {r[f"ratio_jax_over_{other}"]:.3f} (max loss '
+                   f'difference {r[f"max_loss_diff_{other}"]:.2e})')
+  return '\n'.join(lines) + '\n'
 
 
 def main(argv):
@@ -322,19 +345,18 @@ def main(argv):
   model_config.variant = FLAGS.variant
   result = compare(model_config, FLAGS.num_classes, FLAGS.frames, FLAGS.resolution,
                    FLAGS.batch, FLAGS.steps, FLAGS.warmup, FLAGS.torch_compile)
-  print(f'ViViT-{FLAGS.variant}, {FLAGS.frames} frames, {FLAGS.resolution}px, batch '
-        f'{FLAGS.batch}: end-to-end train step on {result["cpus"]} CPUs '
-        f'(torch threads {result["torch_num_threads"]}, OMP_WAIT_POLICY='
-        f'{result["omp_wait_policy"] or "unset"}); median of {FLAGS.steps} steps '
-        f'after {FLAGS.warmup} warm-up, interleaved.')
-  print(format_table(result))
-  if 'ratio_trainer_step_over_torch' in result:
-    print(f'jax trainer step / torch = {result["ratio_trainer_step_over_torch"]:.3f}')
-  for other in ('torch', 'torch.compile'):
-    if f'ratio_jax_over_{other}' in result:
-      print(f'jax / {other} = {result[f"ratio_jax_over_{other}"]:.3f} '
-            f'(max loss difference {result[f"max_loss_diff_{other}"]:.2e})')
+  result['load_average'] = [round(x, 2) for x in os.getloadavg()]
+  command = 'python -m vivit_adapter.benchmarks.torch_compare ' + ' '.join(sys.argv[1:])
+  text = report_markdown(result, command)
+  print(text)
   print(json.dumps(result))
+  if FLAGS.out:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out + '.json', 'w') as f:
+      json.dump(dict(result, command=command), f, indent=1)
+    with open(FLAGS.out + '.md', 'w') as f:
+      f.write(text)
+    print(f'Wrote {FLAGS.out}.json and {FLAGS.out}.md')
 
 
 if __name__ == '__main__':
