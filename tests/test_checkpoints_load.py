@@ -112,6 +112,34 @@ def test_vit_npz_auto(tmp_path):
   assert 'embedding/kernel inflated 2D -> 3D (average)' in msg
 
 
+def test_vit_npz_without_cls_follows_init_from_missing_cls(tmp_path):
+  flat = {k.replace('SpatialTransformer/', 'Transformer/'): v
+          for k, v in merge.flatten(_params(seed=3)).items() if k.startswith('SpatialTransformer/')}
+  flat.update({'embedding/kernel': np.ones((4, 4, 3, 32), np.float32),
+               'embedding/bias': np.ones(32, np.float32)})  # a 'gap' image model: no cls
+  pe = 'Transformer/posembed_input/pos_embedding'
+  flat[pe] = flat[pe][:, 1:]  # ... and no cls row in its position embedding
+  np.savez(tmp_path / 'gap.npz', **flat)
+  target = _params()
+  with pytest.raises(ValueError, match=r"gap.npz has no 'cls' token .*config.init_from."
+                     r"missing_cls='zeros'"):
+    load.load_init_params(_init_cfg(tmp_path / 'gap.npz'), target, model_config=_model_config())
+  params, msg = load.load_init_params(_init_cfg(tmp_path / 'gap.npz', missing_cls='zeros'),
+                                      target, model_config=_model_config())
+  np.testing.assert_array_equal(params['cls_SpatialTransformer'], 0.0)
+  np.testing.assert_array_equal(params['SpatialTransformer']['posembed_input'][
+      'pos_embedding'], np.concatenate([np.zeros((1, 1, 32)), flat[pe]], axis=1))
+  _assert_subtree_equal(params['SpatialTransformer'], _params(seed=3)['SpatialTransformer'],
+                        ['encoder_norm', 'encoderblock_0', 'encoderblock_1'])
+  assert 'cls_SpatialTransformer starts from zeros' in msg
+  bad = _init_cfg(tmp_path / 'gap.npz')
+  bad.missing_cls = 'random'
+  config = configs.base_config()
+  config.init_from = bad
+  with pytest.raises(ValueError, match=r'init_from.missing_cls'):
+    configs.validate(config)
+
+
 def test_other_classes_need_restore_output_projection_false(tmp_path):
   _save_workdir(str(tmp_path / 'run'), _params(classes=5), step=1)
   target = _params(classes=7, seed=1)

@@ -91,6 +91,9 @@ def _init_from_defaults() -> ml_collections.ConfigDict:
   init.checkpoint_format = 'auto'  # 'auto', 'workdir', 'scenic', 'vit_npz'
   init.step = -1  # checkpoint step of a workdir; -1 -> latest
   init.kernel_init_method = 'central_frame'  # 2D->3D inflation: 'central_frame' or 'average'
+  # An image checkpoint without a cls token (pooled by 'gap'/'map', e.g. SigLIP) into a
+  # classifier='token' model: 'error', or 'zeros' to start the cls token from zeros.
+  init.missing_cls = 'error'
   init.restore_temporal = True  # take the temporal encoder from a video checkpoint
   init.restore_output_projection = True
   return init
@@ -150,6 +153,7 @@ _CHOICES = {
     'dataset.normalization': ('minus_one_to_one', 'imagenet'),
     'init_from.checkpoint_format': ('auto', 'workdir', 'scenic', 'vit_npz'),
     'init_from.kernel_init_method': ('central_frame', 'average'),
+    'init_from.missing_cls': ('error', 'zeros'),
 }
 
 

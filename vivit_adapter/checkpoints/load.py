@@ -101,7 +101,7 @@ def _from_vit_npz(init_cfg, path, target_params, target_flat):
   source = vit_npz.load_vit_npz(path)
   converted = vit_npz.vit_to_vivit_flat(
       source, target_params, kernel_init_method=init_cfg.kernel_init_method,
-      source_name=path)
+      source_name=path, missing_cls=init_cfg.missing_cls)
   params = merge.merge_params(target_params, converted, source_name=path,
                               allow_missing=vit_npz.FRESH,
                               ignore_unexpected=vit_npz.DROPPED)
@@ -109,6 +109,9 @@ def _from_vit_npz(init_cfg, path, target_params, target_flat):
   notes += _resample_note(source, vit_npz.POSEMB, converted, 'Spatial' + vit_npz.POSEMB)
   if 'cls' in source and 'cls_SpatialTransformer' not in target_flat:
     notes.append("the image cls token is not used (config.model.classifier='gap')")
+  if 'cls' not in source and 'cls_SpatialTransformer' in target_flat:
+    notes.append('cls_SpatialTransformer starts from zeros: the image checkpoint has no '
+                 "cls token (config.init_from.missing_cls='zeros')")
   return params, _message('vit_npz', path, converted, target_flat, (), notes)
 
 

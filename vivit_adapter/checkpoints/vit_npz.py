@@ -140,8 +140,8 @@ def _spatial_cls(vit_flat: Mapping, target_flat: Mapping, missing_cls: str,
   raise ValueError(
       f"{source_name} has no 'cls' token (an image model pooled by 'gap' or 'map'), but "
       "config.model.classifier='token' needs cls_SpatialTransformer. Set "
-      "config.model.classifier='gap', or load with missing_cls='zeros' to start the cls "
-      'token from zeros (it then attends to features it was never trained with).')
+      "config.model.classifier='gap', or config.init_from.missing_cls='zeros' to start the "
+      'cls token from zeros (it then attends to features it was never trained with).')
 
 
 def _spatial_posemb(vit_flat: Mapping, target_flat: Mapping,
