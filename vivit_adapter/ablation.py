@@ -410,14 +410,18 @@ def _first_time_at(curve: Sequence[Dict], target: float) -> Optional[float]:
   return next((p['train_time_s'] for p in curve if p['top1'] >= target), None)
 
 
-def time_to_accuracy(by_name: Dict[str, Dict]) -> List[Dict]:
-  """Per seed: training seconds until the baseline and V first reach the same eval top-1.
+# Two-stage rows compared with the baseline in time to accuracy (when they ran).
+TIME_ROWS = ('V', 'stage2_long')
+
+
+def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V') -> List[Dict]:
+  """Per seed: training seconds until the baseline and `row` first reach one eval top-1.
 
   The target is the lower of the two rows' best eval top-1 (%), so that both reach it.
-  V's time is its whole stage 1 plus stage 2 until the target (stage 1 is judged on its
-  few-frame clips, so only stage 2's evaluations count).
+  A two-stage row's time is its whole stage 1 plus stage 2 until the target (stage 1 is
+  judged on its few-frame clips, so only stage 2's evaluations count).
   """
-  base, v = by_name.get('baseline'), by_name.get('V')
+  base, v = by_name.get('baseline'), by_name.get(row)
   if not base or not v:
     return []
   out = []
@@ -458,7 +462,9 @@ def build_report(rows: List[Row], plan: Plan, seeds: Sequence[int], results, *,
       'command': command, 'complete': not missing, 'missing': missing,
       'seeds': list(seeds), 'quick': plan.quick,
       'plan': dataclasses.asdict(plan), 'rows': aggregated,
-      'targets': check_targets(by_name), 'time_to_accuracy': time_to_accuracy(by_name),
+      'targets': check_targets(by_name),
+      'time_to_accuracy': {row: time_to_accuracy(by_name, row) for row in TIME_ROWS
+                           if row in by_name},
       'image_checkpoint': image_report,
       'data': {k: meta.get(k) for k in ('num_classes', 'splits', 'resolution',
                                         'num_frames', 'scene', 'generator_version')},
@@ -541,11 +547,11 @@ def _previous_notes(path: str) -> List[str]:
   return text[start:end].split('\n')
 
 
-def time_to_accuracy_markdown(entries: Sequence[Dict]) -> List[str]:
+def time_to_accuracy_markdown(entries: Sequence[Dict], row: str = 'V') -> List[str]:
   if not entries:
-    return ['(no seed with both the baseline and V finished)']
-  lines = ['| seed | target eval top-1 (%) | baseline (s) | V: stage 1 + stage 2 (s) | '
-           'V / baseline | evaluations (baseline, stage 2) |', '|---|---|---|---|---|---|']
+    return [f'(no seed with both the baseline and {row} finished)']
+  lines = [f'| seed | target eval top-1 (%) | baseline (s) | {row}: stage 1 + stage 2 (s) | '
+           f'{row} / baseline | evaluations (baseline, stage 2) |', '|---|---|---|---|---|---|']
   for e in entries:
     lines.append(f'| {e["seed"]} | {e["target_eval_top1"]:.2f} | {e["baseline_s"]:.1f} | '
                  f'{e["v_stage1_s"]:.1f} + {e["v_s"] - e["v_stage1_s"]:.1f} = '
@@ -569,13 +575,16 @@ def markdown(report: Dict, previous_path: str = '') -> str:
     if any(r['table'] == table for r in report['rows']):
       lines += ['', f'## {title}', ''] + table_markdown(report['rows'], table)
   lines += ['', '## Whole-recipe cost: training time to the same accuracy', '',
-            'Per seed, the eval top-1 both the baseline and V reach (the lower of their '
-            'best), and the training seconds each needs to first reach it (V: all of '
-            'stage 1, then stage 2 until the target). A curve is known only at its '
-            'evaluations, so the times are upper bounds, as coarse as the evaluation counts '
-            'in the last column.', '']
-  lines += time_to_accuracy_markdown(report.get('time_to_accuracy', []))
-  if report.get('time_to_accuracy'):
+            'Per seed, the eval top-1 both the baseline and the two-stage row reach (the '
+            'lower of their best), and the training seconds each needs to first reach it '
+            '(two-stage: all of stage 1, then stage 2 until the target). A curve is known '
+            'only at its evaluations, so the times are upper bounds, as coarse as the '
+            'evaluation counts in the last column.']
+  timed = report.get('time_to_accuracy', {})
+  for row, entries in timed.items():
+    lines += ['', f'Row {row} against the baseline:', '']
+    lines += time_to_accuracy_markdown(entries, row)
+  if any(timed.values()):
     name = os.path.splitext(os.path.basename(previous_path))[0] or 'ablation'
     lines += ['', f'![time to accuracy]({name}_curves.png)']
   lines += ['', '## Targets', '', '| target | measured | met |', '|---|---|---|']
@@ -612,37 +621,45 @@ def plot(report: Dict, path: str) -> None:
 
 
 def plot_time_to_accuracy(report: Dict, path: str) -> bool:
-  """Eval top-1 against training seconds, the baseline and V, one line per seed.
+  """Eval top-1 against training seconds: the baseline and each two-stage row, per seed.
 
-  V's stage 2 starts where its stage 1 ended; stage 1's own curve (few-frame clips)
-  is drawn dotted. Returns False (nothing written) without a seed that has both rows.
+  A two-stage row's stage 2 starts where its stage 1 ended; stage 1's own curve
+  (few-frame clips) is drawn dotted. Returns False (nothing written) when no seed has
+  the baseline and a two-stage row.
   """
   rows = {r['name']: r for r in report['rows']}
-  base, v = rows.get('baseline'), rows.get('V')
-  seeds = sorted(set(base['seeds']) & set(v['seeds'])) if base and v else []
-  if not seeds:
+  base = rows.get('baseline')
+  others = [rows[n] for n in TIME_ROWS if n in rows and base and
+            set(rows[n]['seeds']) & set(base['seeds'])]
+  if not others:
     return False
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for i, seed in enumerate(seeds):
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  colours = {'V': 'tab:blue', 'stage2_long': 'tab:green'}
+  for i, seed in enumerate(base['seeds']):
     label = (lambda name: name) if i == 0 else (lambda name: None)
     b_curve = base['per_seed'][seed]['runs'][base['runs'][-1]]['eval_curve']
-    s1, s2 = (v['per_seed'][seed]['runs'][k] for k in v['runs'])
     ax.plot([p['train_time_s'] for p in b_curve], [p['top1'] for p in b_curve],
             color='tab:red', marker='.', label=label('baseline (end to end)'))
-    ax.plot([p['train_time_s'] for p in s1['eval_curve']],
-            [p['top1'] for p in s1['eval_curve']], color='tab:blue', linestyle=':',
-            label=label('V stage 1 (its own few-frame eval)'))
-    ax.plot([s1['train_time_s'] + p['train_time_s'] for p in s2['eval_curve']],
-            [p['top1'] for p in s2['eval_curve']], color='tab:blue', marker='.',
-            label=label('V stage 2 (after all of stage 1)'))
+    for row in others:
+      if seed not in row['per_seed']:
+        continue
+      s1, s2 = (row['per_seed'][seed]['runs'][k] for k in row['runs'])
+      colour = colours.get(row['name'], 'tab:gray')
+      if row is others[0]:
+        ax.plot([p['train_time_s'] for p in s1['eval_curve']],
+                [p['top1'] for p in s1['eval_curve']], color='tab:gray', linestyle=':',
+                label=label('stage 1 (its own few-frame eval)'))
+      ax.plot([s1['train_time_s'] + p['train_time_s'] for p in s2['eval_curve']],
+              [p['top1'] for p in s2['eval_curve']], color=colour, marker='.',
+              label=label(f'{row["name"]}: stage 2, after all of stage 1'))
   ax.set_xlabel('training seconds (evaluation excluded)')
   ax.set_ylabel('eval top-1 (%)')
-  ax.set_title(f'Time to accuracy, seeds {seeds}')
+  ax.set_title(f'Time to accuracy, seeds {base["seeds"]}')
   ax.grid(alpha=0.3)
-  ax.legend()
+  ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
