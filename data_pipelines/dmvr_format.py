@@ -53,12 +53,18 @@ def expand_table(table: str, base_dir: str = '') -> List[str]:
   return files
 
 
-def encode_jpeg_frames(frames: np.ndarray, quality: int = 90) -> List[bytes]:
-  """(T, H, W, 3) uint8 -> list of JPEG bytes, one per frame."""
+def encode_jpeg_frames(frames: np.ndarray, quality: int = 90,
+                       chroma_downsampling: bool = True) -> List[bytes]:
+  """(T, H, W, 3) uint8 -> list of JPEG bytes, one per frame.
+
+  chroma_downsampling=True (JPEG's usual 4:2:0, as DMVR's converters write) halves the
+  colour resolution; False keeps it full, for small frames where colour detail matters.
+  """
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
     raise ValueError(f'Expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} '
                      f'{frames.shape}.')
-  return [tf.io.encode_jpeg(f, quality=quality).numpy() for f in frames]
+  return [tf.io.encode_jpeg(f, quality=quality, chroma_downsampling=chroma_downsampling)
+          .numpy() for f in frames]
 
 
 def make_sequence_example(jpeg_frames: Sequence[bytes], label: Optional[int],

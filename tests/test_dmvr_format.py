@@ -58,6 +58,20 @@ def test_sequence_example_layout_and_jpeg_round_trip():
   assert 'clip/label/index' not in unlabelled.context.feature
 
 
+def test_encode_jpeg_frames_full_chroma_keeps_small_colour_detail():
+  # A 2x2-pixel red square on green: 4:2:0 subsampling averages its colour with the
+  # background, full chroma keeps it.
+  frame = np.zeros((1, 16, 16, 3), np.uint8)
+  frame[..., 1] = 200
+  frame[0, 6:8, 6:8] = (220, 20, 20)
+  errors = {}
+  for chroma in (True, False):
+    jpeg = dmvr_format.encode_jpeg_frames(frame, quality=95, chroma_downsampling=chroma)[0]
+    decoded = tf.io.decode_jpeg(jpeg).numpy().astype(np.int32)
+    errors[chroma] = np.abs(decoded[6:8, 6:8] - frame[0, 6:8, 6:8]).mean()
+  assert errors[False] < 10 < errors[True]
+
+
 def test_encode_jpeg_frames_rejects_wrong_layout():
   with pytest.raises(ValueError, match=r'uint8 frames of shape \(T, H, W, 3\), got float32'):
     dmvr_format.encode_jpeg_frames(np.zeros((2, 4, 4, 3), np.float32))
