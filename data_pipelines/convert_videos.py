@@ -26,64 +26,12 @@ import tqdm
 
 from data_pipelines import dmvr_format
 
-METADATA_FILE = 'metadata.json'
-LABEL_MAP_FILE = 'label_map.txt'
-
-
-# ---------------------------------------------------------------- dataset folder files
-def _atomic_write(path: str, text: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def read_label_map(path: str) -> List[str]:
-  """One class name per line; line i is label i. Blank lines are not allowed."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'Label map {path!r} does not exist.')
-  with open(path) as f:
-    names = [line.strip() for line in f.read().splitlines()]
-  while names and not names[-1]:
-    names.pop()
-  seen = {}
-  for i, name in enumerate(names):
-    if not name:
-      raise ValueError(f'Label map {path!r}: line {i + 1} is blank; write one class name '
-                       'per line.')
-    if name in seen:
-      raise ValueError(f'Label map {path!r}: class {name!r} appears on lines '
-                       f'{seen[name] + 1} and {i + 1}.')
-    seen[name] = i
-  if not names:
-    raise ValueError(f'Label map {path!r} is empty.')
-  return names
-
-
-def write_metadata(output_dir: str, metadata: Dict) -> None:
-  """Writes `metadata.json` and `label_map.txt` (from metadata['label_names']) atomically."""
-  os.makedirs(output_dir, exist_ok=True)
-  _atomic_write(os.path.join(output_dir, METADATA_FILE),
-                json.dumps(metadata, indent=2, sort_keys=True) + '\n')
-  _atomic_write(os.path.join(output_dir, LABEL_MAP_FILE),
-                ''.join(f'{name}\n' for name in metadata['label_names']))
-
-
-def merge_split_metadata(output_dir: str, split: str, num_examples: int,
-                         label_names: Sequence[str], table: str, **extra) -> Dict:
-  """Adds one split to `output_dir/metadata.json`, keeping the splits already there."""
-  path = os.path.join(output_dir, METADATA_FILE)
-  metadata = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      metadata = json.load(f)
-  metadata.setdefault('splits', {})[split] = int(num_examples)
-  metadata.setdefault('tables', {})[split] = table
-  metadata.update(extra)
-  metadata['label_names'] = list(label_names)
-  metadata['num_classes'] = len(label_names)
-  write_metadata(output_dir, metadata)
-  return metadata
+# The dataset folder's files (metadata.json, label_map.txt) are dmvr_format's.
+METADATA_FILE, LABEL_MAP_FILE = dmvr_format.METADATA_FILE, dmvr_format.LABEL_MAP_FILE
+read_label_map = dmvr_format.read_label_map
+write_metadata = dmvr_format.write_metadata
+merge_split_metadata = dmvr_format.merge_split_metadata
+_atomic_write = dmvr_format.atomic_write
 
 
 # ----------------------------------------------------------------------- CSV and labels

@@ -7,8 +7,9 @@ scenic/DMVR, `name.tfrecord@N` for N shards `name.tfrecord-0000i-of-0000N`.
 """
 
 import glob
+import json
 import os
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -119,3 +120,64 @@ class ShardedWriter:
         if os.path.exists(tmp):
           os.remove(tmp)
     return False
+
+
+# ------------------------------------------------- the dataset folder: metadata, labels
+METADATA_FILE = 'metadata.json'
+LABEL_MAP_FILE = 'label_map.txt'
+
+
+def atomic_write(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file: readers never see half of it."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def read_label_map(path: str) -> List[str]:
+  """One class name per line; line i is label i. Blank lines are not allowed."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'Label map {path!r} does not exist.')
+  with open(path) as f:
+    names = [line.strip() for line in f.read().splitlines()]
+  while names and not names[-1]:
+    names.pop()
+  seen = {}
+  for i, name in enumerate(names):
+    if not name:
+      raise ValueError(f'Label map {path!r}: line {i + 1} is blank; write one class name '
+                       'per line.')
+    if name in seen:
+      raise ValueError(f'Label map {path!r}: class {name!r} appears on lines '
+                       f'{seen[name] + 1} and {i + 1}.')
+    seen[name] = i
+  if not names:
+    raise ValueError(f'Label map {path!r} is empty.')
+  return names
+
+
+def write_metadata(output_dir: str, metadata: Dict) -> None:
+  """Writes `metadata.json` and `label_map.txt` (from metadata['label_names']) atomically."""
+  os.makedirs(output_dir, exist_ok=True)
+  atomic_write(os.path.join(output_dir, METADATA_FILE),
+                json.dumps(metadata, indent=2, sort_keys=True) + '\n')
+  atomic_write(os.path.join(output_dir, LABEL_MAP_FILE),
+                ''.join(f'{name}\n' for name in metadata['label_names']))
+
+
+def merge_split_metadata(output_dir: str, split: str, num_examples: int,
+                         label_names: Sequence[str], table: str, **extra) -> Dict:
+  """Adds one split to `output_dir/metadata.json`, keeping the splits already there."""
+  path = os.path.join(output_dir, METADATA_FILE)
+  metadata = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      metadata = json.load(f)
+  metadata.setdefault('splits', {})[split] = int(num_examples)
+  metadata.setdefault('tables', {})[split] = table
+  metadata.update(extra)
+  metadata['label_names'] = list(label_names)
+  metadata['num_classes'] = len(label_names)
+  write_metadata(output_dir, metadata)
+  return metadata

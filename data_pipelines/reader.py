@@ -42,7 +42,7 @@ except RuntimeError:  # TF already initialised its devices: too late to hide the
                     'and sees GPUs; import data_pipelines first so that it does not.')
 
 SPLITS = ('train', 'eval', 'test')
-METADATA_FILE = 'metadata.json'
+METADATA_FILE = dmvr_format.METADATA_FILE
 LABEL_MAP_FILE = 'label_map.txt'
 _METADATA_SPLIT = {'train': 'train', 'eval': 'validation', 'test': 'test'}
 # The bad-record fraction is only judged once this many records were read, so that a bad

@@ -40,8 +40,6 @@ import tqdm
 
 from data_pipelines import dmvr_format
 
-from data_pipelines import dmvr_format
-
 GENERATOR_VERSION = 2
 SPLITS = ('train', 'validation', 'test')
 JPEG_QUALITY = 95
@@ -440,7 +438,6 @@ def generate(output_dir: str, *, seed: int = 0, resolution: int = 32, num_frames
   The same arguments give byte-identical files. A split with 0 clips per class is
   not written.
   """
-  from data_pipelines import convert_videos  # pylint: disable=g-import-not-at-top
   names = resolve_classes(classes)
   if resolution < 16 or num_frames < 2:
     raise ValueError(f'resolution={resolution} must be >= 16 and num_frames={num_frames} '
@@ -466,7 +463,7 @@ def generate(output_dir: str, *, seed: int = 0, resolution: int = 32, num_frames
       'reversed_pairs': {a.name: a.reverse_of for a in ACTIONS
                          if a.reverse_of in names and a.name in names},
       'source': 'data_pipelines.synthetic', 'generator_version': GENERATOR_VERSION}
-  convert_videos.write_metadata(output_dir, metadata)
+  dmvr_format.write_metadata(output_dir, metadata)
   return dict(metadata, output_dir=output_dir, seconds=time.perf_counter() - start)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipelines import convert_videos
+from data_pipelines import dmvr_format
 from data_pipelines import video_ops
 from vivit_adapter import checkpoints
 from vivit_adapter import configs
@@ -75,13 +76,13 @@ def eval_transform(frames: np.ndarray, ds_cfg) -> np.ndarray:
 def label_names(ds_cfg, num_classes: int, label_map: str = '') -> Optional[List[str]]:
   """Class names from `label_map`, else the run's dataset label map; None if unavailable."""
   path = (label_map or ds_cfg.label_map or
-          os.path.join(ds_cfg.base_dir, convert_videos.LABEL_MAP_FILE))
+          os.path.join(ds_cfg.base_dir, dmvr_format.LABEL_MAP_FILE))
   if label_map and not os.path.exists(label_map):
     raise FileNotFoundError(f'--label_map={label_map!r} does not exist.')
   if not os.path.exists(path):
     logging.warning('No label map at %s: printing class indices.', path)
     return None
-  names = convert_videos.read_label_map(path)
+  names = dmvr_format.read_label_map(path)
   if len(names) != num_classes:
     logging.warning('%s names %d classes but the model has %d: printing class indices.',
                     path, len(names), num_classes)
