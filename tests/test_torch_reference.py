@@ -154,6 +154,17 @@ def test_compare_trains_the_same_model_in_both_frameworks():
   assert 'XLA_FLAGS=' in text and 'load average at the end [1.0, 2.0, 3.0]' in text
 
 
+def test_compare_runs_only_the_chosen_runners():
+  result = torch_compare.compare(_tiny_model_config(), NUM_CLASSES, frames=8,
+                                 resolution=16, batch=2, steps=1, warmup=0,
+                                 runners=['torch'])
+  assert list(result['frameworks']) == ['torch']
+  assert not any(k.startswith('ratio') for k in result)
+  with pytest.raises(ValueError, match=r"--runners=torch,tf: choose some of \('trainer', "):
+    torch_compare.compare(_tiny_model_config(), NUM_CLASSES, frames=8, resolution=16,
+                          batch=2, steps=1, warmup=0, runners=['torch', 'tf'])
+
+
 def test_time_interleaved_warms_up_in_turn_times_round_robin_drops_failures():
   calls = []
 

@@ -37,7 +37,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Sequence
 
 from absl import app
 from absl import flags
@@ -223,31 +223,44 @@ def time_interleaved(runners: Dict[str, Callable[[], float]], warmup: int,
   return out
 
 
+RUNNERS = ('trainer', 'jax', 'torch')  # --runners: 'jax (trainer step)', 'jax', 'torch'
+
+
 def compare(model_config, num_classes: int, frames: int, resolution: int, batch: int,
-            steps: int, warmup: int, torch_compile: bool = False,
-            seed: int = 0) -> Dict[str, object]:
+            steps: int, warmup: int, torch_compile: bool = False, seed: int = 0,
+            runners: Sequence[str] = RUNNERS) -> Dict[str, object]:
   """Builds the same model in both frameworks and times their train steps.
+
+  `runners` picks which steps run in this process (all by default). Large models are
+  better timed one runner per process: side by side, their activation sets compete
+  for memory and the page faults of fresh buffers time the machine, not the framework.
 
   Returns a JSON-able dict: median/min ms per step, first-step seconds (compilation
   included), the JAX/torch ratios and the largest loss difference over the steps.
   """
   if steps < 1 or warmup < 0:
     raise ValueError(f'steps={steps} must be >= 1 and warmup={warmup} >= 0.')
+  unknown = sorted(set(runners) - set(RUNNERS))
+  if unknown or not runners:
+    raise ValueError(f'--runners={",".join(runners)}: choose some of {RUNNERS}.')
   input_shape = (frames, resolution, resolution)
   flax_model, params, torch_model = build_models(model_config, num_classes, input_shape,
                                                  seed)
   batches = _random_batches(warmup + steps, batch, input_shape, num_classes, seed)
-  # The trainer's step gets its own copy of the initial parameters (each runner donates).
-  runners = {'jax (trainer step)': _trainer_runner(
-                 flax_model, jax.tree.map(jnp.copy, params), batches, num_classes),
-             'jax': _jax_runner(flax_model, params, batches)}
+  timed = {}
+  if 'trainer' in runners:  # its own copy of the initial parameters (each runner donates)
+    timed['jax (trainer step)'] = _trainer_runner(
+        flax_model, jax.tree.map(jnp.copy, params), batches, num_classes)
+  if 'jax' in runners:
+    timed['jax'] = _jax_runner(flax_model, params, batches)
   if torch_compile:
     # A copy taken before any step, so it follows the same loss trajectory.
-    runners['torch.compile'] = _torch_runner(torch.compile(copy.deepcopy(torch_model)),
-                                             batches)
-  runners['torch'] = _torch_runner(torch_model, batches)
+    timed['torch.compile'] = _torch_runner(torch.compile(copy.deepcopy(torch_model)),
+                                           batches)
+  if 'torch' in runners:
+    timed['torch'] = _torch_runner(torch_model, batches)
   del params  # donated to the JAX step
-  timings = time_interleaved(runners, warmup, steps)
+  timings = time_interleaved(timed, warmup, steps)
   return _summarise(timings, {
       'variant': model_config.variant, 'frames': frames, 'resolution': resolution, 'batch': batch,
       'num_classes': num_classes, 'steps': steps, 'warmup': warmup,
@@ -275,7 +288,7 @@ def _summarise(timings, info) -> Dict[str, object]:
     result['ratio_trainer_step_over_torch'] = (fw['jax (trainer step)']['ms_per_step'] /
                                                fw['torch']['ms_per_step'])
   for other in ('torch', 'torch.compile'):
-    if 'ms_per_step' in fw.get(other, {}) and 'ms_per_step' in fw['jax']:
+    if 'ms_per_step' in fw.get(other, {}) and 'ms_per_step' in fw.get('jax', {}):
       result[f'ratio_jax_over_{other}'] = fw['jax']['ms_per_step'] / fw[other]['ms_per_step']
       n = min(len(fw['jax']['losses']), len(fw[other]['losses']))
       result[f'max_loss_diff_{other}'] = float(np.max(np.abs(
@@ -313,6 +326,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
   flags.DEFINE_bool(
       'torch_compile', False, 'Also time torch.compile(model) (needs a C++ compiler).')
+  flags.DEFINE_list('runners', list(RUNNERS), 'Steps to time in this process: some of '
+                    f'{RUNNERS} (one per process for large models; see compare()).')
   flags.DEFINE_string('out', '', 'Also write OUT.json and OUT.md (e.g. '
                       'docs/results/torch_s16x2_112).')
 
@@ -344,7 +359,8 @@ def main(argv):
   model_config = configs.base_config().model
   model_config.variant = FLAGS.variant
   result = compare(model_config, FLAGS.num_classes, FLAGS.frames, FLAGS.resolution,
-                   FLAGS.batch, FLAGS.steps, FLAGS.warmup, FLAGS.torch_compile)
+                   FLAGS.batch, FLAGS.steps, FLAGS.warmup, FLAGS.torch_compile,
+                   runners=FLAGS.runners)
   result['load_average'] = [round(x, 2) for x in os.getloadavg()]
   command = 'python -m vivit_adapter.benchmarks.torch_compare ' + ' '.join(sys.argv[1:])
   text = report_markdown(result, command)
