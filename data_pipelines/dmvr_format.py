@@ -161,9 +161,9 @@ def write_metadata(output_dir: str, metadata: Dict) -> None:
   """Writes `metadata.json` and `label_map.txt` (from metadata['label_names']) atomically."""
   os.makedirs(output_dir, exist_ok=True)
   atomic_write(os.path.join(output_dir, METADATA_FILE),
-                json.dumps(metadata, indent=2, sort_keys=True) + '\n')
+               json.dumps(metadata, indent=2, sort_keys=True) + '\n')
   atomic_write(os.path.join(output_dir, LABEL_MAP_FILE),
-                ''.join(f'{name}\n' for name in metadata['label_names']))
+               ''.join(f'{name}\n' for name in metadata['label_names']))
 
 
 def merge_split_metadata(output_dir: str, split: str, num_examples: int,

@@ -85,6 +85,11 @@ def _stage2_key(frames: int, adapter: str) -> str:
   return f'stage2_from{frames}f_{adapter}'
 
 
+def _stage2_long_key(frames: int) -> str:
+  """V's stage 2 (attention adapter) trained for the baseline's steps."""
+  return _stage2_key(frames, 'attention') + '_long'
+
+
 def make_runs(plan: Plan) -> Dict[str, Run]:
   """Every run any row needs, by key; rows share runs (V's stage 1 is in 5 rows)."""
   f2 = plan.stage2_frames
@@ -98,7 +103,7 @@ def make_runs(plan: Plan) -> Dict[str, Run]:
     runs.append(Run(_stage2_key(plan.stage1_frames, adapter), 'stage2', f2, adapter,
                     _stage1_key(plan.stage1_frames)))
   # V's stage 2 as long as the baseline: is V short of training or of features?
-  runs.append(Run(_stage2_key(plan.stage1_frames, 'attention') + '_long', 'stage2', f2,
+  runs.append(Run(_stage2_long_key(plan.stage1_frames), 'stage2', f2,
                   'attention', _stage1_key(plan.stage1_frames), schedule='baseline'))
   return {r.key: r for r in runs}
 
@@ -127,7 +132,7 @@ def make_rows(plan: Plan) -> List[Row]:
                'steps (its experiment file)', _two_stage(f1, 'attention')),
            Row('stage2_long', 'stage2_steps', f'V with stage 2 as long as the baseline '
                f'({plan.steps["baseline"]} steps)',
-               (_stage1_key(f1), _stage2_key(f1, 'attention') + '_long'))]
+               (_stage1_key(f1), _stage2_long_key(f1)))]
   return rows
 
 

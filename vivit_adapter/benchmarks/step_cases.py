@@ -136,10 +136,8 @@ def build(case: Case) -> Built:
       step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
       opt_state=jax.eval_shape(tx.init, params),
       rng=jax.eval_shape(lambda: jax.random.PRNGKey(0)))
-  fn = steps.make_train_step(
-      model, tx, schedule, frozen=frozen, num_classes=case.num_classes,
-      label_smoothing=config.label_smoothing, mixup_alpha=config.mixup.alpha,
-      accumulation_steps=config.gradient_accumulation_steps)
+  fn = steps.make_train_step_from_config(config, model, tx, schedule, frozen=frozen,
+                                         num_classes=case.num_classes)
   batch = {'inputs': jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.float32),
            'label': jax.ShapeDtypeStruct((case.batch,), jnp.int32)}
   return Built(config, model, frozen, tx, jax.jit(fn, donate_argnums=(0,)), state, batch)

@@ -118,10 +118,8 @@ def make_trainer_step(model, params, num_classes: int):
   frozen = optimizers.frozen_keys(params, False)
   tx, schedule = optimizers.make_optimizer(config, params, frozen, steps_per_epoch=100,
                                            total_steps=1000)
-  fn = train_steps.make_train_step(
-      model, tx, schedule, frozen=frozen, num_classes=num_classes,
-      label_smoothing=config.label_smoothing, mixup_alpha=config.mixup.alpha,
-      accumulation_steps=config.gradient_accumulation_steps)
+  fn = train_steps.make_train_step_from_config(config, model, tx, schedule, frozen=frozen,
+                                               num_classes=num_classes)
   state = train_steps.TrainState(step=jnp.int32(0), params=params,
                                  opt_state=jax.jit(tx.init)(params),
                                  rng=jax.random.PRNGKey(0))

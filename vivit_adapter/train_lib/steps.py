@@ -95,6 +95,18 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: Callable,
   return train_step
 
 
+def make_train_step_from_config(config, model, tx: optax.GradientTransformation,
+                                schedule: Callable, *, frozen: Tuple[str, ...],
+                                num_classes: int):
+  """`make_train_step` with the loss settings read from `config` (label smoothing,
+  mixup, gradient accumulation): the one place the trainer and the benchmarks build
+  the step from a config, so what the benchmarks time is what the trainer runs."""
+  return make_train_step(model, tx, schedule, frozen=frozen, num_classes=num_classes,
+                         label_smoothing=config.label_smoothing,
+                         mixup_alpha=config.mixup.alpha,
+                         accumulation_steps=config.gradient_accumulation_steps)
+
+
 def make_eval_step(model, num_classes: int):
   """Returns `eval_step(params, batch) -> sums` over the examples with batch_mask 1."""
 

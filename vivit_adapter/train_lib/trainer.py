@@ -113,10 +113,8 @@ def setup(config, workdir) -> Setup:
 
 def compile_train_step(s: Setup, batch):
   """jit + lower + compile once; returns (compiled step, memory figures in bytes)."""
-  fn = steps.make_train_step(
-      s.model, s.tx, s.schedule, frozen=s.frozen, num_classes=s.info.num_classes,
-      label_smoothing=s.config.label_smoothing, mixup_alpha=s.config.mixup.alpha,
-      accumulation_steps=s.config.gradient_accumulation_steps)
+  fn = steps.make_train_step_from_config(s.config, s.model, s.tx, s.schedule,
+                                         frozen=s.frozen, num_classes=s.info.num_classes)
   state_sharding = jax.tree.map(lambda x: x.sharding, s.state)
   jitted = jax.jit(fn, donate_argnums=(0,),
                    in_shardings=(state_sharding, parallel.batch_sharding(s.mesh)),
