@@ -33,14 +33,6 @@ import tensorflow as tf
 from data_pipelines import dmvr_format
 from data_pipelines import video_ops
 
-# TensorFlow is for input only: keep it off the accelerators that JAX uses.
-try:
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:  # TF already initialised its devices: too late to hide them
-  if tf.config.get_visible_devices('GPU'):
-    logging.warning('TensorFlow was initialised before data_pipelines.reader was imported '
-                    'and sees GPUs; import data_pipelines first so that it does not.')
-
 SPLITS = ('train', 'eval', 'test')
 METADATA_FILE = dmvr_format.METADATA_FILE
 LABEL_MAP_FILE = 'label_map.txt'

@@ -707,6 +707,8 @@ def parse_args(argv: Optional[Sequence[str]]):
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
   import sys  # pylint: disable=g-import-not-at-top
   args = parse_args(argv)
+  from data_pipelines import tf_runtime  # pylint: disable=g-import-not-at-top
+  tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
   # The command that completes the table: --report_only would train nothing.
   command = 'python -m vivit_adapter.ablation ' + ' '.join(
       a for a in (sys.argv[1:] if argv is None else argv) if a != '--report_only')

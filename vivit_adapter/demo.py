@@ -31,9 +31,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-# Importing the reader hides the GPUs from TensorFlow (input only) before TF starts.
-from data_pipelines import reader  # pylint: disable=unused-import
 from data_pipelines import synthetic
+from data_pipelines import tf_runtime
 from vivit_adapter import config_loading
 from vivit_adapter.train_lib import reporting
 from vivit_adapter.train_lib import trainer
@@ -347,6 +346,7 @@ def define_flags() -> None:
 def main(argv: List[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
   trainer.quiet_third_party_logs()
   logging.set_verbosity(logging.INFO)
   try:

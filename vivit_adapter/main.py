@@ -15,8 +15,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-# Importing the reader hides the GPUs from TensorFlow (input only) before TF starts.
-from data_pipelines import reader  # pylint: disable=unused-import
+from data_pipelines import tf_runtime
 from vivit_adapter import config_loading
 from vivit_adapter import distributed
 from vivit_adapter.train_lib import trainer
@@ -44,6 +43,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
+  tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
   try:
     # Before jax.distributed: a process that stops here must not leave the others
     # waiting for it at the coordinator.

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from data_pipelines import convert_videos
 from data_pipelines import dmvr_format
+from data_pipelines import tf_runtime
 from data_pipelines import video_ops
 from vivit_adapter import checkpoints
 from vivit_adapter import configs
@@ -146,10 +147,7 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    tf.config.set_visible_devices([], 'GPU')  # TensorFlow only resizes frames here
-  except RuntimeError:
-    pass
+  tf_runtime.configure()  # TensorFlow only resizes frames here
   try:
     result = predict(FLAGS.workdir, FLAGS.video, FLAGS.step, FLAGS.top_k, FLAGS.fps,
                      FLAGS.label_map)
