@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vivit_adapter import models
+from vivit_adapter.models import names
 
 LAYER_NORM_EPS = 1e-6  # flax's LayerNorm default, which scenic's ViViT uses.
 
@@ -151,27 +152,26 @@ def _prefixed(prefix: str, tensors: Mapping[str, np.ndarray]) -> Dict[str, np.nd
 
 def _block(block) -> Dict[str, np.ndarray]:
   out = {}
-  out.update(_prefixed('norm1', _layer_norm(block['LayerNorm_0'])))
-  out.update(_prefixed('attn', _attention(block['MultiHeadDotProductAttention_0'])))
-  out.update(_prefixed('norm2', _layer_norm(block['LayerNorm_1'])))
-  out.update(_prefixed('mlp.0', _linear(block['MlpBlock_0']['Dense_0'])))
-  out.update(_prefixed('mlp.2', _linear(block['MlpBlock_0']['Dense_1'])))
+  out.update(_prefixed('norm1', _layer_norm(block[names.ATTENTION_NORM])))
+  out.update(_prefixed('attn', _attention(block[names.ATTENTION])))
+  out.update(_prefixed('norm2', _layer_norm(block[names.MLP_NORM])))
+  out.update(_prefixed('mlp.0', _linear(block[names.MLP][names.MLP_IN])))
+  out.update(_prefixed('mlp.2', _linear(block[names.MLP][names.MLP_OUT])))
   return out
 
 
 def _encoder(encoder, cls) -> Dict[str, np.ndarray]:
   out = {'cls': np.asarray(cls),
-         'pos_embedding': np.asarray(encoder['posembed_input']['pos_embedding'])}
-  num_layers = sum(name.startswith('encoderblock_') for name in encoder)
+         'pos_embedding': np.asarray(encoder[names.POSEMB_MODULE][names.POSEMB_PARAM])}
+  num_layers = sum(name.startswith(names.BLOCK_PREFIX) for name in encoder)
   for i in range(num_layers):
-    out.update(_prefixed(f'blocks.{i}', _block(encoder[f'encoderblock_{i}'])))
-  out.update(_prefixed('norm', _layer_norm(encoder['encoder_norm'])))
+    out.update(_prefixed(f'blocks.{i}', _block(encoder[names.encoder_block(i)])))
+  out.update(_prefixed('norm', _layer_norm(encoder[names.ENCODER_NORM])))
   return out
 
 
-_EXPECTED_TOP_LEVEL = ('embedding', 'cls_SpatialTransformer', 'SpatialTransformer',
-                       'cls_TemporalTransformer', 'TemporalTransformer',
-                       'output_projection')
+# The end-to-end model: no adapter, 'token' classifier (both CLS tokens).
+_EXPECTED_TOP_LEVEL = names.SPATIAL_GROUP + names.TEMPORAL_GROUP + names.HEAD_GROUP
 
 
 def flax_to_torch_state_dict(flax_params: Mapping) -> Dict[str, torch.Tensor]:
@@ -187,17 +187,17 @@ def flax_to_torch_state_dict(flax_params: Mapping) -> Dict[str, torch.Tensor]:
         f'exactly {sorted(_EXPECTED_TOP_LEVEL)} (adapter type "none", classifier '
         f'"token"). Extra: {sorted(names - set(_EXPECTED_TOP_LEVEL))}, missing: '
         f'{sorted(set(_EXPECTED_TOP_LEVEL) - names)}.')
-  emb = flax_params['embedding']
+  emb = flax_params[names.EMBEDDING]
   state = {
       # (t, h, w, c, D) -> Conv3d's (D, c, t, h, w)
       'embedding.weight': np.asarray(emb['kernel']).transpose(4, 3, 0, 1, 2),
       'embedding.bias': np.asarray(emb['bias']),
   }
-  state.update(_prefixed('spatial', _encoder(flax_params['SpatialTransformer'],
-                                             flax_params['cls_SpatialTransformer'])))
-  state.update(_prefixed('temporal', _encoder(flax_params['TemporalTransformer'],
-                                              flax_params['cls_TemporalTransformer'])))
-  state.update(_prefixed('head', _linear(flax_params['output_projection'])))
+  state.update(_prefixed('spatial', _encoder(flax_params[names.SPATIAL],
+                                             flax_params[names.SPATIAL_CLS])))
+  state.update(_prefixed('temporal', _encoder(flax_params[names.TEMPORAL],
+                                              flax_params[names.TEMPORAL_CLS])))
+  state.update(_prefixed('head', _linear(flax_params[names.HEAD])))
   return {name: torch.tensor(np.asarray(value, dtype=np.float32))
           for name, value in state.items()}
 

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vivit_adapter.models import layers
+from vivit_adapter.models import names
 
 ADAPTER_TYPES = ('attention', 'mlp', 'none')
 
@@ -97,15 +98,17 @@ def make_adapter(adapter_config, hidden_size: int, classifier: str, *,
 
   `scan_chunks` (attention adapter only) returns it as a rematerialised `nn.scan`
   over a leading axis of chunks: called as `(None, chunks) -> (None, outputs)`.
+  The type is one of ADAPTER_TYPES (`configs.validate` checks the config); every
+  type is matched by name, so an unknown one can never fall through to a real adapter.
   """
   kind = adapter_config.type
-  if kind not in ADAPTER_TYPES:
-    raise ValueError(f'config.model.adapter.type={kind!r}; expected one of {ADAPTER_TYPES}.')
   if kind == 'none':
     return None
   width = adapter_config.hidden_size or max(hidden_size // 4, 1)
   if kind == 'mlp':
-    return MlpAdapter(width, classifier, dtype, name='Adapter')
+    return MlpAdapter(width, classifier, dtype, name=names.ADAPTER)
+  if kind != 'attention':
+    raise ValueError(f'config.model.adapter.type={kind!r}; expected one of {ADAPTER_TYPES}.')
   if width % adapter_config.num_heads:
     raise ValueError(
         f'config.model.adapter.hidden_size={width} is not divisible by '
@@ -118,4 +121,4 @@ def make_adapter(adapter_config, hidden_size: int, classifier: str, *,
       hidden_size=width, num_heads=adapter_config.num_heads,
       mlp_dim=adapter_config.mlp_dim or 4 * width, classifier=classifier,
       dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
-      deterministic=deterministic, dtype=dtype, name='Adapter')
+      deterministic=deterministic, dtype=dtype, name=names.ADAPTER)

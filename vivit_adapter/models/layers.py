@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vivit_adapter.models import names
+
 Dtype = Any
 
 
@@ -44,12 +46,12 @@ class MlpBlock(nn.Module):
     out_dim = x.shape[-1]
     y = nn.Dense(self.mlp_dim, dtype=self.dtype,
                  kernel_init=nn.initializers.xavier_uniform(),
-                 bias_init=nn.initializers.normal(stddev=1e-6), name='Dense_0')(x)
+                 bias_init=nn.initializers.normal(stddev=1e-6), name=names.MLP_IN)(x)
     y = nn.gelu(y)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=self.deterministic)
     y = nn.Dense(out_dim, dtype=self.dtype,
                  kernel_init=nn.initializers.xavier_uniform(),
-                 bias_init=nn.initializers.normal(stddev=1e-6), name='Dense_1')(y)
+                 bias_init=nn.initializers.normal(stddev=1e-6), name=names.MLP_OUT)(y)
     return nn.Dropout(self.dropout_rate)(y, deterministic=self.deterministic)
 
 
@@ -65,19 +67,19 @@ class EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, inputs):
-    x = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_0')(inputs)
+    x = nn.LayerNorm(dtype=self.dtype, name=names.ATTENTION_NORM)(inputs)
     x = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype,
         kernel_init=nn.initializers.xavier_uniform(),
         broadcast_dropout=False, dropout_rate=self.attention_dropout_rate,
         deterministic=self.deterministic,
-        name='MultiHeadDotProductAttention_0')(x, x)
+        name=names.ATTENTION)(x, x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=self.deterministic)
     x = StochasticDepth(self.droplayer_p, self.deterministic)(x)
     x = x + inputs
-    y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_1')(x)
+    y = nn.LayerNorm(dtype=self.dtype, name=names.MLP_NORM)(x)
     y = MlpBlock(self.mlp_dim, self.dropout_rate, self.deterministic, self.dtype,
-                 name='MlpBlock_0')(y)
+                 name=names.MLP)(y)
     y = StochasticDepth(self.droplayer_p, self.deterministic)(y)
     return x + y
 
@@ -120,10 +122,12 @@ def _encode(mdl: Encoder, x):
   """The body shared by `Encoder` and `ScanEncoder`; called inside their compact scope."""
   if x.ndim != 3:
     raise ValueError(f'Encoder expects (batch, tokens, width), got shape {x.shape}.')
-  x = AddPositionEmbs(name='posembed_input')(x)
+  x = AddPositionEmbs(name=names.POSEMB_MODULE)(x)
   x = nn.Dropout(mdl.dropout_rate)(x, deterministic=mdl.deterministic)
-  # prevent_cse=False is safe (and cheaper) because the blocks are not inside a scan
-  # of their own; the chunked spatial scan wraps the whole encoder.
+  # nn.remat keeps flax's default prevent_cse=True. The blocks are unrolled in a Python
+  # loop, and outside a scan XLA's common-subexpression elimination could merge the
+  # recomputation with the forward pass and store the activations after all. (False is
+  # safe only as a scan body, as on the chunked spatial path; one setting serves both.)
   block_cls = nn.remat(EncoderBlock) if mdl.remat else EncoderBlock
   for i in range(mdl.num_layers):
     droplayer_p = i / max(mdl.num_layers - 1, 1) * mdl.stochastic_droplayer_rate
@@ -132,8 +136,8 @@ def _encode(mdl: Encoder, x):
         dropout_rate=mdl.dropout_rate,
         attention_dropout_rate=mdl.attention_dropout_rate,
         droplayer_p=droplayer_p, deterministic=mdl.deterministic,
-        dtype=mdl.dtype, name=f'encoderblock_{i}')(x)
-  return nn.LayerNorm(dtype=mdl.dtype, name='encoder_norm')(x)
+        dtype=mdl.dtype, name=names.encoder_block(i))(x)
+  return nn.LayerNorm(dtype=mdl.dtype, name=names.ENCODER_NORM)(x)
 
 
 class AddPositionEmbs(nn.Module):
@@ -141,6 +145,6 @@ class AddPositionEmbs(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    pe = self.param('pos_embedding', nn.initializers.normal(stddev=0.02),
+    pe = self.param(names.POSEMB_PARAM, nn.initializers.normal(stddev=0.02),
                     (1,) + x.shape[1:], jnp.float32)
     return x + pe.astype(x.dtype)

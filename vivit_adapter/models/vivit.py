@@ -7,8 +7,9 @@
       -> temporal encoder `TemporalTransformer`            (B, D)
       -> head `output_projection`                          (B, num_classes)
 
-Parameter names and semantics follow scenic's ViViT factorised encoder, so a scenic
-parameter tree applies to this module unchanged (when the adapter is 'none').
+Parameter names (models/names.py) and semantics follow scenic's ViViT factorised
+encoder, so a scenic parameter tree applies to this module unchanged (when the adapter
+is 'none').
 """
 
 from typing import Any, NamedTuple, Optional
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 
 from vivit_adapter.models import adapter as adapter_lib
 from vivit_adapter.models import layers
+from vivit_adapter.models import names
 
 
 # scenic zero-initialises the head, which suits fine-tuning a pretrained encoder. From
@@ -68,25 +70,25 @@ class ViViTFactorisedEncoder(nn.Module):
       # for the embedding and spatial encoder and XLA emits no backward pass for them.
       tokens = jax.lax.stop_gradient(tokens)
     frames = self._adapt(tokens, train)  # (B, T', D)
-    x = self._encode(frames, self.temporal, 'TemporalTransformer', train)
+    x = self._encode(frames, self.temporal, names.TEMPORAL, train)
     return nn.Dense(self.num_classes, kernel_init=HEAD_INITS[self.head_kernel_init],
-                    name='output_projection')(x)
+                    name=names.HEAD)(x)
 
   def _spatial_tokens(self, video, train):
     ph, pw, pt = self.patches
     x = nn.Conv(self.hidden_size, (pt, ph, pw), strides=(pt, ph, pw), padding='VALID',
-                dtype=self.dtype, name='embedding')(video.astype(self.dtype))
+                dtype=self.dtype, name=names.EMBEDDING)(video.astype(self.dtype))
     b, t, h, w, d = x.shape
     x = x.reshape(b, t, h * w, d)
     if self.classifier == 'token':
-      cls = self.param('cls_SpatialTransformer', nn.initializers.zeros, (1, 1, d))
+      cls = self.param(names.SPATIAL_CLS, nn.initializers.zeros, (1, 1, d))
       cls = jnp.broadcast_to(cls.astype(x.dtype), (b, t, 1, d))
       x = jnp.concatenate([cls, x], axis=2)
     spatial_train = train and not self.freeze_spatial
     chunk = self.spatial_chunk_size
     if chunk and chunk < t:
       return self._chunked_spatial(x, chunk, spatial_train)
-    x = self._encoder(self.spatial, 'SpatialTransformer', spatial_train)(
+    x = self._encoder(self.spatial, names.SPATIAL, spatial_train)(
         x.reshape(b * t, -1, d))
     return x.reshape(b, t, -1, d)
 
@@ -105,7 +107,7 @@ class ViViTFactorisedEncoder(nn.Module):
     scanned = nn.scan(
         layers.ScanEncoder, variable_broadcast='params',
         split_rngs={'params': False, 'dropout': True}, in_axes=0, out_axes=0)
-    _, y = self._encoder(self.spatial, 'SpatialTransformer', train, cls=scanned)(
+    _, y = self._encoder(self.spatial, names.SPATIAL, train, cls=scanned)(
         None, chunks)
     y = y.reshape(t // chunk, b, chunk, n, d).swapaxes(0, 1)
     return y.reshape(b, t, n, d)
@@ -145,7 +147,7 @@ class ViViTFactorisedEncoder(nn.Module):
   def _encode(self, x, spec, name, train):
     """Prepends this encoder's CLS token, encodes and pools (scenic's `vit_body`)."""
     if self.classifier == 'token':
-      cls = self.param(f'cls_{name}', nn.initializers.zeros, (1, 1, x.shape[-1]))
+      cls = self.param(names.cls_token(name), nn.initializers.zeros, (1, 1, x.shape[-1]))
       cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
       x = jnp.concatenate([cls, x], axis=1)
     x = self._encoder(spec, name, train)(x)

@@ -15,9 +15,11 @@ import ml_collections
 import optax
 from flax import traverse_util
 
+from vivit_adapter.models import names
+
 # Top-level parameter names that `config.model.freeze_spatial` freezes: the tubelet
 # embedding and the spatial encoder (with its CLS token).
-SPATIAL_KEYS = ('embedding', 'cls_SpatialTransformer', 'SpatialTransformer')
+SPATIAL_KEYS = names.SPATIAL_GROUP
 TRAINABLE, FROZEN = 'trainable', 'frozen'
 
 
