@@ -21,10 +21,10 @@ def _model_config(adapter='none', width=32):
   return cfg
 
 
-def _params(adapter='none', frames=8, classes=5, width=32, seed=0):
+def _params(adapter='none', frames=8, classes=5, width=32, seed=0, frame_size=(16, 16)):
   """A tiny model's tree with random values (eval_shape: no compile)."""
   model = models.create_model(_model_config(adapter, width), classes)
-  video = jax.ShapeDtypeStruct((1, frames, 16, 16, 3), np.float32)
+  video = jax.ShapeDtypeStruct((1, frames) + tuple(frame_size) + (3,), np.float32)
   shapes = jax.eval_shape(model.init, jax.random.key(0), video)['params']
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
@@ -76,7 +76,8 @@ def test_workdir_auto_stage1_to_stage2(tmp_path):
   assert 'fresh init: Adapter' in msg
   assert ('TemporalTransformer/posembed_input/pos_embedding resampled (1, 5, 32) -> '
           '(1, 9, 32)') in msg
-  assert 'adapter=attention' in msg
+  assert ('into: ViViT-FE hidden_size=32, patches=(4, 4, 2), classifier=token, '
+          'adapter=attention') in msg
 
 
 def test_scenic_auto_file_and_directory(tmp_path):
@@ -91,14 +92,21 @@ def test_scenic_auto_file_and_directory(tmp_path):
     assert 'Initialised from scenic checkpoint' in msg and 'fresh init: nothing' in msg
 
 
-def test_vit_npz_auto(tmp_path):
-  target = _params('mlp')
+def _write_image_vit(path):
+  """An image ViT .npz (vision_transformer names) of `_params(seed=3)`'s spatial half:
+  16x16 images, 4x4 patches, so a 4x4 grid of position embeddings after the cls row."""
   flat = {k.replace('SpatialTransformer/', 'Transformer/'): v
           for k, v in merge.flatten(_params(seed=3)).items() if k.startswith('SpatialTransformer/')}
   flat.update({'embedding/kernel': np.ones((4, 4, 3, 32), np.float32),
                'embedding/bias': np.ones(32, np.float32), 'cls': np.ones((1, 1, 32), np.float32),
                'head/kernel': np.ones((32, 1000), np.float32)})
-  np.savez(tmp_path / 'vit.npz', **flat)
+  np.savez(path, **flat)
+  return flat
+
+
+def test_vit_npz_auto(tmp_path):
+  target = _params('mlp')
+  _write_image_vit(tmp_path / 'vit.npz')
   params, msg = load.load_init_params(_init_cfg(tmp_path / 'vit.npz', kernel_init_method='average'),
                                       target, model_config=_model_config('mlp'))
   np.testing.assert_allclose(params['embedding']['kernel'], 0.5)
@@ -110,6 +118,24 @@ def test_vit_npz_auto(tmp_path):
           'output_projection') in msg
   assert 'not used from the checkpoint: head' in msg
   assert 'embedding/kernel inflated 2D -> 3D (average)' in msg
+
+
+@pytest.mark.parametrize('frame_size,grid', [((32, 8), (8, 2)), ((16, 8), (4, 2))])
+def test_vit_npz_posemb_resized_to_the_models_non_square_grid(tmp_path, frame_size, grid):
+  # 32x8 frames: 8x2 patches, as many as the image's 4x4, so taking the grid as square
+  # would copy the image's embedding unchanged onto the wrong layout; 16x8: 4x2 patches,
+  # which no square grid has.
+  pe = _write_image_vit(tmp_path / 'vit.npz')['Transformer/posembed_input/pos_embedding']
+  target = _params(frame_size=frame_size)
+  params, msg = load.load_init_params(_init_cfg(tmp_path / 'vit.npz'), target,
+                                      model_config=_model_config(), frame_size=frame_size)
+  expected = posemb.resize_spatial_posemb(pe, grid, has_cls=True)
+  assert expected.shape == (1, 1 + grid[0] * grid[1], 32)
+  np.testing.assert_allclose(params['SpatialTransformer']['posembed_input']['pos_embedding'],
+                             expected, rtol=1e-6)
+  if expected.shape != pe.shape:
+    assert (f'SpatialTransformer/posembed_input/pos_embedding resampled {pe.shape} -> '
+            f'{expected.shape}') in msg
 
 
 def test_vit_npz_without_cls_follows_init_from_missing_cls(tmp_path):

@@ -99,3 +99,20 @@ def test_matches():
   assert merge.matches('TemporalTransformer/encoderblock_1/x',
                        [r'TemporalTransformer/encoderblock_\d+'])
   assert not merge.matches('a/Adapter', ['Adapter'])
+
+
+def test_account_lists_restored_fresh_and_unused_names():
+  target = _tree(0)
+  source = merge.flatten(_tree(1))
+  del source['Adapter/up/kernel']
+  source['head/kernel'] = np.zeros((3, 7))
+  exempt = dict(allow_missing=('Adapter',), keep_target=('output_projection',))
+  params = merge.merge_params(target, source, source_name='x', ignore_unexpected=('head',),
+                              **exempt)
+  merged = merge.account(params, target, source, keep_target=exempt['keep_target'],
+                         notes=['a note'])
+  assert merged.params is params
+  assert sorted(merged.restored) == ['embedding/bias', 'embedding/kernel']
+  assert sorted(merged.fresh) == ['Adapter/up/kernel', 'output_projection/kernel']
+  assert merged.unused == ('head/kernel',)
+  assert merged.notes == ('a note',)

@@ -9,6 +9,7 @@ import pytest
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.checkpoints import merge, posemb, stage2
+from vivit_adapter.models import names
 
 _VIDEO = np.random.default_rng(1).normal(size=(2, 8, 16, 16, 3)).astype(np.float32)
 
@@ -45,7 +46,7 @@ def _logits(adapter, params):
 def test_stage2_at_same_length_computes_the_stage1_model(adapter):
   stage1 = _random_params()
   target = jax.jit(_model(adapter).init)(jax.random.key(3), _VIDEO[:1])['params']
-  params = stage2.stage1_to_stage2(stage1, target, source_name='stage1')
+  params = stage2.stage1_to_stage2(stage1, target, source_name='stage1').params
   flat, flat1 = merge.flatten(params), merge.flatten(stage1)
   for k, v in flat1.items():
     np.testing.assert_array_equal(flat[k], v, err_msg=k)
@@ -60,7 +61,8 @@ def test_stage2_at_same_length_computes_the_stage1_model(adapter):
 def test_stage2_at_16_frames_interpolates_temporal_posemb():
   stage1 = _random_params()
   target = _random_params('attention', frames=16, seed=1)
-  params = stage2.stage1_to_stage2(stage1, target, source_name='stage1')
+  merged = stage2.stage1_to_stage2(stage1, target, source_name='stage1')
+  params = merged.params
   pe = params['TemporalTransformer']['posembed_input']['pos_embedding']
   src = stage1['TemporalTransformer']['posembed_input']['pos_embedding']
   assert src.shape == (1, 1 + 4, 32) and pe.shape == (1, 1 + 8, 32)
@@ -69,11 +71,21 @@ def test_stage2_at_16_frames_interpolates_temporal_posemb():
   np.testing.assert_array_equal(pe[:, 0], src[:, 0])
   np.testing.assert_array_equal(params['Adapter']['up']['kernel'],
                                 target['Adapter']['up']['kernel'])
+  assert merged.notes == ('TemporalTransformer/posembed_input/pos_embedding resampled '
+                          '(1, 5, 32) -> (1, 9, 32)',)
+  assert {k.split('/')[0] for k in merged.fresh} == {'Adapter'}
+  assert set(merged.restored) == set(merge.flatten(stage1)) and not merged.unused
 
 
 def test_keep_target_temporal():
   stage1, target = _random_params(), _random_params('mlp', frames=16, seed=1)
-  params = stage2.stage1_to_stage2(stage1, target, source_name='s1', keep_target=stage2.TEMPORAL)
+  merged = stage2.stage1_to_stage2(stage1, target, source_name='s1',
+                                   keep_target=names.TEMPORAL_GROUP)
+  params = merged.params
+  # The kept temporal posemb was neither taken nor resampled: the log must not say so.
+  assert merged.notes == ()
+  assert {k.split('/')[0] for k in merged.fresh} == {
+      'Adapter', 'TemporalTransformer', 'cls_TemporalTransformer'}
   np.testing.assert_array_equal(params['cls_TemporalTransformer'],
                                 target['cls_TemporalTransformer'])
   np.testing.assert_array_equal(

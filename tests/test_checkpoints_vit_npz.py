@@ -82,7 +82,8 @@ def test_both_layouts_reproduce_the_spatial_encoder(tmp_path, layout, prefix):
   image_flat, npz = _image_vit_flat(layout)
   loaded = vit_npz.load_vit_npz(_write(tmp_path, npz, prefix))
   target = _params()
-  out = merge.flatten(vit_npz.vit_to_vivit_spatial(loaded, target, source_name='vit.npz'))
+  merged = vit_npz.vit_to_vivit_spatial(loaded, target, source_name='vit.npz')
+  out = merge.flatten(merged.params)
   for k, v in image_flat.items():
     if k.startswith('SpatialTransformer/') or k == 'cls_SpatialTransformer':
       expected = v
@@ -98,6 +99,14 @@ def test_both_layouts_reproduce_the_spatial_encoder(tmp_path, layout, prefix):
   for k in out:
     if k.startswith(('TemporalTransformer', 'cls_Temporal', 'output_projection')):
       np.testing.assert_array_equal(out[k], target_flat[k])
+  # The account the run log prints: every name of the model is restored or fresh.
+  assert {k.split('/')[0] for k in merged.restored} == {
+      'embedding', 'cls_SpatialTransformer', 'SpatialTransformer'}
+  assert {k.split('/')[0] for k in merged.fresh} == {
+      'TemporalTransformer', 'cls_TemporalTransformer', 'output_projection'}
+  assert set(merged.restored) | set(merged.fresh) == set(target_flat)
+  assert {k.split('/')[0] for k in merged.unused} >= {'head'}
+  assert merged.notes[0] == 'embedding/kernel inflated 2D -> 3D (central_frame)'
 
 
 @pytest.mark.parametrize('method', ['central_frame', 'average'])
@@ -105,7 +114,7 @@ def test_static_video_embeds_like_the_image(tmp_path, method):
   image_flat, npz = _image_vit_flat('vision_transformer')
   loaded = vit_npz.load_vit_npz(_write(tmp_path, npz))
   params = vit_npz.vit_to_vivit_spatial(loaded, _params(), kernel_init_method=method,
-                                        source_name='vit.npz')
+                                        source_name='vit.npz').params
   image = np.random.default_rng(0).normal(size=(1, 1, 16, 16, 3)).astype(np.float32)
   video = np.repeat(image, 8, axis=1)
   emb, spatial = _spatial_tokens(2, params, video)
@@ -139,11 +148,25 @@ def test_posemb_resized_to_a_larger_grid(tmp_path):
   _, npz = _image_vit_flat('vision_transformer')
   loaded = vit_npz.load_vit_npz(_write(tmp_path, npz))
   target = _params(size=24)  # 6x6 patches instead of 4x4
-  out = vit_npz.vit_to_vivit_spatial(loaded, target, source_name='vit.npz')
-  pe = out['SpatialTransformer']['posembed_input']['pos_embedding']
+  merged = vit_npz.vit_to_vivit_spatial(loaded, target, source_name='vit.npz')
+  pe = merged.params['SpatialTransformer']['posembed_input']['pos_embedding']
   assert pe.shape == (1, 37, 32)
   np.testing.assert_allclose(
       pe, posemb.resize_spatial_posemb(loaded[vit_npz.POSEMB], (6, 6), has_cls=True))
+  assert ('SpatialTransformer/posembed_input/pos_embedding resampled (1, 17, 32) -> '
+          '(1, 37, 32)') in merged.notes
+
+
+def test_target_grid_must_fit_the_model(tmp_path):
+  _, npz = _image_vit_flat('vision_transformer')
+  loaded = vit_npz.load_vit_npz(_write(tmp_path, npz))
+  with pytest.raises(ValueError, match=r'target_grid=\(4, 2\) has 8 patches, but the '
+                     r"model's SpatialTransformer/posembed_input/pos_embedding \(1, 17, 32\) "
+                     r'has 16'):
+    vit_npz.vit_to_vivit_spatial(loaded, _params(), source_name='v', target_grid=(4, 2))
+  with pytest.raises(ValueError, match=r"missing_cls='zero'; expected one of \('error', "
+                     r"'zeros'\)"):
+    vit_npz.vit_to_vivit_spatial(loaded, _params(), source_name='v', missing_cls='zero')
 
 
 def test_scanned_big_vision_blocks_are_unstacked(tmp_path):
@@ -155,7 +178,7 @@ def test_scanned_big_vision_blocks_are_unstacked(tmp_path):
     stacked[f'Transformer/encoderblock/{rest}'] = np.stack(
         [npz[f'Transformer/{b}/{rest}'] for b in blocks])
   loaded = vit_npz.load_vit_npz(_write(tmp_path, stacked))
-  out = merge.flatten(vit_npz.vit_to_vivit_spatial(loaded, _params(), source_name='v'))
+  out = merge.flatten(vit_npz.vit_to_vivit_spatial(loaded, _params(), source_name='v').params)
   name = 'SpatialTransformer/encoderblock_1/MlpBlock_0/Dense_0/kernel'
   np.testing.assert_array_equal(out[name], image_flat[name])
 
@@ -165,7 +188,7 @@ def test_gap_model_without_cls(tmp_path):
   assert 'cls' not in npz
   loaded = vit_npz.load_vit_npz(_write(tmp_path, npz, 'params/'))
   out = merge.flatten(vit_npz.vit_to_vivit_spatial(loaded, _params(classifier='gap'),
-                                                   source_name='v'))
+                                                   source_name='v').params)
   name = 'SpatialTransformer/posembed_input/pos_embedding'
   np.testing.assert_array_equal(out[name], image_flat[name])
 
@@ -173,8 +196,10 @@ def test_gap_model_without_cls(tmp_path):
 def test_token_checkpoint_into_gap_model_drops_cls(tmp_path):
   image_flat, npz = _image_vit_flat('vision_transformer')
   loaded = vit_npz.load_vit_npz(_write(tmp_path, npz))
-  out = vit_npz.vit_to_vivit_spatial(loaded, _params(classifier='gap'), source_name='v')
+  merged = vit_npz.vit_to_vivit_spatial(loaded, _params(classifier='gap'), source_name='v')
+  out = merged.params
   assert 'cls_SpatialTransformer' not in out
+  assert "the image cls token is not used (config.model.classifier='gap')" in merged.notes
   np.testing.assert_array_equal(out['SpatialTransformer']['posembed_input']['pos_embedding'],
                                 image_flat['SpatialTransformer/posembed_input/pos_embedding'][:, 1:])
 
@@ -184,7 +209,9 @@ def test_no_cls_into_token_model(tmp_path):
   loaded = vit_npz.load_vit_npz(_write(tmp_path, npz))
   with pytest.raises(ValueError, match=r"/ckpt/b.npz has no 'cls' token .*classifier='gap'"):
     vit_npz.vit_to_vivit_spatial(loaded, _params(), source_name='/ckpt/b.npz')
-  out = vit_npz.vit_to_vivit_spatial(loaded, _params(), source_name='b', missing_cls='zeros')
+  merged = vit_npz.vit_to_vivit_spatial(loaded, _params(), source_name='b', missing_cls='zeros')
+  out = merged.params
+  assert any(n.startswith('cls_SpatialTransformer starts from zeros') for n in merged.notes)
   np.testing.assert_array_equal(out['cls_SpatialTransformer'], 0.0)
   np.testing.assert_array_equal(
       out['SpatialTransformer']['posembed_input']['pos_embedding'][:, 0], 0.0)

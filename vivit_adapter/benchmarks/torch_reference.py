@@ -180,13 +180,13 @@ def flax_to_torch_state_dict(flax_params: Mapping) -> Dict[str, torch.Tensor]:
   The map is linear, so it also converts a tree of gradients into torch's layout.
   Only the end-to-end model (adapter type 'none', classifier 'token') is supported.
   """
-  names = set(flax_params)
-  if names != set(_EXPECTED_TOP_LEVEL):
+  top_level = set(flax_params)
+  if top_level != set(_EXPECTED_TOP_LEVEL):
     raise ValueError(
-        f'Flax parameter tree has top-level names {sorted(names)}; TorchViViTFE needs '
+        f'Flax parameter tree has top-level names {sorted(top_level)}; TorchViViTFE needs '
         f'exactly {sorted(_EXPECTED_TOP_LEVEL)} (adapter type "none", classifier '
-        f'"token"). Extra: {sorted(names - set(_EXPECTED_TOP_LEVEL))}, missing: '
-        f'{sorted(set(_EXPECTED_TOP_LEVEL) - names)}.')
+        f'"token"). Extra: {sorted(top_level - set(_EXPECTED_TOP_LEVEL))}, missing: '
+        f'{sorted(set(_EXPECTED_TOP_LEVEL) - top_level)}.')
   emb = flax_params[names.EMBEDDING]
   state = {
       # (t, h, w, c, D) -> Conv3d's (D, c, t, h, w)

@@ -10,7 +10,7 @@
 """
 
 from vivit_adapter.checkpoints.load import FORMATS, detect_format, load_init_params
-from vivit_adapter.checkpoints.merge import flatten, merge_params, unflatten
+from vivit_adapter.checkpoints.merge import Merged, flatten, merge_params, unflatten
 from vivit_adapter.checkpoints.posemb import interpolate_temporal_posemb, resize_spatial_posemb
 from vivit_adapter.checkpoints.scenic import load_scenic_checkpoint
 from vivit_adapter.checkpoints.stage2 import stage1_to_stage2
@@ -18,8 +18,8 @@ from vivit_adapter.checkpoints.vit_npz import inflate_kernel, load_vit_npz, vit_
 from vivit_adapter.checkpoints.workdir import restore_workdir_params
 
 __all__ = [
-    'FORMATS', 'detect_format', 'load_init_params', 'flatten', 'merge_params', 'unflatten',
-    'interpolate_temporal_posemb', 'resize_spatial_posemb', 'load_scenic_checkpoint',
+    'FORMATS', 'detect_format', 'load_init_params', 'Merged', 'flatten', 'merge_params',
+    'unflatten', 'interpolate_temporal_posemb', 'resize_spatial_posemb', 'load_scenic_checkpoint',
     'stage1_to_stage2', 'inflate_kernel', 'load_vit_npz', 'vit_to_vivit_spatial',
     'restore_workdir_params',
 ]

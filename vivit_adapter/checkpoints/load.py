@@ -2,18 +2,20 @@
 
 Why one function: the run's log should say, in one place, exactly what came from which
 checkpoint and what kept its fresh init, and every format should fail the same way
-(names and shapes) before training starts rather than at the first step.
+(names and shapes) before training starts rather than at the first step. Each format
+goes through the named surgery function its tests exercise (`vit_npz.vit_to_vivit_spatial`,
+`stage2.stage1_to_stage2`), whose account of restored/fresh names makes the message.
 """
 
 import os
 import re
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import ml_collections
 import numpy as np
 
-from vivit_adapter import models
 from vivit_adapter.checkpoints import merge, scenic, stage2, vit_npz, workdir
+from vivit_adapter.models import names
 
 FORMATS = ('auto', 'workdir', 'scenic', 'vit_npz')
 
@@ -40,14 +42,10 @@ def detect_format(path: str) -> str:
   return 'vit_npz' if path.endswith('.npz') else 'scenic'
 
 
-def _validate(init_cfg: ml_collections.ConfigDict) -> str:
+def _existing_path(init_cfg: ml_collections.ConfigDict) -> str:
+  # `configs.validate` checks the choices of checkpoint_format, kernel_init_method and
+  # missing_cls (against FORMATS, vit_npz.KERNEL_INIT_METHODS, vit_npz.MISSING_CLS).
   path = os.fspath(init_cfg.checkpoint_path)
-  if init_cfg.checkpoint_format not in FORMATS:
-    raise ValueError(f'config.init_from.checkpoint_format={init_cfg.checkpoint_format!r}; '
-                     f'expected one of {FORMATS}.')
-  if init_cfg.kernel_init_method not in vit_npz.KERNEL_INIT_METHODS:
-    raise ValueError(f'config.init_from.kernel_init_method={init_cfg.kernel_init_method!r}; '
-                     f'expected one of {vit_npz.KERNEL_INIT_METHODS}.')
   if not os.path.exists(path):
     raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.')
   return path
@@ -55,7 +53,7 @@ def _validate(init_cfg: ml_collections.ConfigDict) -> str:
 
 def _check_head(source_flat: dict, target_flat: dict, path: str) -> None:
   """A head for other classes is the common mistake; say how to fix it."""
-  for name in ('output_projection/kernel', 'output_projection/bias'):
+  for name in (f'{names.HEAD}/kernel', f'{names.HEAD}/bias'):
     if name in source_flat and name in target_flat:
       src, tgt = np.shape(source_flat[name]), np.shape(target_flat[name])
       if src[-1] != tgt[-1]:
@@ -69,78 +67,71 @@ def _video_source(fmt: str, path: str, step: int) -> Tuple[dict, str]:
   if fmt == 'workdir':
     directory, step = workdir.find_checkpoint_step(path, step)
     return workdir.restore_workdir_params(directory, step), f'{directory}/{step}'
+  if fmt != 'scenic':  # Matched by name: another value must not be read as scenic.
+    raise ValueError(f'config.init_from.checkpoint_format={fmt!r}; expected one of {FORMATS}.')
   if step != -1 and os.path.isdir(path) and detect_format(path) == 'scenic':
     path = os.path.join(path, f'checkpoint_{step}')  # config.init_from.step applies here too.
   return scenic.load_scenic_checkpoint(path), path
 
 
-def _groups(names) -> str:
-  return ', '.join(sorted({n.split('/')[0] for n in names})) or 'nothing'
+def _groups(flat_names) -> str:
+  return ', '.join(sorted({n.split('/')[0] for n in flat_names})) or 'nothing'
 
 
-def _message(fmt, where, converted, target_flat, keep, notes) -> str:
-  loaded = [k for k in converted if k in target_flat and not merge.matches(k, keep)]
-  fresh = [k for k in target_flat if k not in loaded]
-  dropped = [k for k in converted if k not in target_flat]
+def _message(fmt: str, where: str, merged: merge.Merged) -> str:
   lines = [f'Initialised from {fmt} checkpoint {where}.',
-           f'  restored: {_groups(loaded)}', f'  fresh init: {_groups(fresh)}']
-  if dropped:
-    lines.append(f'  not used from the checkpoint: {_groups(dropped)}')
-  return '\n'.join(lines + [f'  {n}' for n in notes])
+           f'  restored: {_groups(merged.restored)}', f'  fresh init: {_groups(merged.fresh)}']
+  if merged.unused:
+    lines.append(f'  not used from the checkpoint: {_groups(merged.unused)}')
+  return '\n'.join(lines + [f'  {n}' for n in merged.notes])
 
 
-def _resample_note(source: dict, src_name: str, converted: dict, dst_name: str) -> list:
-  """A log line when a position embedding changed shape on the way in."""
-  if src_name not in source or dst_name not in converted:
-    return []
-  before, after = np.shape(source[src_name]), np.shape(converted[dst_name])
-  return [f'{dst_name} resampled {before} -> {after}'] if before != after else []
+def _model_line(model_config: ml_collections.ConfigDict, target_flat: dict) -> str:
+  """The model the checkpoint went into; sizes read off its tubelet kernel (t,h,w,c,D)."""
+  t, h, w, _, width = np.shape(target_flat[f'{names.EMBEDDING}/kernel'])
+  return (f'  into: {model_config.variant or "ViViT-FE"} hidden_size={width}, '
+          f'patches={(h, w, t)}, classifier={model_config.classifier}, '
+          f'adapter={model_config.adapter.type}')
 
 
-def _from_vit_npz(init_cfg, path, target_params, target_flat):
-  source = vit_npz.load_vit_npz(path)
-  converted = vit_npz.vit_to_vivit_flat(
-      source, target_params, kernel_init_method=init_cfg.kernel_init_method,
-      source_name=path, missing_cls=init_cfg.missing_cls)
-  params = merge.merge_params(target_params, converted, source_name=path,
-                              allow_missing=vit_npz.FRESH,
-                              ignore_unexpected=vit_npz.DROPPED)
-  notes = [f'embedding/kernel inflated 2D -> 3D ({init_cfg.kernel_init_method})']
-  notes += _resample_note(source, vit_npz.POSEMB, converted, 'Spatial' + vit_npz.POSEMB)
-  if 'cls' in source and 'cls_SpatialTransformer' not in target_flat:
-    notes.append("the image cls token is not used (config.model.classifier='gap')")
-  if 'cls' not in source and 'cls_SpatialTransformer' in target_flat:
-    notes.append('cls_SpatialTransformer starts from zeros: the image checkpoint has no '
-                 "cls token (config.init_from.missing_cls='zeros')")
-  return params, _message('vit_npz', path, converted, target_flat, (), notes)
+def _patch_grid(target_flat: dict, frame_size: Sequence[int]) -> Tuple[int, int]:
+  """The (rows, cols) of patches the model cuts from frames of `frame_size` (h, w)."""
+  _, ph, pw = np.shape(target_flat[f'{names.EMBEDDING}/kernel'])[:3]
+  return int(frame_size[0]) // ph, int(frame_size[1]) // pw
 
 
-def _from_video(fmt, init_cfg, path, target_params, target_flat):
+def _from_vit_npz(init_cfg, path, target_params, target_grid) -> merge.Merged:
+  return vit_npz.vit_to_vivit_spatial(
+      vit_npz.load_vit_npz(path), target_params,
+      kernel_init_method=init_cfg.kernel_init_method, source_name=path,
+      target_grid=target_grid, missing_cls=init_cfg.missing_cls)
+
+
+def _from_video(fmt, init_cfg, path, target_params) -> Tuple[merge.Merged, str]:
   source, where = _video_source(fmt, path, init_cfg.step)
-  keep = ((() if init_cfg.restore_temporal else stage2.TEMPORAL)
-          + (() if init_cfg.restore_output_projection else stage2.HEAD))
+  keep = ((() if init_cfg.restore_temporal else names.TEMPORAL_GROUP)
+          + (() if init_cfg.restore_output_projection else names.HEAD_GROUP))
   if init_cfg.restore_output_projection:
-    _check_head(merge.flatten(source), target_flat, where)
-  converted = stage2.temporal_posemb_to_target(source, target_params)
-  params = merge.merge_params(target_params, converted, source_name=where,
-                              allow_missing=stage2.FRESH, keep_target=keep)
-  notes = []
-  if init_cfg.restore_temporal:  # Otherwise nothing temporal was taken or resampled.
-    notes = _resample_note(merge.flatten(source), stage2.TEMPORAL_POSEMB, converted,
-                           stage2.TEMPORAL_POSEMB)
-  return params, _message(fmt, where, converted, target_flat, keep, notes)
+    _check_head(merge.flatten(source), merge.flatten(target_params), where)
+  return stage2.stage1_to_stage2(source, target_params, source_name=where,
+                                 keep_target=keep), where
 
 
 def load_init_params(init_cfg: ml_collections.ConfigDict, target_params, *,
-                     model_config: ml_collections.ConfigDict) -> Tuple[dict, str]:
+                     model_config: ml_collections.ConfigDict,
+                     frame_size: Optional[Sequence[int]] = None) -> Tuple[dict, str]:
   """Initial parameters for a run, from `config.init_from`.
 
   Args:
     init_cfg: `config.init_from` (checkpoint_path, checkpoint_format, step,
-      kernel_init_method, restore_temporal, restore_output_projection).
+      kernel_init_method, missing_cls, restore_temporal, restore_output_projection),
+      validated by `configs.validate`.
     target_params: the model's freshly initialised parameters; they fix every name
       and shape, and supply whatever the checkpoint does not.
     model_config: `config.model`, quoted in the message.
+    frame_size: (height, width) of the model's input frames, which with the patch
+      size fixes the spatial patch grid that an image position embedding is resized
+      to; None takes the grid as square.
 
   Returns:
     (params, message): the merged tree, and a few lines for the run log saying what
@@ -148,22 +139,20 @@ def load_init_params(init_cfg: ml_collections.ConfigDict, target_params, *,
 
   Raises:
     FileNotFoundError: the path does not exist or holds no checkpoint.
-    ValueError: an unknown format/method, or a checkpoint that does not fit the model
-      (every missing/unexpected name and shape mismatch listed).
+    ValueError: a checkpoint that does not fit the model (every missing/unexpected
+      name and shape mismatch listed).
   """
   if not init_cfg.checkpoint_path:
     return target_params, ('No init checkpoint (config.init_from.checkpoint_path is '
                            'empty): every parameter from random initialisation.')
-  path = _validate(init_cfg)
+  path = _existing_path(init_cfg)
   fmt = init_cfg.checkpoint_format
   fmt = detect_format(path) if fmt == 'auto' else fmt
   target_flat = merge.flatten(target_params)
   if fmt == 'vit_npz':
-    params, message = _from_vit_npz(init_cfg, path, target_params, target_flat)
+    grid = _patch_grid(target_flat, frame_size) if frame_size else None
+    merged, where = _from_vit_npz(init_cfg, path, target_params, grid), path
   else:
-    params, message = _from_video(fmt, init_cfg, path, target_params, target_flat)
-  cfg = models.resolve_model_config(model_config)  # A variant fixes the sizes.
-  model = (f'  into: {cfg.variant or "ViViT-FE"} hidden_size={cfg.hidden_size}, '
-           f'patches={tuple(cfg.patches.size)}, classifier={cfg.classifier}, '
-           f'adapter={cfg.adapter.type}')
-  return params, message + '\n' + model
+    merged, where = _from_video(fmt, init_cfg, path, target_params)
+  return merged.params, (_message(fmt, where, merged) + '\n'
+                         + _model_line(model_config, target_flat))

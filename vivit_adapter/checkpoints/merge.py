@@ -8,12 +8,21 @@ kept from the model (`keep_target`) are exempt.
 """
 
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple, Tuple
 
 import flax
 import numpy as np
 
 Params = Any
+
+
+class Merged(NamedTuple):
+  """What a surgery function returns: the merged tree, and what the run log says of it."""
+  params: dict
+  restored: Tuple[str, ...]  # the model's names that now hold checkpoint values
+  fresh: Tuple[str, ...]  # the model's names that kept their fresh init
+  unused: Tuple[str, ...]  # checkpoint names (after renaming) with no place in the model
+  notes: Tuple[str, ...] = ()  # what changed on the way in: resampled, inflated, zeros
 
 
 def flatten(tree: Mapping[str, Any]) -> dict:
@@ -34,12 +43,6 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
   'a|b' alternatives work too.
   """
   return any(re.fullmatch(f'(?:{p})(?:/.*)?', name) for p in patterns)
-
-
-def select(flat: Mapping[str, Any], patterns: Iterable[str]) -> dict:
-  """The entries of a flat dict whose names match `patterns` (see `matches`)."""
-  patterns = tuple(patterns)
-  return {k: v for k, v in flat.items() if matches(k, patterns)}
 
 
 def merge_params(target: Params, source: Params, *, source_name: str,
@@ -83,6 +86,21 @@ def merge_params(target: Params, source: Params, *, source_name: str,
     if k in tgt:
       merged[k] = np.asarray(v, dtype=tgt[k].dtype)
   return unflatten(merged)
+
+
+def account(params: Params, target: Params, source: Params, *,
+            keep_target: Iterable[str] = (), notes: Iterable[str] = ()) -> Merged:
+  """`params`, the result of `merge_params(target, source, ...)`, with its account.
+
+  Restored: the model's names that `source` supplied and `keep_target` did not keep;
+  fresh: every other name of the model; unused: the source's names that the model
+  lacks (dropped by `ignore_unexpected` or `keep_target`).
+  """
+  tgt, src, keep = flatten(target), flatten(source), tuple(keep_target)
+  restored = tuple(k for k in src if k in tgt and not matches(k, keep))
+  restored_set = set(restored)
+  return Merged(params, restored, tuple(k for k in tgt if k not in restored_set),
+                tuple(k for k in src if k not in tgt), tuple(notes))
 
 
 def _mismatch_message(source_name, tgt, src, missing, unexpected, mismatched) -> str:

@@ -93,3 +93,9 @@ def interpolate_temporal_posemb(posemb: np.ndarray, new_len: int,
     return np.asarray(posemb)
   x = linear_resize_axis(rows.astype(np.float64), int(new_len), 1).astype(rows.dtype)
   return np.concatenate([cls, x], axis=1)
+
+
+def resample_note(name: str, before, after) -> list:
+  """A run-log line saying that position embedding `name` changed shape; [] if it did not."""
+  before, after = np.shape(before), np.shape(after)
+  return [f'{name} resampled {before} -> {after}'] if before != after else []

@@ -15,9 +15,11 @@ import flax
 import jax
 import numpy as np
 
+from vivit_adapter.models import names
+
 _STEP_NAME = re.compile(r'checkpoint_(\d+)')
 # Top-level names that only a parameter tree (not a TrainState) has.
-_PARAM_ROOTS = ('embedding', 'SpatialTransformer', 'TemporalTransformer', 'output_projection')
+_PARAM_ROOTS = (names.EMBEDDING, names.SPATIAL, names.TEMPORAL, names.HEAD)
 
 
 def latest_checkpoint_file(directory: str) -> str:

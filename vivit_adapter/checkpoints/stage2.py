@@ -12,12 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from vivit_adapter.checkpoints import merge, posemb
-
-TEMPORAL_POSEMB = 'TemporalTransformer/posembed_input/pos_embedding'
-TEMPORAL = ('TemporalTransformer', 'cls_TemporalTransformer')
-HEAD = ('output_projection',)
-# The adapter is new in stage 2: a stage-1 checkpoint has none.
-FRESH = ('Adapter',)
+from vivit_adapter.models import names
 
 
 def temporal_posemb_to_target(source_params, target_params) -> dict:
@@ -28,18 +23,18 @@ def temporal_posemb_to_target(source_params, target_params) -> dict:
   report.
   """
   src, tgt = merge.flatten(source_params), merge.flatten(target_params)
-  if TEMPORAL_POSEMB not in src or TEMPORAL_POSEMB not in tgt:
+  name = names.TEMPORAL_POSEMB
+  if name not in src or name not in tgt:
     return src
-  pe, tgt_shape = np.asarray(src[TEMPORAL_POSEMB]), tuple(np.shape(tgt[TEMPORAL_POSEMB]))
+  pe, tgt_shape = np.asarray(src[name]), tuple(np.shape(tgt[name]))
   if pe.shape != tgt_shape and pe.ndim == 3 and pe.shape[2] == tgt_shape[2]:
-    has_cls = 'cls_TemporalTransformer' in tgt
-    src[TEMPORAL_POSEMB] = posemb.interpolate_temporal_posemb(
-        pe, tgt_shape[1] - int(has_cls), has_cls)
+    has_cls = names.TEMPORAL_CLS in tgt
+    src[name] = posemb.interpolate_temporal_posemb(pe, tgt_shape[1] - int(has_cls), has_cls)
   return src
 
 
 def stage1_to_stage2(stage1_params, stage2_target, *, source_name: str,
-                     keep_target: Iterable[str] = ()) -> dict:
+                     keep_target: Iterable[str] = ()) -> merge.Merged:
   """Initialises a (stage-2) video model from a video checkpoint of any clip length.
 
   Args:
@@ -48,12 +43,24 @@ def stage1_to_stage2(stage1_params, stage2_target, *, source_name: str,
     stage2_target: the target model's freshly initialised parameters.
     source_name: the checkpoint path, quoted in errors.
     keep_target: name patterns that keep the target's init even though the source has
-      them, e.g. `TEMPORAL` or `HEAD` (see `merge.matches`).
+      them, e.g. `names.TEMPORAL_GROUP` or `names.HEAD_GROUP` (see `merge.matches`).
 
   Returns:
-    The merged tree: everything from the source (temporal position embedding
-    interpolated to the target's length), the Adapter from the target.
+    `merge.Merged`: params holds everything from the source (temporal position
+    embedding interpolated to the target's length) and the Adapter from the target;
+    notes say whether the temporal position embedding was resampled.
   """
+  keep_target = tuple(keep_target)
   converted = temporal_posemb_to_target(stage1_params, stage2_target)
-  return merge.merge_params(stage2_target, converted, source_name=source_name,
-                            allow_missing=FRESH, keep_target=keep_target)
+  params = merge.merge_params(stage2_target, converted, source_name=source_name,
+                              allow_missing=names.STAGE2_NEW, keep_target=keep_target)
+  return merge.account(params, stage2_target, converted, keep_target=keep_target,
+                       notes=_temporal_resample_note(stage1_params, converted, keep_target))
+
+
+def _temporal_resample_note(source_params, converted: dict, keep_target) -> list:
+  """A kept temporal posemb was neither taken nor resampled: nothing to say then."""
+  name, source = names.TEMPORAL_POSEMB, merge.flatten(source_params)
+  if name not in source or merge.matches(name, keep_target):
+    return []
+  return posemb.resample_note(name, source[name], converted[name])
