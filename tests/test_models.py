@@ -10,7 +10,8 @@ import pytest
 from flax import traverse_util
 
 from vivit_adapter import configs
-from vivit_adapter.models import create_model, resolve_model_config, variants
+from vivit_adapter.models import adapter as adapter_lib
+from vivit_adapter.models import create_model, names, resolve_model_config, variants
 
 # A copy of ../shared/reference/scenic_vivit_fe_params.txt (scenic's ViViT-FE parameter
 # listing), kept in the repository so the test runs from any checkout.
@@ -112,9 +113,9 @@ def test_every_variant_builds(size):
   model = create_model(cfg, 10)
   shapes = jax.eval_shape(
       lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 32, 32, 3))))
-  names = flat(shapes['params'])
-  assert f'SpatialTransformer/encoderblock_{depth - 1}/MlpBlock_0/Dense_0/kernel' in names
-  assert names['embedding/kernel'].shape == (2, 16, 16, 3, width)
+  leaves = flat(shapes['params'])
+  assert f'SpatialTransformer/encoderblock_{depth - 1}/MlpBlock_0/Dense_0/kernel' in leaves
+  assert leaves['embedding/kernel'].shape == (2, 16, 16, 3, width)
   # Tiny width, the variant's heads, two blocks per encoder: it really runs.
   tiny = tiny_config()
   variants.apply_variant(tiny, name)
@@ -126,6 +127,30 @@ def test_every_variant_builds(size):
   video = random_video((1, 4, 16, 16, 3))
   out = run(model, init(model, video), video)
   assert out.shape == (1, 3)
+
+
+def test_name_groups_partition_the_top_level_of_every_model():
+  # The groups of models/names.py decide what is frozen and what a checkpoint restores:
+  # a top-level name outside them would escape both.
+  groups = names.SPATIAL_GROUP + names.STAGE2_NEW + names.TEMPORAL_GROUP + names.HEAD_GROUP
+  assert len(set(groups)) == len(groups)
+  video = jax.ShapeDtypeStruct((1, 4, 16, 16, 3), jnp.float32)
+  for overrides, expected in [
+      ({'adapter.type': 'attention'}, groups),
+      ({'adapter.type': 'mlp', 'classifier': 'gap'},
+       (names.EMBEDDING, names.SPATIAL, names.ADAPTER, names.TEMPORAL, names.HEAD)),
+      ({}, names.SPATIAL_GROUP + names.TEMPORAL_GROUP + names.HEAD_GROUP)]:
+    model = create_model(tiny_config(**overrides), 3)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), video)['params']
+    assert set(params) == set(expected), overrides
+
+
+def test_make_adapter_refuses_an_unknown_type():
+  # Not only configs.validate: an unknown type must never fall through to a real adapter.
+  spec = tiny_config(**{'adapter.type': 'lstm'}).adapter
+  with pytest.raises(ValueError, match=r"adapter.type='lstm'; expected one of"):
+    adapter_lib.make_adapter(spec, 32, 'token', dropout_rate=0.0, attention_dropout_rate=0.0,
+                             deterministic=True, dtype=jnp.float32)
 
 
 def test_unknown_variant_and_bad_settings_fail_with_names():
