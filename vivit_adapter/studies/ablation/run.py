@@ -63,7 +63,7 @@ def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str,
     summary = study_runs.reusable_summary(config, run_dir)
     return summary if summary is not None else _train(run, config, run_dir)
   summary = study_runs.finished_summary(run_dir)
-  message = summary and study_runs.mismatch_message(config, run_dir, summary)
+  message = None if summary is None else study_runs.mismatch_message(config, run_dir, summary)
   if message:
     print(f'  WARNING: {message}', flush=True)
   return summary
