@@ -35,8 +35,10 @@ setuptools.setup(
     name='vivit_adapter',
     version='0.1.0',
     description='ViViT factorised encoder with frozen spatial encoder and adapter (JAX/Flax).',
+    # experiments: the studies load experiment files as modules (experiments.NAME).
     packages=setuptools.find_packages(include=['vivit_adapter', 'vivit_adapter.*',
-                                               'data_pipelines', 'data_pipelines.*']),
+                                               'data_pipelines', 'data_pipelines.*',
+                                               'experiments']),
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

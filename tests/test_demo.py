@@ -1,5 +1,7 @@
-"""The demo: data reuse rules, the results table, and `--quick` end to end (twice)."""
+"""The demo (vivit_adapter.studies.demo, run by vivit_adapter.demo): data reuse rules, the
+results table, and `--quick` end to end (twice)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -8,7 +10,7 @@ import sys
 import pytest
 
 from data_pipelines import synthetic
-from vivit_adapter import demo
+from vivit_adapter.studies import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,15 +62,18 @@ def test_markdown_table_has_one_row_per_run():
 
 
 def test_a_finished_run_of_another_config_is_an_error(tmp_path):
-  config = demo.run_config(demo.RUNS[0], str(tmp_path), 'data', demo.FULL)
-  assert demo.finished_summary(str(tmp_path), config) is None  # not finished yet
-  summary = {'config': json.loads(config.to_json())}
-  (tmp_path / 'summary.json').write_text(json.dumps(summary))
-  assert demo.finished_summary(str(tmp_path), config) == summary
-  config.batch_size += 1
-  with pytest.raises(ValueError, match=r'summary.json is a finished run of another config '
-                     r'\(top-level keys that differ: batch_size\)'):
-    demo.finished_summary(str(tmp_path), config)
+  """The rule of studies.runs (tests/test_studies_runs.py), on the demo's own configs."""
+  workdir, data_dir = str(tmp_path), str(tmp_path / 'data')
+  config = demo.run_config(demo.RUNS[0], workdir, data_dir, demo.FULL)
+  summary = {'config': json.loads(config.to_json()), 'step': 1, 'train_time_s': 1.0}
+  (tmp_path / 'stage1').mkdir()
+  (tmp_path / 'stage1' / 'summary.json').write_text(json.dumps(summary))
+  reused = demo.run_one(demo.RUNS[0], workdir, data_dir, demo.FULL)
+  assert reused == dict(summary, eval_curve=[], reused=True)
+  other = dataclasses.replace(demo.FULL, overrides=('batch_size=7',))
+  with pytest.raises(ValueError, match=r'stage1/summary.json is a finished run of another '
+                     r'config \(keys that differ: batch_size\)'):
+    demo.run_one(demo.RUNS[0], workdir, data_dir, other)
 
 
 def test_stage2_starts_from_the_demos_stage1():

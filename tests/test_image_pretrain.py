@@ -1,4 +1,5 @@
-"""Tests for vivit_adapter.image_pretrain: the image task, the .npz layout, the surgery."""
+"""Tests for image pretraining (vivit_adapter.studies.image_pretrain and its CLI,
+vivit_adapter.image_pretrain): the image task, the .npz layout, the surgery."""
 
 import json
 import os
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 from data_pipelines import synthetic
-from vivit_adapter import checkpoints, configs, image_pretrain, models
+from vivit_adapter import checkpoints, configs, models
+from vivit_adapter import image_pretrain as image_pretrain_cli
+from vivit_adapter.studies import image_pretrain
 from vivit_adapter.checkpoints import vit_npz
 
 NUM_LAYERS = 2
@@ -124,9 +127,20 @@ def test_pretrain_writes_checkpoint_and_report(tmp_path):
 
 def test_bad_arguments_say_what_to_do(tmp_path):
   with pytest.raises(SystemExit):
-    image_pretrain.main([f'--output={tmp_path}/vit.msgpack'])
+    image_pretrain_cli.main([f'--output={tmp_path}/vit.msgpack'])
   with pytest.raises(FileNotFoundError, match='no metadata.json there'):
     image_pretrain.world_of(str(tmp_path), 32)
   with pytest.raises(ValueError, match=r"task='colour'; expected one of \['position', "):
     image_pretrain.pretrain(str(tmp_path / 'v.npz'), tiny_config(),
                             settings=image_pretrain.PretrainSettings(task='colour'))
+
+
+def test_cli_sizes_the_vit_from_the_default_experiment_or_config(tmp_path):
+  from vivit_adapter.studies import experiment_configs  # pylint: disable=g-import-not-at-top
+  args = image_pretrain_cli.parse_args([f'--output={tmp_path}/vit.npz', '--steps=7'])
+  assert args.steps == 7
+  default = experiment_configs.load(image_pretrain.DEFAULT_EXPERIMENT)
+  assert image_pretrain_cli.load_config(args).to_dict() == default.to_dict()
+  path = experiment_configs.path('synthetic_stage2')
+  args = image_pretrain_cli.parse_args([f'--output={tmp_path}/vit.npz', f'--config={path}'])
+  assert image_pretrain_cli.load_config(args).experiment_name == 'synthetic_stage2'

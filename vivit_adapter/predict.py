@@ -66,12 +66,15 @@ def read_video(path: str, fps: float = 0.) -> np.ndarray:
 
 
 def eval_transform(frames: np.ndarray, ds_cfg) -> np.ndarray:
-  """video_ops.eval_clip on decoded frames instead of JPEG bytes -> (T, C, C, 3) float32."""
-  indices = video_ops.centre_clip_indices(len(frames), ds_cfg.num_frames, ds_cfg.stride)
-  clip = tf.cast(tf.gather(tf.convert_to_tensor(frames), indices), tf.float32) / 255.0
-  clip = video_ops.resize_short_side(clip, ds_cfg.min_resize)
-  clip = video_ops.centre_crop(clip, ds_cfg.crop_size)
-  return video_ops.normalize(clip, ds_cfg.normalization).numpy()
+  """The training pipeline's `video_ops.eval_clip` on decoded frames -> (T, C, C, 3) float32.
+
+  eval_clip takes encoded frames, as a record stores them; PNG is lossless, so the clip
+  sees exactly the decoded pixels. Compression level 0 (stored, not deflated) keeps the
+  encoding a copy.
+  """
+  encoded = tf.map_fn(lambda f: tf.io.encode_png(f, compression=0),
+                      tf.convert_to_tensor(frames), fn_output_signature=tf.string)
+  return video_ops.eval_clip(encoded, ds_cfg).numpy()
 
 
 def label_names(ds_cfg, num_classes: int, label_map: str = '') -> Optional[List[str]]:

@@ -1,0 +1,99 @@
+"""The studies' shared pieces: reuse-or-train (studies.runs), experiments as modules."""
+
+import json
+import os
+
+import pytest
+
+from vivit_adapter import config_loading
+from vivit_adapter import configs
+from vivit_adapter.studies import experiment_configs
+from vivit_adapter.studies import runs
+from vivit_adapter.train_lib import reporting
+from vivit_adapter.train_lib import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _summary(config, step=4, train_time_s=8.0):
+  """What the trainer writes: the config through JSON (tuples become lists)."""
+  return {'step': step, 'train_time_s': train_time_s, 'eval': {'top1': 0.5},
+          'config': json.loads(json.dumps(config.to_dict()))}
+
+
+@pytest.fixture
+def fake_trainer(monkeypatch):
+  """Replaces the trainer; records whether each call found its workdir already there."""
+  calls = []
+
+  def train_and_evaluate(config, workdir):
+    calls.append(os.path.exists(workdir))
+    os.makedirs(workdir)
+    history = reporting.History(workdir)
+    history.add(2, 'eval', {'top1': 0.25, 'train_time_s': 3.0})
+    history.add(4, 'eval', {'top1': 0.5, 'train_time_s': 8.0})
+    reporting.write_summary(workdir, _summary(config))
+    return _summary(config)
+  monkeypatch.setattr(trainer, 'train_and_evaluate', train_and_evaluate)
+  return calls
+
+
+def test_eval_curve_uses_recorded_times_and_estimates_older_ones(tmp_path):
+  rows = [{'step': 5, 'kind': 'train', 'loss': 1.0},
+          {'step': 10, 'kind': 'eval', 'top1': 0.25, 'train_time_s': 3.5},
+          {'step': 20, 'kind': 'eval', 'top1': 0.5}]  # written before times were recorded
+  (tmp_path / reporting.HISTORY_FILE).write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  curve = runs.eval_curve(str(tmp_path), {'train_time_s': 8.0, 'step': 40})
+  assert curve == [{'step': 10, 'top1': 25.0, 'train_time_s': 3.5},
+                   {'step': 20, 'top1': 50.0, 'train_time_s': 4.0}]
+
+
+def test_unfinished_run_restarts_from_scratch_then_is_reused(tmp_path, fake_trainer):
+  """A resumed run would time only its last part; the studies compare whole runs."""
+  config = configs.base_config()
+  run_dir = tmp_path / 'run'
+  (run_dir / 'checkpoints' / '43').mkdir(parents=True)
+  assert runs.reusable_summary(config, str(run_dir)) is None  # not finished
+  logged = []
+  summary = runs.train_from_scratch(config, str(run_dir), log=logged.append)
+  assert fake_trainer == [False]  # the unfinished run was deleted first
+  assert not (run_dir / 'checkpoints').exists()
+  assert 'Discarding the unfinished run' in logged[0]
+  assert summary['eval_curve'] == [{'step': 2, 'top1': 25.0, 'train_time_s': 3.0},
+                                   {'step': 4, 'top1': 50.0, 'train_time_s': 8.0}]
+  assert runs.reusable_summary(config, str(run_dir)) == summary  # as a rerun reads it
+
+
+def test_a_stopped_run_is_not_finished(tmp_path, monkeypatch):
+  monkeypatch.setattr(trainer, 'train_and_evaluate',
+                      lambda config, workdir: {'preempted': True, 'step': 3})
+  with pytest.raises(SystemExit, match='stopped \\(SIGTERM\\) at step 3; run the same '):
+    runs.train_from_scratch(configs.base_config(), str(tmp_path / 'run'))
+  (tmp_path / reporting.SUMMARY_FILE).write_text(json.dumps({'preempted': True}))
+  assert runs.finished_summary(str(tmp_path)) is None
+
+
+def test_a_finished_run_of_another_config_is_an_error(tmp_path):
+  config = configs.base_config()
+  saved = _summary(config)
+  saved['config']['model']['old_key'] = 1  # keys of another configs.py version: ignored
+  del saved['config']['dataset']['flip']
+  (tmp_path / reporting.SUMMARY_FILE).write_text(json.dumps(saved))
+  assert runs.reusable_summary(config, str(tmp_path)) == dict(saved, eval_curve=[])
+  config.batch_size += 1
+  config.model.patches.size = (4, 4, 2)
+  with pytest.raises(ValueError, match=r'summary.json is a finished run of another config '
+                     r'\(keys that differ: batch_size, model.patches.size\)\. Delete '):
+    runs.reusable_summary(config, str(tmp_path))
+  assert (tmp_path / reporting.SUMMARY_FILE).exists()  # never deleted
+
+
+def test_experiments_load_as_modules_the_way_the_cli_loads_them():
+  overrides = ['dataset.base_dir=/data', 'model.hidden_size=24']
+  config = experiment_configs.load('synthetic_stage1', overrides)
+  path = os.path.join(REPO, 'experiments', 'synthetic_stage1.py')
+  assert experiment_configs.path('synthetic_stage1') == path
+  assert config.to_dict() == config_loading.load_config(path, overrides).to_dict()
+  assert config.is_locked and config.model.hidden_size == 24
+  with pytest.raises(FileNotFoundError, match=r"No experiment 'synthetic_stage9'"):
+    experiment_configs.path('synthetic_stage9')

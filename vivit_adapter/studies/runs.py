@@ -1,0 +1,119 @@
+"""Reuse a finished run or train it from scratch: the one rule of every study.
+
+A study (the demo, the ablation) asks for a run as a config and a run directory:
+* a run that finished (its summary.json exists) with the same config is reused;
+* a finished run of another config is an error that names the keys that differ: a
+  finished run is never deleted behind the user's back (the ablation's took hours);
+* anything else in the directory (an interrupted run) is deleted and the run trains
+  from scratch. It is not resumed: the trainer's train_time_s counts only the training
+  done by the process that finishes the run, and the studies' tables compare whole
+  runs' training times.
+
+"The same config" means the same value for every key that both the saved config and
+the asked one have: a key added to (or removed from) configs.py since the run finished
+does not make it stale, since a new key's default keeps the old behaviour.
+
+Results are read through `train_lib.reporting`: the summary from SUMMARY_FILE and the
+eval curve from its `History`.
+"""
+
+import json
+import os
+import shutil
+from typing import Any, Callable, Dict, List, Optional
+
+import ml_collections
+
+from vivit_adapter.train_lib import reporting
+
+
+def finished_summary(run_dir: str) -> Optional[Dict[str, Any]]:
+  """The run's summary with its 'eval_curve' added; None if the run has not finished."""
+  path = os.path.join(run_dir, reporting.SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    summary = json.load(f)
+  if summary.get('preempted'):
+    return None
+  summary['eval_curve'] = eval_curve(run_dir, summary)
+  return summary
+
+
+def eval_curve(run_dir: str, summary: Dict[str, Any]) -> List[Dict[str, float]]:
+  """[{step, top1 (%), train_time_s}] of every evaluation of a finished run.
+
+  The trainer records the training seconds of each evaluation; for runs from before
+  it did, they are estimated from the step (steps cost the same: time ∝ step).
+  """
+  per_step = summary['train_time_s'] / max(summary['step'], 1)
+  return [{'step': r['step'], 'top1': 100 * r['top1'],
+           'train_time_s': r.get('train_time_s', r['step'] * per_step)}
+          for r in reporting.History(run_dir).rows('eval') if 'top1' in r]
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def config_differences(config: ml_collections.ConfigDict,
+                       saved: Dict[str, Any]) -> List[str]:
+  """The dotted keys both configs have whose values differ (`saved` as summary.json has it)."""
+  # As the trainer writes it: through JSON, so tuples compare equal to lists.
+  wanted = _flatten(json.loads(json.dumps(config.to_dict(), default=str)))
+  found = _flatten(saved)
+  return sorted(k for k in wanted.keys() & found.keys() if wanted[k] != found[k])
+
+
+def mismatch_message(config: ml_collections.ConfigDict, run_dir: str,
+                     summary: Dict[str, Any]) -> Optional[str]:
+  """Why the finished run in `run_dir` cannot stand for `config`; None when it can."""
+  differ = config_differences(config, summary.get('config', {}))
+  if not differ:
+    return None
+  return (f'{os.path.join(run_dir, reporting.SUMMARY_FILE)} is a finished run of another '
+          f'config (keys that differ: {", ".join(differ)}). Delete {run_dir} to rerun it, '
+          'or use another --workdir.')
+
+
+def reusable_summary(config: ml_collections.ConfigDict,
+                     run_dir: str) -> Optional[Dict[str, Any]]:
+  """The finished run's summary if it ran `config`; None if it has not finished.
+
+  Raises:
+    ValueError: `run_dir` holds a finished run of another config.
+  """
+  summary = finished_summary(run_dir)
+  if summary is not None:
+    message = mismatch_message(config, run_dir, summary)
+    if message:
+      raise ValueError(message)
+  return summary
+
+
+def train_from_scratch(config: ml_collections.ConfigDict, run_dir: str,
+                       log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Deletes an unfinished run in `run_dir`, trains `config` there; returns its summary.
+
+  The summary is read back as `finished_summary` reads it (eval curve included), so a
+  trained run and a reused one look the same.
+
+  Raises:
+    SystemExit: the run was stopped (SIGTERM) before it finished.
+  """
+  from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
+  if os.path.exists(run_dir):
+    log(f'Discarding the unfinished run in {run_dir} (a resumed run would time only its '
+        'last part).')
+    shutil.rmtree(run_dir)
+  summary = trainer.train_and_evaluate(config, run_dir)
+  if summary.get('preempted'):
+    raise SystemExit(f'{run_dir} was stopped (SIGTERM) at step {summary["step"]}; run the '
+                     'same command again: finished runs are reused, this one restarts.')
+  return finished_summary(run_dir)
