@@ -10,14 +10,16 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from vivit_adapter import benchmark
 from vivit_adapter.benchmarks import frame_search, step_cases, step_report
 from vivit_adapter.models import create_model
-from vivit_adapter.train_lib import optimizers, steps
+from vivit_adapter.train_lib import optimizers, parallel, trainer
 
 TINY = (('spatial_transformer.num_layers', 2), ('temporal_transformer.num_layers', 1))
+SPATIAL = {'embedding', 'cls_SpatialTransformer', 'SpatialTransformer'}
 TINY_FLAGS = 'spatial_transformer.num_layers=2,temporal_transformer.num_layers=1'
 
 
@@ -36,27 +38,56 @@ def figures():
   return {name: step_cases.compile_case(case) for name, case in cases.items()}
 
 
-def test_memory_equals_an_independent_compile_of_the_trainer_step(figures):
-  # Built by hand from the trainer's pieces, with real (allocated) arrays.
-  case = tiny_case('stage2')
+def trainer_state_and_step(case):
+  """The trainer's own step-0 state and jitted step for `case`, from
+  `trainer.setup_state` on a one-device mesh (the benchmark's figures are per device)."""
   config = step_cases.case_config(case)
-  model = create_model(config.model, 10)
-  video = jnp.zeros((2, 8, 32, 32, 3))
-  params = model.init(jax.random.PRNGKey(0), video[:1])['params']
-  frozen = optimizers.frozen_keys(params, True)
-  tx, schedule = optimizers.make_optimizer(config, params, frozen, 100, 1000)
-  state = steps.TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
-                           rng=jax.random.PRNGKey(0))
-  fn = steps.make_train_step(model, tx, schedule, frozen=frozen, num_classes=10)
-  batch = {'inputs': video, 'label': jnp.zeros((2,), jnp.int32)}
-  m = jax.jit(fn, donate_argnums=(0,)).lower(state, batch).compile().memory_analysis()
+  model = create_model(config.model, case.num_classes)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,))
+  state, parts = trainer.setup_state(config, model, mesh, case.num_classes,
+                                     step_cases.SCHEDULE_STEPS_PER_EPOCH,
+                                     step_cases.SCHEDULE_TOTAL_STEPS)
+  batch = parallel.to_global(jax.device_get(step_cases._real_batch(case, 0)), mesh)
+  return state, parts, parts.jit_step(mesh), batch
+
+
+def test_memory_equals_the_trainers_own_compiled_step(figures):
+  state, parts, jitted, batch = trainer_state_and_step(tiny_case('stage2'))
+  m = jitted.lower(state, batch).compile().memory_analysis()
   got = figures['stage2_8']['memory']
   assert got['temp'] == m.temp_size_in_bytes
   assert got['argument'] == m.argument_size_in_bytes
   assert got['output'] == m.output_size_in_bytes
   assert got['total'] == (m.temp_size_in_bytes + m.argument_size_in_bytes
                           + m.output_size_in_bytes - m.alias_size_in_bytes)
-  assert figures['stage2_8']['params'] == optimizers.count_params(params, frozen)
+  assert figures['stage2_8']['params'] == optimizers.count_params(state.params, parts.frozen)
+
+
+def test_benchmark_step_trains_exactly_like_the_trainers_step():
+  case = tiny_case('stage2')
+  state, parts, jitted, batch = trainer_state_and_step(case)
+  built = step_cases.build(case)
+  assert built.parts.frozen == parts.frozen and set(parts.frozen) == SPATIAL
+  describe = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+  assert describe(built.state) == describe(state)
+  start = jax.device_get(state)
+  bench_state, bench_batch = jax.tree.map(jnp.asarray, (start, jax.device_get(batch)))
+  # Three steps: the warm-up's learning rate is 0 at step 0, and the head starts at
+  # zero, so the encoders only get a gradient once step 1 has moved the head.
+  for _ in range(3):
+    state, metrics = jitted(state, batch)
+    bench_state, bench_metrics = built.jitted(bench_state, bench_batch)
+    assert jax.device_get(bench_metrics) == jax.device_get(metrics)
+  assert float(metrics['learning_rate']) > 0
+  trained, bench = jax.device_get((state.params, bench_state.params))
+  moved = set()
+  for k in trained:
+    for a, b, c in zip(jax.tree.leaves(trained[k]), jax.tree.leaves(bench[k]),
+                       jax.tree.leaves(start.params[k])):
+      np.testing.assert_array_equal(a, b, err_msg=k)
+      if not np.array_equal(a, c):
+        moved.add(k)
+  assert not moved & SPATIAL and {'TemporalTransformer', 'output_projection'} <= moved
 
 
 def test_stage2_needs_less_than_baseline(figures):

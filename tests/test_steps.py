@@ -8,24 +8,24 @@ import pytest
 from tests.test_models import perturbed_params, random_video, tiny_config
 from vivit_adapter import configs
 from vivit_adapter.models import create_model
-from vivit_adapter.train_lib import losses, optimizers, steps
+from vivit_adapter.train_lib import assembly, losses, optimizers, steps
 
 
 def setup(freeze=False, optimizer='sgd', accumulation=1, lr=0.1):
+  """A tiny model's state and jitted step, assembled as the trainer assembles them."""
   c = configs.base_config()
   c.optimizer = optimizer
+  c.gradient_accumulation_steps = accumulation
   c.lr_configs.schedule, c.lr_configs.warmup_steps = 'constant', 0
   c.lr_configs.base_learning_rate = lr
-  model_cfg = tiny_config(freeze_spatial=freeze, **{'adapter.type': 'mlp' if freeze else 'none'})
-  model = create_model(model_cfg, 5)
+  c.model = tiny_config(freeze_spatial=freeze, **{'adapter.type': 'mlp' if freeze else 'none'})
+  model = create_model(c.model, 5)
   video = random_video((4, 8, 16, 16, 3))
   params = perturbed_params(model, video)
-  frozen = optimizers.frozen_keys(params, freeze)
-  tx, sched = optimizers.make_optimizer(c, params, frozen, 10, 100)
-  state = steps.TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
-                           rng=jax.random.PRNGKey(0))
-  step = jax.jit(steps.make_train_step(model, tx, sched, frozen=frozen, num_classes=5,
-                                       accumulation_steps=accumulation))
+  parts = assembly.build(c, model, params, num_classes=5, steps_per_epoch=10,
+                         total_steps=100)
+  state = parts.init_state(params, jax.random.PRNGKey(0))
+  step = jax.jit(parts.train_step)  # not donated: the tests reuse `state`
   batch = {'inputs': video, 'label': jnp.array([0, 1, 2, 3])}
   return model, state, step, batch
 

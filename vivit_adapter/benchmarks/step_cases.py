@@ -1,8 +1,8 @@
 """One benchmark case = one training mode of one model size at one clip shape.
 
-Every case builds the trainer's own pieces (`create_model`, `make_optimizer`,
-`make_train_step`) from a locked `base_config()`, so what is measured is the step that
-`python -m vivit_adapter.main` runs, not a copy of it.
+Every case builds the trainer's own pieces (`create_model`, then `assembly.build`: the
+frozen split, optimizer, schedule, step and state) from a locked `base_config()`, so
+what is measured is the step that `python -m vivit_adapter.main` runs, not a copy of it.
 
 Compile-only analysis never allocates: the parameters, optimizer state and batch are
 `jax.ShapeDtypeStruct` trees from `jax.eval_shape`, so a ViViT-B at 224 px and 1024
@@ -21,12 +21,13 @@ import ml_collections
 
 from vivit_adapter import configs
 from vivit_adapter.models import create_model, variants
-from vivit_adapter.train_lib import optimizers, steps, trainer
+from vivit_adapter.train_lib import assembly, compiled_memory, optimizers, steps
 
 # mode -> what it sets on top of the end-to-end model (DESIGN.md sections 1 and 2).
 MODES = ('baseline', 'baseline+remat', 'stage2', 'stage2+chunked')
-# The schedule's length only shapes the learning rate, never the step's memory or time.
-_STEPS_PER_EPOCH, _TOTAL_STEPS = 100, 1000
+# The schedule's length only shapes the learning rate, never the step's memory or time;
+# torch_compare's trainer step uses the same.
+SCHEDULE_STEPS_PER_EPOCH, SCHEDULE_TOTAL_STEPS = 100, 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,9 +111,8 @@ class Built:
   """The trainer's pieces for one case: jitted step, abstract state and batch."""
   config: ml_collections.ConfigDict
   model: object
-  frozen: Tuple[str, ...]
-  tx: object
-  jitted: object  # jax.jit(train_step, donate_argnums=(0,)), as the trainer jits it
+  parts: assembly.TrainParts
+  jitted: object  # the step jitted as the trainer jits it (state donated)
   state: steps.TrainState  # of ShapeDtypeStructs
   batch: Dict[str, jax.ShapeDtypeStruct]
 
@@ -126,29 +126,22 @@ def build(case: Case) -> Built:
   check_case(case)
   config = case_config(case)
   model = create_model(config.model, case.num_classes)
-  one_clip = jax.ShapeDtypeStruct(_video_shape(case, 1), jnp.float32)
-  params = jax.eval_shape(lambda r, v: model.init(r, v)['params'],
-                          jax.random.PRNGKey(0), one_clip)
-  frozen = optimizers.frozen_keys(params, config.model.freeze_spatial)
-  tx, schedule = optimizers.make_optimizer(config, params, frozen, _STEPS_PER_EPOCH,
-                                           _TOTAL_STEPS)
-  state = steps.TrainState(
-      step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-      opt_state=jax.eval_shape(tx.init, params),
-      rng=jax.eval_shape(lambda: jax.random.PRNGKey(0)))
-  fn = steps.make_train_step_from_config(config, model, tx, schedule, frozen=frozen,
-                                         num_classes=case.num_classes)
+  params = assembly.abstract_params(config, model)
+  parts = assembly.build(config, model, params, num_classes=case.num_classes,
+                         steps_per_epoch=SCHEDULE_STEPS_PER_EPOCH,
+                         total_steps=SCHEDULE_TOTAL_STEPS)
   batch = {'inputs': jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.float32),
            'label': jax.ShapeDtypeStruct((case.batch,), jnp.int32)}
-  return Built(config, model, frozen, tx, jax.jit(fn, donate_argnums=(0,)), state, batch)
+  return Built(config, model, parts, parts.jit_step(), parts.abstract_state(params), batch)
 
 
 def compile_built(built: Built):
   """Lowers and compiles the step on the abstract state: (compiled, figures)."""
   start = time.perf_counter()
-  compiled = built.jitted.lower(built.state, built.batch).compile()
-  return compiled, {'memory': trainer.memory_figures(compiled),
-                    'params': optimizers.count_params(built.state.params, built.frozen),
+  compiled, memory = compiled_memory.compile_and_measure(built.jitted, built.state,
+                                                         built.batch)
+  return compiled, {'memory': memory,
+                    'params': optimizers.count_params(built.state.params, built.parts.frozen),
                     'compile_s': time.perf_counter() - start}
 
 
@@ -157,12 +150,10 @@ def compile_case(case: Case) -> Dict[str, object]:
   return compile_built(build(case))[1]
 
 
-def _real_state(built: Built, case: Case, seed: int) -> steps.TrainState:
+def _real_state(built: Built, seed: int) -> steps.TrainState:
   rng = jax.random.PRNGKey(seed)
-  video = jnp.zeros(_video_shape(case, 1), jnp.float32)
-  params = jax.jit(built.model.init)(rng, video)['params']
-  return steps.TrainState(step=jnp.int32(0), params=params,
-                          opt_state=jax.jit(built.tx.init)(params), rng=rng)
+  params = assembly.init_params(built.config, built.model, rng)
+  return built.parts.init_state(params, rng)
 
 
 def _real_batch(case: Case, seed: int) -> Dict[str, jnp.ndarray]:
@@ -181,7 +172,7 @@ def time_case(case: Case, built: Built, step_fn, steps_timed: int, warmup: int,
   """
   if steps_timed <= 0 or warmup < 0:
     raise ValueError(f'--steps={steps_timed} must be positive and --warmup={warmup} >= 0.')
-  state, batch = _real_state(built, case, seed), _real_batch(case, seed)
+  state, batch = _real_state(built, seed), _real_batch(case, seed)
   times = []
   for i in range(warmup + steps_timed):
     start = time.perf_counter()

@@ -9,8 +9,8 @@ Both frameworks get the same model (the Flax init, copied into `TorchViViTFE`), 
 same batches (a new one each step) and the same update (cross-entropy, SGD with
 momentum), so their losses follow the same trajectory; the report shows the largest
 loss difference as evidence that both did the same work. A third runner, `jax (trainer
-step)`, is the step `python -m vivit_adapter.main` runs (`steps.make_train_step` +
-`optimizers.make_optimizer`: clipping, schedule, metrics on top), on the same
+step)`, is the step `python -m vivit_adapter.main` runs (`assembly.build`: clipping, schedule,
+metrics on top), on the same
 initial parameters and batches: the target is about that one, the minimal `jax` step
 shows how much of the time is the trainer's extras.
 
@@ -49,9 +49,9 @@ import torch
 
 from vivit_adapter import configs
 from vivit_adapter import models
+from vivit_adapter.benchmarks import step_cases
 from vivit_adapter.benchmarks import torch_reference
-from vivit_adapter.train_lib import optimizers
-from vivit_adapter.train_lib import steps as train_steps
+from vivit_adapter.train_lib import assembly
 
 
 LEARNING_RATE = 0.01
@@ -108,22 +108,16 @@ def make_jax_step(model, params, learning_rate: float, momentum: float):
 def make_trainer_step(model, params, num_classes: int):
   """The trainer's own end-to-end step on `params`; returns (state, jitted step).
 
-  `steps.make_train_step` with `optimizers.make_optimizer` from the base config
-  (momentum SGD, global-norm clipping, warm-up + cosine schedule, top-1 metric), jitted
-  with the state donated, exactly as `trainer.py` builds it. Its update differs from
-  torch's plain SGD (clipping, the schedule), so its losses are not compared; it does
-  at least the work of the minimal step.
+  `assembly.build` from the base config (momentum SGD, global-norm clipping, warm-up +
+  cosine schedule, top-1 metric), jitted with the state donated, as the trainer builds
+  it. Its update differs from torch's plain SGD (clipping, the schedule), so its losses
+  are not compared; it does at least the work of the minimal step.
   """
   config = configs.base_config()
-  frozen = optimizers.frozen_keys(params, False)
-  tx, schedule = optimizers.make_optimizer(config, params, frozen, steps_per_epoch=100,
-                                           total_steps=1000)
-  fn = train_steps.make_train_step_from_config(config, model, tx, schedule, frozen=frozen,
-                                               num_classes=num_classes)
-  state = train_steps.TrainState(step=jnp.int32(0), params=params,
-                                 opt_state=jax.jit(tx.init)(params),
-                                 rng=jax.random.PRNGKey(0))
-  return state, jax.jit(fn, donate_argnums=(0,))
+  parts = assembly.build(config, model, params, num_classes=num_classes,
+                         steps_per_epoch=step_cases.SCHEDULE_STEPS_PER_EPOCH,
+                         total_steps=step_cases.SCHEDULE_TOTAL_STEPS)
+  return parts.init_state(params, jax.random.PRNGKey(0)), parts.jit_step()
 
 
 def make_torch_step(model, learning_rate: float, momentum: float) -> Callable:

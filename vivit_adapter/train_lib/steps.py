@@ -99,8 +99,8 @@ def make_train_step_from_config(config, model, tx: optax.GradientTransformation,
                                 schedule: Callable, *, frozen: Tuple[str, ...],
                                 num_classes: int):
   """`make_train_step` with the loss settings read from `config` (label smoothing,
-  mixup, gradient accumulation): the one place the trainer and the benchmarks build
-  the step from a config, so what the benchmarks time is what the trainer runs."""
+  mixup, gradient accumulation): the step factory `assembly.build` uses by default,
+  for the trainer and the benchmarks alike."""
   return make_train_step(model, tx, schedule, frozen=frozen, num_classes=num_classes,
                          label_smoothing=config.label_smoothing,
                          mixup_alpha=config.mixup.alpha,

@@ -13,7 +13,6 @@ import time
 from typing import Any, Dict, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
@@ -23,8 +22,8 @@ from clu import metric_writers, periodic_actions
 import data_pipelines
 from vivit_adapter import checkpoints, configs
 from vivit_adapter.models import create_model
-from vivit_adapter.train_lib import checkpointing, evaluation, optimizers, parallel
-from vivit_adapter.train_lib import reporting, steps
+from vivit_adapter.train_lib import assembly, checkpointing, compiled_memory, evaluation
+from vivit_adapter.train_lib import optimizers, parallel, reporting, steps
 
 
 @dataclasses.dataclass
@@ -35,14 +34,11 @@ class Setup:
   mesh: Any
   info: data_pipelines.DatasetInfo
   model: Any
-  frozen: tuple
   steps_per_epoch: int
   total_steps: int
-  tx: Any
-  schedule: Any
+  parts: assembly.TrainParts  # frozen names, optimizer, schedule, train step
   state: steps.TrainState
   start: str  # where the parameters came from, for the log and summary
-  data_state: Optional[dict]
   # Jitted eval/test steps, built on first use. On the Setup rather than in a module
   # cache, so runs in one process (the demo, the ablation) never share or leak them.
   eval_fns: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -55,33 +51,17 @@ def setup_lengths(config, info) -> tuple:
   return steps_per_epoch, max(total, 1)
 
 
-def _dummy_video(config):
-  ds = config.dataset
-  return jnp.zeros((1, ds.num_frames, ds.crop_size, ds.crop_size, 3), jnp.float32)
+def setup_state(config, model, mesh, num_classes, steps_per_epoch, total_steps):
+  """Fresh parameters (created replicated), the run's TrainParts and its step-0 state.
+  Returns (state, parts)."""
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.rng_seed))
+  params = assembly.init_params(config, model, init_rng, mesh)
+  parts = assembly.build(config, model, params, num_classes=num_classes,
+                         steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  return parts.init_state(params, state_rng, mesh), parts
 
 
-def setup_state(config, model, mesh, steps_per_epoch, total_steps):
-  """Fresh parameters (created replicated), optimizer and train state."""
-  rng = jax.random.PRNGKey(config.rng_seed)
-  init_rng, state_rng = jax.random.split(rng)
-  init = jax.jit(lambda r: model.init(r, _dummy_video(config))['params'],
-                 out_shardings=parallel.replicated(mesh))
-  params = init(init_rng)
-  frozen = optimizers.frozen_keys(params, config.model.freeze_spatial)
-  tx, schedule = optimizers.make_optimizer(config, params, frozen, steps_per_epoch,
-                                           total_steps)
-  state = make_state(params, tx, state_rng, mesh)
-  return state, frozen, tx, schedule
-
-
-def make_state(params, tx, rng, mesh) -> steps.TrainState:
-  """A step-0 state whose optimizer state is created (replicated) from `params`."""
-  opt_state = jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
-  return steps.TrainState(step=parallel.replicate(np.int32(0), mesh), params=params,
-                          opt_state=opt_state, rng=parallel.replicate(rng, mesh))
-
-
-def setup_start(config, manager, state, tx, mesh):
+def setup_start(config, manager, state, parts, mesh):
   """Resume, else init_from, else scratch. Returns (state, data_state, description)."""
   restored = checkpointing.restore_latest(manager, state)
   if restored is not None:
@@ -94,7 +74,7 @@ def setup_start(config, manager, state, tx, mesh):
     params, message = checkpoints.load_init_params(
         config.init_from, host_params, model_config=config.model)
     params = parallel.replicate(params, mesh)
-    return make_state(params, tx, state.rng, mesh), None, message
+    return parts.init_state(params, state.rng, mesh), None, message
   return state, None, 'initialised from scratch (no checkpoint, config.init_from empty)'
 
 
@@ -104,32 +84,11 @@ def setup(config, workdir) -> Setup:
   info = data_pipelines.dataset_info(config.dataset)
   model = create_model(config.model, info.num_classes)
   steps_per_epoch, total_steps = setup_lengths(config, info)
-  state, frozen, tx, schedule = setup_state(config, model, mesh, steps_per_epoch,
-                                            total_steps)
+  state, parts = setup_state(config, model, mesh, info.num_classes, steps_per_epoch,
+                             total_steps)
   return Setup(config=config, workdir=workdir, mesh=mesh, info=info, model=model,
-               frozen=frozen, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-               tx=tx, schedule=schedule, state=state, start='', data_state=None)
-
-
-def compile_train_step(s: Setup, batch):
-  """jit + lower + compile once; returns (compiled step, memory figures in bytes)."""
-  fn = steps.make_train_step_from_config(s.config, s.model, s.tx, s.schedule,
-                                         frozen=s.frozen, num_classes=s.info.num_classes)
-  state_sharding = jax.tree.map(lambda x: x.sharding, s.state)
-  jitted = jax.jit(fn, donate_argnums=(0,),
-                   in_shardings=(state_sharding, parallel.batch_sharding(s.mesh)),
-                   out_shardings=(state_sharding, parallel.replicated(s.mesh)))
-  compiled = jitted.lower(s.state, batch).compile()
-  return compiled, memory_figures(compiled)
-
-
-def memory_figures(compiled) -> Dict[str, int]:
-  m = compiled.memory_analysis()
-  figures = {k: int(getattr(m, f'{k}_size_in_bytes', 0) or 0)
-             for k in ('temp', 'argument', 'output', 'alias', 'generated_code')}
-  figures['total'] = (figures['temp'] + figures['argument'] + figures['output']
-                      - figures['alias'])
-  return figures
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps, parts=parts,
+               state=state, start='')
 
 
 def _check_finite(metrics, step, manager):
@@ -158,7 +117,8 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
   """Runs the remaining steps; returns (state, timing dict)."""
   config, state = s.config, s.state
   first_batch = parallel.to_global(next(train_iter), s.mesh)
-  compiled, memory = compile_train_step(s, first_batch)
+  compiled, memory = compiled_memory.compile_and_measure(s.parts.jit_step(s.mesh), state,
+                                                         first_batch)
   log_start(s, memory)
   eval_every = config.log_eval_steps or s.steps_per_epoch
   ckpt_every = config.checkpoint_steps or s.steps_per_epoch
@@ -202,10 +162,10 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
 
 
 def log_start(s: Setup, memory):
-  counts = optimizers.count_params(s.state.params, s.frozen)
+  counts = optimizers.count_params(s.state.params, s.parts.frozen)
   logging.info('Start: %s', s.start)
   logging.info('Parameters: %d trainable, %d frozen (%s)', counts['trainable'],
-               counts['frozen'], ', '.join(s.frozen) or 'nothing frozen')
+               counts['frozen'], ', '.join(s.parts.frozen) or 'nothing frozen')
   logging.info('Compiled train step memory: %s',
                ', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in memory.items()))
   logging.info('%d steps (%d per epoch), global batch %d on %d devices / %d processes',
@@ -254,8 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if is_main:
     configs.save(config, workdir)
   manager = checkpointing.make_manager(workdir, config.max_to_keep)
-  state, data_state, s.start = setup_start(config, manager, s.state, s.tx, s.mesh)
-  s.state, s.data_state = state, data_state
+  s.state, data_state, s.start = setup_start(config, manager, s.state, s.parts, s.mesh)
   train_iter = data_pipelines.make_train_iterator(
       config.dataset, batch_size=parallel.per_process_batch_size(config.batch_size),
       seed=config.rng_seed, state=data_state)
@@ -282,13 +241,13 @@ def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
     test = evaluation.evaluate(s, state.params, split='test')
     writer.write_scalars(step, {f'test/{k}': v for k, v in test.items()})
     history.add(step, 'test', test)
-  counts = optimizers.count_params(state.params, s.frozen)
+  counts = optimizers.count_params(state.params, s.parts.frozen)
   summary = {
       'experiment_name': s.config.experiment_name, 'stage': s.config.stage,
       'step': step, 'start': s.start, 'eval': final_eval, 'test': test,
       'train_time_s': timing['train_time_s'], 'total_time_s': time.time() - t0,
       'compiled_step_memory_bytes': timing['memory'],
-      'params': counts, 'frozen_modules': list(s.frozen),
+      'params': counts, 'frozen_modules': list(s.parts.frozen),
       'devices': jax.device_count(), 'processes': jax.process_count(),
       'config': s.config.to_dict(),
   }
