@@ -72,7 +72,8 @@ def setup_start(config, manager, state, parts, mesh):
   if config.init_from.checkpoint_path:
     host_params = jax.device_get(state.params)
     params, message = checkpoints.load_init_params(
-        config.init_from, host_params, model_config=config.model)
+        config.init_from, host_params, model_config=config.model,
+        frame_size=(config.dataset.crop_size, config.dataset.crop_size))
     params = parallel.replicate(params, mesh)
     return parts.init_state(params, state.rng, mesh), None, message
   return state, None, 'initialised from scratch (no checkpoint, config.init_from empty)'
