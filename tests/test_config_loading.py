@@ -1,11 +1,8 @@
-"""vivit_adapter.config_loading: experiment files, overrides, start-up checks."""
-
-import os
+"""vivit_adapter.config_loading: experiment files and overrides."""
 
 from absl import flags
 import pytest
 
-from data_pipelines import dmvr_format
 from vivit_adapter import config_loading
 
 EXPERIMENT = '''
@@ -73,32 +70,3 @@ def test_override_keys_and_declared_keys():
   assert config_loading.unknown_key_message('model.adapter.type') is None
   assert config_loading.unknown_key_message('model.patches.size[0]') is None
   assert "no field 'tpye'" in config_loading.unknown_key_message('model.adapter.tpye')
-
-
-def _data(tmp_path):
-  prefix = str(tmp_path / 'train.tfrecord')
-  with dmvr_format.ShardedWriter(prefix, 2) as writer:
-    writer.write(b'x')
-    writer.write(b'y')
-  return str(tmp_path)
-
-
-def test_check_run_inputs(experiment, tmp_path):
-  config = config_loading.load_config(experiment, [f'dataset.base_dir={tmp_path}'])
-  with pytest.raises(FileNotFoundError, match=r'matches no file\. Convert videos with'):
-    config_loading.check_run_inputs(config)
-  _data(tmp_path)
-  config_loading.check_run_inputs(config)  # data present, no init checkpoint: fine
-  missing = str(tmp_path / 'stage1_run')
-  config = config_loading.load_config(experiment, [
-      f'dataset.base_dir={tmp_path}', 'stage=stage2',
-      f'init_from.checkpoint_path={missing}'])
-  with pytest.raises(FileNotFoundError) as e:
-    config_loading.check_run_inputs(config)
-  assert str(e.value) == (f'config.init_from.checkpoint_path={missing!r} does not exist. '
-                          'Train stage 1 first (with that --workdir), or set '
-                          '--config.init_from.checkpoint_path.')
-  config = config_loading.load_config(experiment, [
-      f'dataset.base_dir={tmp_path}', 'dataset.num_frames=7'])
-  with pytest.raises(ValueError, match=r'config\.dataset\.num_frames=7 must be a multiple'):
-    config_loading.check_run_inputs(config)

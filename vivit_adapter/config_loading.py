@@ -7,8 +7,7 @@ and tests and notebooks call `load_config`, so all of them load configs one way:
 
 On a locked config, config_flags rejects an undeclared key with a bare KeyError or
 AttributeError ("'modle'") and a long traceback; `parse_flags` turns that into one line
-that names the whole override and the closest declared key. `check_run_inputs` then
-checks, before anything compiles, that the data and the init checkpoint exist.
+that names the whole override and the closest declared key.
 """
 
 import difflib
@@ -111,24 +110,6 @@ def flags_parser(argv: Sequence[str]) -> List[str]:
     sys.stderr.write(f'FATAL Flags parsing error: {e}\n'
                      'Pass --helpshort or --helpfull to see help on flags.\n')
     sys.exit(1)
-
-
-def check_run_inputs(config: ml_collections.ConfigDict) -> None:
-  """Fails before any compilation on a bad value, missing data or a missing init path.
-
-  Raises:
-    ValueError: configs.validate's complaint, naming the key.
-    FileNotFoundError: no training data (the message says how to make or point to it),
-      or config.init_from.checkpoint_path does not exist.
-  """
-  from data_pipelines import reader  # pylint: disable=g-import-not-at-top
-  configs.validate(config)
-  reader.make_source(config.dataset, 'train')
-  path = config.init_from.checkpoint_path
-  if path and not os.path.exists(path):
-    hint = ' Train stage 1 first (with that --workdir), or' if config.stage == 'stage2' else ''
-    raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.'
-                            f'{hint} set --config.init_from.checkpoint_path.')
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
