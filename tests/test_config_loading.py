@@ -1,4 +1,4 @@
-"""vivit_adapter.config_loading: experiment files and overrides."""
+"""vivit_adapter.config_loading: experiment files, overrides, the variant override."""
 
 from absl import flags
 import pytest
@@ -70,3 +70,35 @@ def test_override_keys_and_declared_keys():
   assert config_loading.unknown_key_message('model.adapter.type') is None
   assert config_loading.unknown_key_message('model.patches.size[0]') is None
   assert "no field 'tpye'" in config_loading.unknown_key_message('model.adapter.tpye')
+
+
+def test_variant_override_writes_its_sizes(experiment):
+  config = config_loading.load_config(experiment, ['model.variant=L/16x2'])
+  assert config.model.variant == 'L/16x2'
+  assert config.model.hidden_size == 1024 and config.model.patches.size == (16, 16, 2)
+  assert (config.model.spatial_transformer.num_layers,
+          config.model.spatial_transformer.num_heads,
+          config.model.temporal_transformer.mlp_dim) == (24, 16, 4096)
+
+
+@pytest.mark.parametrize('order', [0, 1])
+def test_an_explicit_size_beats_the_variant_override_in_any_order(experiment, order):
+  overrides = ['model.variant=L/16x2', 'model.hidden_size=256',
+               'model.spatial_transformer.num_layers=2']
+  overrides = overrides if order == 0 else overrides[::-1]
+  config = config_loading.load_config(experiment, overrides)
+  assert config.model.hidden_size == 256
+  assert config.model.spatial_transformer.num_layers == 2
+  assert config.model.spatial_transformer.num_heads == 16  # from the variant
+
+
+def test_without_a_variant_override_the_files_sizes_stay(experiment):
+  config = config_loading.load_config(experiment, ['model.spatial_transformer.num_layers=3'])
+  assert config.model.variant == '' and config.model.hidden_size == 48
+  assert config.model.spatial_transformer.num_layers == 3
+
+
+def test_unknown_variant_override_is_a_config_error(experiment):
+  with pytest.raises(config_loading.ConfigError,
+                     match=r"--config.model.variant: Unknown model variant 'X/16x2'"):
+    config_loading.load_config(experiment, ['model.variant=X/16x2'])

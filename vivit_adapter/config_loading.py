@@ -8,6 +8,11 @@ and tests and notebooks call `load_config`, so all of them load configs one way:
 On a locked config, config_flags rejects an undeclared key with a bare KeyError or
 AttributeError ("'modle'") and a long traceback; `parse_flags` turns that into one line
 that names the whole override and the closest declared key.
+
+A `--config.model.variant=L/16x2` override is expanded into the model's sizes once the
+flags are parsed, except for sizes that are overridden too: an explicit
+`--config.model.hidden_size` wins over the variant, whatever the order of the flags.
+(An experiment file's variant was expanded when its get_config() set it.)
 """
 
 import difflib
@@ -99,7 +104,22 @@ def parse_flags(argv: Sequence[str],
         raise ConfigError(f'--config.{key}: unknown config key: {problem}.') from e
     raise
   _check_loaded(flag_values, argv)
+  _expand_variant_override(flag_values[CONFIG_FLAG].value, argv)
   return remaining
+
+
+def _expand_variant_override(config: ml_collections.ConfigDict,
+                             argv: Sequence[str]) -> None:
+  """Writes the sizes of an overridden model.variant, keeping overridden sizes."""
+  keys = [re.sub(r'\[.*\]$', '', key) for key in override_keys(argv)]
+  if 'model.variant' not in keys or not config.model.variant:
+    return
+  from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
+  explicit = {key[len('model.'):] for key in keys if key.startswith('model.')}
+  try:
+    variants.apply_variant(config.model, config.model.variant, keep=explicit)
+  except ValueError as e:
+    raise ConfigError(f'--config.model.variant: {e}') from e
 
 
 def flags_parser(argv: Sequence[str]) -> List[str]:
