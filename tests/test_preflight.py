@@ -3,24 +3,15 @@
 import pytest
 
 from data_pipelines import dmvr_format
-from vivit_adapter import config_loading
+from vivit_adapter import configs
 from vivit_adapter import preflight
 
-EXPERIMENT = '''
-from vivit_adapter import configs
 
-def get_config():
+def _config(tmp_path, **init_from):
   config = configs.base_config()
-  config.model.hidden_size = 48
+  config.dataset.base_dir = str(tmp_path)
+  config.init_from.update(init_from)
   return config
-'''
-
-
-@pytest.fixture
-def experiment(tmp_path):
-  path = tmp_path / 'exp.py'
-  path.write_text(EXPERIMENT)
-  return str(path)
 
 
 def _data(tmp_path):
@@ -28,33 +19,34 @@ def _data(tmp_path):
   with dmvr_format.ShardedWriter(prefix, 2) as writer:
     writer.write(b'x')
     writer.write(b'y')
-  return str(tmp_path)
 
 
-def test_check_run_inputs(experiment, tmp_path):
-  config = config_loading.load_config(experiment, [f'dataset.base_dir={tmp_path}'])
+def test_missing_data_says_how_to_make_it(tmp_path):
   with pytest.raises(FileNotFoundError, match=r'matches no file\. Convert videos with'):
-    preflight.check_run_inputs(config)
+    preflight.check_run_inputs(_config(tmp_path))
   _data(tmp_path)
-  preflight.check_run_inputs(config)  # data present, no init checkpoint: fine
+  preflight.check_run_inputs(_config(tmp_path))  # data present, no init checkpoint: fine
+
+
+def test_missing_init_checkpoint_of_stage2_says_train_stage1(tmp_path):
+  _data(tmp_path)
   missing = str(tmp_path / 'stage1_run')
-  config = config_loading.load_config(experiment, [
-      f'dataset.base_dir={tmp_path}', 'stage=stage2',
-      f'init_from.checkpoint_path={missing}'])
+  config = _config(tmp_path, checkpoint_path=missing)
+  config.stage = 'stage2'
   with pytest.raises(FileNotFoundError) as e:
     preflight.check_run_inputs(config)
   assert str(e.value) == (f'config.init_from.checkpoint_path={missing!r} does not exist. '
                           'Train stage 1 first (with that --workdir), or set '
                           '--config.init_from.checkpoint_path.')
-  config = config_loading.load_config(experiment, [
-      f'dataset.base_dir={tmp_path}', 'dataset.num_frames=7'])
+
+
+def test_bad_values_fail_before_the_data_is_looked_for(tmp_path):
+  config = _config(tmp_path / 'none')
+  config.dataset.num_frames = 7
   with pytest.raises(ValueError, match=r'config\.dataset\.num_frames=7 must be a multiple'):
     preflight.check_run_inputs(config)
-
-
-def test_bad_value_fails_before_the_data_is_looked_for(experiment, tmp_path):
-  config = config_loading.load_config(experiment, [
-      f'dataset.base_dir={tmp_path / "none"}', 'model.adapter.type=lstm'])
+  config = _config(tmp_path / 'none')
+  config.model.adapter.type = 'lstm'
   with pytest.raises(ValueError, match=r"config.model.adapter.type='lstm'; expected one of "
                      r"\('attention', 'mlp', 'none'\)"):
     preflight.check_run_inputs(config)
