@@ -1,5 +1,7 @@
 """vivit_adapter.configs: the named choices come from their owners and are checked once."""
 
+import re
+
 import jax.numpy as jnp
 import ml_collections
 import pytest
@@ -112,3 +114,23 @@ def test_validate_runs_the_dataset_owners_checks():
   with pytest.raises(ValueError, match=r'Invalid config.dataset: min_resize=100 must be >= '
                      'crop_size=224'):
     configs.validate(config)
+
+
+def _declaration_text(source_lines, leaf):
+  """The line declaring `leaf` in configs.py and the comment lines just above it."""
+  pattern = re.compile(rf"^\s*(?:\w+\.{leaf} = |'{leaf}': )")
+  index = next(i for i, line in enumerate(source_lines) if pattern.match(line))
+  start = index
+  while source_lines[start - 1].strip().startswith('#'):
+    start -= 1
+  return '\n'.join(source_lines[start:index + 1])
+
+
+def test_the_comments_in_configs_list_the_real_choices():
+  with open(configs.__file__) as f:
+    lines = f.read().splitlines()
+  for key, names in configs.choices().items():
+    if key == 'stage':
+      continue  # declared beside STAGES itself
+    text = _declaration_text(lines, key.split('.')[-1])
+    assert all(f"'{name}'" in text for name in names), (key, names, text)
