@@ -10,10 +10,10 @@ The trainer's interface:
 
 from data_pipelines.reader import BadDataError
 from data_pipelines.reader import dataset_info
-from data_pipelines.reader import DatasetInfo
 from data_pipelines.reader import make_eval_iterator
 from data_pipelines.reader import make_train_iterator
 from data_pipelines.reader import TrainIterator
+from data_pipelines.source import DatasetInfo
 
 __all__ = ['BadDataError', 'DatasetInfo', 'TrainIterator', 'dataset_info',
            'make_eval_iterator', 'make_train_iterator']

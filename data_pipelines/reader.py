@@ -19,7 +19,6 @@ errors are ignored, followed by a placeholder flagged `bad`. That turns an undec
 a missing or out-of-range label, or an empty video into data that can be counted.
 """
 
-import dataclasses
 import functools
 import json
 import os
@@ -32,8 +31,13 @@ import tensorflow as tf
 
 from data_pipelines import dmvr_format
 from data_pipelines import video_ops
+from data_pipelines.source import DatasetInfo
+from data_pipelines.source import Source
 
 SPLITS = ('train', 'eval', 'test')
+DATASET_NAMES = ('dmvr', 'tfds')  # DMVR-format TFRecord shards, or a prepared tfds dataset
+# config.dataset keys with a fixed set of values -> those values (check_config checks them).
+DATASET_CHOICES = {'name': DATASET_NAMES, 'normalization': video_ops.NORMALIZATIONS}
 METADATA_FILE = dmvr_format.METADATA_FILE
 LABEL_MAP_FILE = 'label_map.txt'
 _METADATA_SPLIT = {'train': 'train', 'eval': 'validation', 'test': 'test'}
@@ -48,30 +52,6 @@ _TAG_FILES, _TAG_BLOCK, _TAG_EXAMPLE = 1, 2, 3
 
 class BadDataError(RuntimeError):
   """Too many bad training records, or any bad evaluation record."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  num_classes: int
-  num_train_examples: int
-  num_eval_examples: int
-  num_test_examples: int
-  label_names: Optional[List[str]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-  """Where one split's records live and how to parse one.
-
-  Attributes:
-    table: the table name as configured (for messages).
-    files: TFRecord files holding the split, sorted.
-    parse: serialized record -> (encoded frames, string vector; label, int64 scalar or -1
-      when missing). Works in graph and eagerly.
-  """
-  table: str
-  files: List[str]
-  parse: Callable
 
 
 # ----------------------------------------------------------------------------------------
@@ -158,12 +138,8 @@ def read_record(shard: str, index: int) -> bytes:
 
 def check_config(ds_cfg) -> None:
   """Fails at start, naming the key, on settings the pipeline cannot honour."""
-  problems = []
-  if ds_cfg.name not in ('dmvr', 'tfds'):
-    problems.append(f"name={ds_cfg.name!r} must be 'dmvr' or 'tfds'")
-  if ds_cfg.normalization not in video_ops.NORMALIZATIONS:
-    problems.append(f'normalization={ds_cfg.normalization!r} must be one of '
-                    f'{video_ops.NORMALIZATIONS}')
+  problems = [f'{key}={ds_cfg[key]!r} must be one of {names}'
+              for key, names in DATASET_CHOICES.items() if ds_cfg[key] not in names]
   for key in ('num_frames', 'stride', 'crop_size', 'num_test_clips', 'num_test_crops',
               'shuffle_buffer', 'num_parallel_reads'):
     if ds_cfg[key] < 1:

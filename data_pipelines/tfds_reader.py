@@ -13,7 +13,8 @@ import functools
 
 import tensorflow_datasets as tfds
 
-from data_pipelines import reader
+from data_pipelines.source import DatasetInfo
+from data_pipelines.source import Source
 
 VIDEO_KEY = 'video'
 LABEL_KEY = 'label'
@@ -46,7 +47,7 @@ def tfds_builder(ds_cfg):
   return _builder(ds_cfg.tfds_name, ds_cfg.tfds_data_dir)
 
 
-def tfds_info(ds_cfg) -> reader.DatasetInfo:
+def tfds_info(ds_cfg) -> DatasetInfo:
   """DatasetInfo from the builder's metadata; non-zero config values take precedence."""
   info = tfds_builder(ds_cfg).info
   names = _split_names(ds_cfg)
@@ -57,13 +58,13 @@ def tfds_info(ds_cfg) -> reader.DatasetInfo:
     return configured or (info.splits[names[split]].num_examples if available else 0)
 
   label = info.features[LABEL_KEY]
-  return reader.DatasetInfo(
+  return DatasetInfo(
       num_classes=ds_cfg.num_classes or label.num_classes,
       num_train_examples=size('train'), num_eval_examples=size('eval'),
       num_test_examples=size('test'), label_names=list(label.names))
 
 
-def tfds_source(ds_cfg, split: str) -> reader.Source:
+def tfds_source(ds_cfg, split: str) -> Source:
   """The files and parse function of one split ('train', 'eval' or 'test')."""
   builder = tfds_builder(ds_cfg)
   name = _split_names(ds_cfg)[split]
@@ -79,4 +80,4 @@ def tfds_source(ds_cfg, split: str) -> reader.Source:
         record, decoders={VIDEO_KEY: tfds.decode.SkipDecoding()})
     return example[VIDEO_KEY], example[LABEL_KEY]
 
-  return reader.Source(table=f'tfds:{ds_cfg.tfds_name}/{name}', files=files, parse=parse)
+  return Source(table=f'tfds:{ds_cfg.tfds_name}/{name}', files=files, parse=parse)

@@ -1,4 +1,4 @@
-"""Tests for data_pipelines.benchmark: the CLI runs on a tiny experiment config."""
+"""data_pipelines.benchmark, and its CLI vivit_adapter.benchmark_data on a tiny experiment."""
 
 import re
 import subprocess
@@ -42,7 +42,7 @@ def test_benchmark_cli_on_a_config_file(tmp_path):
       '  c.batch_size = 4\n'
       '  return c\n')
   proc = subprocess.run(
-      [sys.executable, '-m', 'data_pipelines.benchmark', f'--config={config_file}',
+      [sys.executable, '-m', 'vivit_adapter.benchmark_data', f'--config={config_file}',
        '--num_batches=3', '--warmup_batches=1', '--config.dataset.crop_size=10'],
       capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr

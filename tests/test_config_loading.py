@@ -1,11 +1,8 @@
-"""vivit_adapter.config_loading: experiment files, overrides, start-up checks."""
-
-import os
+"""vivit_adapter.config_loading: experiment files, overrides, the variant override."""
 
 from absl import flags
 import pytest
 
-from data_pipelines import dmvr_format
 from vivit_adapter import config_loading
 
 EXPERIMENT = '''
@@ -75,30 +72,33 @@ def test_override_keys_and_declared_keys():
   assert "no field 'tpye'" in config_loading.unknown_key_message('model.adapter.tpye')
 
 
-def _data(tmp_path):
-  prefix = str(tmp_path / 'train.tfrecord')
-  with dmvr_format.ShardedWriter(prefix, 2) as writer:
-    writer.write(b'x')
-    writer.write(b'y')
-  return str(tmp_path)
+def test_variant_override_writes_its_sizes(experiment):
+  config = config_loading.load_config(experiment, ['model.variant=L/16x2'])
+  assert config.model.variant == 'L/16x2'
+  assert config.model.hidden_size == 1024 and config.model.patches.size == (16, 16, 2)
+  assert (config.model.spatial_transformer.num_layers,
+          config.model.spatial_transformer.num_heads,
+          config.model.temporal_transformer.mlp_dim) == (24, 16, 4096)
 
 
-def test_check_run_inputs(experiment, tmp_path):
-  config = config_loading.load_config(experiment, [f'dataset.base_dir={tmp_path}'])
-  with pytest.raises(FileNotFoundError, match=r'matches no file\. Convert videos with'):
-    config_loading.check_run_inputs(config)
-  _data(tmp_path)
-  config_loading.check_run_inputs(config)  # data present, no init checkpoint: fine
-  missing = str(tmp_path / 'stage1_run')
-  config = config_loading.load_config(experiment, [
-      f'dataset.base_dir={tmp_path}', 'stage=stage2',
-      f'init_from.checkpoint_path={missing}'])
-  with pytest.raises(FileNotFoundError) as e:
-    config_loading.check_run_inputs(config)
-  assert str(e.value) == (f'config.init_from.checkpoint_path={missing!r} does not exist. '
-                          'Train stage 1 first (with that --workdir), or set '
-                          '--config.init_from.checkpoint_path.')
-  config = config_loading.load_config(experiment, [
-      f'dataset.base_dir={tmp_path}', 'dataset.num_frames=7'])
-  with pytest.raises(ValueError, match=r'config\.dataset\.num_frames=7 must be a multiple'):
-    config_loading.check_run_inputs(config)
+@pytest.mark.parametrize('order', [0, 1])
+def test_an_explicit_size_beats_the_variant_override_in_any_order(experiment, order):
+  overrides = ['model.variant=L/16x2', 'model.hidden_size=256',
+               'model.spatial_transformer.num_layers=2']
+  overrides = overrides if order == 0 else overrides[::-1]
+  config = config_loading.load_config(experiment, overrides)
+  assert config.model.hidden_size == 256
+  assert config.model.spatial_transformer.num_layers == 2
+  assert config.model.spatial_transformer.num_heads == 16  # from the variant
+
+
+def test_without_a_variant_override_the_files_sizes_stay(experiment):
+  config = config_loading.load_config(experiment, ['model.spatial_transformer.num_layers=3'])
+  assert config.model.variant == '' and config.model.hidden_size == 48
+  assert config.model.spatial_transformer.num_layers == 3
+
+
+def test_unknown_variant_override_is_a_config_error(experiment):
+  with pytest.raises(config_loading.ConfigError,
+                     match=r"--config.model.variant: Unknown model variant 'X/16x2'"):
+    config_loading.load_config(experiment, ['model.variant=X/16x2'])

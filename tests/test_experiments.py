@@ -2,12 +2,16 @@
 
 import glob
 import itertools
+import json
 import os
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from vivit_adapter import config_loading
 from vivit_adapter import configs
+from vivit_adapter import models
 from vivit_adapter.models import variants
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,8 +91,7 @@ def test_synthetic_is_tiny_and_never_flips():
 
 def test_k400_is_scenics_recipe():
   c = _load('k400_baseline')
-  assert variants.parse_variant(c.model.variant)['hidden_size'] == 768
-  assert c.model.variant == 'B/16x2'
+  assert c.model.variant == 'B/16x2' and c.model.hidden_size == 768
   ds = c.dataset
   assert (ds.num_frames, ds.stride, ds.crop_size, ds.min_resize) == (32, 2, 224, 256)
   assert (ds.num_classes, ds.train_table, ds.eval_table, ds.test_table) == (
@@ -126,3 +129,36 @@ def test_saved_config_round_trips(name, tmp_path):
   config = _load(name)
   configs.save(config, str(tmp_path))
   assert configs.load_saved(str(tmp_path)).to_dict() == config.to_dict()
+
+
+def _model_key(model_config, dotted):
+  for part in dotted.split('.'):
+    model_config = model_config[part]
+  return model_config
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_a_variant_is_expanded_when_the_experiment_is_loaded(name):
+  """The size fields hold the variant's sizes: nothing resolves the variant later."""
+  model = _load(name).model
+  if model.variant:
+    for key, value in variants.parse_variant(model.variant).items():
+      assert _model_key(model, key) == value, (name, key)
+
+
+def test_an_explicit_size_beats_the_experiments_variant(tmp_path):
+  config = _load('k400_stage1', ['model.hidden_size=384',
+                                 'model.spatial_transformer.num_layers=1',
+                                 'model.temporal_transformer.num_layers=1'])
+  assert config.model.variant == 'B/16x2' and config.model.hidden_size == 384
+  module = models.create_model(config.model, config.dataset.num_classes)
+  shapes = jax.eval_shape(
+      lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 32, 32, 3))))
+  params = shapes['params']
+  assert params['embedding']['kernel'].shape == (2, 16, 16, 3, 384)
+  assert sorted(k for k in params['SpatialTransformer'] if k.startswith('encoderblock')) == [
+      'encoderblock_0']
+  with open(configs.save(config, str(tmp_path))) as f:
+    saved = json.load(f)['model']
+  assert (saved['hidden_size'], saved['spatial_transformer']['num_layers']) == (384, 1)
+  assert configs.load_saved(str(tmp_path)).model.to_dict() == config.model.to_dict()

@@ -7,8 +7,12 @@ and tests and notebooks call `load_config`, so all of them load configs one way:
 
 On a locked config, config_flags rejects an undeclared key with a bare KeyError or
 AttributeError ("'modle'") and a long traceback; `parse_flags` turns that into one line
-that names the whole override and the closest declared key. `check_run_inputs` then
-checks, before anything compiles, that the data and the init checkpoint exist.
+that names the whole override and the closest declared key.
+
+A `--config.model.variant=L/16x2` override is expanded into the model's sizes once the
+flags are parsed, except for sizes that are overridden too: an explicit
+`--config.model.hidden_size` wins over the variant, whatever the order of the flags.
+(An experiment file's variant was expanded when its get_config() set it.)
 """
 
 import difflib
@@ -100,7 +104,22 @@ def parse_flags(argv: Sequence[str],
         raise ConfigError(f'--config.{key}: unknown config key: {problem}.') from e
     raise
   _check_loaded(flag_values, argv)
+  _expand_variant_override(flag_values[CONFIG_FLAG].value, argv)
   return remaining
+
+
+def _expand_variant_override(config: ml_collections.ConfigDict,
+                             argv: Sequence[str]) -> None:
+  """Writes the sizes of an overridden model.variant, keeping overridden sizes."""
+  keys = [re.sub(r'\[.*\]$', '', key) for key in override_keys(argv)]
+  if 'model.variant' not in keys or not config.model.variant:
+    return
+  from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
+  explicit = {key[len('model.'):] for key in keys if key.startswith('model.')}
+  try:
+    variants.apply_variant(config.model, config.model.variant, keep=explicit)
+  except ValueError as e:
+    raise ConfigError(f'--config.model.variant: {e}') from e
 
 
 def flags_parser(argv: Sequence[str]) -> List[str]:
@@ -111,24 +130,6 @@ def flags_parser(argv: Sequence[str]) -> List[str]:
     sys.stderr.write(f'FATAL Flags parsing error: {e}\n'
                      'Pass --helpshort or --helpfull to see help on flags.\n')
     sys.exit(1)
-
-
-def check_run_inputs(config: ml_collections.ConfigDict) -> None:
-  """Fails before any compilation on a bad value, missing data or a missing init path.
-
-  Raises:
-    ValueError: configs.validate's complaint, naming the key.
-    FileNotFoundError: no training data (the message says how to make or point to it),
-      or config.init_from.checkpoint_path does not exist.
-  """
-  from data_pipelines import reader  # pylint: disable=g-import-not-at-top
-  configs.validate(config)
-  reader.make_source(config.dataset, 'train')
-  path = config.init_from.checkpoint_path
-  if path and not os.path.exists(path):
-    hint = ' Train stage 1 first (with that --workdir), or' if config.stage == 'stage2' else ''
-    raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.'
-                            f'{hint} set --config.init_from.checkpoint_path.')
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

@@ -8,17 +8,31 @@ names the key, instead of being silently ignored.
 Names follow scenic's ViViT configs where scenic has one.
 """
 
+from typing import Dict, Tuple
+
 import ml_collections
 
-# Stage names; `config.stage` selects the recipe (see DESIGN.md section 1).
+# Stage names. `config.stage` is a label: the recipe functions (recipes.stage1, stage2,
+# baseline) set it together with the fields that make the stage (freeze_spatial, adapter,
+# init_from); no code branches on it to choose a recipe. The trainer records it in its run
+# summary and the start-up checks (preflight) use it for a hint.
 STAGES = ('stage1', 'stage2', 'baseline', 'image')
+# TODO(merge): these belong to their owners, which implement them: import OPTIMIZERS and
+# SCHEDULES from vivit_adapter/train_lib/optimizers.py and MISSING_CLS from
+# checkpoints/vit_npz.py once they declare them (tests/test_configs.py checks that the
+# owners accept exactly these meanwhile).
+OPTIMIZERS = ('momentum', 'adamw', 'sgd')
+SCHEDULES = ('cosine', 'linear', 'constant')
+MISSING_CLS = ('error', 'zeros')
 
 
 def _model_defaults() -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict()
-  # A named size such as 'B/16x2' (see vivit_adapter.models.variants). When set, it
-  # fills hidden_size, patches.size and both transformers' sizes at start-up; leave it
-  # empty to give those fields by hand.
+  # A named size such as 'B/16x2' (see vivit_adapter.models.variants). It is expanded
+  # into hidden_size, patches.size and both transformers' sizes when it is set
+  # (variants.apply_variant, or a --config.model.variant override), so the fields below
+  # always hold the real sizes and an explicit override of one of them wins. '' = sizes
+  # given by hand.
   model.variant = ''
   model.hidden_size = 768
   model.patches = ml_collections.ConfigDict({'size': (16, 16, 2)})  # (h, w, t)
@@ -26,12 +40,12 @@ def _model_defaults() -> ml_collections.ConfigDict:
       {'num_layers': 12, 'num_heads': 12, 'mlp_dim': 3072})
   model.temporal_transformer = ml_collections.ConfigDict(
       {'num_layers': 4, 'num_heads': 12, 'mlp_dim': 3072})
-  model.classifier = 'token'  # 'token' or 'gap'
+  model.classifier = 'token'  # models.CLASSIFIERS: 'token' or 'gap'
   model.dropout_rate = 0.0
   model.attention_dropout_rate = 0.0
   model.stochastic_droplayer_rate = 0.0
   model.adapter = ml_collections.ConfigDict({
-      'type': 'none',  # 'attention', 'mlp' or 'none'
+      'type': 'none',  # models.adapter.ADAPTER_TYPES: 'attention', 'mlp' or 'none'
       'hidden_size': 0,  # 0 -> model.hidden_size // 4
       'num_heads': 4,  # attention adapter only
       'mlp_dim': 0,  # 0 -> 4 * adapter.hidden_size (attention adapter only)
@@ -41,15 +55,16 @@ def _model_defaults() -> ml_collections.ConfigDict:
   # adapter, rematerialised); 0 runs all indices at once.
   model.spatial_chunk_size = 0
   model.remat = False
-  model.dtype = 'float32'  # activation dtype: 'float32' or 'bfloat16'
-  # 'zeros' (scenic) or 'lecun_normal' (training a small model from scratch).
+  model.dtype = 'float32'  # activation dtype, models.DTYPES: 'float32' or 'bfloat16'
+  # models.vivit.HEAD_INITS: 'zeros' (scenic) or 'lecun_normal' (training a small model
+  # from scratch).
   model.head_kernel_init = 'zeros'
   return model
 
 
 def _dataset_defaults() -> ml_collections.ConfigDict:
   ds = ml_collections.ConfigDict()
-  ds.name = 'dmvr'  # 'dmvr' (TFRecord shards) or 'tfds'
+  ds.name = 'dmvr'  # data_pipelines.reader.DATASET_NAMES: 'dmvr' (TFRecord shards) or 'tfds'
   ds.base_dir = ''
   ds.train_table = 'train.tfrecord@*'
   ds.eval_table = 'validation.tfrecord@*'
@@ -69,7 +84,7 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
   ds.color_jitter = 0.0  # strength of colour jitter, 0 disables
   ds.randaugment_layers = 0  # 0 disables RandAugment-style ops
   ds.randaugment_magnitude = 10
-  ds.normalization = 'minus_one_to_one'  # or 'imagenet' (mean/std)
+  ds.normalization = 'minus_one_to_one'  # video_ops.NORMALIZATIONS; or 'imagenet' (mean/std)
   ds.num_test_clips = 4
   ds.num_test_crops = 3
   ds.shuffle_buffer = 256  # records per block that training permutes (per epoch, resumable)
@@ -88,9 +103,10 @@ def _init_from_defaults() -> ml_collections.ConfigDict:
   # '' = train from scratch. A stage-1 workdir (or its checkpoints/<step>), a scenic
   # flax checkpoint, or an image ViT .npz.
   init.checkpoint_path = ''
-  init.checkpoint_format = 'auto'  # 'auto', 'workdir', 'scenic', 'vit_npz'
+  init.checkpoint_format = 'auto'  # checkpoints.load.FORMATS: 'auto', 'workdir', 'scenic', 'vit_npz'
   init.step = -1  # checkpoint step of a workdir; -1 -> latest
-  init.kernel_init_method = 'central_frame'  # 2D->3D inflation: 'central_frame' or 'average'
+  # 2D->3D inflation, checkpoints.vit_npz.KERNEL_INIT_METHODS: 'central_frame' or 'average'.
+  init.kernel_init_method = 'central_frame'
   # An image checkpoint without a cls token (pooled by 'gap'/'map', e.g. SigLIP) into a
   # classifier='token' model: 'error', or 'zeros' to start the cls token from zeros.
   init.missing_cls = 'error'
@@ -115,13 +131,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_training_steps = 0  # > 0 overrides num_training_epochs
   c.gradient_accumulation_steps = 1
 
-  c.optimizer = 'momentum'  # 'momentum', 'adamw' or 'sgd'
+  c.optimizer = 'momentum'  # OPTIMIZERS: 'momentum', 'adamw' or 'sgd'
   c.optimizer_configs = ml_collections.ConfigDict({
       'momentum': 0.9, 'nesterov': False, 'beta1': 0.9, 'beta2': 0.999,
       'epsilon': 1e-8, 'weight_decay': 0.0})
   c.max_grad_norm = 1.0  # 0 disables clipping
   c.lr_configs = ml_collections.ConfigDict({
-      'schedule': 'cosine',  # 'cosine', 'linear' or 'constant', after linear warm-up
+      'schedule': 'cosine',  # SCHEDULES: 'cosine', 'linear' or 'constant', after linear warm-up
       'base_learning_rate': 0.05,
       'warmup_epochs': 2.5,
       'warmup_steps': -1,  # >= 0 overrides warmup_epochs
@@ -141,20 +157,38 @@ def base_config() -> ml_collections.ConfigDict:
 
 CONFIG_FILE = 'config.json'
 
-_CHOICES = {
-    'stage': STAGES,
-    'optimizer': ('momentum', 'adamw', 'sgd'),
-    'lr_configs.schedule': ('cosine', 'linear', 'constant'),
-    'model.classifier': ('token', 'gap'),
-    'model.adapter.type': ('attention', 'mlp', 'none'),
-    'model.dtype': ('float32', 'bfloat16'),
-    'model.head_kernel_init': ('zeros', 'lecun_normal'),
-    'dataset.name': ('dmvr', 'tfds'),
-    'dataset.normalization': ('minus_one_to_one', 'imagenet'),
-    'init_from.checkpoint_format': ('auto', 'workdir', 'scenic', 'vit_npz'),
-    'init_from.kernel_init_method': ('central_frame', 'average'),
-    'init_from.missing_cls': ('error', 'zeros'),
-}
+
+def choices() -> Dict[str, Tuple[str, ...]]:
+  """Every key whose value is one of a fixed set of names -> those names."""
+  from data_pipelines import reader  # pylint: disable=g-import-not-at-top
+  dataset = {f'dataset.{key}': names for key, names in reader.DATASET_CHOICES.items()}
+  return {**_checked_here(), **dataset}
+
+
+def _checked_here() -> Dict[str, Tuple[str, ...]]:
+  """choices() less config.dataset's, which data_pipelines.reader checks.
+
+  Each set is its owner's constant, so a choice added where it is implemented is
+  accepted here. The owners are imported here, not at module level: they pull in JAX,
+  flax and TensorFlow, and every experiment file and CLI imports this module.
+  """
+  # pylint: disable=g-import-not-at-top
+  from vivit_adapter import models
+  from vivit_adapter.checkpoints import load
+  from vivit_adapter.checkpoints import vit_npz
+  # pylint: enable=g-import-not-at-top
+  return {
+      'stage': STAGES,
+      'optimizer': OPTIMIZERS,
+      'lr_configs.schedule': SCHEDULES,
+      'model.classifier': models.CLASSIFIERS,
+      'model.adapter.type': models.ADAPTER_TYPES,
+      'model.dtype': tuple(models.DTYPES),
+      'model.head_kernel_init': tuple(models.HEAD_INITS),
+      'init_from.checkpoint_format': load.FORMATS,
+      'init_from.kernel_init_method': vit_npz.KERNEL_INIT_METHODS,
+      'init_from.missing_cls': MISSING_CLS,
+  }
 
 
 def _get(config, dotted):
@@ -164,14 +198,18 @@ def _get(config, dotted):
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks values that the type system cannot; raises ValueError naming the key."""
-  for key, choices in _CHOICES.items():
+  """Checks values that the type system cannot; raises ValueError naming the key.
+
+  config.dataset is checked by its owner, data_pipelines.reader.check_config (its
+  named choices too), which the input pipeline also runs on its own.
+  """
+  from data_pipelines import reader  # pylint: disable=g-import-not-at-top
+  for key, names in _checked_here().items():
     value = _get(config, key)
-    if value not in choices:
-      raise ValueError(f'config.{key}={value!r}; expected one of {choices}.')
-  positive = ('batch_size', 'eval_batch_size', 'gradient_accumulation_steps',
-              'dataset.num_frames', 'dataset.stride', 'dataset.crop_size')
-  for key in positive:
+    if value not in names:
+      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
+  reader.check_config(config.dataset)
+  for key in ('batch_size', 'eval_batch_size', 'gradient_accumulation_steps'):
     if _get(config, key) <= 0:
       raise ValueError(f'config.{key}={_get(config, key)} must be positive.')
   if config.num_training_steps <= 0 and config.num_training_epochs <= 0:
@@ -180,6 +218,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
         f'config.batch_size={config.batch_size} must be divisible by '
         f'config.gradient_accumulation_steps={config.gradient_accumulation_steps}.')
+  _validate_model_sizes(config)
+
+
+def _validate_model_sizes(config) -> None:
   if config.model.variant:
     from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
     variants.parse_variant(config.model.variant)

@@ -18,6 +18,7 @@ from absl import logging
 from data_pipelines import tf_runtime
 from vivit_adapter import config_loading
 from vivit_adapter import distributed
+from vivit_adapter import preflight
 from vivit_adapter.train_lib import trainer
 
 
@@ -47,7 +48,7 @@ def main(argv):
   try:
     # Before jax.distributed: a process that stops here must not leave the others
     # waiting for it at the coordinator.
-    config_loading.check_run_inputs(config)
+    preflight.check_run_inputs(config)
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except (ValueError, FileNotFoundError) as e:
     # A user error, not a bug: one clear line, no traceback.

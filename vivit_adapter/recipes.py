@@ -91,7 +91,12 @@ def _scenic_video_data(ds, base_dir: str, min_resize: int, crop_size: int) -> No
 
 
 def _scenic_vivit_b(config) -> None:
-  config.model.variant = 'B/16x2'  # ViViT-B, 16x16 patches, tubelets of 2 frames
+  # Imported here: vivit_adapter.models pulls in JAX and flax, which an experiment file
+  # that is only listed or loaded does not need.
+  from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
+  # ViViT-B, 16x16 patches, tubelets of 2 frames; the sizes are written now, so a later
+  # --config.model.hidden_size override wins and config.json records the real sizes.
+  variants.apply_variant(config.model, 'B/16x2')
   config.model.classifier = 'token'
   config.init_from.kernel_init_method = 'central_frame'
 

@@ -8,34 +8,19 @@ from vivit_adapter.models.adapter import ADAPTER_TYPES
 from vivit_adapter.models.vivit import HEAD_INITS, AdapterSpec, EncoderSpec, ViViTFactorisedEncoder
 
 CLASSIFIERS = ('token', 'gap')
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-def resolve_model_config(model_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `model_config` with `variant` (if set) expanded into the size fields."""
-  resolved = ml_collections.ConfigDict(model_config.to_dict())
-  if resolved.variant:
-    variants.apply_variant(resolved, resolved.variant)
-  return resolved
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def create_model(model_config: ml_collections.ConfigDict,
                  num_classes: int) -> ViViTFactorisedEncoder:
   """Builds the ViViT factorised encoder described by `config.model`.
 
+  Reads the size fields only: a variant was written into them when the config was
+  built (variants.apply_variant), and configs.validate has checked the named choices.
   `module.apply({'params': params}, video, train=False)` maps (B,T,H,W,3) float video
   to (B, num_classes) logits.
   """
-  cfg = resolve_model_config(model_config)
-  if cfg.classifier not in CLASSIFIERS:
-    raise ValueError(f'config.model.classifier={cfg.classifier!r}; expected one of {CLASSIFIERS}.')
-  if cfg.adapter.type not in ADAPTER_TYPES:
-    raise ValueError(f'config.model.adapter.type={cfg.adapter.type!r}; expected one of {ADAPTER_TYPES}.')
-  if cfg.dtype not in _DTYPES:
-    raise ValueError(f'config.model.dtype={cfg.dtype!r}; expected one of {sorted(_DTYPES)}.')
-  if cfg.head_kernel_init not in HEAD_INITS:
-    raise ValueError(f'config.model.head_kernel_init={cfg.head_kernel_init!r}; expected one '
-                     f'of {sorted(HEAD_INITS)}.')
+  cfg = model_config
   if num_classes <= 0:
     raise ValueError(f'num_classes must be positive, got {num_classes}.')
   def spec(enc):
@@ -55,9 +40,9 @@ def create_model(model_config: ml_collections.ConfigDict,
       freeze_spatial=cfg.freeze_spatial,
       spatial_chunk_size=cfg.spatial_chunk_size,
       remat=cfg.remat,
-      dtype=_DTYPES[cfg.dtype],
+      dtype=DTYPES[cfg.dtype],
       head_kernel_init=cfg.head_kernel_init)
 
 
-__all__ = ['create_model', 'resolve_model_config', 'ViViTFactorisedEncoder',
-           'EncoderSpec', 'AdapterSpec', 'ADAPTER_TYPES', 'CLASSIFIERS', 'variants']
+__all__ = ['create_model', 'ViViTFactorisedEncoder', 'EncoderSpec', 'AdapterSpec',
+           'ADAPTER_TYPES', 'CLASSIFIERS', 'DTYPES', 'HEAD_INITS', 'variants']

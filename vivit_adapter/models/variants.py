@@ -7,7 +7,7 @@ extent. The temporal encoder has the same width, heads and MLP as the spatial on
 """
 
 import re
-from typing import Dict, Tuple
+from typing import Dict, Iterable, Tuple
 
 import ml_collections
 
@@ -25,8 +25,16 @@ TEMPORAL_LAYERS = 4
 _VARIANT_RE = re.compile(r'^(Ti|S|B|L|H|g)/(\d+)x(\d+)$')
 
 
+# The config.model keys a variant writes (dotted, relative to config.model).
+SIZE_KEYS = ('hidden_size', 'patches.size',
+             'spatial_transformer.num_layers', 'spatial_transformer.num_heads',
+             'spatial_transformer.mlp_dim',
+             'temporal_transformer.num_layers', 'temporal_transformer.num_heads',
+             'temporal_transformer.mlp_dim')
+
+
 def parse_variant(name: str) -> Dict[str, object]:
-  """'B/16x2' -> dict of the model config fields it sets."""
+  """'B/16x2' -> {config.model key in SIZE_KEYS: value}."""
   match = _VARIANT_RE.match(name)
   if not match:
     raise ValueError(
@@ -34,20 +42,32 @@ def parse_variant(name: str) -> Dict[str, object]:
         f'{sorted(VIT_SIZES)}, e.g. "B/16x2".')
   size, patch, tubelet = match.group(1), int(match.group(2)), int(match.group(3))
   width, depth, mlp_dim, heads = VIT_SIZES[size]
-  return {
-      'hidden_size': width,
-      'patches.size': (patch, patch, tubelet),
-      'spatial_transformer': {'num_layers': depth, 'num_heads': heads, 'mlp_dim': mlp_dim},
-      'temporal_transformer': {'num_layers': TEMPORAL_LAYERS, 'num_heads': heads,
-                               'mlp_dim': mlp_dim},
-  }
+  fields = {'hidden_size': width, 'patches.size': (patch, patch, tubelet)}
+  for enc, num_layers in (('spatial_transformer', depth),
+                          ('temporal_transformer', TEMPORAL_LAYERS)):
+    fields.update({f'{enc}.num_layers': num_layers, f'{enc}.num_heads': heads,
+                   f'{enc}.mlp_dim': mlp_dim})
+  return fields
 
 
-def apply_variant(model_config: ml_collections.ConfigDict, name: str) -> None:
-  """Writes the fields of variant `name` into `model_config` (in place)."""
+def apply_variant(model_config: ml_collections.ConfigDict, name: str,
+                  keep: Iterable[str] = ()) -> None:
+  """Sets `model_config.variant = name` and writes its sizes now (in place).
+
+  The sizes are written when the config is built, never later, so that whatever is set
+  after this call (an experiment's line, a --config.model.hidden_size override) wins and
+  the saved config.json records the sizes the model really has.
+
+  Args:
+    model_config: config.model.
+    name: a variant such as 'B/16x2'.
+    keep: keys of SIZE_KEYS not to write (set explicitly by the caller).
+  """
   fields = parse_variant(name)
-  model_config.hidden_size = fields['hidden_size']
-  model_config.patches.size = fields['patches.size']
-  for enc in ('spatial_transformer', 'temporal_transformer'):
-    for key, value in fields[enc].items():
-      model_config[enc][key] = value
+  model_config.variant = name
+  for key, value in fields.items():
+    if key in keep:
+      continue
+    group, _, leaf = key.rpartition('.')
+    node = model_config[group] if group else model_config
+    node[leaf] = value

@@ -1,0 +1,52 @@
+"""vivit_adapter.preflight: a run's start-up checks (values, data, init checkpoint)."""
+
+import pytest
+
+from data_pipelines import dmvr_format
+from vivit_adapter import configs
+from vivit_adapter import preflight
+
+
+def _config(tmp_path, **init_from):
+  config = configs.base_config()
+  config.dataset.base_dir = str(tmp_path)
+  config.init_from.update(init_from)
+  return config
+
+
+def _data(tmp_path):
+  prefix = str(tmp_path / 'train.tfrecord')
+  with dmvr_format.ShardedWriter(prefix, 2) as writer:
+    writer.write(b'x')
+    writer.write(b'y')
+
+
+def test_missing_data_says_how_to_make_it(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r'matches no file\. Convert videos with'):
+    preflight.check_run_inputs(_config(tmp_path))
+  _data(tmp_path)
+  preflight.check_run_inputs(_config(tmp_path))  # data present, no init checkpoint: fine
+
+
+def test_missing_init_checkpoint_of_stage2_says_train_stage1(tmp_path):
+  _data(tmp_path)
+  missing = str(tmp_path / 'stage1_run')
+  config = _config(tmp_path, checkpoint_path=missing)
+  config.stage = 'stage2'
+  with pytest.raises(FileNotFoundError) as e:
+    preflight.check_run_inputs(config)
+  assert str(e.value) == (f'config.init_from.checkpoint_path={missing!r} does not exist. '
+                          'Train stage 1 first (with that --workdir), or set '
+                          '--config.init_from.checkpoint_path.')
+
+
+def test_bad_values_fail_before_the_data_is_looked_for(tmp_path):
+  config = _config(tmp_path / 'none')
+  config.dataset.num_frames = 7
+  with pytest.raises(ValueError, match=r'config\.dataset\.num_frames=7 must be a multiple'):
+    preflight.check_run_inputs(config)
+  config = _config(tmp_path / 'none')
+  config.model.adapter.type = 'lstm'
+  with pytest.raises(ValueError, match=r"config.model.adapter.type='lstm'; expected one of "
+                     r"\('attention', 'mlp', 'none'\)"):
+    preflight.check_run_inputs(config)

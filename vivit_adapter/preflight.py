@@ -1,0 +1,30 @@
+"""Start-up checks of a training run: everything that can fail before anything compiles.
+
+`vivit_adapter.main` calls `check_run_inputs` before joining the other processes, so
+that a bad value, missing data or a missing init checkpoint stops every process with one
+line instead of a traceback minutes into compilation.
+"""
+
+import os
+
+import ml_collections
+
+from data_pipelines import reader
+from vivit_adapter import configs
+
+
+def check_run_inputs(config: ml_collections.ConfigDict) -> None:
+  """Fails before any compilation on a bad value, missing data or a missing init path.
+
+  Raises:
+    ValueError: configs.validate's complaint, naming the key.
+    FileNotFoundError: no training data (the message says how to make or point to it),
+      or config.init_from.checkpoint_path does not exist.
+  """
+  configs.validate(config)
+  reader.make_source(config.dataset, 'train')
+  path = config.init_from.checkpoint_path
+  if path and not os.path.exists(path):
+    hint = ' Train stage 1 first (with that --workdir), or' if config.stage == 'stage2' else ''
+    raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.'
+                            f'{hint} set --config.init_from.checkpoint_path.')
