@@ -334,7 +334,7 @@ def clip_frames(action: str, rng: np.random.Generator, *, resolution: int = 32,
   return _render(drawn, motion, resolution)
 
 
-# The image task (vivit_adapter.image_pretrain): labels that one frame shows, unlike
+# The image task (vivit_adapter.studies.image_pretrain): labels that one frame shows, unlike
 # the actions. fade_in is left out because its sawtooth can render the actor
 # (nearly) transparent, and a label no pixel shows would only add noise.
 _IMAGE_PROGRAMS = tuple(a.program for a in ACTIONS

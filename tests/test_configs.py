@@ -69,6 +69,9 @@ def test_choices_are_the_owners_constants():
   assert table['dataset.name'] is reader.DATASET_NAMES
   assert table['dataset.normalization'] is video_ops.NORMALIZATIONS
   assert table['stage'] is configs.STAGES
+  assert table['optimizer'] is optimizers.OPTIMIZERS
+  assert table['lr_configs.schedule'] is optimizers.SCHEDULES
+  assert table['init_from.missing_cls'] is vit_npz.MISSING_CLS
 
 
 def _optimizer(name, schedule='cosine'):
@@ -78,10 +81,9 @@ def _optimizer(name, schedule='cosine'):
 
 
 def test_optimizers_implement_exactly_the_listed_names():
-  # configs still lists these (optimizers.py declares no constant yet): fail on drift.
-  for name in configs.OPTIMIZERS:
+  for name in optimizers.OPTIMIZERS:
     _optimizer(name)
-  for schedule in configs.SCHEDULES:
+  for schedule in optimizers.SCHEDULES:
     _optimizer('sgd', schedule)
   with pytest.raises(ValueError, match="config.optimizer='lion'"):
     _optimizer('lion')
@@ -90,13 +92,13 @@ def test_optimizers_implement_exactly_the_listed_names():
 
 
 def test_vit_npz_implements_exactly_the_listed_missing_cls():
-  for name in configs.MISSING_CLS:  # accepted: fails later, on the empty checkpoint
+  for name in vit_npz.MISSING_CLS:  # accepted: fails later, on the empty checkpoint
     with pytest.raises(ValueError, match='image ViT checkpoint lacks'):
-      vit_npz.vit_to_vivit_flat({}, {}, kernel_init_method='central_frame',
-                                source_name='x', missing_cls=name)
+      vit_npz.vit_to_vivit_spatial({}, {}, kernel_init_method='central_frame',
+                                   source_name='x', missing_cls=name)
   with pytest.raises(ValueError, match="missing_cls='random'"):
-    vit_npz.vit_to_vivit_flat({}, {}, kernel_init_method='central_frame',
-                              source_name='x', missing_cls='random')
+    vit_npz.vit_to_vivit_spatial({}, {}, kernel_init_method='central_frame',
+                                 source_name='x', missing_cls='random')
 
 
 @pytest.mark.parametrize('key', sorted(configs.choices()))

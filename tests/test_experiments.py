@@ -15,7 +15,8 @@ from vivit_adapter import models
 from vivit_adapter.models import variants
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, 'experiments', '*.py')))
+EXPERIMENTS = sorted(p for p in glob.glob(os.path.join(REPO, 'experiments', '*.py'))
+                     if os.path.basename(p) != '__init__.py')
 NAMES = [os.path.basename(p)[:-3] for p in EXPERIMENTS]
 EXPECTED = {f'{d}_{s}' for d in ('synthetic', 'k400', 'ssv2')
             for s in ('stage1', 'stage2', 'baseline')}

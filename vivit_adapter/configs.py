@@ -17,13 +17,6 @@ import ml_collections
 # init_from); no code branches on it to choose a recipe. The trainer records it in its run
 # summary and the start-up checks (preflight) use it for a hint.
 STAGES = ('stage1', 'stage2', 'baseline', 'image')
-# TODO(merge): these belong to their owners, which implement them: import OPTIMIZERS and
-# SCHEDULES from vivit_adapter/train_lib/optimizers.py and MISSING_CLS from
-# checkpoints/vit_npz.py once they declare them (tests/test_configs.py checks that the
-# owners accept exactly these meanwhile).
-OPTIMIZERS = ('momentum', 'adamw', 'sgd')
-SCHEDULES = ('cosine', 'linear', 'constant')
-MISSING_CLS = ('error', 'zeros')
 
 
 def _model_defaults() -> ml_collections.ConfigDict:
@@ -108,7 +101,8 @@ def _init_from_defaults() -> ml_collections.ConfigDict:
   # 2D->3D inflation, checkpoints.vit_npz.KERNEL_INIT_METHODS: 'central_frame' or 'average'.
   init.kernel_init_method = 'central_frame'
   # An image checkpoint without a cls token (pooled by 'gap'/'map', e.g. SigLIP) into a
-  # classifier='token' model: 'error', or 'zeros' to start the cls token from zeros.
+  # classifier='token' model, checkpoints.vit_npz.MISSING_CLS: 'error', or 'zeros' to
+  # start the cls token from zeros.
   init.missing_cls = 'error'
   init.restore_temporal = True  # take the temporal encoder from a video checkpoint
   init.restore_output_projection = True
@@ -131,13 +125,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_training_steps = 0  # > 0 overrides num_training_epochs
   c.gradient_accumulation_steps = 1
 
-  c.optimizer = 'momentum'  # OPTIMIZERS: 'momentum', 'adamw' or 'sgd'
+  c.optimizer = 'momentum'  # train_lib.optimizers.OPTIMIZERS: 'momentum', 'adamw' or 'sgd'
   c.optimizer_configs = ml_collections.ConfigDict({
       'momentum': 0.9, 'nesterov': False, 'beta1': 0.9, 'beta2': 0.999,
       'epsilon': 1e-8, 'weight_decay': 0.0})
   c.max_grad_norm = 1.0  # 0 disables clipping
   c.lr_configs = ml_collections.ConfigDict({
-      'schedule': 'cosine',  # SCHEDULES: 'cosine', 'linear' or 'constant', after linear warm-up
+      # train_lib.optimizers.SCHEDULES: 'cosine', 'linear' or 'constant', after linear warm-up.
+      'schedule': 'cosine',
       'base_learning_rate': 0.05,
       'warmup_epochs': 2.5,
       'warmup_steps': -1,  # >= 0 overrides warmup_epochs
@@ -176,18 +171,19 @@ def _checked_here() -> Dict[str, Tuple[str, ...]]:
   from vivit_adapter import models
   from vivit_adapter.checkpoints import load
   from vivit_adapter.checkpoints import vit_npz
+  from vivit_adapter.train_lib import optimizers
   # pylint: enable=g-import-not-at-top
   return {
       'stage': STAGES,
-      'optimizer': OPTIMIZERS,
-      'lr_configs.schedule': SCHEDULES,
+      'optimizer': optimizers.OPTIMIZERS,
+      'lr_configs.schedule': optimizers.SCHEDULES,
       'model.classifier': models.CLASSIFIERS,
       'model.adapter.type': models.ADAPTER_TYPES,
       'model.dtype': tuple(models.DTYPES),
       'model.head_kernel_init': tuple(models.HEAD_INITS),
       'init_from.checkpoint_format': load.FORMATS,
       'init_from.kernel_init_method': vit_npz.KERNEL_INIT_METHODS,
-      'init_from.missing_cls': MISSING_CLS,
+      'init_from.missing_cls': vit_npz.MISSING_CLS,
   }
 
 

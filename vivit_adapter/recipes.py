@@ -160,7 +160,7 @@ def ssv2(config: ml_collections.ConfigDict, base_dir: str = 'data/ssv2') -> None
 def synthetic(config: ml_collections.ConfigDict, base_dir: str = 'data/synthetic') -> None:
   """The embedded synthetic action dataset with a tiny ViViT, fast on a 2-core CPU.
 
-  Make the data as `make demo` does (vivit_adapter/demo.py, `FULL`): 12 classes
+  Make the data as `make demo` does (vivit_adapter/studies/demo.py, `FULL`): 12 classes
   (the 14 without the rotate pair, whose 4-pixel shapes barely show a turn at 32x32),
   an easy scene, 150 training clips per class, 64 frames of 32x32:
 

@@ -85,6 +85,8 @@ def case_config(case: Case) -> ml_collections.ConfigDict:
   config.batch_size = case.batch
   config.dataset.num_frames = case.frames
   config.dataset.crop_size = case.resolution
+  # configs.validate checks the input pipeline's settings too (crop within the resize).
+  config.dataset.min_resize = max(config.dataset.min_resize, case.resolution)
   config.dataset.num_classes = case.num_classes
   stage2 = case.mode.startswith('stage2')
   config.stage = 'stage2' if stage2 else 'baseline'

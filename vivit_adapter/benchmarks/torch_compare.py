@@ -349,7 +349,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   limit_cpus(FLAGS.threads)  # before JAX's first computation
   model_config = configs.base_config().model
-  model_config.variant = FLAGS.variant
+  models.variants.apply_variant(model_config, FLAGS.variant)
   result = compare(model_config, FLAGS.num_classes, FLAGS.frames, FLAGS.resolution,
                    FLAGS.batch, FLAGS.steps, FLAGS.warmup, FLAGS.torch_compile,
                    runners=FLAGS.runners)

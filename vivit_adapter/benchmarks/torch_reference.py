@@ -18,7 +18,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vivit_adapter import models
 from vivit_adapter.models import names
 
 LAYER_NORM_EPS = 1e-6  # flax's LayerNorm default, which scenic's ViViT uses.
@@ -224,12 +223,12 @@ def load_flax_params(torch_model: TorchViViTFE, flax_params: Mapping) -> None:
 
 def from_model_config(model_config, num_classes: int,
                       input_shape: Tuple[int, int, int]) -> TorchViViTFE:
-  """The `TorchViViTFE` with the sizes of `config.model` (`variant` is expanded).
+  """The `TorchViViTFE` with the sizes of `config.model` (a variant is expanded when the config is built).
 
   Raises ValueError for settings that change what is trained and that this reference
   does not implement (adapter, frozen spatial encoder, dropout, 'gap', bfloat16).
   """
-  cfg = models.resolve_model_config(model_config)
+  cfg = model_config
   unsupported = {
       'classifier': (cfg.classifier, 'token'), 'adapter.type': (cfg.adapter.type, 'none'),
       'freeze_spatial': (cfg.freeze_spatial, False), 'dtype': (cfg.dtype, 'float32'),

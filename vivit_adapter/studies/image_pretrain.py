@@ -76,8 +76,7 @@ class ImageData(NamedTuple):
 
 def image_model(model_config: ml_collections.ConfigDict, num_classes: int) -> ImageViT:
   """The image ViT whose weights fit `config.model`'s tubelet embedding and spatial encoder."""
-  from vivit_adapter import models  # pylint: disable=g-import-not-at-top
-  cfg = models.resolve_model_config(model_config)
+  cfg = model_config
   enc = cfg.spatial_transformer
   ph, pw, _ = cfg.patches.size
   return ImageViT(num_classes=num_classes, hidden_size=cfg.hidden_size,

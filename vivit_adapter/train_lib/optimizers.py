@@ -17,6 +17,8 @@ from flax import traverse_util
 
 from vivit_adapter.models import names
 
+OPTIMIZERS = ('momentum', 'adamw', 'sgd')  # config.optimizer
+SCHEDULES = ('cosine', 'linear', 'constant')  # config.lr_configs.schedule, after warm-up
 # Top-level parameter names that `config.model.freeze_spatial` freezes: the tubelet
 # embedding and the spatial encoder (with its CLS token).
 SPATIAL_KEYS = names.SPATIAL_GROUP
@@ -68,8 +70,8 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
   elif lr.schedule == 'constant':
     after = optax.constant_schedule(base)
   else:
-    raise ValueError(f'config.lr_configs.schedule={lr.schedule!r}; expected cosine, '
-                     'linear or constant.')
+    raise ValueError(f'config.lr_configs.schedule={lr.schedule!r}; expected one of '
+                     f'{SCHEDULES}.')
   if warmup == 0:
     return after
   return optax.join_schedules(
@@ -86,7 +88,7 @@ def _base_optimizer(config, schedule, params) -> optax.GradientTransformation:
   if config.optimizer == 'momentum':
     parts.append(optax.trace(decay=oc.momentum, nesterov=oc.nesterov))
   elif config.optimizer != 'sgd':
-    raise ValueError(f'config.optimizer={config.optimizer!r}; expected momentum, adamw or sgd.')
+    raise ValueError(f'config.optimizer={config.optimizer!r}; expected one of {OPTIMIZERS}.')
   if oc.weight_decay:
     # Decoupled: the decay is added after momentum, scaled by the learning rate.
     parts.append(optax.add_decayed_weights(oc.weight_decay, mask))
