@@ -29,13 +29,11 @@ Usage:
 import argparse
 import colorsys
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 import tqdm
 
 from data_pipelines import dmvr_format

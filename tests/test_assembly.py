@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tests.test_models import tiny_config
+from tests import helpers
 from vivit_adapter import configs
 from vivit_adapter.models import create_model
 from vivit_adapter.train_lib import assembly, parallel, steps
@@ -14,8 +14,8 @@ SPATIAL = {'embedding', 'cls_SpatialTransformer', 'SpatialTransformer'}
 
 def tiny(freeze=True):
   c = configs.base_config()
-  c.model = tiny_config(freeze_spatial=freeze,
-                        **{'adapter.type': 'mlp' if freeze else 'none'})
+  helpers.tiny_model(c.model, freeze_spatial=freeze,
+                     **{'adapter.type': 'mlp' if freeze else 'none'})
   c.dataset.num_frames, c.dataset.crop_size = 8, 16
   return c, create_model(c.model, 5)
 

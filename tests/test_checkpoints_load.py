@@ -10,7 +10,7 @@ import pytest
 
 from vivit_adapter import configs
 from vivit_adapter import models
-from vivit_adapter.checkpoints import load, merge, posemb, vit_npz
+from vivit_adapter.checkpoints import load, merge, posemb
 
 
 def _model_config(adapter='none', width=32):

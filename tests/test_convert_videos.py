@@ -7,10 +7,10 @@ import re
 import av
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from data_pipelines import convert_videos as C
 from data_pipelines import dmvr_format
+from tests import helpers
 
 FPS = 10
 NUM_FRAMES = 12
@@ -53,22 +53,9 @@ def _write_csv(path, lines):
 
 
 def _read_records(output_dir, split):
-  out = {}
-  for path in dmvr_format.expand_table(f'{split}.tfrecord@*', str(output_dir)):
-    for raw in tf.data.TFRecordDataset(path):
-      ctx, seq = tf.io.parse_single_sequence_example(
-          raw, context_features={
-              dmvr_format.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-              dmvr_format.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string),
-              dmvr_format.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string)},
-          sequence_features={dmvr_format.FRAMES_KEY: tf.io.FixedLenSequenceFeature(
-              [], tf.string)})
-      frames = np.stack([tf.io.decode_jpeg(f).numpy()
-                         for f in seq[dmvr_format.FRAMES_KEY].numpy()])
-      out[ctx[dmvr_format.VIDEO_ID_KEY].numpy().decode()] = (
-          int(ctx[dmvr_format.LABEL_KEY]), ctx[dmvr_format.LABEL_TEXT_KEY].numpy().decode(),
-          frames)
-  return out
+  """{video id: (label, label text, decoded frames)} of one split."""
+  return {r['video_id']: (r['label'], r['label_text'], helpers.decode_frames(r['frames']))
+          for r in helpers.read_dmvr_records(output_dir, split)}
 
 
 def test_names_broken_and_missing_videos(videos, tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import synthetic
+from tests import helpers
 from vivit_adapter import checkpoints, configs, models
 from vivit_adapter import image_pretrain as image_pretrain_cli
 from vivit_adapter.studies import image_pretrain
@@ -21,11 +22,7 @@ NUM_LAYERS = 2
 
 def tiny_config() -> ml_collections.ConfigDict:
   config = configs.base_config()
-  m = config.model
-  m.hidden_size = 16
-  m.patches.size = (8, 8, 2)
-  for enc in (m.spatial_transformer, m.temporal_transformer):
-    enc.num_layers, enc.num_heads, enc.mlp_dim = NUM_LAYERS, 2, 32
+  helpers.tiny_model(config.model, width=16, patches=(8, 8, 2), layers=NUM_LAYERS, mlp=32)
   config.dataset.crop_size = 32
   return config
 

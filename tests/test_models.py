@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from tests import helpers
+from tests.helpers import init, perturbed_params, random_video, run
 from vivit_adapter import configs
 from vivit_adapter.models import adapter as adapter_lib
 from vivit_adapter.models import create_model, names, variants
@@ -20,41 +22,8 @@ REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
 
 
 def tiny_config(**overrides):
-  c = configs.base_config()
-  m = c.model
-  m.hidden_size = 32
-  m.patches.size = (4, 4, 2)
-  for enc in (m.spatial_transformer, m.temporal_transformer):
-    enc.num_layers, enc.num_heads, enc.mlp_dim = 2, 2, 64
-  for key, value in overrides.items():
-    node = m
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return m
-
-
-def perturbed_params(model, video, seed=0, scale=0.05):
-  """Initialised params plus noise, so zero-initialised parts (head, CLS) matter."""
-  params = init(model, video, seed)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-  leaves = [l + scale * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
-  return jax.tree.unflatten(treedef, leaves)
-
-
-def random_video(shape=(2, 8, 16, 16, 3), seed=7):
-  return jax.random.uniform(jax.random.PRNGKey(seed), shape, minval=-1.0, maxval=1.0)
-
-
-def init(model, video, seed=0):
-  return jax.jit(model.init)(jax.random.PRNGKey(seed), video)['params']
-
-
-def run(model, params, video, **kwargs):
-  """Jitted forward pass: op-by-op dispatch is far slower on CPU."""
-  return jax.jit(lambda p, v: model.apply({'params': p}, v, **kwargs))(params, video)
+  """The tiny `config.model` these tests use; overrides are dotted model keys."""
+  return helpers.tiny_model(configs.base_config().model, **overrides)
 
 
 def grad(model, params, video):

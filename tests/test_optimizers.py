@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from tests import helpers
 from vivit_adapter import configs
 from vivit_adapter.train_lib import optimizers
 
@@ -25,13 +26,7 @@ def params_tree():
 def config(**kw):
   c = configs.base_config()
   c.lr_configs.base_learning_rate = 1.0
-  for k, v in kw.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return helpers.set_keys(c, **kw)
 
 
 def test_frozen_keys_only_when_freezing():

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipelines import video_ops
+from tests import helpers
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter import predict
@@ -24,11 +25,7 @@ STEP = 7
 
 def _tiny_config(label_map: str):
   config = configs.base_config()
-  m = config.model
-  m.hidden_size = 32
-  m.patches.size = (8, 8, 2)
-  for enc in (m.spatial_transformer, m.temporal_transformer):
-    enc.num_layers, enc.num_heads, enc.mlp_dim = 1, 2, 64
+  helpers.tiny_model(config.model, patches=(8, 8, 2), layers=1)
   ds = config.dataset
   ds.num_frames, ds.stride = 4, 3
   ds.min_resize, ds.crop_size = 24, 16

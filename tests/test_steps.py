@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.test_models import perturbed_params, random_video, tiny_config
+from tests import helpers
+from tests.helpers import perturbed_params, random_video
 from vivit_adapter import configs
 from vivit_adapter.models import create_model
 from vivit_adapter.train_lib import assembly, losses, optimizers, steps
@@ -18,7 +19,8 @@ def setup(freeze=False, optimizer='sgd', accumulation=1, lr=0.1):
   c.gradient_accumulation_steps = accumulation
   c.lr_configs.schedule, c.lr_configs.warmup_steps = 'constant', 0
   c.lr_configs.base_learning_rate = lr
-  c.model = tiny_config(freeze_spatial=freeze, **{'adapter.type': 'mlp' if freeze else 'none'})
+  helpers.tiny_model(c.model, freeze_spatial=freeze,
+                     **{'adapter.type': 'mlp' if freeze else 'none'})
   model = create_model(c.model, 5)
   video = random_video((4, 8, 16, 16, 3))
   params = perturbed_params(model, video)

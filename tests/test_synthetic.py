@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipelines import dmvr_format
 from data_pipelines import synthetic as S
+from tests import helpers
 
 # A clean scene (no noise, distractors, shake or flicker) makes the actor measurable.
 CLEAN = S.SceneConfig(noise_std=0., flicker=0., camera_jitter=0., max_distractors=0)
@@ -132,21 +132,9 @@ def test_64x64_and_other_frame_counts():
 
 
 def _read_split(directory, split):
-  records = []
-  for path in dmvr_format.expand_table(f'{split}.tfrecord@*', directory):
-    for raw in tf.data.TFRecordDataset(path):
-      ctx, seq = tf.io.parse_single_sequence_example(
-          raw, context_features={
-              dmvr_format.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-              dmvr_format.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string),
-              dmvr_format.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string)},
-          sequence_features={dmvr_format.FRAMES_KEY: tf.io.FixedLenSequenceFeature(
-              [], tf.string)})
-      records.append((int(ctx[dmvr_format.LABEL_KEY]),
-                      ctx[dmvr_format.LABEL_TEXT_KEY].numpy().decode(),
-                      ctx[dmvr_format.VIDEO_ID_KEY].numpy().decode(),
-                      seq[dmvr_format.FRAMES_KEY].numpy()))
-  return records
+  """(label, label text, video id, encoded frames) of every record of one split."""
+  return [(r['label'], r['label_text'], r['video_id'], r['frames'])
+          for r in helpers.read_dmvr_records(directory, split)]
 
 
 TINY = dict(resolution=16, num_frames=12, train_per_class=3, val_per_class=2,

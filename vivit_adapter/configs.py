@@ -154,7 +154,12 @@ CONFIG_FILE = 'config.json'
 
 
 def choices() -> Dict[str, Tuple[str, ...]]:
-  """Every key whose value is one of a fixed set of names -> those names."""
+  """Every key whose value is one of a fixed set of names -> those names.
+
+  Except `optimizer` and `lr_configs.schedule`: the training library owns and checks
+  those (train_lib.optimizers.check_config), and this module, which the training
+  library imports, does not import it back.
+  """
   from data_pipelines import reader  # pylint: disable=g-import-not-at-top
   dataset = {f'dataset.{key}': names for key, names in reader.DATASET_CHOICES.items()}
   return {**_checked_here(), **dataset}
@@ -165,18 +170,16 @@ def _checked_here() -> Dict[str, Tuple[str, ...]]:
 
   Each set is its owner's constant, so a choice added where it is implemented is
   accepted here. The owners are imported here, not at module level: they pull in JAX,
-  flax and TensorFlow, and every experiment file and CLI imports this module.
+  flax and TensorFlow, and every experiment file and CLI imports this module. Every
+  owner sits below this module (models, checkpoints, data_pipelines), never above it.
   """
   # pylint: disable=g-import-not-at-top
   from vivit_adapter import models
   from vivit_adapter.checkpoints import load
   from vivit_adapter.checkpoints import vit_npz
-  from vivit_adapter.train_lib import optimizers
   # pylint: enable=g-import-not-at-top
   return {
       'stage': STAGES,
-      'optimizer': optimizers.OPTIMIZERS,
-      'lr_configs.schedule': optimizers.SCHEDULES,
       'model.classifier': models.CLASSIFIERS,
       'model.adapter.type': models.ADAPTER_TYPES,
       'model.dtype': tuple(models.DTYPES),

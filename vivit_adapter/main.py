@@ -13,7 +13,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from data_pipelines import tf_runtime
 from vivit_adapter import config_loading

@@ -11,17 +11,19 @@ import ml_collections
 
 from data_pipelines import reader
 from vivit_adapter import configs
+from vivit_adapter.train_lib import optimizers
 
 
 def check_run_inputs(config: ml_collections.ConfigDict) -> None:
   """Fails before any compilation on a bad value, missing data or a missing init path.
 
   Raises:
-    ValueError: configs.validate's complaint, naming the key.
+    ValueError: configs.validate's or optimizers.check_config's complaint, naming the key.
     FileNotFoundError: no training data (the message says how to make or point to it),
       or config.init_from.checkpoint_path does not exist.
   """
   configs.validate(config)
+  optimizers.check_config(config)
   reader.make_source(config.dataset, 'train')
   path = config.init_from.checkpoint_path
   if path and not os.path.exists(path):

@@ -13,7 +13,7 @@ need. Measured step time allocates for real and is only sensible at small sizes.
 import dataclasses
 import statistics
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp

@@ -54,9 +54,26 @@ def decay_mask(params: Dict) -> Dict:
       {path: path[-1] == 'kernel' and leaf.ndim >= 2 for path, leaf in flat.items()})
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key when the optimizer or schedule is not one of ours.
+
+  The one check of these two keys (configs.validate leaves them to their owner); the
+  start-up checks and `make_optimizer` run it.
+  """
+  for key, value, names in (('optimizer', config.optimizer, OPTIMIZERS),
+                            ('lr_configs.schedule', config.lr_configs.schedule, SCHEDULES)):
+    if value not in names:
+      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
+
+
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
                   total_steps: int) -> Callable[[int], jnp.ndarray]:
-  """Linear warm-up, then cosine / linear decay or a constant rate."""
+  """Linear warm-up, then cosine / linear decay or a constant rate.
+
+  Checks the optimizer and schedule names first (`check_config`); `make_optimizer`
+  builds its schedule here, so neither name is used unchecked.
+  """
+  check_config(config)
   lr = config.lr_configs
   warmup = (lr.warmup_steps if lr.warmup_steps >= 0
             else int(round(lr.warmup_epochs * steps_per_epoch)))
@@ -67,11 +84,8 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
     after = optax.cosine_decay_schedule(base, decay_steps, alpha=lr.end_factor)
   elif lr.schedule == 'linear':
     after = optax.linear_schedule(base, end, decay_steps)
-  elif lr.schedule == 'constant':
+  else:  # 'constant'
     after = optax.constant_schedule(base)
-  else:
-    raise ValueError(f'config.lr_configs.schedule={lr.schedule!r}; expected one of '
-                     f'{SCHEDULES}.')
   if warmup == 0:
     return after
   return optax.join_schedules(
@@ -85,10 +99,8 @@ def _base_optimizer(config, schedule, params) -> optax.GradientTransformation:
     return optax.adamw(schedule, b1=oc.beta1, b2=oc.beta2, eps=oc.epsilon,
                        weight_decay=oc.weight_decay, mask=mask)
   parts = []
-  if config.optimizer == 'momentum':
+  if config.optimizer == 'momentum':  # else 'sgd' (check_config ran in make_schedule)
     parts.append(optax.trace(decay=oc.momentum, nesterov=oc.nesterov))
-  elif config.optimizer != 'sgd':
-    raise ValueError(f'config.optimizer={config.optimizer!r}; expected one of {OPTIMIZERS}.')
   if oc.weight_decay:
     # Decoupled: the decay is added after momentum, scaled by the learning rate.
     parts.append(optax.add_decayed_weights(oc.weight_decay, mask))
@@ -99,6 +111,7 @@ def _base_optimizer(config, schedule, params) -> optax.GradientTransformation:
 def make_optimizer(config: ml_collections.ConfigDict, params: Dict,
                    frozen: Tuple[str, ...], steps_per_epoch: int, total_steps: int):
   """Returns (tx, schedule) for the whole parameter tree."""
+  # First: make_schedule checks the optimizer and schedule names.
   schedule = make_schedule(config, steps_per_epoch, total_steps)
   inner = _base_optimizer(config, schedule, params)
   if config.max_grad_norm:
