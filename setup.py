@@ -2,7 +2,7 @@
 
 import setuptools
 
-# A set that installs and works together on CPU with Python 3.11 (see DESIGN.md §5).
+# A set that installs and works together on CPU with Python 3.11 (see docs/design.md §5).
 # tensorboard: clu's metric writers import it; importlib_resources: tfds imports it.
 INSTALL_REQUIRES = [
     'jax[cpu]==0.10.2',

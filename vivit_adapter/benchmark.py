@@ -5,7 +5,7 @@ r"""Compiled memory, step time and frame-count search of the trainer's own train
       --modes=baseline,baseline+remat,stage2,stage2+chunked \
       [--time --steps=5 --warmup=2] [--fit_budget_gib=16] --out=docs/results/NAME
 
-Modes (DESIGN.md sections 1-2): `baseline` trains the factorised encoder end to end;
+Modes (docs/design.md §1-§2): `baseline` trains the factorised encoder end to end;
 `baseline+remat` adds per-block rematerialisation; `stage2` freezes the tubelet
 embedding and spatial encoder and trains the attention adapter + temporal encoder +
 head; `stage2+chunked` also runs the frozen spatial pass `--chunk_size` temporal

@@ -20,7 +20,7 @@ STAGE1_NUM_FRAMES = 8
 
 
 # ----------------------------------------------------------------------------------------
-# Stages (DESIGN.md section 1).
+# Stages (docs/design.md §1).
 # ----------------------------------------------------------------------------------------
 
 def stage1(config: ml_collections.ConfigDict, image_checkpoint: str = '',

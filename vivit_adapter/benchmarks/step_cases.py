@@ -23,7 +23,7 @@ from vivit_adapter import configs
 from vivit_adapter.models import create_model, variants
 from vivit_adapter.train_lib import assembly, compiled_memory, optimizers, steps
 
-# mode -> what it sets on top of the end-to-end model (DESIGN.md sections 1 and 2).
+# mode -> what it sets on top of the end-to-end model (docs/design.md §1 and §2).
 MODES = ('baseline', 'baseline+remat', 'stage2', 'stage2+chunked')
 # The schedule's length only shapes the learning rate, never the step's memory or time;
 # torch_compare's trainer step uses the same.

@@ -1,6 +1,6 @@
 """A video checkpoint (stage 1, or a scenic ViViT-FE) -> a video model of another clip length.
 
-Stage 2 (DESIGN.md §1) takes every part of the stage-1 model — tubelet embedding,
+Stage 2 (docs/design.md §1) takes every part of the stage-1 model — tubelet embedding,
 spatial and temporal encoders, head — and inserts a fresh adapter. Only the temporal
 position embedding depends on the clip length; it is interpolated from the source's
 F/t indices to the target's N/t. The adapter's last projection is zero-initialised, so

@@ -1,4 +1,4 @@
-"""The adapter between frozen spatial features and the temporal encoder (DESIGN.md §3).
+"""The adapter between frozen spatial features and the temporal encoder (docs/design.md §3).
 
 Every adapter maps the spatial encoder's tokens of one temporal index, (..., 1+N, D),
 to one vector (..., D). Its residual branch ends in a zero-initialised projection, so

@@ -43,7 +43,7 @@ class AdapterSpec(NamedTuple):
 
 
 class ViViTFactorisedEncoder(nn.Module):
-  """The factorised-encoder ViViT of DESIGN.md §1 (see module docstring)."""
+  """The factorised-encoder ViViT of docs/design.md §1 (see module docstring)."""
   num_classes: int
   hidden_size: int
   patches: tuple  # (h, w, t)
