@@ -368,3 +368,31 @@ def test_stochastic_depth_drops_whole_branches_per_example():
   assert set(np.unique(per_example)) <= {0.0, np.float32(1 / 0.75)}
   assert np.all(per_example.min(1) == per_example.max(1))
   assert 0.65 < np.mean(per_example[:, 0] > 0) < 0.85
+
+
+# ------------------------------------------------- the frozen boundary (part=) ---
+
+@pytest.mark.parametrize('adapter', ['attention', 'mlp', 'none'])
+def test_frozen_then_trainable_part_equals_whole_model(adapter):
+  # Stage 2 from cached features computes the frozen part once and the trainable part
+  # every step: their composition must be the model, and the frozen part must return
+  # what the adapter reads (every token for 'attention', the pooled vector otherwise).
+  model = create_model(tiny_config(freeze_spatial=True, **{'adapter.type': adapter}), 5)
+  video = random_video()
+  params = perturbed_params(model, video)
+  features = run(model, params, video, part='frozen')
+  t, n = video.shape[1] // 2, (16 // 4) ** 2
+  assert features.shape == ((2, t, 1 + n, 32) if adapter == 'attention' else (2, t, 32))
+  whole = run(model, params, video)
+  split = run(model, params, features, part='trainable')
+  np.testing.assert_allclose(np.asarray(split), np.asarray(whole), rtol=1e-6, atol=1e-6)
+
+
+def test_trainable_part_of_attention_adapter_refuses_pooled_features():
+  model = create_model(tiny_config(freeze_spatial=True, **{'adapter.type': 'attention'}), 5)
+  video = random_video()
+  params = init(model, video)
+  with pytest.raises(ValueError, match="'attention' adapter reads every token"):
+    model.apply({'params': params}, jnp.zeros((2, 4, 32)), part='trainable')
+  with pytest.raises(ValueError, match="part='spatial'"):
+    model.apply({'params': params}, video, part='spatial')

@@ -5,7 +5,8 @@ import ml_collections
 
 from vivit_adapter.models import variants
 from vivit_adapter.models.adapter import ADAPTER_TYPES
-from vivit_adapter.models.vivit import HEAD_INITS, AdapterSpec, EncoderSpec, ViViTFactorisedEncoder
+from vivit_adapter.models.vivit import FROZEN_PART, HEAD_INITS, PARTS, TRAINABLE_PART, WHOLE
+from vivit_adapter.models.vivit import AdapterSpec, EncoderSpec, ViViTFactorisedEncoder
 
 CLASSIFIERS = ('token', 'gap')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -45,4 +46,5 @@ def create_model(model_config: ml_collections.ConfigDict,
 
 
 __all__ = ['create_model', 'ViViTFactorisedEncoder', 'EncoderSpec', 'AdapterSpec',
-           'ADAPTER_TYPES', 'CLASSIFIERS', 'DTYPES', 'HEAD_INITS', 'variants']
+           'ADAPTER_TYPES', 'CLASSIFIERS', 'DTYPES', 'HEAD_INITS', 'variants',
+           'WHOLE', 'FROZEN_PART', 'TRAINABLE_PART', 'PARTS']

@@ -13,6 +13,13 @@ from vivit_adapter.models import layers
 from vivit_adapter.models import names
 
 ADAPTER_TYPES = ('attention', 'mlp', 'none')
+# The adapters that read every token of a temporal index; the others read its pooled
+# vector only, which is all a feature cache must store for them.
+READS_TOKENS = ('attention',)
+
+
+def reads_tokens(adapter_type: str) -> bool:
+  return adapter_type in READS_TOKENS
 
 
 def pool_tokens(tokens, classifier: str):
@@ -29,8 +36,8 @@ class MlpAdapter(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens):
-    pooled = pool_tokens(tokens, self.classifier)
+  def __call__(self, pooled):
+    """(..., D) pooled spatial vectors -> (..., D)."""
     y = nn.LayerNorm(dtype=self.dtype, name='norm')(pooled)
     y = nn.Dense(self.hidden_size, dtype=self.dtype, name='down')(y)
     y = nn.gelu(y)

@@ -28,6 +28,12 @@ from vivit_adapter.models import names
 # a gradient until the random features already separate the classes.
 HEAD_INITS = {'zeros': nn.initializers.zeros, 'lecun_normal': nn.initializers.lecun_normal()}
 
+# What one call computes (`part=`): the whole model, or one side of the frozen boundary.
+# Stage 2 from cached features (docs/design.md §2b) runs the frozen side once per view
+# at extraction and the trainable side at every step; `WHOLE` is their composition.
+WHOLE, FROZEN_PART, TRAINABLE_PART = 'whole', 'frozen', 'trainable'
+PARTS = (WHOLE, FROZEN_PART, TRAINABLE_PART)
+
 
 class EncoderSpec(NamedTuple):
   num_layers: int
@@ -61,15 +67,37 @@ class ViViTFactorisedEncoder(nn.Module):
   head_kernel_init: str = 'zeros'
 
   @nn.compact
-  def __call__(self, video, *, train: bool = False):
-    if video.ndim != 5 or video.shape[-1] != 3:
-      raise ValueError(f'ViViT expects video of shape (B, T, H, W, 3), got {video.shape}.')
-    tokens = self._spatial_tokens(video, train)  # (B, T', 1+N, D) or (B, T', N, D)
+  def __call__(self, inputs, *, train: bool = False, part: str = WHOLE):
+    """Logits of a video; or, with `part`, one side of the frozen boundary.
+
+    Args:
+      inputs: video (B, T, H, W, 3) for WHOLE and FROZEN_PART; for TRAINABLE_PART,
+        what FROZEN_PART returned: every token (B, T', 1+N, D) or, for an adapter that
+        reads the pooled vector only, (B, T', D).
+      train: dropout and stochastic depth on (never in the frozen part when frozen).
+      part: WHOLE (logits), FROZEN_PART (embedding + spatial encoder: what the adapter
+        consumes) or TRAINABLE_PART (adapter + temporal encoder + head: logits).
+    """
+    if part not in PARTS:
+      raise ValueError(f'part={part!r}; expected one of {PARTS}.')
+    if part == TRAINABLE_PART:
+      return self._trainable(inputs, train)
+    if inputs.ndim != 5 or inputs.shape[-1] != 3:
+      raise ValueError(f'ViViT expects video of shape (B, T, H, W, 3), got {inputs.shape}.')
+    tokens = self._spatial_tokens(inputs, train)  # (B, T', 1+N, D) or (B, T', N, D)
     if self.freeze_spatial:
       # Frozen spatial path: no gradient flows into it, so autodiff keeps no residuals
       # for the embedding and spatial encoder and XLA emits no backward pass for them.
       tokens = jax.lax.stop_gradient(tokens)
-    frames = self._adapt(tokens, train)  # (B, T', D)
+    if part == FROZEN_PART:
+      if adapter_lib.reads_tokens(self.adapter.type):
+        return tokens
+      return adapter_lib.pool_tokens(tokens, self.classifier)
+    return self._trainable(tokens, train)
+
+  def _trainable(self, features, train):
+    """Adapter, temporal encoder and head, from the spatial encoder's output."""
+    frames = self._adapt(features, train)  # (B, T', D)
     x = self._encode(frames, self.temporal, names.TEMPORAL, train)
     return nn.Dense(self.num_classes, kernel_init=HEAD_INITS[self.head_kernel_init],
                     name=names.HEAD)(x)
@@ -113,6 +141,13 @@ class ViViTFactorisedEncoder(nn.Module):
     return y.reshape(b, t, n, d)
 
   def _adapt(self, tokens, train):
+    """(B, T', 1+N, D) tokens, or (B, T', D) pooled vectors -> (B, T', D)."""
+    pooled_input = tokens.ndim == 3
+    if pooled_input and adapter_lib.reads_tokens(self.adapter.type):
+      raise ValueError(
+          f'The {self.adapter.type!r} adapter reads every token of a temporal index, but '
+          f'it got pooled vectors of shape {tokens.shape}: extract a feature cache with '
+          'this adapter type (it stores every token).')
     chunk = self.spatial_chunk_size
     chunked = (self.adapter.type == 'attention' and chunk and chunk < tokens.shape[1])
     module = adapter_lib.make_adapter(
@@ -120,8 +155,9 @@ class ViViTFactorisedEncoder(nn.Module):
         dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
         deterministic=not train, dtype=self.dtype, scan_chunks=chunked)
-    if module is None:
-      return adapter_lib.pool_tokens(tokens, self.classifier)
+    if module is None or isinstance(module, adapter_lib.MlpAdapter):
+      pooled = tokens if pooled_input else adapter_lib.pool_tokens(tokens, self.classifier)
+      return pooled if module is None else module(pooled)
     if chunked:
       return self._chunked_adapter(module, tokens, chunk)
     return module(tokens)
