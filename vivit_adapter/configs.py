@@ -19,6 +19,17 @@ import ml_collections
 STAGES = ('stage1', 'stage2', 'baseline', 'image')
 
 
+def _feature_cache_defaults() -> ml_collections.ConfigDict:
+  cache = ml_collections.ConfigDict()
+  # Stage 2 from cached frozen features (docs/design.md §2b): the directory that
+  # `python -m vivit_adapter.extract_features` wrote; '' trains from video as usual.
+  cache.dir = ''
+  # With a cache, also run the final multi-view test on the raw test videos (the whole
+  # model, as every other run is tested), besides the test from cached features.
+  cache.test_on_video = True
+  return cache
+
+
 def _model_defaults() -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict()
   # A named size such as 'B/16x2' (see vivit_adapter.models.variants). It is expanded
@@ -146,6 +157,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_to_keep = 3
   c.max_eval_batches = 0  # 0 -> the whole split
   c.run_test = True  # multi-view test at the end
+  c.feature_cache = _feature_cache_defaults()
   c.lock()
   return c
 
@@ -218,6 +230,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f'config.batch_size={config.batch_size} must be divisible by '
         f'config.gradient_accumulation_steps={config.gradient_accumulation_steps}.')
   _validate_model_sizes(config)
+  if config.feature_cache.dir and not config.model.freeze_spatial:
+    raise ValueError(
+        f'config.feature_cache.dir={config.feature_cache.dir!r} needs '
+        'config.model.freeze_spatial=True: a feature cache stores the frozen spatial '
+        "encoder's output, which an end-to-end run would change.")
 
 
 def _validate_model_sizes(config) -> None:

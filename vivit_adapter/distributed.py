@@ -7,12 +7,34 @@ the CLI calls it first and the multi-process trainer tests call it in each child
 import os
 from typing import Mapping, Optional
 
+from absl import flags
 from absl import logging
 import jax
 
 # Variables that Cloud TPU VMs set when a slice spans several hosts; jax then finds the
 # coordinator and this host's id by itself.
 _TPU_MULTIHOST_VARS = ('MEGASCALE_COORDINATOR_ADDRESS', 'CLOUD_TPU_TASK_ID')
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """--coordinator_address, --num_processes and --process_id, for the programs that
+  run over several processes (defaults from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+  JAX_PROCESS_ID)."""
+  flags.DEFINE_string(
+      'coordinator_address', os.environ.get('JAX_COORDINATOR_ADDRESS', ''),
+      "Process 0's host:port, for a run over several processes.", flag_values=flag_values)
+  flags.DEFINE_integer(
+      'num_processes', int(os.environ.get('JAX_NUM_PROCESSES', '0')),
+      'Processes in the run.', flag_values=flag_values)
+  flags.DEFINE_integer(
+      'process_id', int(os.environ.get('JAX_PROCESS_ID', '-1')), "This process's index.",
+      flag_values=flag_values)
+
+
+def initialize_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> bool:
+  """`initialize` with the values of the flags `define_flags` defined."""
+  return initialize(flag_values.coordinator_address, flag_values.num_processes,
+                    flag_values.process_id)
 
 
 def is_multihost_tpu(environ: Optional[Mapping[str, str]] = None) -> bool:

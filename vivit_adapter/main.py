@@ -8,7 +8,6 @@ Several processes (GPU hosts, or CPU processes in tests) add --coordinator_addre
 JAX_PROCESS_ID); a multi-host Cloud TPU slice is detected from its environment.
 """
 
-import os
 import sys
 
 from absl import app
@@ -30,13 +29,7 @@ def define_flags() -> None:
   config_loading.define_config_flag()
   flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, summaries, '
                       'config.json.', required=True)
-  flags.DEFINE_string(
-      'coordinator_address', os.environ.get('JAX_COORDINATOR_ADDRESS', ''),
-      "Process 0's host:port, for a run over several processes.")
-  flags.DEFINE_integer(
-      'num_processes', int(os.environ.get('JAX_NUM_PROCESSES', '0')), 'Processes in the run.')
-  flags.DEFINE_integer(
-      'process_id', int(os.environ.get('JAX_PROCESS_ID', '-1')), "This process's index.")
+  distributed.define_flags()
 
 
 def main(argv):
@@ -48,7 +41,7 @@ def main(argv):
     # Before jax.distributed: a process that stops here must not leave the others
     # waiting for it at the coordinator.
     preflight.check_run_inputs(config)
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    distributed.initialize_from_flags()
   except (ValueError, FileNotFoundError) as e:
     # A user error, not a bug: one clear line, no traceback.
     sys.exit(f'vivit_adapter.main: error: {type(e).__name__}: {e}')

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vivit_adapter import checkpoints
 from vivit_adapter.train_lib import optimizers, parallel, steps
 
 # step_factory(config, model, tx, schedule, *, frozen, num_classes) -> train_step.
@@ -27,6 +28,11 @@ def _dummy_video(config):
   return jnp.zeros((1, ds.num_frames, ds.crop_size, ds.crop_size, 3), jnp.float32)
 
 
+def run_rngs(config):
+  """(parameter-init key, train-state key) of a run, from config.rng_seed."""
+  return tuple(jax.random.split(jax.random.PRNGKey(config.rng_seed)))
+
+
 def init_params(config, model, rng, mesh=None) -> Dict[str, Any]:
   """Fresh parameters for a clip of `config.dataset`'s shape; replicated on `mesh` if
   given, so they are created where they live rather than copied there."""
@@ -34,6 +40,35 @@ def init_params(config, model, rng, mesh=None) -> Dict[str, Any]:
   init = jax.jit(lambda r: model.init(r, _dummy_video(config))['params'],
                  out_shardings=out)
   return init(rng)
+
+
+def load_init_from(config, params, mesh=None) -> Tuple[Dict[str, Any], str]:
+  """`params` with `config.init_from` applied (checkpoint surgery on the host), placed
+  replicated on `mesh` if given. Returns (params, the log message of what came from where).
+
+  One place for the trainer's start and the feature extraction, so a cache is made from
+  exactly the parameters stage 2 starts from.
+  """
+  ds = config.dataset
+  params, message = checkpoints.load_init_params(
+      config.init_from, jax.device_get(params), model_config=config.model,
+      frame_size=(ds.crop_size, ds.crop_size))
+  return (parallel.replicate(params, mesh) if mesh is not None else params), message
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelPart:
+  """A model whose `apply` runs one part (models.WHOLE / FROZEN_PART / TRAINABLE_PART).
+
+  The step factories call `model.apply(variables, inputs, train=..., rngs=...)`; given a
+  ModelPart(model, TRAINABLE_PART) they build the stage-2 step that starts from cached
+  frozen features, with no other change.
+  """
+  model: Any
+  part: str
+
+  def apply(self, variables, inputs, **kwargs):
+    return self.model.apply(variables, inputs, part=self.part, **kwargs)
 
 
 def abstract_params(config, model) -> Dict[str, jax.ShapeDtypeStruct]:

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-import data_pipelines
-from vivit_adapter.train_lib import parallel, steps
+from vivit_adapter.train_lib import assembly, data_source, parallel, steps
+
 
 def test_batch_size(config) -> int:
   """Videos per test batch: eval_batch_size views, rounded to the device count."""
@@ -17,27 +17,35 @@ def test_batch_size(config) -> int:
   return max(devices, (config.eval_batch_size // views) // devices * devices)
 
 
-def _step_fn(s, split: str):
-  """The run's jitted eval or test step, built once per run (kept on its Setup)."""
-  if split not in s.eval_fns:
-    fn = (steps.make_eval_step(s.model, s.info.num_classes) if split == 'eval'
-          else steps.make_test_step(s.model))
-    s.eval_fns[split] = jax.jit(
+def _step_fn(s, split: str, part: str):
+  """The run's jitted eval or test step for one model part, built once per run (kept on
+  its Setup)."""
+  key = (split, part)
+  if key not in s.eval_fns:
+    model = assembly.ModelPart(s.model, part)
+    fn = (steps.make_eval_step(model, s.info.num_classes) if split == 'eval'
+          else steps.make_test_step(model))
+    s.eval_fns[key] = jax.jit(
         fn, in_shardings=(parallel.replicated(s.mesh), parallel.batch_sharding(s.mesh)),
         out_shardings=parallel.replicated(s.mesh))
-  return s.eval_fns[split]
+  return s.eval_fns[key]
 
 
-def evaluate(s, params, split: str) -> Dict[str, float]:
-  """Top-1/top-5 (and loss for 'eval') over the split; {} when the split is empty."""
-  size = s.info.num_eval_examples if split == 'eval' else s.info.num_test_examples
+def evaluate(s, params, split: str, *, on_video: bool = False) -> Dict[str, float]:
+  """Top-1/top-5 (and loss for 'eval') over the split; {} when the split is empty.
+
+  The run's own source (video, or its feature cache) by default; `on_video` evaluates
+  the whole model on the dataset's videos whatever the source (a cached run's final
+  test, comparable with every other run's).
+  """
+  source = data_source.VideoSource(s.config) if on_video else s.source
+  size = source.info.num_eval_examples if split == 'eval' else source.info.num_test_examples
   if not size:
     return {}
   batch = s.config.eval_batch_size if split == 'eval' else test_batch_size(s.config)
-  iterator = data_pipelines.make_eval_iterator(
-      s.config.dataset, split=split,
-      batch_size=parallel.per_process_batch_size(batch, 'config.eval_batch_size'))
-  fn = _step_fn(s, split)
+  iterator = source.eval_iterator(
+      split, parallel.per_process_batch_size(batch, 'config.eval_batch_size'))
+  fn = _step_fn(s, split, source.part)
   totals = None
   for i, host_batch in enumerate(iterator):
     if s.config.max_eval_batches and i >= s.config.max_eval_batches:
@@ -60,3 +68,6 @@ def gather_json(obj) -> List[Any]:
   gathered = multihost_utils.process_allgather(padded)
   return [json.loads(bytes(row[:int(n)]).decode())
           for row, n in zip(np.asarray(gathered), np.asarray(lengths).ravel())]
+
+
+

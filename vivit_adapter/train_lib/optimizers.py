@@ -60,10 +60,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   The one check of these two keys (configs.validate leaves them to their owner); the
   start-up checks and `make_optimizer` run it.
   """
-  for key, value, names in (('optimizer', config.optimizer, OPTIMIZERS),
-                            ('lr_configs.schedule', config.lr_configs.schedule, SCHEDULES)):
-    if value not in names:
-      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
+  for key, value, allowed in (('optimizer', config.optimizer, OPTIMIZERS),
+                              ('lr_configs.schedule', config.lr_configs.schedule, SCHEDULES)):
+    if value not in allowed:
+      raise ValueError(f'config.{key}={value!r}; expected one of {allowed}.')
 
 
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,

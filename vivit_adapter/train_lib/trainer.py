@@ -20,9 +20,11 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 import data_pipelines
-from vivit_adapter import checkpoints, configs
+from vivit_adapter import configs
+from vivit_adapter import models
 from vivit_adapter.models import create_model
-from vivit_adapter.train_lib import assembly, checkpointing, compiled_memory, evaluation
+from vivit_adapter.train_lib import assembly, checkpointing, compiled_memory, data_source
+from vivit_adapter.train_lib import evaluation
 from vivit_adapter.train_lib import optimizers, parallel, reporting, steps
 
 
@@ -32,6 +34,7 @@ class Setup:
   config: ml_collections.ConfigDict
   workdir: str
   mesh: Any
+  source: Any  # data_source.VideoSource or CachedSource: batches and dataset info
   info: data_pipelines.DatasetInfo
   model: Any
   steps_per_epoch: int
@@ -51,13 +54,19 @@ def setup_lengths(config, info) -> tuple:
   return steps_per_epoch, max(total, 1)
 
 
-def setup_state(config, model, mesh, num_classes, steps_per_epoch, total_steps):
+def setup_state(config, model, mesh, num_classes, steps_per_epoch, total_steps,
+                part: str = models.WHOLE):
   """Fresh parameters (created replicated), the run's TrainParts and its step-0 state.
-  Returns (state, parts)."""
-  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.rng_seed))
+
+  `part` is the part of the model the step runs (models.TRAINABLE_PART when training
+  from cached features); the state always holds every parameter, frozen ones included,
+  so checkpoints are complete models. Returns (state, parts).
+  """
+  init_rng, state_rng = assembly.run_rngs(config)
   params = assembly.init_params(config, model, init_rng, mesh)
-  parts = assembly.build(config, model, params, num_classes=num_classes,
-                         steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  parts = assembly.build(config, assembly.ModelPart(model, part), params,
+                         num_classes=num_classes, steps_per_epoch=steps_per_epoch,
+                         total_steps=total_steps)
   return parts.init_state(params, state_rng, mesh), parts
 
 
@@ -70,11 +79,7 @@ def setup_start(config, manager, state, parts, mesh):
     return state, data_states[min(jax.process_index(), len(data_states) - 1)], (
         f'resumed from {manager.directory}/{step}')
   if config.init_from.checkpoint_path:
-    host_params = jax.device_get(state.params)
-    params, message = checkpoints.load_init_params(
-        config.init_from, host_params, model_config=config.model,
-        frame_size=(config.dataset.crop_size, config.dataset.crop_size))
-    params = parallel.replicate(params, mesh)
+    params, message = assembly.load_init_from(config, state.params, mesh)
     return parts.init_state(params, state.rng, mesh), None, message
   return state, None, 'initialised from scratch (no checkpoint, config.init_from empty)'
 
@@ -82,12 +87,14 @@ def setup_start(config, manager, state, parts, mesh):
 def setup(config, workdir) -> Setup:
   configs.validate(config)
   mesh = parallel.make_mesh()
-  info = data_pipelines.dataset_info(config.dataset)
+  source = data_source.make_source(config)
+  info = source.info
   model = create_model(config.model, info.num_classes)
   steps_per_epoch, total_steps = setup_lengths(config, info)
   state, parts = setup_state(config, model, mesh, info.num_classes, steps_per_epoch,
-                             total_steps)
-  return Setup(config=config, workdir=workdir, mesh=mesh, info=info, model=model,
+                             total_steps, part=source.part)
+  return Setup(config=config, workdir=workdir, mesh=mesh, source=source, info=info,
+               model=model,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, parts=parts,
                state=state, start='')
 
@@ -216,9 +223,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     configs.save(config, workdir)
   manager = checkpointing.make_manager(workdir, config.max_to_keep)
   s.state, data_state, s.start = setup_start(config, manager, s.state, s.parts, s.mesh)
-  train_iter = data_pipelines.make_train_iterator(
-      config.dataset, batch_size=parallel.per_process_batch_size(config.batch_size),
-      seed=config.rng_seed, state=data_state)
+  s.source.check_params(s.state.params, s.parts.frozen)
+  train_iter = s.source.train_iterator(
+      parallel.per_process_batch_size(config.batch_size), seed=config.rng_seed,
+      state=data_state)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   history = reporting.History(workdir, enabled=is_main)
   state, timing = train_loop(s, train_iter, manager, writer, history)
@@ -233,19 +241,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   return summary
 
 
+def final_tests(s: Setup, params) -> Dict[str, Dict[str, float]]:
+  """{'test': ...} from the run's source; a run trained from a feature cache is also
+  tested on the raw videos with the whole model ('test', comparable with every other
+  run), its cached-feature test then reported as 'test_cached'."""
+  if not s.config.run_test:
+    return {}
+  out = {}
+  if s.info.num_test_examples:
+    out['test'] = evaluation.evaluate(s, params, split='test')
+  if isinstance(s.source, data_source.CachedSource) and s.config.feature_cache.test_on_video:
+    try:
+      on_video = evaluation.evaluate(s, params, split='test', on_video=True)
+    except FileNotFoundError as e:  # the cache travels without its videos: fine
+      logging.warning('No test on the raw videos (%s); the test is from the cache only.', e)
+      on_video = {}
+    if on_video:
+      out['test_cached'], out['test'] = out.pop('test', {}), on_video
+  return {k: v for k, v in out.items() if v}
+
+
 def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
   step = int(jax.device_get(state.step))
   final_eval = log_eval(s, writer, history, step, state.params,
                         train_time_s=timing['train_time_s'])
-  test = {}
-  if s.config.run_test and s.info.num_test_examples:
-    test = evaluation.evaluate(s, state.params, split='test')
-    writer.write_scalars(step, {f'test/{k}': v for k, v in test.items()})
-    history.add(step, 'test', test)
+  test, tests = {}, final_tests(s, state.params)
+  for kind, result in tests.items():
+    writer.write_scalars(step, {f'{kind}/{k}': v for k, v in result.items()})
+    history.add(step, kind, result)
+  test = tests.get('test', {})
   counts = optimizers.count_params(state.params, s.parts.frozen)
   summary = {
       'experiment_name': s.config.experiment_name, 'stage': s.config.stage,
       'step': step, 'start': s.start, 'eval': final_eval, 'test': test,
+      **({'test_cached': tests['test_cached']} if 'test_cached' in tests else {}),
+      'feature_cache': s.config.feature_cache.dir or None,
       'train_time_s': timing['train_time_s'], 'total_time_s': time.time() - t0,
       'compiled_step_memory_bytes': timing['memory'],
       'params': counts, 'frozen_modules': list(s.parts.frozen),
