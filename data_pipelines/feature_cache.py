@@ -147,7 +147,9 @@ def make_example(views: Sequence[np.ndarray], label: int, source: str) -> bytes:
       'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
       'source': tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()])),
   }))
-  return example.SerializeToString()
+  # deterministic=True: protobuf map order is otherwise free, and a restarted
+  # extraction must write the very same bytes.
+  return example.SerializeToString(deterministic=True)
 
 
 def parse_example(record):

@@ -156,6 +156,7 @@ def extract(cache_dir: str, plans: List[Plan], ds_cfg, forward, params, *, seed:
   with tqdm.tqdm(total=total, initial=done, unit='clip', desc='extract',
                  dynamic_ncols=True) as bar:
     for plan, i in todo:
+      _remove_stale_temporaries(_shard_path(cache_dir, plan, i))
       dataset = feature_cache.extraction_clips(ds_cfg, plan.split, plan.sources[i], i,
                                                plan.views, seed, num_classes)
       stats[plan.split]['written'] += extract_shard(
@@ -164,6 +165,13 @@ def extract(cache_dir: str, plans: List[Plan], ds_cfg, forward, params, *, seed:
       stats[plan.split]['skipped_shards'] -= 1
   stats['seconds'] = time.time() - start
   return stats
+
+
+def _remove_stale_temporaries(path: str) -> None:
+  """A process killed mid-shard (kill -9, a lost VM) leaves `path.tmp-<pid>` behind;
+  only this process writes `path`, so what is there is stale."""
+  for tmp in tf.io.gfile.glob(f'{path}.tmp-*'):
+    tf.io.gfile.remove(tmp)
 
 
 def _shard_path(cache_dir: str, plan: Plan, index: int) -> str:
