@@ -5,10 +5,9 @@ that a bad value, missing data or a missing init checkpoint stops every process 
 line instead of a traceback minutes into compilation.
 """
 
-import os
-
 import ml_collections
 
+from data_pipelines import fs
 from data_pipelines import reader
 from vivit_adapter import configs
 from vivit_adapter.train_lib import optimizers
@@ -26,7 +25,7 @@ def check_run_inputs(config: ml_collections.ConfigDict) -> None:
   optimizers.check_config(config)
   reader.make_source(config.dataset, 'train')
   path = config.init_from.checkpoint_path
-  if path and not os.path.exists(path):
+  if path and not fs.exists(path):
     hint = ' Train stage 1 first (with that --workdir), or' if config.stage == 'stage2' else ''
     raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.'
                             f'{hint} set --config.init_from.checkpoint_path.')

@@ -20,6 +20,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 import data_pipelines
+from data_pipelines import fs
 from vivit_adapter import checkpoints, configs
 from vivit_adapter.models import create_model
 from vivit_adapter.train_lib import assembly, checkpointing, compiled_memory, evaluation
@@ -209,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   """Trains and evaluates `config` in `workdir`; returns (and writes) the run summary."""
   t0 = time.time()
   quiet_third_party_logs()
-  os.makedirs(workdir, exist_ok=True)
+  fs.makedirs(workdir)
   s = setup(config, workdir)
   is_main = jax.process_index() == 0
   if is_main:
