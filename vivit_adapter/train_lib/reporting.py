@@ -1,7 +1,8 @@
-"""What a run reports: metric history, summary.json and a PNG of the training curves.
+"""What a run reports: metrics (console, TensorBoard), their history, summary.json and a
+PNG of the training curves.
 
-All three live in the workdir, a local path or a URL (gs://), written through
-`data_pipelines.fs`.
+All of them live in the workdir, a local path or a URL (gs://), written through
+`data_pipelines.fs` or TensorFlow's summary writer (the same file system layer).
 """
 
 import io
@@ -14,11 +15,26 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from clu import metric_writers  # pylint: disable=g-import-not-at-top
+
 from data_pipelines import fs  # pylint: disable=g-import-not-at-top
 
 SUMMARY_FILE = 'summary.json'
 CURVES_FILE = 'training_curves.png'
 HISTORY_FILE = 'history.jsonl'
+
+
+def metric_writer(workdir: str, is_main: bool) -> metric_writers.MetricWriter:
+  """Console metrics on every process; TensorBoard events in `workdir` from process 0.
+
+  clu's create_default_writer, built here because that passes the directory through
+  etils.epath, which knows only some URL schemes; tf.summary takes every path that
+  tf.io.gfile does.
+  """
+  writers = [metric_writers.LoggingWriter()]
+  if is_main:
+    writers.append(metric_writers.SummaryWriter(workdir))
+  return metric_writers.AsyncMultiWriter(writers)
 
 
 class History:

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import tqdm
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 
 import data_pipelines
 from data_pipelines import fs
@@ -220,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   train_iter = data_pipelines.make_train_iterator(
       config.dataset, batch_size=parallel.per_process_batch_size(config.batch_size),
       seed=config.rng_seed, state=data_state)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer = reporting.metric_writer(workdir, is_main)
   history = reporting.History(workdir, enabled=is_main)
   state, timing = train_loop(s, train_iter, manager, writer, history)
   if timing['preempted']:
