@@ -29,3 +29,20 @@ def check_run_inputs(config: ml_collections.ConfigDict) -> None:
     hint = ' Train stage 1 first (with that --workdir), or' if config.stage == 'stage2' else ''
     raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.'
                             f'{hint} set --config.init_from.checkpoint_path.')
+
+
+def check_shards_per_host(ds_cfg: ml_collections.ConfigDict, process_count: int) -> None:
+  """Every split's table has a file for each process: each process reads its own files.
+
+  Runs once jax.distributed knows the process count; every process checks the same
+  tables, so they all stop together.
+
+  Raises:
+    ValueError: a table with fewer files than processes (`reader.host_files` names it).
+  """
+  for split in reader.SPLITS:
+    try:
+      source = reader.make_source(ds_cfg, split)
+    except FileNotFoundError:
+      continue  # check_run_inputs stops on a missing train table; eval, test may be absent
+    reader.host_files(source.files, 0, process_count, source.table)
