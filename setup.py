@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # Decoding video files (converter, predict CLI).
     'video': ['av==18.1.0'],
+    # Cloud TPU VMs: jax's TPU runtime (libtpu, from PyPI). scripts/cloud_tpu.sh installs it.
+    'tpu': ['jax[tpu]==0.10.2'],
     # The PyTorch reference of the factorised encoder (benchmarks/torch_compare.py).
     # On Linux use the CPU wheel (e.g. --index-url https://download.pytorch.org/whl/cpu):
     # plain PyPI resolves this pin to the multi-GB CUDA build.

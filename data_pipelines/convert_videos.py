@@ -13,8 +13,10 @@ a video that cannot be read is reported and skipped. The output folder also gets
 
 import argparse
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import multiprocessing
 import os
@@ -25,13 +27,13 @@ import numpy as np
 import tqdm
 
 from data_pipelines import dmvr_format
+from data_pipelines import fs
 
 # The dataset folder's files (metadata.json, label_map.txt) are dmvr_format's.
 METADATA_FILE, LABEL_MAP_FILE = dmvr_format.METADATA_FILE, dmvr_format.LABEL_MAP_FILE
 read_label_map = dmvr_format.read_label_map
 write_metadata = dmvr_format.write_metadata
 merge_split_metadata = dmvr_format.merge_split_metadata
-_atomic_write = dmvr_format.atomic_write
 
 
 # ----------------------------------------------------------------------- CSV and labels
@@ -46,11 +48,12 @@ class VideoRow:
 
 def read_csv_rows(csv_path: str) -> List[Tuple[int, str, str]]:
   """(row number, path as written, raw label) per data row."""
-  if not os.path.exists(csv_path):
+  if not fs.exists(csv_path):
     raise FileNotFoundError(f'CSV file {csv_path!r} does not exist.')
   rows = []
-  with open(csv_path, newline='') as f:
-    for number, fields in enumerate(csv.reader(f), start=1):
+  with fs.open(csv_path) as f:
+    text = io.StringIO(f.read(), newline='')  # csv wants the newlines untranslated
+    for number, fields in enumerate(csv.reader(text), start=1):
       if not fields or not ''.join(fields).strip():
         continue
       if len(fields) != 2:
@@ -85,7 +88,7 @@ def resolve_labels(rows, csv_path: str, label_names: Optional[List[str]],
     label_names = names or [str(i) for i in range(max(int(l) for _, l in ints) + 1)]
     label_map_path = 'the label map built from the CSV'
   index = {name: i for i, name in enumerate(label_names)}
-  root = os.path.dirname(os.path.abspath(csv_path))
+  root = os.path.dirname(fs.abspath(csv_path))
   out = []
   for number, path, lab in rows:
     i = _as_int(lab)
@@ -150,10 +153,12 @@ def decode_video(path: str, fps: float = 0., min_resize: int = 0) -> np.ndarray:
   except ImportError as e:
     raise ImportError('Decoding videos needs PyAV: pip install -e ".[video]" '
                       '(or pip install av).') from e
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise FileNotFoundError('file does not exist')
   out, cache = [], (None, None)
-  with av.open(path) as container:
+  # PyAV opens local files itself; a URL (gs://) is read through a file object.
+  source = fs.open(path, 'rb') if fs.is_url(path) else contextlib.nullcontext(path)
+  with source as file, av.open(file) as container:
     if not container.streams.video:
       raise ValueError('no video stream')
     stream = container.streams.video[0]
@@ -199,11 +204,11 @@ def _choose_label_map(label_map: str, output_dir: str) -> Tuple[Optional[List[st
   """--label_map, else the output folder's label map from an earlier split, else none."""
   existing = os.path.join(output_dir, LABEL_MAP_FILE)
   if not label_map:
-    if os.path.exists(existing):
+    if fs.exists(existing):
       return read_label_map(existing), existing
     return None, ''
   names = read_label_map(label_map)
-  if os.path.exists(existing) and read_label_map(existing) != names:
+  if fs.exists(existing) and read_label_map(existing) != names:
     raise ValueError(
         f'--label_map={label_map!r} differs from {existing!r}, written by an earlier split. '
         'Convert every split of a dataset with the same label map, or use a new folder.')
@@ -231,7 +236,7 @@ def convert(csv_path: str, output: str, *, label_map: str = '', fps: float = 0.,
   so class-sorted CSVs do not give class-sorted shards.
   """
   prefix, split, num_shards = _split_name(output)
-  output_dir = os.path.dirname(os.path.abspath(prefix))
+  output_dir = os.path.dirname(fs.abspath(prefix))
   names, map_path = _choose_label_map(label_map, output_dir)
   rows, names = resolve_labels(read_csv_rows(csv_path), csv_path, names, map_path)
   if shuffle_seed >= 0:
@@ -246,11 +251,11 @@ def convert(csv_path: str, output: str, *, label_map: str = '', fps: float = 0.,
         skipped.append({'row': row.row, 'path': row.path, 'reason': reason})
       else:
         writer.write(record)
-  report = {'csv': os.path.abspath(csv_path), 'output': output, 'split': split,
+  report = {'csv': fs.abspath(csv_path), 'output': output, 'split': split,
             'written': writer.num_written, 'skipped': len(skipped),
             'skipped_files': sorted(skipped, key=lambda s: s['row']),
             'num_classes': len(names)}
-  _atomic_write(os.path.join(output_dir, f'{split}.report.json'),
+  fs.atomic_write(os.path.join(output_dir, f'{split}.report.json'),
                 json.dumps(report, indent=2) + '\n')
   merge_split_metadata(output_dir, split, writer.num_written, names,
                        table=f'{os.path.basename(prefix)}@{num_shards}',

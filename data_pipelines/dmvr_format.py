@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from data_pipelines import fs
+
 FRAMES_KEY = 'image/encoded'
 LABEL_KEY = 'clip/label/index'
 LABEL_TEXT_KEY = 'clip/label/text'
@@ -34,17 +36,17 @@ def expand_table(table: str, base_dir: str = '') -> List[str]:
   if '@' in os.path.basename(path):
     prefix, count = path.rsplit('@', 1)
     if count == '*':
-      files = sorted(glob.glob(f'{glob.escape(prefix)}-?????-of-?????'))
+      files = fs.glob(f'{glob.escape(prefix)}-?????-of-?????')
     else:
       files = sharded_names(prefix, int(count))
-      missing = [f for f in files if not os.path.exists(f)]
+      missing = [f for f in files if not fs.exists(f)]
       if missing:
         raise FileNotFoundError(
             f'Table {path!r}: {len(missing)} of {len(files)} shards are missing, e.g. '
             f'{missing[0]!r}. Convert videos with `python -m data_pipelines.convert_videos` '
             'or point config.dataset.base_dir at the folder that holds the shards.')
   else:
-    files = sorted(glob.glob(path))
+    files = fs.glob(path)
   if not files:
     raise FileNotFoundError(
         f'Table {path!r} matches no file. Convert videos with '
@@ -96,7 +98,7 @@ class ShardedWriter:
   def __init__(self, prefix: str, num_shards: int):
     if num_shards < 1:
       raise ValueError(f'num_shards must be >= 1, got {num_shards}.')
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    fs.makedirs(os.path.dirname(fs.abspath(prefix)))
     self.paths = sharded_names(prefix, num_shards)
     self._tmp = [p + '.tmp' for p in self.paths]
     self._writers = [tf.io.TFRecordWriter(p) for p in self._tmp]
@@ -114,11 +116,11 @@ class ShardedWriter:
       w.close()
     if exc_type is None:
       for tmp, final in zip(self._tmp, self.paths):
-        os.replace(tmp, final)
+        fs.rename(tmp, final)
     else:
       for tmp in self._tmp:
-        if os.path.exists(tmp):
-          os.remove(tmp)
+        if fs.exists(tmp):
+          fs.remove(tmp)
     return False
 
 
@@ -127,19 +129,11 @@ METADATA_FILE = 'metadata.json'
 LABEL_MAP_FILE = 'label_map.txt'
 
 
-def atomic_write(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file: readers never see half of it."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def read_label_map(path: str) -> List[str]:
   """One class name per line; line i is label i. Blank lines are not allowed."""
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise FileNotFoundError(f'Label map {path!r} does not exist.')
-  with open(path) as f:
+  with fs.open(path) as f:
     names = [line.strip() for line in f.read().splitlines()]
   while names and not names[-1]:
     names.pop()
@@ -159,10 +153,10 @@ def read_label_map(path: str) -> List[str]:
 
 def write_metadata(output_dir: str, metadata: Dict) -> None:
   """Writes `metadata.json` and `label_map.txt` (from metadata['label_names']) atomically."""
-  os.makedirs(output_dir, exist_ok=True)
-  atomic_write(os.path.join(output_dir, METADATA_FILE),
+  fs.makedirs(output_dir)
+  fs.atomic_write(os.path.join(output_dir, METADATA_FILE),
                json.dumps(metadata, indent=2, sort_keys=True) + '\n')
-  atomic_write(os.path.join(output_dir, LABEL_MAP_FILE),
+  fs.atomic_write(os.path.join(output_dir, LABEL_MAP_FILE),
                ''.join(f'{name}\n' for name in metadata['label_names']))
 
 
@@ -171,8 +165,8 @@ def merge_split_metadata(output_dir: str, split: str, num_examples: int,
   """Adds one split to `output_dir/metadata.json`, keeping the splits already there."""
   path = os.path.join(output_dir, METADATA_FILE)
   metadata = {}
-  if os.path.exists(path):
-    with open(path) as f:
+  if fs.exists(path):
+    with fs.open(path) as f:
       metadata = json.load(f)
   metadata.setdefault('splits', {})[split] = int(num_examples)
   metadata.setdefault('tables', {})[split] = table

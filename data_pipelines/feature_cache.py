@@ -32,6 +32,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from data_pipelines import fs
 from data_pipelines import reader
 from data_pipelines import video_ops
 
@@ -59,31 +60,24 @@ def shard_paths(cache_dir: str, split: str, count: int) -> List[str]:
   return [os.path.join(cache_dir, shard_name(split, i, count)) for i in range(count)]
 
 
-def write_text_atomically(path: str, text: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    f.write(text)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def write_manifest(cache_dir: str, manifest: Dict) -> str:
-  tf.io.gfile.makedirs(cache_dir)
+  fs.makedirs(cache_dir)
   path = os.path.join(cache_dir, MANIFEST_FILE)
-  write_text_atomically(path, json.dumps(manifest, indent=2, sort_keys=True) + '\n')
+  fs.atomic_write(path, json.dumps(manifest, indent=2, sort_keys=True) + '\n')
   return path
 
 
 def read_manifest(cache_dir: str) -> Dict:
   path = os.path.join(cache_dir, MANIFEST_FILE)
-  if not tf.io.gfile.exists(path):
+  if not fs.exists(path):
     raise CacheError(f'{path} does not exist: {cache_dir!r} is not a feature cache (make '
                      'one with `python -m vivit_adapter.extract_features`).')
-  with tf.io.gfile.GFile(path) as f:
+  with fs.open(path) as f:
     return json.load(f)
 
 
 def missing_shards(cache_dir: str, split: str, count: int) -> List[str]:
-  return [p for p in shard_paths(cache_dir, split, count) if not tf.io.gfile.exists(p)]
+  return [p for p in shard_paths(cache_dir, split, count) if not fs.exists(p)]
 
 
 def require_complete(cache_dir: str, manifest: Dict, splits: Sequence[str]) -> None:
@@ -133,9 +127,9 @@ class ShardWriter:
       if exc_type is None:
         raise
     if exc_type is None:
-      tf.io.gfile.rename(self._tmp, self.path, overwrite=True)
-    elif tf.io.gfile.exists(self._tmp):
-      tf.io.gfile.remove(self._tmp)
+      fs.rename(self._tmp, self.path)
+    elif fs.exists(self._tmp):
+      fs.remove(self._tmp)
     return False
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipelines import dmvr_format
+from data_pipelines import fs
 from data_pipelines import video_ops
 from data_pipelines.source import DatasetInfo
 from data_pipelines.source import Source
@@ -158,9 +159,9 @@ def check_config(ds_cfg) -> None:
 
 def _metadata(ds_cfg) -> dict:
   path = os.path.join(ds_cfg.base_dir, METADATA_FILE)
-  if not ds_cfg.base_dir or not os.path.exists(path):
+  if not ds_cfg.base_dir or not fs.exists(path):
     return {}
-  with open(path) as f:
+  with fs.open(path) as f:
     return json.load(f)
 
 
@@ -210,10 +211,10 @@ def _split_size(ds_cfg, split: str, meta: dict) -> int:
 
 def _label_names(ds_cfg, meta: dict, num_classes: int) -> Optional[List[str]]:
   path = ds_cfg.label_map or os.path.join(ds_cfg.base_dir, LABEL_MAP_FILE)
-  if ds_cfg.label_map and not os.path.exists(path):
+  if ds_cfg.label_map and not fs.exists(path):
     raise FileNotFoundError(f'config.dataset.label_map={path!r} does not exist.')
-  if os.path.exists(path):
-    with open(path) as f:
+  if fs.exists(path):
+    with fs.open(path) as f:
       names = [line.strip() for line in f if line.strip()]
   elif meta.get('label_names'):
     path, names = os.path.join(ds_cfg.base_dir, METADATA_FILE), list(meta['label_names'])

@@ -23,6 +23,7 @@ import tensorflow as tf
 import tqdm
 
 from data_pipelines import dmvr_format
+from data_pipelines import fs
 from data_pipelines import reader
 
 
@@ -77,9 +78,9 @@ def scan(files: List[str], num_classes: int, progress: bool = True,
 
 def _num_classes_from_metadata(files: List[str]) -> int:
   path = os.path.join(os.path.dirname(files[0]), reader.METADATA_FILE)
-  if not os.path.exists(path):
+  if not fs.exists(path):
     return 0
-  with open(path) as f:
+  with fs.open(path) as f:
     return int(json.load(f).get('num_classes', 0))
 
 

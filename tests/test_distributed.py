@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import pytest
 
 from vivit_adapter import distributed
@@ -27,6 +28,19 @@ def test_is_multihost_tpu(environ, expected):
 
 def test_single_process_does_nothing():
   assert distributed.initialize(environ={}) is False
+
+
+def test_this_cpu_machine_is_not_a_cloud_tpu_vm():
+  assert distributed.on_cloud_tpu_vm() is False
+
+
+def test_a_cloud_tpu_vm_lets_jax_read_the_slice_from_its_metadata(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda **kwargs: calls.append(kwargs))
+  assert distributed.initialize(environ={}, tpu_vm=False) is False
+  assert calls == []
+  assert distributed.initialize(environ={}, tpu_vm=True) is True
+  assert calls == [{}]  # no arguments: jax detects coordinator, count and id itself
 
 
 @pytest.mark.parametrize('kwargs, message', [

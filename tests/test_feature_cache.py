@@ -21,7 +21,6 @@ from tests import trainer_utils as tu
 from vivit_adapter import config_loading
 from vivit_adapter import extract_features
 from vivit_adapter import models
-from vivit_adapter.features import extraction
 from vivit_adapter.train_lib import data_source
 from vivit_adapter.train_lib import trainer
 

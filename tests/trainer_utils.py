@@ -44,6 +44,13 @@ def make_dataset(path):
   return str(path)
 
 
+def tiny_config(base_dir):
+  """TINY_CONFIG's config, built in this process (for runs that share its memory)."""
+  namespace = {}
+  exec(TINY_CONFIG.format(base_dir=base_dir), namespace)  # pylint: disable=exec-used
+  return namespace['get_config']()
+
+
 def write_config(directory, base_dir) -> str:
   path = os.path.join(str(directory), 'tiny_config.py')
   with open(path, 'w') as f:

@@ -251,10 +251,9 @@ def _validate_model_sizes(config) -> None:
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes the run's config as JSON beside its checkpoints; returns the path."""
   import os  # pylint: disable=g-import-not-at-top
+  from data_pipelines import fs  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + '.tmp', 'w') as f:
-    f.write(config.to_json(indent=2))
-  os.replace(path + '.tmp', path)
+  fs.atomic_write(path, config.to_json(indent=2))
   return path
 
 
@@ -262,12 +261,13 @@ def load_saved(workdir: str) -> ml_collections.ConfigDict:
   """Reads the config a run saved in `workdir`, on top of today's declared defaults."""
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
+  from data_pipelines import fs  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise FileNotFoundError(
         f'{path} does not exist: {workdir!r} is not a vivit_adapter workdir '
         '(a run writes its config there when it starts).')
-  with open(path) as f:
+  with fs.open(path) as f:
     saved = json.load(f)
   config = base_config()
   config.unlock()

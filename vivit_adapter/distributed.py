@@ -1,4 +1,4 @@
-"""Joining a multi-process JAX run: explicit coordinator, Cloud TPU pod, or single process.
+"""Joining a multi-process JAX run: explicit coordinator, Cloud TPU, or single process.
 
 `initialize` must run before anything touches a JAX device (even `jax.devices()`), so
 the CLI calls it first and the multi-process trainer tests call it in each child.
@@ -44,8 +44,21 @@ def is_multihost_tpu(environ: Optional[Mapping[str, str]] = None) -> bool:
   return len(hostnames) > 1 or any(environ.get(v) for v in _TPU_MULTIHOST_VARS)
 
 
+def on_cloud_tpu_vm() -> bool:
+  """Whether this is a Cloud TPU VM: libtpu installed and TPU chips on the PCI bus.
+
+  A TPU VM created with `gcloud compute tpus tpu-vm create` keeps its slice's worker list
+  in the VM metadata, not in the environment, so `is_multihost_tpu` cannot see it; jax
+  checks for the chips when it is imported and reads the metadata in
+  `jax.distributed.initialize()`. The flag is jax's own (private, pinned version).
+  """
+  from jax._src import cloud_tpu_init  # pylint: disable=g-import-not-at-top
+  return bool(getattr(cloud_tpu_init, 'running_in_cloud_tpu_vm', False))
+
+
 def initialize(coordinator_address: str = '', num_processes: int = 0,
-               process_id: int = -1, environ: Optional[Mapping[str, str]] = None) -> bool:
+               process_id: int = -1, environ: Optional[Mapping[str, str]] = None,
+               tpu_vm: Optional[bool] = None) -> bool:
   """Calls `jax.distributed.initialize` when this is one process of several.
 
   Args:
@@ -54,6 +67,7 @@ def initialize(coordinator_address: str = '', num_processes: int = 0,
     num_processes: the number of processes; <= 1 means a single-process run.
     process_id: this process's index in [0, num_processes).
     environ: the environment to inspect (tests); defaults to os.environ.
+    tpu_vm: whether this is a Cloud TPU VM (tests); defaults to `on_cloud_tpu_vm()`.
 
   Returns:
     True when jax.distributed was initialised.
@@ -74,8 +88,11 @@ def initialize(coordinator_address: str = '', num_processes: int = 0,
     raise ValueError(
         f'--coordinator_address={coordinator_address!r} and --num_processes={num_processes}'
         ' must be given together (with --process_id) for a multi-process run.')
-  if is_multihost_tpu(environ):
-    logging.info('jax.distributed: multi-host TPU detected, initialising from the environment')
+  tpu_vm = on_cloud_tpu_vm() if tpu_vm is None else tpu_vm
+  if is_multihost_tpu(environ) or tpu_vm:
+    # jax finds the coordinator (worker 0), the process count and this host's id in the
+    # environment or the TPU VM metadata; on a one-host TPU VM that is one process.
+    logging.info('jax.distributed: Cloud TPU detected, initialising from its environment')
     jax.distributed.initialize()
     return True
   return False

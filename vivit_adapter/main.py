@@ -12,6 +12,7 @@ import sys
 
 from absl import app
 from absl import flags
+import jax
 
 from data_pipelines import tf_runtime
 from vivit_adapter import config_loading
@@ -42,6 +43,7 @@ def main(argv):
     # waiting for it at the coordinator.
     preflight.check_run_inputs(config)
     distributed.initialize_from_flags()
+    preflight.check_shards_per_host(config, jax.process_count())
   except (ValueError, FileNotFoundError) as e:
     # A user error, not a bug: one clear line, no traceback.
     sys.exit(f'vivit_adapter.main: error: {type(e).__name__}: {e}')

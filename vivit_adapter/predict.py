@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from data_pipelines import convert_videos
 from data_pipelines import dmvr_format
+from data_pipelines import fs
 from data_pipelines import tf_runtime
 from data_pipelines import video_ops
 from vivit_adapter import checkpoints
@@ -52,7 +53,7 @@ class Result:
 
 def read_video(path: str, fps: float = 0.) -> np.ndarray:
   """(T, H, W, 3) uint8 frames of a video file; errors name the file."""
-  if not os.path.isfile(path):
+  if not fs.isfile(path):
     raise FileNotFoundError(f'--video={path!r} does not exist or is not a file.')
   try:
     return convert_videos.decode_video(path, fps=fps)
@@ -81,9 +82,9 @@ def label_names(ds_cfg, num_classes: int, label_map: str = '') -> Optional[List[
   """Class names from `label_map`, else the run's dataset label map; None if unavailable."""
   path = (label_map or ds_cfg.label_map or
           os.path.join(ds_cfg.base_dir, dmvr_format.LABEL_MAP_FILE))
-  if label_map and not os.path.exists(label_map):
+  if label_map and not fs.exists(label_map):
     raise FileNotFoundError(f'--label_map={label_map!r} does not exist.')
-  if not os.path.exists(path):
+  if not fs.exists(path):
     logging.warning('No label map at %s: printing class indices.', path)
     return None
   names = dmvr_format.read_label_map(path)

@@ -14,6 +14,7 @@ from typing import Optional, Sequence, Tuple
 import ml_collections
 import numpy as np
 
+from data_pipelines import fs
 from vivit_adapter.checkpoints import merge, scenic, stage2, vit_npz, workdir
 from vivit_adapter.models import names
 
@@ -28,8 +29,8 @@ def detect_format(path: str) -> str:
   file is an image ViT; any other file is taken as a flax msgpack checkpoint.
   """
   path = os.fspath(path)
-  if os.path.isdir(path):
-    entries = os.listdir(path)
+  if fs.isdir(path):
+    entries = fs.listdir(path)
     if ('checkpoints' in entries or any(e.isdigit() for e in entries)
         or (os.path.basename(path.rstrip('/')).isdigit() and 'params' in entries)):
       return 'workdir'
@@ -46,7 +47,7 @@ def _existing_path(init_cfg: ml_collections.ConfigDict) -> str:
   # `configs.validate` checks the choices of checkpoint_format, kernel_init_method and
   # missing_cls (against FORMATS, vit_npz.KERNEL_INIT_METHODS, vit_npz.MISSING_CLS).
   path = os.fspath(init_cfg.checkpoint_path)
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.')
   return path
 
@@ -69,7 +70,7 @@ def _video_source(fmt: str, path: str, step: int) -> Tuple[dict, str]:
     return workdir.restore_workdir_params(directory, step), f'{directory}/{step}'
   if fmt != 'scenic':  # Matched by name: another value must not be read as scenic.
     raise ValueError(f'config.init_from.checkpoint_format={fmt!r}; expected one of {FORMATS}.')
-  if step != -1 and os.path.isdir(path) and detect_format(path) == 'scenic':
+  if step != -1 and fs.isdir(path) and detect_format(path) == 'scenic':
     path = os.path.join(path, f'checkpoint_{step}')  # config.init_from.step applies here too.
   return scenic.load_scenic_checkpoint(path), path
 

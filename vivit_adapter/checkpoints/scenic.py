@@ -15,6 +15,8 @@ import flax
 import jax
 import numpy as np
 
+from data_pipelines import fs
+from vivit_adapter.checkpoints import workdir
 from vivit_adapter.models import names
 
 _STEP_NAME = re.compile(r'checkpoint_(\d+)')
@@ -25,24 +27,24 @@ _PARAM_ROOTS = (names.EMBEDDING, names.SPATIAL, names.TEMPORAL, names.HEAD)
 def latest_checkpoint_file(directory: str) -> str:
   """The `checkpoint_<step>` entry with the highest step in `directory`."""
   steps = {}
-  for name in os.listdir(directory):
+  for name in fs.listdir(directory):
     match = _STEP_NAME.fullmatch(name)
     if match:
       steps[int(match.group(1))] = os.path.join(directory, name)
   if not steps:
     raise FileNotFoundError(
         f'No flax checkpoint (checkpoint_<step>) in directory {directory}; '
-        f'it holds {sorted(os.listdir(directory))[:10]}.')
+        f'it holds {sorted(fs.listdir(directory))[:10]}.')
   return steps[max(steps)]
 
 
 def read_flax_checkpoint(path: str) -> Any:
   """The state dict stored at `path`: a msgpack file, or an orbax directory."""
-  if os.path.isdir(path):
+  if fs.isdir(path):
     import orbax.checkpoint as ocp  # Only newer-flax checkpoints need it.
     with ocp.PyTreeCheckpointer() as ckptr:
-      return ckptr.restore(os.path.abspath(path))
-  with open(path, 'rb') as f:
+      return ckptr.restore(workdir.orbax_directory(path))
+  with fs.open(path, 'rb') as f:
     data = f.read()
   try:
     return flax.serialization.msgpack_restore(data)
@@ -85,8 +87,8 @@ def load_scenic_checkpoint(path_or_tree: Union[str, os.PathLike, Mapping]) -> di
   if isinstance(path_or_tree, Mapping):
     return params_from_state(path_or_tree, 'the given state')
   path = os.fspath(path_or_tree)
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise FileNotFoundError(f'Scenic checkpoint {path} does not exist.')
-  if os.path.isdir(path) and not _STEP_NAME.fullmatch(os.path.basename(path.rstrip('/'))):
+  if fs.isdir(path) and not _STEP_NAME.fullmatch(os.path.basename(path.rstrip('/'))):
     path = latest_checkpoint_file(path)
   return params_from_state(read_flax_checkpoint(path), path)

@@ -21,6 +21,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from data_pipelines import fs
 from vivit_adapter.checkpoints import merge, posemb
 from vivit_adapter.models import names
 
@@ -62,7 +63,7 @@ def load_vit_npz(path: str) -> dict:
     `Transformer/encoderblock_i/{LayerNorm_0,MultiHeadDotProductAttention_0,LayerNorm_1,
     MlpBlock_0}/...`, `Transformer/encoder_norm/...`, and any head entries as stored.
   """
-  with np.load(path, allow_pickle=False) as npz:
+  with fs.open(path, 'rb') as f, np.load(f, allow_pickle=False) as npz:
     flat = {re.sub(r'^params/', '', k): np.asarray(npz[k]) for k in npz.files}
   layout = detect_vit_layout(list(flat), str(path))
   if layout == VISION_TRANSFORMER:

@@ -3,6 +3,7 @@
 The trainer saves each step as an orbax Composite with items 'params', 'state' and
 'meta'. Initialising another run needs only 'params', so only that item is read, as
 host numpy arrays: the caller merges and places them with the new run's shardings.
+Paths are local or gs:// URLs (see `orbax_directory`).
 """
 
 import os
@@ -12,7 +13,23 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from data_pipelines import fs
+
 ITEM_NAMES = ('params', 'state', 'meta')
+
+
+def orbax_directory(path: str) -> str:
+  """`path` as orbax takes it: a local path made absolute, or a gs:// URL unchanged.
+
+  Every directory this project hands to orbax goes through here. orbax stores arrays
+  through TensorStore, which reaches local files and gs:// only (and it takes any other
+  string for a local path): another scheme fails now, naming the path, not at a save.
+  """
+  path = fs.abspath(path)
+  if fs.is_url(path) and not path.startswith('gs://'):
+    raise ValueError(f'{path}: orbax checkpoints can live on local paths or gs:// only; '
+                     'put the workdir (or init checkpoint) there.')
+  return path
 
 
 def resolve_checkpoint_dir(path: str, step: int = -1) -> Tuple[str, int]:
@@ -21,14 +38,14 @@ def resolve_checkpoint_dir(path: str, step: int = -1) -> Tuple[str, int]:
   `path` may be a workdir (with `checkpoints/`), its `checkpoints/` directory, or one
   `checkpoints/<step>` directory, whose step then wins over `step` = -1.
   """
-  path = os.path.abspath(os.fspath(path))
-  if not os.path.isdir(path):
-    what = 'is a file, not a run directory' if os.path.exists(path) else 'does not exist'
+  path = fs.abspath(path).rstrip('/')
+  if not fs.isdir(path):
+    what = 'is a file, not a run directory' if fs.exists(path) else 'does not exist'
     raise FileNotFoundError(f'Checkpoint directory {path} {what}.')
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
+  if fs.isdir(os.path.join(path, 'checkpoints')):
     return os.path.join(path, 'checkpoints'), step
   name = os.path.basename(path)
-  if name.isdigit() and os.path.isdir(os.path.join(path, 'params')):
+  if name.isdigit() and fs.isdir(os.path.join(path, 'params')):
     if step not in (-1, int(name)):
       raise ValueError(f'{path} is the checkpoint of step {name}, but step={step} was asked; '
                        'give the checkpoints/ directory or step=-1.')
@@ -39,7 +56,7 @@ def resolve_checkpoint_dir(path: str, step: int = -1) -> Tuple[str, int]:
 def _manager(directory: str) -> ocp.CheckpointManager:
   # Handlers for every item, so orbax can read metadata and does not warn about
   # items it found but could not interpret.
-  return ocp.CheckpointManager(directory, item_handlers={
+  return ocp.CheckpointManager(orbax_directory(directory), item_handlers={
       'params': ocp.PyTreeCheckpointHandler(), 'state': ocp.PyTreeCheckpointHandler(),
       'meta': ocp.JsonCheckpointHandler()})
 

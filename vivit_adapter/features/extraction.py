@@ -17,10 +17,10 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 import tqdm
 
 from data_pipelines import feature_cache
+from data_pipelines import fs
 from data_pipelines import reader
 from vivit_adapter import models
 from vivit_adapter.features import manifest as manifest_lib
@@ -75,7 +75,7 @@ def check_disk(cache_dir: str, plans: List[Plan], view_shape, dtype: str) -> int
   print(f'Feature cache: {need / 2**30:.3f} GiB on this process '
         f'({", ".join(f"{p.split}: {p.num_videos} videos x {p.views} views" for p in plans)};'
         f' {per_view} B per view of shape {tuple(view_shape)} {dtype}).', flush=True)
-  if '://' in cache_dir:
+  if fs.is_url(cache_dir):
     return need  # an object store: no local free-space figure to check against
   free = shutil.disk_usage(_existing_parent(cache_dir)).free
   if free < need:
@@ -148,7 +148,7 @@ def extract(cache_dir: str, plans: List[Plan], ds_cfg, forward, params, *, seed:
             num_classes: int, videos_per_batch: int) -> Dict[str, Dict]:
   """Extracts every unfinished shard of `plans`; returns per-split counts of this run."""
   todo = [(p, i) for p in plans for i in p.mine
-          if not tf_exists(_shard_path(cache_dir, p, i))]
+          if not fs.exists(_shard_path(cache_dir, p, i))]
   total = sum(p.num_videos * p.views for p in plans)
   done = total - sum(reader.count_records([p.sources[i]]) * p.views for p, i in todo)
   stats = {p.split: {'written': 0, 'skipped_shards': len(p.mine), 'bad': []} for p in plans}
@@ -170,8 +170,8 @@ def extract(cache_dir: str, plans: List[Plan], ds_cfg, forward, params, *, seed:
 def _remove_stale_temporaries(path: str) -> None:
   """A process killed mid-shard (kill -9, a lost VM) leaves `path.tmp-<pid>` behind;
   only this process writes `path`, so what is there is stale."""
-  for tmp in tf.io.gfile.glob(f'{path}.tmp-*'):
-    tf.io.gfile.remove(tmp)
+  for tmp in fs.glob(f'{path}.tmp-*'):
+    fs.remove(tmp)
 
 
 def _shard_path(cache_dir: str, plan: Plan, index: int) -> str:
@@ -179,8 +179,6 @@ def _shard_path(cache_dir: str, plan: Plan, index: int) -> str:
                                                           len(plan.sources)))
 
 
-def tf_exists(path: str) -> bool:
-  return tf.io.gfile.exists(path)
 
 
 # ----------------------------------------------------------------------------------------

@@ -15,11 +15,14 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from vivit_adapter.checkpoints import workdir as run_checkpoints
+
 ITEMS = ('params', 'state', 'meta')
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  """WORKDIR/checkpoints, absolute, or a gs:// URL (orbax writes there directly)."""
+  return run_checkpoints.orbax_directory(os.path.join(workdir, 'checkpoints'))
 
 
 def make_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:

@@ -1,5 +1,11 @@
-"""What a run reports: metric history, summary.json and a PNG of the training curves."""
+"""What a run reports: metrics (console, TensorBoard), their history, summary.json and a
+PNG of the training curves.
 
+All of them live in the workdir, a local path or a URL (gs://), written through
+`data_pipelines.fs` or TensorFlow's summary writer (the same file system layer).
+"""
+
+import io
 import json
 import os
 from typing import Any, Dict, List
@@ -9,9 +15,26 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from clu import metric_writers  # pylint: disable=g-import-not-at-top
+
+from data_pipelines import fs  # pylint: disable=g-import-not-at-top
+
 SUMMARY_FILE = 'summary.json'
 CURVES_FILE = 'training_curves.png'
 HISTORY_FILE = 'history.jsonl'
+
+
+def metric_writer(workdir: str, is_main: bool) -> metric_writers.MetricWriter:
+  """Console metrics on every process; TensorBoard events in `workdir` from process 0.
+
+  clu's create_default_writer, built here because that passes the directory through
+  etils.epath, which knows only some URL schemes; tf.summary takes every path that
+  tf.io.gfile does.
+  """
+  writers = [metric_writers.LoggingWriter()]
+  if is_main:
+    writers.append(metric_writers.SummaryWriter(workdir))
+  return metric_writers.AsyncMultiWriter(writers)
 
 
 class History:
@@ -27,14 +50,16 @@ class History:
   def add(self, step: int, kind: str, metrics: Dict[str, float]) -> None:
     if not self.enabled:
       return
-    with open(self.path, 'a') as f:
+    # On gs:// an append re-uploads the object (objects are immutable); a history
+    # is one short line per logged step, so that stays cheap.
+    with fs.open(self.path, 'a') as f:
       f.write(json.dumps({'step': int(step), 'kind': kind,
                           **{k: float(v) for k, v in metrics.items()}}) + '\n')
 
   def rows(self, kind: str, up_to_step: int = None) -> List[Dict[str, float]]:
-    if not os.path.exists(self.path):
+    if not fs.exists(self.path):
       return []
-    with open(self.path) as f:
+    with fs.open(self.path) as f:
       rows = [json.loads(line) for line in f if line.strip()]
     # A resumed run repeats steps after its last checkpoint; keep the latest row.
     by_step = {}
@@ -63,13 +88,13 @@ def plot_curves(history: History, path: str, title: str) -> None:
   axes[1].legend()
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  png = io.BytesIO()  # matplotlib writes local files only; fs writes URLs too
+  fig.savefig(png, format='png', dpi=100)
   plt.close(fig)
+  fs.atomic_write(path, png.getvalue())
 
 
 def write_summary(workdir: str, summary: Dict[str, Any]) -> str:
   path = os.path.join(workdir, SUMMARY_FILE)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(summary, f, indent=2, sort_keys=True, default=str)
-  os.replace(path + '.tmp', path)
+  fs.atomic_write(path, json.dumps(summary, indent=2, sort_keys=True, default=str))
   return path

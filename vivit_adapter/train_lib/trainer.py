@@ -17,9 +17,10 @@ import ml_collections
 import numpy as np
 import tqdm
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 
 import data_pipelines
+from data_pipelines import fs
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.models import create_model
@@ -216,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   """Trains and evaluates `config` in `workdir`; returns (and writes) the run summary."""
   t0 = time.time()
   quiet_third_party_logs()
-  os.makedirs(workdir, exist_ok=True)
+  fs.makedirs(workdir)
   s = setup(config, workdir)
   is_main = jax.process_index() == 0
   if is_main:
@@ -227,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   train_iter = s.source.train_iterator(
       parallel.per_process_batch_size(config.batch_size), seed=config.rng_seed,
       state=data_state)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer = reporting.metric_writer(workdir, is_main)
   history = reporting.History(workdir, enabled=is_main)
   state, timing = train_loop(s, train_iter, manager, writer, history)
   if timing['preempted']:
