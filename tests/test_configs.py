@@ -20,7 +20,7 @@ FREE_TEXT = {
     'experiment_name', 'model.variant', 'init_from.checkpoint_path', 'dataset.base_dir',
     'dataset.train_table', 'dataset.eval_table', 'dataset.test_table', 'dataset.label_map',
     'dataset.tfds_name', 'dataset.tfds_data_dir', 'dataset.tfds_train_split',
-    'dataset.tfds_eval_split', 'dataset.tfds_test_split',
+    'dataset.tfds_eval_split', 'dataset.tfds_test_split', 'feature_cache.dir',
 }
 
 
