@@ -47,7 +47,7 @@ def trainer_state_and_step(case):
   state, parts = trainer.setup_state(config, model, mesh, case.num_classes,
                                      step_cases.SCHEDULE_STEPS_PER_EPOCH,
                                      step_cases.SCHEDULE_TOTAL_STEPS)
-  batch = parallel.to_global(jax.device_get(step_cases._real_batch(case, 0)), mesh)
+  batch = parallel.to_global(jax.device_get(step_cases._real_batch(case, step_cases.build(case), 0)), mesh)
   return state, parts, parts.jit_step(mesh), batch
 
 
@@ -226,3 +226,19 @@ def test_chunked_stage2_temp_grows_less_with_frames(figures):
              for f in (8, 16)}
   plain_growth = figures['stage2_16']['memory']['temp'] - figures['stage2_8']['memory']['temp']
   assert chunked[16] - chunked[8] < 0.5 * plain_growth, (chunked, plain_growth)
+
+
+def test_cached_mode_steps_on_stored_features_and_times_extraction():
+  case = tiny_case('stage2+cached')
+  built = step_cases.build(case)
+  # 32 px / 16 px patches = 4 tokens + CLS per temporal index, 8 frames / 2 = 4 indices.
+  assert built.batch['inputs'].shape == (2, 4, 5, 192)  # Ti's width
+  assert built.batch['inputs'].dtype == jnp.bfloat16
+  compiled, figures = step_cases.compile_built(built)
+  stage2 = step_cases.compile_case(tiny_case('stage2'))
+  assert figures['params'] == stage2['params']  # same trainable/frozen split
+  assert figures['memory']['temp'] < stage2['memory']['temp']
+  timing = step_cases.time_case(case, built, compiled, steps_timed=2, warmup=1)
+  assert np.isfinite(timing['loss']) and timing['step_s'] > 0
+  extraction = step_cases.time_extraction(case, built, steps_timed=2, warmup=1)
+  assert extraction['extract_s_per_clip'] > 0 and len(extraction['extract_times_s']) == 2

@@ -99,6 +99,8 @@ def run_case(case: step_cases.Case, time_steps: int, warmup: int,
       row['timing'] = {'skipped': f'needs {needed:.1f} GiB > {time_max_gib:.1f}'}
     else:
       row['timing'] = step_cases.time_case(case, built, compiled, time_steps, warmup)
+      if case.mode == 'stage2+cached':  # what the cache cost to make, per stored view
+        row['timing'].update(step_cases.time_extraction(case, built, time_steps, warmup))
   return row
 
 

@@ -20,11 +20,15 @@ import jax.numpy as jnp
 import ml_collections
 
 from vivit_adapter import configs
+from vivit_adapter import models
 from vivit_adapter.models import create_model, variants
 from vivit_adapter.train_lib import assembly, compiled_memory, optimizers, steps
 
 # mode -> what it sets on top of the end-to-end model (docs/design.md §1 and §2).
-MODES = ('baseline', 'baseline+remat', 'stage2', 'stage2+chunked')
+# 'stage2+cached': the stage-2 step from cached frozen features (docs/design.md §2b),
+# whose batch is what the frozen part stored (bfloat16, the cache's default).
+MODES = ('baseline', 'baseline+remat', 'stage2', 'stage2+chunked', 'stage2+cached')
+CACHE_DTYPE = jnp.bfloat16
 # The schedule's length only shapes the learning rate, never the step's memory or time;
 # torch_compare's trainer step uses the same.
 SCHEDULE_STEPS_PER_EPOCH, SCHEDULE_TOTAL_STEPS = 100, 1000
@@ -129,12 +133,42 @@ def build(case: Case) -> Built:
   config = case_config(case)
   model = create_model(config.model, case.num_classes)
   params = assembly.abstract_params(config, model)
-  parts = assembly.build(config, model, params, num_classes=case.num_classes,
+  cached = case.mode == 'stage2+cached'
+  part = models.TRAINABLE_PART if cached else models.WHOLE
+  parts = assembly.build(config, assembly.ModelPart(model, part), params,
+                         num_classes=case.num_classes,
                          steps_per_epoch=SCHEDULE_STEPS_PER_EPOCH,
                          total_steps=SCHEDULE_TOTAL_STEPS)
-  batch = {'inputs': jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.float32),
-           'label': jax.ShapeDtypeStruct((case.batch,), jnp.int32)}
+  video = jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.float32)
+  inputs = frozen_output(model, params, video) if cached else video
+  batch = {'inputs': inputs, 'label': jax.ShapeDtypeStruct((case.batch,), jnp.int32)}
   return Built(config, model, parts, parts.jit_step(), parts.abstract_state(params), batch)
+
+
+def frozen_output(model, params, video) -> jax.ShapeDtypeStruct:
+  """The shape of what extraction stores for `video`, in the cache's dtype."""
+  out = jax.eval_shape(
+      lambda p, v: model.apply({'params': p}, v, part=models.FROZEN_PART), params, video)
+  return jax.ShapeDtypeStruct(out.shape, CACHE_DTYPE)
+
+
+def time_extraction(case: Case, built: Built, steps_timed: int, warmup: int,
+                    seed: int = 0) -> Dict[str, float]:
+  """Seconds per clip-view of the frozen forward pass that extraction runs once per
+  stored view (embedding + spatial encoder, inference only), at `case.batch` clips."""
+  params = assembly.init_params(built.config, built.model, jax.random.PRNGKey(seed))
+  video = _random(jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.float32),
+                  jax.random.PRNGKey(seed + 1))
+  forward = jax.jit(lambda p, v: built.model.apply({'params': p}, v,
+                                                   part=models.FROZEN_PART).astype(CACHE_DTYPE))
+  times = []
+  for i in range(warmup + steps_timed):
+    start = time.perf_counter()
+    jax.block_until_ready(forward(params, video))
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  return {'extract_s_per_clip': statistics.median(times) / case.batch,
+          'extract_times_s': times}
 
 
 def compile_built(built: Built):
@@ -158,10 +192,14 @@ def _real_state(built: Built, seed: int) -> steps.TrainState:
   return built.parts.init_state(params, rng)
 
 
-def _real_batch(case: Case, seed: int) -> Dict[str, jnp.ndarray]:
+def _random(spec: jax.ShapeDtypeStruct, key) -> jnp.ndarray:
+  """Uniform in [-1, 1] of `spec`'s shape and dtype: a video or stored features."""
+  return jax.random.uniform(key, spec.shape, jnp.float32, -1.0, 1.0).astype(spec.dtype)
+
+
+def _real_batch(case: Case, built: Built, seed: int) -> Dict[str, jnp.ndarray]:
   k1, k2 = jax.random.split(jax.random.PRNGKey(seed + 1))
-  return {'inputs': jax.random.uniform(k1, _video_shape(case, case.batch), jnp.float32,
-                                       -1.0, 1.0),
+  return {'inputs': _random(built.batch['inputs'], k1),
           'label': jax.random.randint(k2, (case.batch,), 0, case.num_classes)}
 
 
@@ -174,7 +212,7 @@ def time_case(case: Case, built: Built, step_fn, steps_timed: int, warmup: int,
   """
   if steps_timed <= 0 or warmup < 0:
     raise ValueError(f'--steps={steps_timed} must be positive and --warmup={warmup} >= 0.')
-  state, batch = _real_state(built, seed), _real_batch(case, seed)
+  state, batch = _real_state(built, seed), _real_batch(case, built, seed)
   times = []
   for i in range(warmup + steps_timed):
     start = time.perf_counter()
