@@ -6,16 +6,25 @@ nothing in vivit_adapter).
 """
 
 import time
-from typing import Dict
+from typing import Callable, Dict
 
 from data_pipelines import reader
 
 
 def benchmark(ds_cfg, batch_size: int, num_batches: int, warmup_batches: int = 2,
               seed: int = 0) -> Dict[str, float]:
-  """Times `num_batches` training batches after `warmup_batches`, on this host."""
+  """Times `num_batches` training batches of the video shards after `warmup_batches`."""
+  return time_iterator(
+      lambda: reader.make_train_iterator(ds_cfg, batch_size=batch_size, seed=seed),
+      batch_size, num_batches, warmup_batches)
+
+
+def time_iterator(make_iterator: Callable, batch_size: int, num_batches: int,
+                  warmup_batches: int = 2) -> Dict[str, float]:
+  """Times `num_batches` batches of a training iterator (the reader's or a feature
+  cache's) after `warmup_batches`, on this host."""
   start = time.perf_counter()
-  iterator = reader.make_train_iterator(ds_cfg, batch_size=batch_size, seed=seed)
+  iterator = make_iterator()
   for _ in range(warmup_batches):
     next(iterator)
   warm = time.perf_counter()

@@ -5,6 +5,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -256,3 +257,17 @@ def test_short_stage2_from_cache_lowers_loss_and_predicts_on_video(world, tmp_pa
   _write_mp4(video, num_frames=40)
   result = predict.predict(workdir, video, k=3)
   assert len(result.top) == 3 and abs(sum(p.probability for p in result.top)) <= 1.0
+
+
+def test_data_benchmark_reads_the_cache_beside_the_videos(world):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'vivit_adapter.benchmark_data',
+       f'--config={world["config_path"]}', '--num_batches=3', '--warmup_batches=1',
+       '--batch_size=4',
+       *[f'--config.{o}' for o in stage2_overrides(world['stage1'])],
+       f'--config.feature_cache.dir={world["cache"]}'],
+      cwd=tu.REPO, env=tu.env(1), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert re.search(r'train input pipeline: [\d.]+ clips/s', proc.stdout)
+  assert re.search(rf'feature cache {re.escape(world["cache"])}: [\d.]+ clips/s '
+                   r'\([\d.]+x the videos; 3 batches of 4 stored views\)', proc.stdout)

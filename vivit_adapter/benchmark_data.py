@@ -5,6 +5,8 @@ r"""Measures an experiment's training input pipeline (read, decode, augment) in 
 
 Uses the experiment's dataset settings and per-host batch size (config.batch_size split
 over the hosts), so the number answers "can the input keep up with this experiment?".
+With --config.feature_cache.dir=DIR it also reads that cache's training stream, the
+input of stage 2 from cached features, and prints both rates.
 The measurement is data_pipelines.benchmark; this module adds the experiment file.
 """
 
@@ -12,6 +14,7 @@ from absl import app
 from absl import flags
 
 from data_pipelines import benchmark
+from data_pipelines import feature_cache
 from data_pipelines import tf_runtime
 from vivit_adapter import config_loading
 
@@ -44,6 +47,22 @@ def main(argv):
         f'{ds.crop_size}x{ds.crop_size} in {result["seconds"]:.2f}s; start-up and '
         f'{FLAGS.warmup_batches} warm-up batches {result["startup_seconds"]:.2f}s; '
         f'{result["num_bad"]} bad of {result["num_seen"]} records read)', flush=True)
+  if config.feature_cache.dir:
+    cached = benchmark_cache(config, batch_size)
+    print(f'feature cache {config.feature_cache.dir}: {cached["clips_per_s"]:.1f} clips/s '
+          f'({cached["clips_per_s"] / result["clips_per_s"]:.1f}x the videos; '
+          f'{FLAGS.num_batches} batches of {batch_size} stored views)', flush=True)
+
+
+def benchmark_cache(config, batch_size: int):
+  """The same measurement on the training stream of config.feature_cache.dir."""
+  cache_dir = config.feature_cache.dir
+  manifest = feature_cache.read_manifest(cache_dir)
+  return benchmark.time_iterator(
+      lambda: feature_cache.make_train_iterator(
+          cache_dir, manifest, batch_size=batch_size, seed=config.rng_seed,
+          shuffle_buffer=config.dataset.shuffle_buffer),
+      batch_size, FLAGS.num_batches, FLAGS.warmup_batches)
 
 
 if __name__ == '__main__':
