@@ -23,7 +23,9 @@ def _row(run, label, frames, trainable, frozen, time_s, eval_top1, test_top1):
 
 
 ROWS = [_row('stage1', 's1', 8, 1000, 0, 30.0, 0.5, 0.4),
-        _row('stage2', 's2', 32, 300, 700, 50.0, 0.8, 0.75),
+        demo.extraction_row({'views': 4, 'seconds': 6.0, 'reused': False},
+                            _row('stage2', 's2', 32, 300, 700, 50.0, 0.8, 0.75)),
+        _row('stage2', 's2', 32, 300, 700, 44.0, 0.8, 0.75),
         _row('baseline', 'base', 32, 1000, 0, 100.0, 0.7, 0.75)]
 
 
@@ -40,14 +42,15 @@ def test_requested_metadata_matches_what_generate_writes(tmp_path):
       f'{tmp_path}/none/metadata.json does not exist')
 
 
-def test_compare_sums_both_stages_and_uses_test_top1():
+def test_compare_sums_both_stages_and_the_extraction_and_uses_test_top1():
   c = demo.compare({r['run']: r for r in ROWS})
   assert c['metric'] == 'test_top1'
   assert c['two_stage_train_time_s'] == 80.0 and c['time_ratio'] == pytest.approx(0.8)
+  assert c['extraction_time_s'] == 6.0
   assert c['reaches_baseline_top1'] and c['less_time']  # a tie reaches the baseline
-  assert 'stage 1 + stage 2: 80 s of training (0.80x the baseline\'s 100 s), test top-1 ' \
-         '75.0% vs the baseline\'s 75.0%' in demo.comparison_line(c)
-  worse = [dict(r, test_top1=None) for r in ROWS[:2]] + [dict(ROWS[2], test_top1=None,
+  assert ('stage 1 + extraction + stage 2: 80 s (0.80x the baseline\'s 100 s), test top-1 '
+          '75.0% vs the baseline\'s 75.0%') in demo.comparison_line(c)
+  worse = [dict(r, test_top1=None) for r in ROWS[:3]] + [dict(ROWS[3], test_top1=None,
                                                               eval_top1=0.9)]
   c = demo.compare({r['run']: r for r in worse})
   assert c['metric'] == 'eval_top1' and not c['reaches_baseline_top1']
@@ -58,7 +61,8 @@ def test_markdown_table_has_one_row_per_run():
   lines = demo.markdown_table(ROWS).splitlines()
   assert len(lines) == 2 + len(ROWS)
   assert len({line.count('|') for line in lines}) == 1  # every row has every column
-  assert lines[3] == '| s2 | 32 | 300 | 700 | 2.5 | 50 | 10 | 80.0 | 100.0 | 75.0 | 100.0 |'
+  assert lines[3] == '| feature extraction (4 views) | 32 | 0 | 700 | - | 6 | - | - | - | - | - |'
+  assert lines[4] == '| s2 | 32 | 300 | 700 | 2.5 | 44 | 10 | 80.0 | 100.0 | 75.0 | 100.0 |'
 
 
 def test_a_finished_run_of_another_config_is_an_error(tmp_path):
@@ -80,6 +84,7 @@ def test_stage2_starts_from_the_demos_stage1():
   config = demo.run_config(demo.RUNS[1], 'runs/x', 'runs/x/data', demo.FULL)
   assert config.init_from.checkpoint_path == 'runs/x/stage1'
   assert config.dataset.base_dir == 'runs/x/data' and not config.dataset.flip
+  assert config.feature_cache.dir == 'runs/x/cache'  # stage 2 trains from the cache
 
 
 def _demo(workdir):
@@ -109,16 +114,23 @@ def test_quick_demo_end_to_end_then_reused(tmp_path):
   assert runs['baseline']['test_top1'] == summary['test']['top1']
   assert runs['baseline']['eval_top1'] == summary['eval']['top1']
   c = results['comparison']
+  assert '[demo] cache: done' in out and runs['extraction']['train_time_s'] > 0
+  assert (workdir / 'cache' / 'manifest.json').exists()
   assert c['two_stage_train_time_s'] == pytest.approx(
-      runs['stage1']['train_time_s'] + runs['stage2']['train_time_s'])
+      runs['stage1']['train_time_s'] + runs['extraction']['train_time_s']
+      + runs['stage2']['train_time_s'])
+  stage2 = json.loads((workdir / 'stage2' / 'summary.json').read_text())
+  assert stage2['feature_cache'] == str(workdir / 'cache')
   table = (workdir / 'results.md').read_text()
   assert table in out and demo.comparison_line(c) in table
-  assert sum(line.startswith('| ') for line in table.splitlines()) == 4  # header, 3 runs
+  # header, stage 1, extraction, stage 2, baseline
+  assert sum(line.startswith('| ') for line in table.splitlines()) == 5
 
   again = _demo(workdir)
   assert '[demo] Reusing the dataset' in again
   for name in ('stage1', 'stage2', 'baseline'):
     assert f'[demo] {name}: reusing the finished run' in again
+  assert '[demo] cache: reused' in again
   reused = json.loads((workdir / 'results.json').read_text())['runs']
   assert all(r['reused'] for r in reused.values())
   assert {n: dict(r, reused=False) for n, r in reused.items()} == runs

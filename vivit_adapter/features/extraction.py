@@ -115,13 +115,25 @@ def _run_forward(forward, params, inputs: np.ndarray, clips_per_batch: int) -> n
   return out.reshape((n, v) + out.shape[1:])
 
 
+def batch_clips(videos_per_batch: int, views: int) -> int:
+  """Clips per forward pass: one compiled shape per split, split evenly over the local
+  devices."""
+  devices = jax.local_device_count()
+  return -(-videos_per_batch * views // devices) * devices
+
+
+def _compile_ahead(forward, params, ds_cfg, plans: List[Plan], videos_per_batch: int):
+  """Compiles the forward pass for every batch shape before the clock starts: the
+  extraction time, like the trainer's train_time_s, excludes compilation."""
+  clip = (ds_cfg.num_frames, ds_cfg.crop_size, ds_cfg.crop_size, 3)
+  for clips in sorted({batch_clips(videos_per_batch, p.views) for p in plans}):
+    jax.block_until_ready(forward(params, np.zeros((clips,) + clip, np.float32)))
+
+
 def extract_shard(plan: Plan, index: int, path: str, dataset, forward, params, *,
                   videos_per_batch: int, bar, bad: List[str]) -> int:
   """Writes one cache shard from one source shard; returns the videos written."""
-  # One compiled batch shape for the whole run, split evenly over the local devices.
-  clips = videos_per_batch * dataset.element_spec['inputs'].shape[0]
-  devices = jax.local_device_count()
-  clips_per_batch = -(-clips // devices) * devices
+  clips_per_batch = batch_clips(videos_per_batch, plan.views)
   with feature_cache.ShardWriter(path) as writer:
     for chunk in _batches(dataset, videos_per_batch):
       good = [el for el in chunk if not el['bad']]
@@ -146,12 +158,16 @@ def extract_shard(plan: Plan, index: int, path: str, dataset, forward, params, *
 
 def extract(cache_dir: str, plans: List[Plan], ds_cfg, forward, params, *, seed: int,
             num_classes: int, videos_per_batch: int) -> Dict[str, Dict]:
-  """Extracts every unfinished shard of `plans`; returns per-split counts of this run."""
+  """Extracts every unfinished shard of `plans`; returns per-split counts of this run
+  and its 'seconds' (reading, decoding, the forward passes and writing; compilation
+  excluded)."""
   todo = [(p, i) for p in plans for i in p.mine
           if not fs.exists(_shard_path(cache_dir, p, i))]
   total = sum(p.num_videos * p.views for p in plans)
   done = total - sum(reader.count_records([p.sources[i]]) * p.views for p, i in todo)
   stats = {p.split: {'written': 0, 'skipped_shards': len(p.mine), 'bad': []} for p in plans}
+  if todo:
+    _compile_ahead(forward, params, ds_cfg, [p for p, _ in todo], videos_per_batch)
   start = time.time()
   with tqdm.tqdm(total=total, initial=done, unit='clip', desc='extract',
                  dynamic_ncols=True) as bar:

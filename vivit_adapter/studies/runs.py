@@ -117,3 +117,45 @@ def train_from_scratch(config: ml_collections.ConfigDict, run_dir: str,
     raise SystemExit(f'{run_dir} was stopped (SIGTERM) at step {summary["step"]}; run the '
                      'same command again: finished runs are reused, this one restarts.')
   return finished_summary(run_dir)
+
+
+EXTRACTION_FILE = 'extraction.json'
+
+
+def ensure_cache(config: ml_collections.ConfigDict, cache_dir: str, *, views: int,
+                 dtype: str = 'bfloat16', log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """The feature cache of stage-2 `config` in `cache_dir`, by the same rule as runs.
+
+  A complete cache made for exactly this config and these frozen parameters (the
+  extraction's own manifest check) is reused; an interrupted one, or one made from
+  other frozen parameters or settings (a retrained stage 1), is deleted and made again:
+  a cache is derived data, and its extraction time must be whole. Returns {'seconds' (extraction time,
+  compilation excluded), 'views', 'dtype', 'reused'}, also kept in
+  cache_dir/extraction.json.
+  """
+  from data_pipelines import feature_cache  # pylint: disable=g-import-not-at-top
+  record = os.path.join(cache_dir, EXTRACTION_FILE)
+  if os.path.exists(cache_dir) and not os.path.exists(record):
+    log(f'Discarding the unfinished feature cache in {cache_dir}.')
+    shutil.rmtree(cache_dir)
+  try:
+    stats = _extract(config, cache_dir, views, dtype)
+  except feature_cache.CacheError as e:
+    log(f'Discarding the feature cache in {cache_dir}, made for another run ({e}).')
+    shutil.rmtree(cache_dir)
+    stats = _extract(config, cache_dir, views, dtype)
+  if os.path.exists(record):  # the manifest matched and every shard was there
+    with open(record) as f:
+      return dict(json.load(f), reused=True)
+  result = {'seconds': stats['seconds'], 'views': views, 'dtype': dtype,
+            'written': {k: v['written'] for k, v in stats.items() if k != 'seconds'}}
+  with open(record, 'w') as f:
+    json.dump(result, f, indent=2)
+  return dict(result, reused=False)
+
+
+def _extract(config, cache_dir: str, views: int, dtype: str) -> Dict[str, Any]:
+  from vivit_adapter import extract_features  # pylint: disable=g-import-not-at-top
+  return extract_features.run(config, cache_dir, views=views, dtype=dtype,
+                              splits=['train', 'eval', 'test'], videos_per_batch=0,
+                              command=f'{__name__}.ensure_cache')
