@@ -130,9 +130,12 @@ def test_history_times_each_evaluation_for_time_to_accuracy(config_path, tmp_pat
   times = [r['train_time_s'] for r in evals]
   assert [r['step'] for r in evals] == [2, 4, 6] and all(t > 0 for t in times)
   assert times == sorted(times)
-  # The final evaluation carries the run's whole training time.
+  # The final evaluation carries the run's whole training time, wall and CPU.
   assert evals[-1]['step'] == summary['step']
   assert times[-1] == summary['train_time_s']
+  cpu = [r['train_cpu_s'] for r in evals]
+  assert all(c > 0 for c in cpu) and cpu == sorted(cpu)
+  assert cpu[-1] == summary['train_cpu_s']
 
 
 def test_four_devices_give_the_one_device_loss_trajectory(config_path, stage1, tmp_path):

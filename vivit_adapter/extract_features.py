@@ -125,6 +125,7 @@ def main(argv):
   except (ValueError, FileNotFoundError, OSError, feature_cache.CacheError) as e:
     sys.exit(f'vivit_adapter.extract_features: error: {e}')
   seconds = stats.pop('seconds')
+  stats.pop('cpu_seconds')
   for split, s in stats.items():
     print(f'{split}: {s["written"]} videos written, {len(s["bad"])} bad records skipped, '
           f'{s["skipped_shards"]} shards already done')

@@ -159,8 +159,8 @@ def extract_shard(plan: Plan, index: int, path: str, dataset, forward, params, *
 def extract(cache_dir: str, plans: List[Plan], ds_cfg, forward, params, *, seed: int,
             num_classes: int, videos_per_batch: int) -> Dict[str, Dict]:
   """Extracts every unfinished shard of `plans`; returns per-split counts of this run
-  and its 'seconds' (reading, decoding, the forward passes and writing; compilation
-  excluded)."""
+  and its 'seconds' and 'cpu_seconds' (wall, and CPU of all this process's threads:
+  reading, decoding, the forward passes and writing; compilation excluded)."""
   todo = [(p, i) for p in plans for i in p.mine
           if not fs.exists(_shard_path(cache_dir, p, i))]
   total = sum(p.num_videos * p.views for p in plans)
@@ -168,7 +168,7 @@ def extract(cache_dir: str, plans: List[Plan], ds_cfg, forward, params, *, seed:
   stats = {p.split: {'written': 0, 'skipped_shards': len(p.mine), 'bad': []} for p in plans}
   if todo:
     _compile_ahead(forward, params, ds_cfg, [p for p, _ in todo], videos_per_batch)
-  start = time.time()
+  start = (time.time(), time.process_time())
   with tqdm.tqdm(total=total, initial=done, unit='clip', desc='extract',
                  dynamic_ncols=True) as bar:
     for plan, i in todo:
@@ -179,7 +179,8 @@ def extract(cache_dir: str, plans: List[Plan], ds_cfg, forward, params, *, seed:
           plan, i, _shard_path(cache_dir, plan, i), dataset, forward, params,
           videos_per_batch=videos_per_batch, bar=bar, bad=stats[plan.split]['bad'])
       stats[plan.split]['skipped_shards'] -= 1
-  stats['seconds'] = time.time() - start
+  stats['seconds'] = time.time() - start[0]
+  stats['cpu_seconds'] = time.process_time() - start[1]
   return stats
 
 

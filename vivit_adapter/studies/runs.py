@@ -147,8 +147,10 @@ def ensure_cache(config: ml_collections.ConfigDict, cache_dir: str, *, views: in
   if os.path.exists(record):  # the manifest matched and every shard was there
     with open(record) as f:
       return dict(json.load(f), reused=True)
-  result = {'seconds': stats['seconds'], 'views': views, 'dtype': dtype,
-            'written': {k: v['written'] for k, v in stats.items() if k != 'seconds'}}
+  result = {'seconds': stats['seconds'], 'cpu_seconds': stats['cpu_seconds'],
+            'views': views, 'dtype': dtype,
+            'written': {k: v['written'] for k, v in stats.items()
+                        if k not in ('seconds', 'cpu_seconds')}}
   with open(record, 'w') as f:
     json.dump(result, f, indent=2)
   return dict(result, reused=False)

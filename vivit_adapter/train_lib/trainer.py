@@ -6,6 +6,7 @@ workdir's own latest checkpoint (a resumed run), else `config.init_from` (a stag
 workdir, a scenic checkpoint or an image ViT), else a fresh initialisation.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -136,8 +137,8 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
                                              every_steps=config.log_summary_steps)
   bar = tqdm.tqdm(total=s.total_steps, initial=step, desc=config.experiment_name or 'train',
                   disable=jax.process_index() != 0 or not sys.stderr.isatty())
-  buffer, previous, eval_time, batch = [], None, 0.0, first_batch
-  start = time.time()
+  buffer, previous, batch = [], None, first_batch
+  clock = TrainClock()
   with checkpointing.PreemptionWatcher() as preemption:
     while step < s.total_steps:
       if batch is None:
@@ -155,9 +156,8 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
         log_train(writer, history, step, _mean_metrics(buffer), train_iter)
         buffer = []
       if step % eval_every == 0 and step < s.total_steps:
-        t = time.time()
-        log_eval(s, writer, history, step, state.params, train_time_s=t - start - eval_time)
-        eval_time += time.time() - t
+        with clock.excluded():
+          log_eval(s, writer, history, step, state.params, timing=clock.read())
       if step % ckpt_every == 0 or step == s.total_steps or preemption.requested:
         _check_finite(metrics, step, manager)
         save_checkpoint(s, manager, state, train_iter)
@@ -165,9 +165,32 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
         break
   bar.close()
   manager.wait_until_finished()
-  train_time = time.time() - start - eval_time
-  return state, {'train_time_s': train_time, 'memory': memory,
-                 'preempted': preemption.requested}
+  return state, {**clock.read(), 'memory': memory, 'preempted': preemption.requested}
+
+
+class TrainClock:
+  """Training seconds since the loop started, evaluation excluded: wall-clock time, and
+  the CPU time of every thread of this process (input pipeline included). On a machine
+  shared with other jobs the wall time stretches while the CPU time of the work itself
+  hardly does, so comparisons between runs can use either."""
+
+  def __init__(self):
+    self._start = (time.time(), time.process_time())
+    self._excluded = [0.0, 0.0]
+
+  @contextlib.contextmanager
+  def excluded(self):
+    """Time spent inside does not count (evaluation)."""
+    start = (time.time(), time.process_time())
+    try:
+      yield
+    finally:
+      self._excluded[0] += time.time() - start[0]
+      self._excluded[1] += time.process_time() - start[1]
+
+  def read(self) -> Dict[str, float]:
+    return {'train_time_s': time.time() - self._start[0] - self._excluded[0],
+            'train_cpu_s': time.process_time() - self._start[1] - self._excluded[1]}
 
 
 def log_start(s: Setup, memory):
@@ -189,14 +212,14 @@ def log_train(writer, history, step, metrics, train_iter):
 
 
 def log_eval(s: Setup, writer, history, step, params,
-             train_time_s: Optional[float] = None) -> Dict[str, float]:
+             timing: Optional[Dict[str, float]] = None) -> Dict[str, float]:
   """Evaluates on the eval split; history also gets the training seconds so far
-  (evaluation excluded, since this process started training), for time-to-accuracy."""
+  (TrainClock.read(): wall and CPU, evaluation excluded, since this process started
+  training), for time-to-accuracy."""
   result = evaluation.evaluate(s, params, split='eval')
   if result:
     writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
-    timing = {} if train_time_s is None else {'train_time_s': train_time_s}
-    history.add(step, 'eval', {**result, **timing})
+    history.add(step, 'eval', {**result, **(timing or {})})
   return result
 
 
@@ -265,7 +288,7 @@ def final_tests(s: Setup, params) -> Dict[str, Dict[str, float]]:
 def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
   step = int(jax.device_get(state.step))
   final_eval = log_eval(s, writer, history, step, state.params,
-                        train_time_s=timing['train_time_s'])
+                        timing={k: timing[k] for k in ('train_time_s', 'train_cpu_s')})
   test, tests = {}, final_tests(s, state.params)
   for kind, result in tests.items():
     writer.write_scalars(step, {f'{kind}/{k}': v for k, v in result.items()})
@@ -277,7 +300,8 @@ def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
       'step': step, 'start': s.start, 'eval': final_eval, 'test': test,
       **({'test_cached': tests['test_cached']} if 'test_cached' in tests else {}),
       'feature_cache': s.config.feature_cache.dir or None,
-      'train_time_s': timing['train_time_s'], 'total_time_s': time.time() - t0,
+      'train_time_s': timing['train_time_s'], 'train_cpu_s': timing['train_cpu_s'],
+      'total_time_s': time.time() - t0,
       'compiled_step_memory_bytes': timing['memory'],
       'params': counts, 'frozen_modules': list(s.parts.frozen),
       'devices': jax.device_count(), 'processes': jax.process_count(),
