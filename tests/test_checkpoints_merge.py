@@ -54,7 +54,7 @@ def test_every_mismatch_is_listed():
   with pytest.raises(ValueError) as err:
     merge.merge_params(target, source, source_name='/ckpt/vit.npz')
   msg = str(err.value)
-  assert 'Checkpoint /ckpt/vit.npz does not match' in msg
+  assert msg.startswith('Checkpoint /ckpt/vit.npz does not fit the model: ')
   assert 'missing from the checkpoint (2)' in msg
   assert 'Adapter/up/kernel (3, 3)' in msg and 'embedding/bias (3,)' in msg
   assert 'unexpected in the checkpoint, not in the model (2)' in msg
