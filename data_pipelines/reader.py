@@ -19,8 +19,9 @@ errors are ignored, followed by a placeholder flagged `bad`. That turns an undec
 a missing or out-of-range label, or an empty video into data that can be counted. Reading
 never stops it either: a shard that is cut short or damaged (an interrupted copy) yields
 its whole records, then one bad record that says where the damage starts (`file_records`).
-Training and evaluation skip bad records, count them and stop when more than
-config.dataset.max_bad_fraction of the records read are bad (`too_many_bad`).
+Training and evaluation skip bad records, count them, and stop once one epoch (one pass)
+holds more bad records than config.dataset.max_bad_fraction of its records, and at least
+one bad record is allowed (`bad_budget`).
 """
 
 import functools
@@ -47,10 +48,6 @@ DATASET_CHOICES = {'name': DATASET_NAMES, 'normalization': video_ops.NORMALIZATI
 METADATA_FILE = dmvr_format.METADATA_FILE
 LABEL_MAP_FILE = 'label_map.txt'
 _METADATA_SPLIT = {'train': 'train', 'eval': 'validation', 'test': 'test'}
-# The bad-record fraction is only judged once this many records were read, so that a bad
-# record among the very first ones does not stop a run on a fraction of 1/1, and a split
-# smaller than this (a 12-clip eval set) is never stopped by one bad clip.
-MIN_RECORDS_FOR_BAD_CHECK = 20
 # Bytes a TFRecord adds around each record: length (8), its CRC (4), the data's CRC (4).
 _TFRECORD_OVERHEAD = 16
 _MAX_BAD_EXAMPLES = 10  # bad records kept for the BadDataError message
@@ -63,10 +60,18 @@ class BadDataError(cli.DataError, RuntimeError):
   """More than config.dataset.max_bad_fraction of the records read are bad."""
 
 
-def too_many_bad(num_bad: int, num_seen: int, max_bad_fraction: float) -> bool:
-  """The one rule for training, evaluation and extraction (`_count_and_filter` is its
-  tf.data twin): judged once MIN_RECORDS_FOR_BAD_CHECK records were read."""
-  return num_seen >= MIN_RECORDS_FOR_BAD_CHECK and num_bad > max_bad_fraction * num_seen
+def bad_budget(epoch_size: int, max_bad_fraction: float) -> float:
+  """How many bad records one epoch (or evaluation pass) of `epoch_size` may hold.
+
+  The rule of training and evaluation alike: a pass stops at its first bad record beyond
+  max_bad_fraction of its size. Per pass, not per record read so far: a shuffled epoch
+  can bring one bad clip twice in a row (end of one epoch, start of the next), which a
+  running fraction would take for 2 in 25. At least one bad record is allowed (unless the
+  fraction is 0, which is strict), so a small dataset does not stop on its first one.
+  """
+  if max_bad_fraction <= 0:
+    return 0.
+  return max(max_bad_fraction * epoch_size, 1.)
 
 
 # ----------------------------------------------------------------------------------------
@@ -433,26 +438,28 @@ def _epoch_order(files: List[str], epoch, base_seed, start, block: int, cycle: i
   return blocks.map(permute).unbatch().skip(start % block)
 
 
-def _count_and_filter(ds, state: Dict[str, int], max_bad_fraction: float):
-  """Adds running num_seen/num_bad; drops bad records unless the threshold is crossed.
+def _count_and_filter(ds, state: Dict[str, int], budget: float):
+  """Adds running num_seen/num_bad and this epoch's epoch_bad; drops bad records unless
+  the epoch's `bad_budget` is exceeded.
 
   A bad record that crosses the threshold is kept, so that the Python side sees it and
-  raises even when no good record follows.
+  raises even when no good record follows. (A resumed run counts its epoch's bad records
+  afresh: the budget restarts, which only errs on the lenient side.)
   """
-  min_seen = MIN_RECORDS_FOR_BAD_CHECK
-
   def count(totals, el):
-    seen, bad = totals[0] + 1, totals[1] + tf.cast(el['bad'], tf.int64)
-    return (seen, bad), dict(el, num_seen=seen, num_bad=bad)
+    seen, bad, epoch, epoch_bad = totals
+    is_bad = tf.cast(el['bad'], tf.int64)
+    epoch_bad = tf.where(tf.equal(el['epoch'], epoch), epoch_bad, 0) + is_bad
+    totals = (seen + 1, bad + is_bad, el['epoch'], epoch_bad)
+    return totals, dict(el, num_seen=totals[0], num_bad=totals[1], epoch_bad=epoch_bad)
 
   def keep(el):
-    tripped = tf.logical_and(
-        el['num_seen'] >= min_seen,
-        tf.cast(el['num_bad'], tf.float64) >
-        max_bad_fraction * tf.cast(el['num_seen'], tf.float64))
+    tripped = tf.cast(el['epoch_bad'], tf.float64) > budget
     return tf.logical_or(tf.logical_not(el['bad']), tripped)
 
-  initial = (tf.constant(state['num_seen'], tf.int64), tf.constant(state['num_bad'], tf.int64))
+  zero = tf.constant(0, tf.int64)
+  initial = (tf.constant(state['num_seen'], tf.int64), tf.constant(state['num_bad'], tf.int64),
+             tf.constant(state['epoch'], tf.int64), zero)
   return ds.scan(initial, count).filter(keep)
 
 
@@ -491,6 +498,10 @@ class TrainIterator:
                              self._source.table)
     self._state = _initial_state(seed, process_index, process_count, state)
     self._num_classes = resolve_num_classes(ds_cfg)
+    # This host's records per epoch, for the bad-record budget: its share of the split's
+    # size as metadata.json (or config) gives it; counted only when neither does.
+    self.epoch_size = max(-(-_split_size(ds_cfg, 'train', _metadata(ds_cfg)) //
+                            process_count), 1)
     self.bad_examples: List[str] = []  # up to _MAX_BAD_EXAMPLES, each record once
     self._described = set()
     _require_records(self._files, self._source.table)
@@ -537,7 +548,8 @@ class TrainIterator:
         self._source, self._num_classes, transform,
         (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), self._log_bad)
     ds = tf.data.Dataset.range(start['epoch'], _MAX_EPOCHS).flat_map(epoch)
-    ds = _count_and_filter(_decode_all(ds, per_element), start, cfg.max_bad_fraction)
+    ds = _count_and_filter(_decode_all(ds, per_element), start,
+                           bad_budget(self.epoch_size, cfg.max_bad_fraction))
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
     return ds.with_options(_options())
 
@@ -556,9 +568,9 @@ class TrainIterator:
 
   def _too_many_bad(self, batch) -> BadDataError:
     i = int(np.argmax(batch['bad']))
-    seen, bad = int(batch['num_seen'][i]), int(batch['num_bad'][i])
-    return bad_data_error('training', bad, seen, self._cfg, self._source.table,
-                          self.bad_examples)
+    return bad_data_error(f'epoch {int(batch["epoch"][i])} of training',
+                          int(batch['epoch_bad'][i]), self.epoch_size, self._cfg,
+                          self._source.table, self.bad_examples)
 
 
 def _reason(record, problem, parse, num_classes: int) -> str:
@@ -574,14 +586,14 @@ def _validate_command(table: str, ds_cfg) -> str:
   return f'python -m data_pipelines.validate --tables={path}'
 
 
-def bad_data_error(what: str, bad: int, seen: int, ds_cfg, table: str,
+def bad_data_error(what: str, bad: int, size: int, ds_cfg, table: str,
                    examples: List[str]) -> BadDataError:
   """One line: how many, the threshold, the first example and the command listing all."""
   first = f' First: {examples[0]}.' if examples else ''
   return BadDataError(
-      f'{bad} of {seen} {what} records read on this host are bad ({bad / seen:.1%} > '
-      f'config.dataset.max_bad_fraction={ds_cfg.max_bad_fraction}; each is logged above).'
-      f'{first} List them all with `{_validate_command(table, ds_cfg)}`, then fix or '
+      f'{bad} bad records already in {what} on this host, more than '
+      f'config.dataset.max_bad_fraction={ds_cfg.max_bad_fraction} of its {size} records '
+      f'allow (each is logged above).{first} List them all with `{_validate_command(table, ds_cfg)}`, then fix or '
       'remove them, or raise config.dataset.max_bad_fraction.')
 
 
@@ -598,9 +610,9 @@ def make_train_iterator(ds_cfg, batch_size: int, seed: int, state: Optional[dict
                         process_count: Optional[int] = None) -> TrainIterator:
   """The infinite, resumable training iterator of this host (see TrainIterator).
 
-  Bad records are skipped, counted and logged; once at least MIN_RECORDS_FOR_BAD_CHECK
-  records were read, a bad fraction above ds_cfg.max_bad_fraction raises BadDataError
-  listing examples. process_index/process_count default to JAX's.
+  Bad records are skipped, counted and logged; more of them in one epoch than
+  `bad_budget` allows raises BadDataError (one line: counts, the first, the command that
+  lists them all). process_index/process_count default to JAX's.
   """
   process_index, process_count = _process(process_index, process_count)
   return TrainIterator(ds_cfg, batch_size, seed, state, process_index, process_count)
@@ -658,15 +670,17 @@ def _log_bad(batch: Dict[str, np.ndarray], split: str, examples: List[str]) -> N
       examples.append(f'{where}: {reason}')
 
 
-def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches):
+def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
   produced, seen, num_bad, examples = 0, 0, 0, []
+  budget = bad_budget(size, ds_cfg.max_bad_fraction)
   for batch in ds:
     batch = {k: v.numpy() for k, v in batch.items()}
     bad = batch['bad']
     seen, num_bad = seen + len(bad), num_bad + int(bad.sum())
     _log_bad(batch, split, examples)
-    if too_many_bad(num_bad, seen, ds_cfg.max_bad_fraction):
-      raise bad_data_error(split, num_bad, seen, ds_cfg, source.table, examples)
+    if num_bad > budget:
+      raise bad_data_error(f'the {split} split', num_bad, size, ds_cfg, source.table,
+                           examples)
     padded = _pad({'inputs': batch['inputs'], 'label': np.where(bad, 0, batch['label'])},
                   batch_size)
     padded['batch_mask'][np.flatnonzero(bad)] = 0.  # a bad record counts as padding
@@ -693,7 +707,7 @@ def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
   examples have batch_mask 0. With several hosts every host yields the same number of
   batches (the largest share; records are counted, not decoded, to know it).
   Bad records are logged and masked out (batch_mask 0), as padding is; BadDataError
-  once they are too many for ds_cfg.max_bad_fraction (`too_many_bad`, the training rule).
+  once they exceed `bad_budget` of this host's records (the training rule).
   """
   if split not in ('eval', 'test'):
     raise ValueError(f"split={split!r} must be 'eval' or 'test'.")
@@ -704,4 +718,5 @@ def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
   num_classes = resolve_num_classes(ds_cfg)
   ds = _eval_dataset(source, files, ds_cfg, split, batch_size, num_classes)
   num_batches = _num_eval_batches(source, process_count, batch_size)
-  return _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches)
+  return _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches,
+                       count_records(files))
