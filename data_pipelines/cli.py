@@ -41,15 +41,22 @@ INTERNAL_ERROR = 70  # a bug (EX_SOFTWARE): the traceback is printed
 IO_ERROR = 74  # cannot write: disk full, read-only or forbidden path (EX_IOERR)
 PREEMPTED = 75  # stopped by SIGTERM/SIGINT, state saved where it could be (EX_TEMPFAIL): requeue
 
+# code -> (what happened, what a scheduler or user does about it)
 EXIT_CODES = {
-    OK: 'success',
-    DATA_ERROR: 'bad data',
-    USAGE_ERROR: 'usage or config error',
-    CHECKPOINT_MISMATCH: 'checkpoint does not fit the model',
-    DIVERGED: 'training diverged',
-    INTERNAL_ERROR: 'internal error (a bug)',
-    IO_ERROR: 'cannot write',
-    PREEMPTED: 'preempted: rerun the same command to resume',
+    OK: ('success', 'done'),
+    DATA_ERROR: ('bad data: too many bad records, `validate` found some, the converter '
+                 'skipped too many videos', 'fix the data; do not retry as is'),
+    USAGE_ERROR: ('usage or config error: a flag, config key or value, a missing file, a '
+                  'workdir that holds another config', 'fix the command; do not retry'),
+    CHECKPOINT_MISMATCH: ('a checkpoint does not fit the configured model',
+                          'fix config.model or the checkpoint path; do not retry'),
+    DIVERGED: ('training diverged (NaN or infinite loss)',
+               'lower the learning rate; do not retry as is'),
+    INTERNAL_ERROR: ('internal error (a bug); the traceback is printed', 'report it'),
+    IO_ERROR: ('cannot write: disk full, read-only or forbidden path',
+               'free space or fix permissions, then rerun (resumes)'),
+    PREEMPTED: ('stopped by SIGTERM/SIGINT; a checkpoint was saved if training was '
+                'running', 'requeue: rerun the same command to resume'),
 }
 
 _HELP_ARGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
@@ -282,5 +289,5 @@ def set_verbosity(level: Optional[int]) -> None:
 
 def code_table() -> str:
   """The exit codes as a Markdown table (the README's copy is checked against it)."""
-  rows = [f'| {code} | {what} |' for code, what in EXIT_CODES.items()]
-  return '\n'.join(['| exit code | meaning |', '|---|---|'] + rows)
+  rows = [f'| {code} | {what} | {action} |' for code, (what, action) in EXIT_CODES.items()]
+  return '\n'.join(['| exit code | meaning | then |', '|---|---|---|'] + rows)
