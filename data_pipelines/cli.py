@@ -25,6 +25,7 @@ import logging as std_logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from typing import Callable, Optional, Sequence
 
@@ -59,6 +60,8 @@ EXIT_CODES = {
                 'running', 'requeue: rerun the same command to resume'),
 }
 
+# Seconds a stopped program has to unwind after SIGTERM/SIGINT before it is made to exit.
+_EXIT_GRACE_S = 10.
 _HELP_ARGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
 _IO_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 # TensorFlow's file errors (tf.io.gfile on local paths and URLs), by class name so that
@@ -183,12 +186,15 @@ def run(main: Callable[..., Optional[int]], *args, program: str = '') -> int:
   try:
     code = main(*args)
   except Preempted as e:
+    _signal_handled()
     sys.stderr.write(f'{program}: {e.message}\n')
     return PREEMPTED
   except SystemExit:
     raise
   except BaseException as e:  # pylint: disable=broad-except
     code = exit_code(e)
+    if _stop.signal:  # the Preempted was swallowed on the way (see _raise_preempted)
+      return _preempted_after(program, e)
     if code is None:
       traceback.print_exception(e, file=sys.stderr)
       sys.stderr.write(f'{program}: internal error: {type(e).__name__}: {message(e)} '
@@ -201,7 +207,9 @@ def run(main: Callable[..., Optional[int]], *args, program: str = '') -> int:
       return PREEMPTED
     report(program, e)
     return code
-  return OK if code is None else int(code)
+  if _stop.signal:
+    return _preempted_after(program, None)
+  return code if isinstance(code, int) else OK
 
 
 def absl_main(main: Callable[[Sequence[str]], Optional[int]]) -> Callable:
@@ -242,10 +250,57 @@ def quiet_library_logs() -> None:
     handler.addFilter(_LibraryInfoFilter())
 
 
+class _Stop:
+  """The signal that stopped the program, and the exit it arms."""
+  signal = ''
+  timer: Optional[threading.Timer] = None
+
+
+_stop = _Stop()
+
+
+def _stop_message(name: str) -> str:
+  return (f'stopped by {name}; nothing was left half-written; rerun the same command to '
+          'continue (a run resumes from its last checkpoint).')
+
+
 def _raise_preempted(signum, frame) -> None:
+  """SIGTERM/SIGINT outside the training loop: unwind with Preempted.
+
+  Python ignores an exception raised in a garbage-collection callback or a __del__
+  (where a signal handler may happen to run), so the raise alone is not enough: the
+  signal is remembered (`run` then exits PREEMPTED whatever `main` did next), and a timer
+  ends the process if it is still running after _EXIT_GRACE_S.
+  """
   del frame
-  raise Preempted(f'stopped by {signal.Signals(signum).name} before training started; '
-                  'nothing was left half-written; rerun the same command.')
+  _stop.signal = signal.Signals(signum).name
+  if _stop.timer is None:
+    _stop.timer = threading.Timer(_EXIT_GRACE_S, _exit_now, [_stop_message(_stop.signal)])
+    _stop.timer.daemon = True
+    _stop.timer.start()
+  raise Preempted(_stop_message(_stop.signal))
+
+
+def _exit_now(message: str) -> None:
+  sys.stderr.write(f'{program_name()}: {message}\n')
+  sys.stderr.flush()
+  os._exit(PREEMPTED)  # pylint: disable=protected-access
+
+
+def _signal_handled() -> None:
+  if _stop.timer is not None:
+    _stop.timer.cancel()
+  _stop.signal, _stop.timer = '', None
+
+
+def _preempted_after(program: str, error: Optional[BaseException]) -> int:
+  """The exit of a program whose Preempted was swallowed: PREEMPTED all the same."""
+  message = _stop_message(_stop.signal)
+  _signal_handled()
+  if error is not None and exit_code(error) is None:
+    traceback.print_exception(error, file=sys.stderr)
+  sys.stderr.write(f'{program}: {message}\n')
+  return PREEMPTED
 
 
 def start() -> None:
@@ -254,7 +309,8 @@ def start() -> None:
   message). The training loop installs its own handler that saves first."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   try:
-    signal.signal(signal.SIGTERM, _raise_preempted)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, _raise_preempted)
   except ValueError:  # not the main thread
     pass
 

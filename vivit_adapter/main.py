@@ -53,8 +53,8 @@ def main(argv):
   # Before jax.distributed: a process that stops here must not leave the others
   # waiting for it at the coordinator. A ValueError here is the user's: one line.
   with cli.usage_errors():
-    preflight.check_run_inputs(config)
     workdir_guard.check_workdir(config, workdir, FLAGS.allow_config_change)
+    preflight.check_run_inputs(config)
     workdir_guard.probe_writable(workdir)
     distributed.initialize_from_flags()
     preflight.check_shards_per_host(config, jax.process_count())
