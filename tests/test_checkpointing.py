@@ -100,3 +100,21 @@ def test_preemption_watcher_turns_sigterm_and_sigint_into_a_flag():
       os.kill(os.getpid(), sig)
       assert watcher.requested == signal.Signals(sig).name
   assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_full_disk_during_a_save_is_an_io_error_and_keeps_the_others(workdir, monkeypatch):
+  manager = checkpointing.make_manager(workdir, max_to_keep=3)
+
+  def full(*args, **kwargs):
+    # As TensorStore words it when the file system refuses the write.
+    raise ValueError('Error writing "params/d/17": [OS error 28: No space left on device]')
+  monkeypatch.setattr(manager, 'save', full)
+  with pytest.raises(OSError) as e:
+    checkpointing.save(manager, _state(3), {'data_states': [None]})
+  manager.close()
+  assert cli.exit_code(e.value) == cli.IO_ERROR
+  assert cli.message(e.value).startswith(
+      f'{workdir}/checkpoints: No space left on device while writing a checkpoint; free '
+      'some space')
+  _, _, step = _restore(workdir)
+  assert step == 2

@@ -192,6 +192,18 @@ def test_too_many_skipped_videos_exit_1_with_the_count_last(videos, tmp_path, ca
                  '--num_workers=1', '--no_progress', '--max_skipped_fraction=0.7']) == 0
 
 
+def test_one_frame_video_is_converted(tmp_path):
+  # (A video without frames is skipped with its reason; the reader's 0-frame record is
+  # tested in test_reader.)
+  _write_video(str(tmp_path / 'one.mp4'), _source_frames(0)[:1])
+  csv_path = _write_csv(tmp_path / 'list.csv', [f'{tmp_path}/one.mp4,0'])
+  report = C.convert(csv_path, f'{tmp_path}/o/train.tfrecord@1', num_workers=1,
+                     progress=False)
+  assert (report['written'], report['skipped']) == (1, 0)
+  frames = _read_records(tmp_path / 'o', 'train')[f'{tmp_path}/one.mp4'][2]
+  assert frames.shape == (1, 48, 64, 3)
+
+
 def test_cli_label_error_is_one_line(tmp_path, capsys):
   label_map = tmp_path / 'map.txt'
   label_map.write_text('cat\ndog\n')

@@ -495,3 +495,19 @@ def test_tfds_dataset_through_the_same_pipeline(tmp_path):
                                _video(int(label), 5)[0:4, :, 2:14], atol=1e-3)
   with pytest.raises(FileNotFoundError, match="has no split 'test'"):
     make_eval_iterator(cfg, 'test', 4, process_index=0, process_count=1)
+
+
+def test_one_frame_videos_train_and_evaluate_zero_frame_ones_are_bad(tmp_path):
+  # A 1-frame video loops to the clip length; a 0-frame one is a bad record.
+  records = [_good(v, num_frames=1) for v in range(23)] + [BAD_RECORDS['no_frames'](23)]
+  _write(str(tmp_path / 'train.tfrecord'), records, 1)
+  _write(str(tmp_path / 'eval.tfrecord'), [_good(v, num_frames=1) for v in range(3)], 1)
+  it = make_train_iterator(_cfg(tmp_path), batch_size=23, seed=0, process_index=0,
+                           process_count=1)
+  batch = next(it)
+  assert sorted(batch['label']) == list(range(23)) and it.num_bad == 1
+  np.testing.assert_array_equal(batch['inputs'][:, 0], batch['inputs'][:, 3])
+  assert 'record 23: no frames' in it.bad_examples[0]
+  batches = list(make_eval_iterator(_cfg(tmp_path), 'eval', 4, process_index=0,
+                                    process_count=1))
+  assert batches[0]['batch_mask'].tolist() == [1, 1, 1, 0]

@@ -9,6 +9,8 @@ warning, for the one before it (config.max_to_keep >= 2 keeps one). A checkpoint
 another model is not damage: it stops the run with a CheckpointMismatchError.
 """
 
+import contextlib
+import errno
 import os
 import signal
 from typing import Any, Dict, List, Optional, Tuple
@@ -22,6 +24,12 @@ from vivit_adapter.checkpoints import merge
 from vivit_adapter.checkpoints import workdir as run_checkpoints
 
 ITEMS = ('params', 'state', 'meta')
+# What TensorStore and etils put in the text of a failed write -> the errno it stands for,
+# so that a full or read-only disk exits cli.IO_ERROR naming the directory, not as a bug.
+_STORAGE_ERRORS = {'No space left on device': errno.ENOSPC,
+                   'Disk quota exceeded': errno.EDQUOT,
+                   'Read-only file system': errno.EROFS,
+                   'Permission denied': errno.EACCES}
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -37,14 +45,39 @@ def make_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False))
 
 
+@contextlib.contextmanager
+def storage_errors(directory):
+  """A failed checkpoint write whose cause is the disk becomes an OSError with its errno.
+
+  orbax writes into a temporary directory and renames it when complete, so the step
+  being written is discarded whole and the earlier checkpoints stay intact.
+  """
+  try:
+    yield
+  except OSError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    for marker, code in _STORAGE_ERRORS.items():
+      if marker in str(e):
+        raise OSError(code, f'{marker} while writing a checkpoint', str(directory)) from e
+    raise
+
+
 def save(manager: ocp.CheckpointManager, state, meta: Dict[str, Any]) -> int:
   step = int(jax.device_get(state.step))
-  manager.save(step, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(state.params),
-      state=ocp.args.StandardSave({'opt_state': state.opt_state, 'step': state.step,
-                                   'rng': state.rng}),
-      meta=ocp.args.JsonSave(dict(meta, step=step))), force=True)
+  with storage_errors(manager.directory):
+    manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params),
+        state=ocp.args.StandardSave({'opt_state': state.opt_state, 'step': state.step,
+                                     'rng': state.rng}),
+        meta=ocp.args.JsonSave(dict(meta, step=step))), force=True)
   return step
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+  """The last asynchronous save has completed (its errors, as `save`'s, surface here)."""
+  with storage_errors(manager.directory):
+    manager.wait_until_finished()
 
 
 def _abstract(tree):

@@ -165,7 +165,7 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
       if preemption.requested:
         break
   bar.close()
-  manager.wait_until_finished()
+  checkpointing.wait_until_finished(manager)
   train_time = time.time() - start - eval_time
   return state, {'train_time_s': train_time, 'memory': memory,
                  'preempted': preemption.requested}
