@@ -11,8 +11,7 @@ import argparse
 import sys
 from typing import Dict, Optional, Sequence
 
-from data_pipelines import tf_runtime
-from vivit_adapter.studies.ablation import run
+from data_pipelines import cli
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -26,12 +25,20 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument('--quick', action='store_true', help='tiny model, data and steps')
   parser.add_argument('--report_only', action='store_true',
                       help='train nothing: write the table from the finished runs')
+  cli.add_verbosity_flag(parser)
   return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
   args = parse_args(argv)
+  # TensorFlow and JAX load here, not with the module: --help answers without them.
+  # pylint: disable=g-import-not-at-top
+  from data_pipelines import tf_runtime
+  from vivit_adapter.studies.ablation import run
+  # pylint: enable=g-import-not-at-top
   tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
+  cli.set_verbosity(args.verbosity)
+  cli.quiet_library_logs()
   # The command that completes the table: --report_only would train nothing.
   command = 'python -m vivit_adapter.ablation ' + ' '.join(
       a for a in (sys.argv[1:] if argv is None else argv) if a != '--report_only')
@@ -42,5 +49,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
       quick=args.quick, train=not args.report_only, command=command)
 
 
+def _main() -> None:
+  with cli.usage_errors():  # unknown rows, a finished run of another config: one line
+    main()
+
+
 if __name__ == '__main__':
-  main()
+  cli.start()
+  sys.exit(cli.run(_main))

@@ -22,6 +22,8 @@ Writes OUT.json (every figure), OUT.md (tables), OUT_memory.png and, when timed,
 OUT_step_time.png (all modes on one figure).
 """
 
+from __future__ import annotations  # annotations name step_cases types: not loaded at def
+
 import ast
 import os
 import sys
@@ -30,10 +32,15 @@ from typing import Dict, List, Tuple
 
 from absl import app
 from absl import flags
-import jax
 import tqdm
 
-from vivit_adapter.benchmarks import frame_search, step_cases, step_report
+from data_pipelines import cli
+from vivit_adapter.benchmarks import step_report
+
+# JAX and the step code load on first use: --help answers without them.
+jax = cli.lazy_module('jax')
+frame_search = cli.lazy_module('vivit_adapter.benchmarks.frame_search')
+step_cases = cli.lazy_module('vivit_adapter.benchmarks.step_cases')
 
 
 def parse_frames(values: List[str]) -> List[int]:
@@ -142,8 +149,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('resolution', 224, 'Frame height and width, pixels.')
   flags.DEFINE_list('frames', ['8', '16', '32', '64', '128'], 'Frames per clip.')
   flags.DEFINE_integer('batch', 8, 'Clips per device per step.')
-  flags.DEFINE_list('modes', list(step_cases.MODES),
-                    f'Training modes, some of {",".join(step_cases.MODES)}.')
+  flags.DEFINE_list('modes', [], 'Training modes (see above); default: all of them.')
   flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
   flags.DEFINE_integer(
       'chunk_size', 4, "Temporal indices per chunk of the frozen spatial pass ('stage2+chunked').")
@@ -172,7 +178,8 @@ def main(argv):
   if FLAGS.fit_budget_gib < 0:
     raise app.UsageError(f'--fit_budget_gib={FLAGS.fit_budget_gib} must be >= 0.')
   try:
-    cases = make_cases(FLAGS.variants, FLAGS.modes, parse_frames(FLAGS.frames),
+    cases = make_cases(FLAGS.variants, FLAGS.modes or list(step_cases.MODES),
+                       parse_frames(FLAGS.frames),
                        FLAGS.batch, FLAGS.resolution, FLAGS.num_classes,
                        FLAGS.chunk_size, parse_overrides(FLAGS.model_overrides))
     if FLAGS.time and (FLAGS.steps <= 0 or FLAGS.warmup < 0):
@@ -200,5 +207,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.start()
   define_flags()
-  app.run(main)
+  app.run(cli.absl_main(main), flags_parser=cli.absl_flags_parser())

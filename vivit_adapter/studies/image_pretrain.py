@@ -31,9 +31,8 @@ import optax
 
 from vivit_adapter.models import layers
 from vivit_adapter.models.vivit import EncoderSpec
+from vivit_adapter.studies.pretrain_settings import DEFAULT_EXPERIMENT, PretrainSettings
 
-# The experiment whose config.model fixes the image ViT's sizes unless one is given.
-DEFAULT_EXPERIMENT = 'synthetic_stage1'
 # This project's block names -> google-research/vision_transformer's (the inverse of
 # checkpoints.vit_npz's renaming), so the saved file is in the most common layout.
 _VT_NAMES = {'MultiHeadDotProductAttention_0': 'MultiHeadDotProductAttention_1',
@@ -153,19 +152,6 @@ def accuracy(model: ImageViT, params, data: ImageData, batch_size: int = 256) ->
                         == data.labels[i:i + batch_size]))
              for i in range(0, len(data.labels), batch_size))
   return hits / len(data.labels)
-
-
-@dataclasses.dataclass
-class PretrainSettings:
-  """What one image-pretraining run does; the CLI's flags map onto these fields."""
-  task: str = 'position'  # a key of TASKS
-  steps: int = 400
-  batch_size: int = 128
-  learning_rate: float = 3e-3
-  weight_decay: float = 0.05
-  num_train_images: int = 6000
-  num_eval_images: int = 1000
-  seed: int = 0
 
 
 def train(model: ImageViT, data: ImageData, settings: PretrainSettings):
