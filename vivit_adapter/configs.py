@@ -48,6 +48,11 @@ def _model_defaults() -> ml_collections.ConfigDict:
   # adapter, rematerialised); 0 runs all indices at once.
   model.spatial_chunk_size = 0
   model.remat = False
+  # The temporal encoder at long clips (thousands of tokens): rematerialise its blocks,
+  # and/or attend over blocks of this many queries (models/attention.py; 0 = plain
+  # attention). Same outputs and gradients; off by default (today's numbers).
+  model.temporal_remat = False
+  model.temporal_query_chunk_size = 0
   model.dtype = 'float32'  # activation dtype, models.DTYPES: 'float32' or 'bfloat16'
   # models.vivit.HEAD_INITS: 'zeros' (scenic) or 'lecun_normal' (training a small model
   # from scratch).
@@ -77,7 +82,9 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
   ds.color_jitter = 0.0  # strength of colour jitter, 0 disables
   ds.randaugment_layers = 0  # 0 disables RandAugment-style ops
   ds.randaugment_magnitude = 10
-  ds.normalization = 'minus_one_to_one'  # video_ops.NORMALIZATIONS; or 'imagenet' (mean/std)
+  # models.NORMALIZATIONS: 'minus_one_to_one' or 'imagenet' (mean/std). The pipelines
+  # yield uint8 pixels; the model normalises them on the device (models/inputs.py).
+  ds.normalization = 'minus_one_to_one'
   ds.num_test_clips = 4
   ds.num_test_crops = 3
   ds.shuffle_buffer = 256  # records per block that training permutes (per epoch, resumable)
@@ -184,6 +191,7 @@ def _checked_here() -> Dict[str, Tuple[str, ...]]:
       'model.adapter.type': models.ADAPTER_TYPES,
       'model.dtype': tuple(models.DTYPES),
       'model.head_kernel_init': tuple(models.HEAD_INITS),
+      'dataset.normalization': models.NORMALIZATIONS,
       'init_from.checkpoint_format': load.FORMATS,
       'init_from.kernel_init_method': vit_npz.KERNEL_INIT_METHODS,
       'init_from.missing_cls': vit_npz.MISSING_CLS,

@@ -127,12 +127,13 @@ def build(case: Case) -> Built:
   """Builds the trainer's step for `case` with an abstract (unallocated) state."""
   check_case(case)
   config = case_config(case)
-  model = create_model(config.model, case.num_classes)
+  model = create_model(config.model, case.num_classes, config.dataset.normalization)
   params = assembly.abstract_params(config, model)
   parts = assembly.build(config, model, params, num_classes=case.num_classes,
                          steps_per_epoch=SCHEDULE_STEPS_PER_EPOCH,
                          total_steps=SCHEDULE_TOTAL_STEPS)
-  batch = {'inputs': jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.float32),
+  # uint8 pixels, as the input pipelines hand them over (the model normalises them).
+  batch = {'inputs': jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.uint8),
            'label': jax.ShapeDtypeStruct((case.batch,), jnp.int32)}
   return Built(config, model, parts, parts.jit_step(), parts.abstract_state(params), batch)
 
@@ -160,8 +161,8 @@ def _real_state(built: Built, seed: int) -> steps.TrainState:
 
 def _real_batch(case: Case, seed: int) -> Dict[str, jnp.ndarray]:
   k1, k2 = jax.random.split(jax.random.PRNGKey(seed + 1))
-  return {'inputs': jax.random.uniform(k1, _video_shape(case, case.batch), jnp.float32,
-                                       -1.0, 1.0),
+  return {'inputs': jax.random.randint(k1, _video_shape(case, case.batch), 0, 256,
+                                       jnp.int32).astype(jnp.uint8),
           'label': jax.random.randint(k2, (case.batch,), 0, case.num_classes)}
 
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from vivit_adapter.models import adapter as adapter_lib
+from vivit_adapter.models import inputs as inputs_lib
 from vivit_adapter.models import layers
 from vivit_adapter.models import names
 
@@ -63,15 +64,22 @@ class ViViTFactorisedEncoder(nn.Module):
   freeze_spatial: bool = False
   spatial_chunk_size: int = 0
   remat: bool = False
+  temporal_remat: bool = False
+  temporal_query_chunk_size: int = 0
   dtype: Any = jnp.float32
   head_kernel_init: str = 'zeros'
+  # '' = the input is float video already normalised; a name from
+  # inputs.NORMALIZATIONS = the input is pixels in [0, 255] (uint8 from the pipelines),
+  # normalised on the device (models/inputs.py).
+  normalization: str = ''
 
   @nn.compact
   def __call__(self, inputs, *, train: bool = False, part: str = WHOLE):
     """Logits of a video; or, with `part`, one side of the frozen boundary.
 
     Args:
-      inputs: video (B, T, H, W, 3) for WHOLE and FROZEN_PART; for TRAINABLE_PART,
+      inputs: video (B, T, H, W, 3) for WHOLE and FROZEN_PART (pixels, uint8, when the
+        model has a `normalization`; else normalised float); for TRAINABLE_PART,
         what FROZEN_PART returned: every token (B, T', 1+N, D) or, for an adapter that
         reads the pooled vector only, (B, T', D).
       train: dropout and stochastic depth on (never in the frozen part when frozen).
@@ -103,42 +111,63 @@ class ViViTFactorisedEncoder(nn.Module):
                     name=names.HEAD)(x)
 
   def _spatial_tokens(self, video, train):
+    """(B, T, H, W, 3) video -> the spatial encoder's tokens (B, T', [1+]N, D)."""
+    spatial_train = train and not self.freeze_spatial
+    chunk = self.spatial_chunk_size
+    if chunk and chunk < video.shape[1] // self.patches[2]:
+      return self._chunked_spatial(video, chunk, spatial_train)
+    return _embed_and_encode(self, video, spatial_train)
+
+  def _model_input(self, video):
+    """The video as the embedding reads it: normalised on the device (models/inputs.py)
+    when the model was built with a normalization, else taken as already normalised."""
+    if self.normalization:
+      return inputs_lib.normalize(video, self.normalization, self.dtype)
+    if not jnp.issubdtype(video.dtype, jnp.floating):
+      raise ValueError(
+          f'The model got {video.dtype} video but was built without a normalization: '
+          'pass create_model(..., normalization=config.dataset.normalization) so that it '
+          'normalises pixels on the device, or feed normalised float video.')
+    return video.astype(self.dtype)
+
+  def _embed(self, video):
+    """Tubelet embedding, with the spatial CLS token prepended per temporal index."""
     ph, pw, pt = self.patches
     x = nn.Conv(self.hidden_size, (pt, ph, pw), strides=(pt, ph, pw), padding='VALID',
-                dtype=self.dtype, name=names.EMBEDDING)(video.astype(self.dtype))
+                dtype=self.dtype, name=names.EMBEDDING)(self._model_input(video))
     b, t, h, w, d = x.shape
     x = x.reshape(b, t, h * w, d)
     if self.classifier == 'token':
       cls = self.param(names.SPATIAL_CLS, nn.initializers.zeros, (1, 1, d))
       cls = jnp.broadcast_to(cls.astype(x.dtype), (b, t, 1, d))
       x = jnp.concatenate([cls, x], axis=2)
-    spatial_train = train and not self.freeze_spatial
-    chunk = self.spatial_chunk_size
-    if chunk and chunk < t:
-      return self._chunked_spatial(x, chunk, spatial_train)
-    x = self._encoder(self.spatial, names.SPATIAL, spatial_train)(
-        x.reshape(b * t, -1, d))
-    return x.reshape(b, t, -1, d)
+    return x
 
-  def _chunked_spatial(self, x, chunk, train):
-    """Runs the spatial encoder over `chunk` temporal indices at a time (lax.scan).
+  def _chunked_spatial(self, video, chunk, train):
+    """Normalises, embeds and encodes `chunk` temporal indices at a time (a scan).
 
-    Live activations then scale with the chunk, not with the number of frames.
+    Live activations then scale with the chunk, not with the number of frames, and
+    so does the normalised (float) copy of the input: the scan reads the video as it
+    came (uint8 from the pipelines) and slices its frames per iteration, so a long
+    clip is never converted, transposed or copied as a whole.
     """
-    b, t, n, d = x.shape
-    if t % chunk:
+    b, num_frames = video.shape[:2]
+    frames = chunk * self.patches[2]
+    if num_frames % frames:
       raise ValueError(
           f'config.model.spatial_chunk_size={chunk} must divide the number of temporal '
-          f'indices ({t} = frames / tubelet length).')
-    chunks = x.reshape(b, t // chunk, chunk, n, d).swapaxes(0, 1)
-    chunks = chunks.reshape(t // chunk, b * chunk, n, d)
-    scanned = nn.scan(
-        layers.ScanEncoder, variable_broadcast='params',
-        split_rngs={'params': False, 'dropout': True}, in_axes=0, out_axes=0)
-    _, y = self._encoder(self.spatial, names.SPATIAL, train, cls=scanned)(
-        None, chunks)
-    y = y.reshape(t // chunk, b, chunk, n, d).swapaxes(0, 1)
-    return y.reshape(b, t, n, d)
+          f'indices ({num_frames // self.patches[2]} = frames / tubelet length).')
+
+    def body(mdl, carry, clip, i):
+      part = jax.lax.dynamic_slice_in_dim(clip, i * frames, frames, axis=1)
+      return carry, _embed_and_encode(mdl, part, train)
+
+    scanned = nn.scan(body, variable_broadcast='params',
+                      split_rngs={'params': False, 'dropout': True},
+                      in_axes=(nn.broadcast, 0), out_axes=0)
+    _, y = scanned(self, None, video, jnp.arange(num_frames // frames))
+    _, _, c, n, d = y.shape  # (chunks, B, chunk, [1+]N, D)
+    return y.swapaxes(0, 1).reshape(b, -1, n, d)
 
   def _adapt(self, tokens, train):
     """(B, T', 1+N, D) tokens, or (B, T', D) pooled vectors -> (B, T', D)."""
@@ -186,15 +215,30 @@ class ViViTFactorisedEncoder(nn.Module):
       cls = self.param(names.cls_token(name), nn.initializers.zeros, (1, 1, x.shape[-1]))
       cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
       x = jnp.concatenate([cls, x], axis=1)
-    x = self._encoder(spec, name, train)(x)
+    temporal = name == names.TEMPORAL
+    x = self._encoder(spec, name, train, remat=self.remat or (temporal and self.temporal_remat),
+                      query_chunk_size=self.temporal_query_chunk_size if temporal else 0)(x)
     return adapter_lib.pool_tokens(x, self.classifier)
 
-  def _encoder(self, spec: EncoderSpec, name: str, train: bool,
-               cls: Optional[type] = None):
-    cls = cls or layers.Encoder
-    return cls(
+  def _encoder(self, spec: EncoderSpec, name: str, train: bool, *,
+               remat: Optional[bool] = None, query_chunk_size: int = 0):
+    return layers.Encoder(
         num_layers=spec.num_layers, mlp_dim=spec.mlp_dim, num_heads=spec.num_heads,
         dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
         stochastic_droplayer_rate=self.stochastic_droplayer_rate,
-        remat=self.remat, deterministic=not train, dtype=self.dtype, name=name)
+        remat=self.remat if remat is None else remat, deterministic=not train,
+        dtype=self.dtype, query_chunk_size=query_chunk_size, name=name)
+
+
+def _embed_and_encode(mdl: ViViTFactorisedEncoder, video, train):
+  """Embedding + spatial encoder over every temporal index of `video`: (B, T', n, D).
+
+  A function of the module rather than a method, so that the chunked path can lift it
+  into `nn.scan` with the parameters keeping their top-level (scenic) names.
+  """
+  x = mdl._embed(video)  # pylint: disable=protected-access
+  b, t, n, d = x.shape
+  x = mdl._encoder(mdl.spatial, names.SPATIAL, train)(  # pylint: disable=protected-access
+      x.reshape(b * t, n, d))
+  return x.reshape(b, t, n, d)

@@ -83,7 +83,7 @@ def setup(config, workdir) -> Setup:
   configs.validate(config)
   mesh = parallel.make_mesh()
   info = data_pipelines.dataset_info(config.dataset)
-  model = create_model(config.model, info.num_classes)
+  model = create_model(config.model, info.num_classes, config.dataset.normalization)
   steps_per_epoch, total_steps = setup_lengths(config, info)
   state, parts = setup_state(config, model, mesh, info.num_classes, steps_per_epoch,
                              total_steps)
