@@ -53,6 +53,11 @@ def _model_defaults() -> ml_collections.ConfigDict:
   # attention). Same outputs and gradients; off by default (today's numbers).
   model.temporal_remat = False
   model.temporal_query_chunk_size = 0
+  # Stage 2 with spatial_chunk_size: run the frozen pass and the adapter in one
+  # rematerialised scan that keeps no frozen tokens (the backward pass recomputes each
+  # chunk's): memory no longer grows with frames beyond the input, for a second frozen
+  # forward pass per step. Needs freeze_spatial and spatial_chunk_size > 0.
+  model.recompute_frozen = False
   model.dtype = 'float32'  # activation dtype, models.DTYPES: 'float32' or 'bfloat16'
   # models.vivit.HEAD_INITS: 'zeros' (scenic) or 'lecun_normal' (training a small model
   # from scratch).
@@ -229,6 +234,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_model_sizes(config) -> None:
+  if config.model.recompute_frozen and not (config.model.freeze_spatial and
+                                            config.model.spatial_chunk_size > 0):
+    raise ValueError('config.model.recompute_frozen=True needs config.model.freeze_spatial'
+                     '=True and config.model.spatial_chunk_size > 0 (it recomputes the '
+                     'frozen chunks).')
   if config.model.variant:
     from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
     variants.parse_variant(config.model.variant)

@@ -46,6 +46,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       remat=cfg.remat,
       temporal_remat=cfg.temporal_remat,
       temporal_query_chunk_size=cfg.temporal_query_chunk_size,
+      recompute_frozen=cfg.recompute_frozen,
       dtype=DTYPES[cfg.dtype],
       head_kernel_init=cfg.head_kernel_init,
       normalization=normalization)

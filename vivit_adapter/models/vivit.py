@@ -66,6 +66,7 @@ class ViViTFactorisedEncoder(nn.Module):
   remat: bool = False
   temporal_remat: bool = False
   temporal_query_chunk_size: int = 0
+  recompute_frozen: bool = False  # needs freeze_spatial and spatial_chunk_size
   dtype: Any = jnp.float32
   head_kernel_init: str = 'zeros'
   # '' = the input is float video already normalised; a name from
@@ -92,6 +93,8 @@ class ViViTFactorisedEncoder(nn.Module):
       return self._trainable(inputs, train)
     if inputs.ndim != 5 or inputs.shape[-1] != 3:
       raise ValueError(f'ViViT expects video of shape (B, T, H, W, 3), got {inputs.shape}.')
+    if part == WHOLE and self.recompute_frozen:
+      return self._temporal_and_head(self._recomputed_chunks(inputs, train), train)
     tokens = self._spatial_tokens(inputs, train)  # (B, T', 1+N, D) or (B, T', N, D)
     if self.freeze_spatial:
       # Frozen spatial path: no gradient flows into it, so autodiff keeps no residuals
@@ -105,7 +108,10 @@ class ViViTFactorisedEncoder(nn.Module):
 
   def _trainable(self, features, train):
     """Adapter, temporal encoder and head, from the spatial encoder's output."""
-    frames = self._adapt(features, train)  # (B, T', D)
+    return self._temporal_and_head(self._adapt(features, train), train)
+
+  def _temporal_and_head(self, frames, train):
+    """(B, T', D), one vector per temporal index -> logits."""
     x = self._encode(frames, self.temporal, names.TEMPORAL, train)
     return nn.Dense(self.num_classes, kernel_init=HEAD_INITS[self.head_kernel_init],
                     name=names.HEAD)(x)
@@ -152,11 +158,7 @@ class ViViTFactorisedEncoder(nn.Module):
     clip is never converted, transposed or copied as a whole.
     """
     b, num_frames = video.shape[:2]
-    frames = chunk * self.patches[2]
-    if num_frames % frames:
-      raise ValueError(
-          f'config.model.spatial_chunk_size={chunk} must divide the number of temporal '
-          f'indices ({num_frames // self.patches[2]} = frames / tubelet length).')
+    frames = self._frames_per_chunk(num_frames)
 
     def body(mdl, carry, clip, i):
       part = jax.lax.dynamic_slice_in_dim(clip, i * frames, frames, axis=1)
@@ -168,6 +170,39 @@ class ViViTFactorisedEncoder(nn.Module):
     _, y = scanned(self, None, video, jnp.arange(num_frames // frames))
     _, _, c, n, d = y.shape  # (chunks, B, chunk, [1+]N, D)
     return y.swapaxes(0, 1).reshape(b, -1, n, d)
+
+  def _frames_per_chunk(self, num_frames: int) -> int:
+    frames = self.spatial_chunk_size * self.patches[2]
+    if num_frames % frames:
+      raise ValueError(
+          f'config.model.spatial_chunk_size={self.spatial_chunk_size} must divide the '
+          f'number of temporal indices ({num_frames // self.patches[2]} = frames / '
+          'tubelet length).')
+    return frames
+
+  def _recomputed_chunks(self, video, train):
+    """Frozen embedding + spatial encoder + adapter, per chunk, storing nothing.
+
+    `config.model.recompute_frozen`: one scan over chunks of temporal indices runs the
+    frozen pass and the adapter and keeps only the adapter's (B, chunk, D) output;
+    the body is rematerialised, so the backward pass recomputes the chunk's frozen
+    tokens instead of keeping them. Unlike `_chunked_spatial` + `_chunked_adapter`,
+    the (B, T', 1+N, D) frozen tokens never exist: at 4096 frames and batch 8 they are
+    4.6 GiB in bfloat16. The price is a second frozen forward pass per step.
+    """
+    b, num_frames = video.shape[:2]
+    frames = self._frames_per_chunk(num_frames)
+
+    def body(mdl, carry, clip, i):
+      part = jax.lax.dynamic_slice_in_dim(clip, i * frames, frames, axis=1)
+      tokens = jax.lax.stop_gradient(_embed_and_encode(mdl, part, False))
+      return carry, mdl._adapt(tokens, train)  # pylint: disable=protected-access
+
+    scanned = nn.scan(nn.remat(body, prevent_cse=False), variable_broadcast='params',
+                      split_rngs={'params': False, 'dropout': True},
+                      in_axes=(nn.broadcast, 0), out_axes=0)
+    _, y = scanned(self, None, video, jnp.arange(num_frames // frames))
+    return y.swapaxes(0, 1).reshape(b, -1, y.shape[-1])  # (B, T', D)
 
   def _adapt(self, tokens, train):
     """(B, T', 1+N, D) tokens, or (B, T', D) pooled vectors -> (B, T', D)."""
