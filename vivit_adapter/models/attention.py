@@ -60,3 +60,45 @@ def attention_fn(query_chunk_size: int):
   if query_chunk_size <= 0:
     return nn.dot_product_attention
   return functools.partial(query_chunked_attention, chunk_size=query_chunk_size)
+
+
+_QKV = ('query', 'key', 'value')
+
+
+class FusedSelfAttention(nn.Module):
+  """`nn.MultiHeadDotProductAttention(x, x)` with one (D, 3D) matmul for q, k and v.
+
+  The parameters are flax's (and scenic's): `query`, `key`, `value` and `out`, each a
+  DenseGeneral kernel and bias of the same shapes, created by the same initialisers
+  under the same names (so the same values for the same seed). Only the computation
+  differs: the three projection kernels are concatenated at apply time.
+  """
+  num_heads: int
+  dtype: jnp.dtype = jnp.float32
+  dropout_rate: float = 0.0
+  deterministic: bool = True
+  query_chunk_size: int = 0
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    head_dim = d // self.num_heads
+    dense = functools.partial(nn.DenseGeneral, features=(self.num_heads, head_dim),
+                              kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype)
+    if self.is_initializing():
+      for name in _QKV:  # creates the parameters exactly as flax's attention does
+        dense(name=name)(x)
+    params = self.variables['params']
+    kernel = jnp.concatenate([params[n]['kernel'].reshape(d, d) for n in _QKV], axis=1)
+    bias = jnp.concatenate([params[n]['bias'].reshape(d) for n in _QKV])
+    qkv = x.astype(self.dtype) @ kernel.astype(self.dtype) + bias.astype(self.dtype)
+    qkv = qkv.reshape(x.shape[:-1] + (3, self.num_heads, head_dim))
+    rng = None
+    if self.dropout_rate > 0 and not self.deterministic:
+      rng = self.make_rng('dropout')
+    y = attention_fn(self.query_chunk_size)(
+        qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :], dropout_rng=rng,
+        dropout_rate=self.dropout_rate, broadcast_dropout=False,
+        deterministic=self.deterministic, dtype=self.dtype, force_fp32_for_softmax=True)
+    return nn.DenseGeneral(d, axis=(-2, -1), kernel_init=nn.initializers.xavier_uniform(),
+                           dtype=self.dtype, name='out')(y)
