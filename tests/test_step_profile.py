@@ -6,8 +6,10 @@ TINY = (('spatial_transformer.num_layers', 1), ('temporal_transformer.num_layers
 
 
 def test_part_of_names_direction_and_module():
-  fwd = 'jit(train_step)/jvp(ViViTFactorisedEncoder)/SpatialTransformer/MlpBlock_0/Dense_0/dot_general'
-  bwd = 'jit(train_step)/transpose(jvp(ViViTFactorisedEncoder))/x/MultiHeadDotProductAttention_0/query/dot_general'
+  fwd = ('jit(train_step)/jvp(ViViTFactorisedEncoder)/SpatialTransformer/MlpBlock_0/'
+         'Dense_0/dot_general')
+  bwd = ('jit(train_step)/transpose(jvp(ViViTFactorisedEncoder))/x/'
+         'MultiHeadDotProductAttention_0/query/dot_general')
   assert step_profile.part_of(fwd) == 'forward MLP dense layers'
   assert step_profile.part_of(bwd) == 'backward attention q/k/v projections'
   assert step_profile.part_of('jit(train_step)/sgd/mul') == 'optimizer and metrics'

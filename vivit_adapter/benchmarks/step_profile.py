@@ -62,7 +62,9 @@ def profile_case(case: step_cases.Case, steps: int = 1, warmup: int = 2) -> Dict
   built = step_cases.build(case)
   compiled, _ = step_cases.compile_built(built)
   names = op_names(compiled.as_text())
-  state, batch = step_cases._real_state(built, 0), step_cases._real_batch(case, 0)  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  state, batch = step_cases._real_state(built, 0), step_cases._real_batch(case, 0)
+  # pylint: enable=protected-access
   for _ in range(warmup):
     state, _ = compiled(state, batch)
   jax.block_until_ready(state)

@@ -112,7 +112,7 @@ class ViViTFactorisedEncoder(nn.Module):
 
   def _temporal_and_head(self, frames, train):
     """(B, T', D), one vector per temporal index -> logits."""
-    x = self._encode(frames, self.temporal, names.TEMPORAL, train)
+    x = self._encode_temporal(frames, train)
     return nn.Dense(self.num_classes, kernel_init=HEAD_INITS[self.head_kernel_init],
                     name=names.HEAD)(x)
 
@@ -121,7 +121,7 @@ class ViViTFactorisedEncoder(nn.Module):
     spatial_train = train and not self.freeze_spatial
     chunk = self.spatial_chunk_size
     if chunk and chunk < video.shape[1] // self.patches[2]:
-      return self._chunked_spatial(video, chunk, spatial_train)
+      return self._chunked_spatial(video, spatial_train)
     return _embed_and_encode(self, video, spatial_train)
 
   def _model_input(self, video):
@@ -149,7 +149,7 @@ class ViViTFactorisedEncoder(nn.Module):
       x = jnp.concatenate([cls, x], axis=2)
     return x
 
-  def _chunked_spatial(self, video, chunk, train):
+  def _chunked_spatial(self, video, train):
     """Normalises, embeds and encodes `chunk` temporal indices at a time (a scan).
 
     Live activations then scale with the chunk, not with the number of frames, and
@@ -168,7 +168,7 @@ class ViViTFactorisedEncoder(nn.Module):
                       split_rngs={'params': False, 'dropout': True},
                       in_axes=(nn.broadcast, 0), out_axes=0)
     _, y = scanned(self, None, video, jnp.arange(num_frames // frames))
-    _, _, c, n, d = y.shape  # (chunks, B, chunk, [1+]N, D)
+    n, d = y.shape[-2:]  # y: (chunks, B, chunk, [1+]N, D)
     return y.swapaxes(0, 1).reshape(b, -1, n, d)
 
   def _frames_per_chunk(self, num_frames: int) -> int:
@@ -244,15 +244,16 @@ class ViViTFactorisedEncoder(nn.Module):
     _, y = scanned(None, chunks)  # (t/chunk, b, chunk, d)
     return y.swapaxes(0, 1).reshape(b, t, d)
 
-  def _encode(self, x, spec, name, train):
-    """Prepends this encoder's CLS token, encodes and pools (scenic's `vit_body`)."""
+  def _encode_temporal(self, x, train):
+    """Prepends the temporal CLS token, encodes and pools (scenic's `vit_body`)."""
     if self.classifier == 'token':
-      cls = self.param(names.cls_token(name), nn.initializers.zeros, (1, 1, x.shape[-1]))
+      cls = self.param(names.cls_token(names.TEMPORAL), nn.initializers.zeros,
+                       (1, 1, x.shape[-1]))
       cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
       x = jnp.concatenate([cls, x], axis=1)
-    temporal = name == names.TEMPORAL
-    x = self._encoder(spec, name, train, remat=self.remat or (temporal and self.temporal_remat),
-                      query_chunk_size=self.temporal_query_chunk_size if temporal else 0)(x)
+    x = self._encoder(self.temporal, names.TEMPORAL, train,
+                      remat=self.remat or self.temporal_remat,
+                      query_chunk_size=self.temporal_query_chunk_size)(x)
     return adapter_lib.pool_tokens(x, self.classifier)
 
   def _encoder(self, spec: EncoderSpec, name: str, train: bool, *,
