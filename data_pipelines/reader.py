@@ -44,7 +44,9 @@ from data_pipelines.source import Source
 SPLITS = ('train', 'eval', 'test')
 DATASET_NAMES = ('dmvr', 'tfds')  # DMVR-format TFRecord shards, or a prepared tfds dataset
 # config.dataset keys with a fixed set of values -> those values (check_config checks them).
-DATASET_CHOICES = {'name': DATASET_NAMES, 'normalization': video_ops.NORMALIZATIONS}
+# (config.dataset.normalization is the model's: it normalises the uint8 frames these
+# pipelines yield, on the device; vivit_adapter/models/inputs.py owns and checks it.)
+DATASET_CHOICES = {'name': DATASET_NAMES}
 METADATA_FILE = dmvr_format.METADATA_FILE
 LABEL_MAP_FILE = 'label_map.txt'
 _METADATA_SPLIT = {'train': 'train', 'eval': 'validation', 'test': 'test'}
@@ -375,7 +377,7 @@ def _decode_or_flag(source: Source, num_classes: int, transform: Callable,
   Args:
     source: gives the parse function.
     num_classes: for the label check.
-    transform: (encoded frames, element) -> float32 inputs of `output_shape`.
+    transform: (encoded frames, element) -> uint8 inputs of `output_shape`.
     output_shape: static shape of one example's inputs.
     on_bad: element -> reason string tensor (may log as a side effect).
   """
@@ -391,7 +393,7 @@ def _decode_or_flag(source: Source, num_classes: int, transform: Callable,
 
   def bad(el):
     out = {k: el[k] for k in keep if k in el}
-    out.update(inputs=tf.zeros(output_shape, tf.float32), label=tf.constant(-1, tf.int32),
+    out.update(inputs=tf.zeros(output_shape, tf.uint8), label=tf.constant(-1, tf.int32),
                bad=tf.constant(True), reason=on_bad(el))
     return out
 
@@ -690,7 +692,7 @@ def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
     logging.warning('%s: skipped %d bad of %d records on this host (each logged above; '
                     'within config.dataset.max_bad_fraction=%s).', split, num_bad, seen,
                     ds_cfg.max_bad_fraction)
-  empty = _pad({'inputs': np.zeros((0,) + tuple(ds.element_spec['inputs'].shape[1:]), np.float32),
+  empty = _pad({'inputs': np.zeros((0,) + tuple(ds.element_spec['inputs'].shape[1:]), np.uint8),
                 'label': np.zeros(0, np.int32)}, batch_size)
   while num_batches is not None and produced < num_batches:
     produced += 1

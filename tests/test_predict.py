@@ -94,7 +94,11 @@ def _independent_probabilities(video, config, params):
   with av.open(video) as container:
     frames = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)]
   encoded = tf.constant([tf.io.encode_png(f).numpy() for f in frames])
-  clip = video_ops.eval_clip(encoded, config.dataset).numpy()
+  clip = video_ops.eval_clip(encoded, config.dataset).numpy()  # uint8 pixels
+  # The run's 'imagenet' normalisation on the host, written out here (predict's model
+  # normalises on the device, models/inputs.py), into a model that takes it as is.
+  mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+  clip = ((clip / 255.0 - mean) / std).astype(np.float32)
   model = models.create_model(config.model, len(NAMES))
   logits = np.asarray(model.apply({'params': params}, clip[None], train=False),
                       np.float64)[0]

@@ -105,7 +105,7 @@ def test_round_trip_frames_and_labels(clean_dir):
       if not mask:
         continue
       original = _video(int(label), 6)[1:5, :, 2:14].astype(np.float32)
-      decoded = (inputs + 1) / 2 * 255
+      decoded = inputs.astype(np.float32)  # uint8 pixels, normalised on the device
       assert np.abs(decoded - original).mean() < 3 and np.abs(decoded - original).max() < 40
 
 
@@ -114,7 +114,7 @@ def test_eval_batch_mask_pads_the_last_batch(clean_dir):
                                     process_index=0, process_count=1))
   assert [b['batch_mask'].tolist() for b in batches] == [[1] * 4, [1] * 4, [1, 1, 0, 0]]
   last = batches[-1]
-  assert last['inputs'].shape == (4, 4, H, H, 3) and last['inputs'].dtype == np.float32
+  assert last['inputs'].shape == (4, 4, H, H, 3) and last['inputs'].dtype == np.uint8
   assert last['label'].dtype == np.int32 and not last['inputs'][2:].any()
 
 
@@ -126,7 +126,7 @@ def test_test_split_groups_views_per_video(clean_dir):
   assert sum(b['batch_mask'].sum() for b in batches) == 10
   b = batches[0]
   vid = int(b['label'][0])
-  pixels = (b['inputs'][0] + 1) / 2 * 255  # (V, T, H, W, 3)
+  pixels = b['inputs'][0].astype(np.float32)  # (V, T, H, W, 3) uint8
   video = _video(vid, 6).astype(np.float32)  # 6 frames: clips start at 0 and 2
   for v in range(6):
     clip, crop = divmod(v, 3)
@@ -183,7 +183,7 @@ def test_train_batches_and_epoch_coverage(clean_dir):
                            process_count=1)
   batches = _take(it, 7)  # 28 examples: a whole epoch of 23 and 5 of the next
   first = batches[0]
-  assert first['inputs'].shape == (4, 4, H, H, 3) and first['inputs'].dtype == np.float32
+  assert first['inputs'].shape == (4, 4, H, H, 3) and first['inputs'].dtype == np.uint8
   assert first['label'].dtype == np.int32 and first['batch_mask'].tolist() == [1.0] * 4
   labels = np.concatenate([b['label'] for b in batches])
   assert sorted(labels[:23]) == list(range(23))
@@ -408,8 +408,8 @@ def test_missing_path_and_empty_glob_fail_at_start(tmp_path):
 
 
 def test_invalid_config_is_rejected_with_the_key(clean_dir):
-  with pytest.raises(ValueError, match="normalization='zero_one'"):
-    make_train_iterator(_cfg(clean_dir, normalization='zero_one'), 2, 0, process_index=0,
+  with pytest.raises(ValueError, match="name='zip' must be one of"):
+    make_train_iterator(_cfg(clean_dir, name='zip'), 2, 0, process_index=0,
                         process_count=1)
   with pytest.raises(ValueError, match='min_resize=8 must be >= crop_size=12'):
     dataset_info(_cfg(clean_dir, min_resize=8))
@@ -490,9 +490,8 @@ def test_tfds_dataset_through_the_same_pipeline(tmp_path):
   batches = list(make_eval_iterator(cfg, 'eval', 4, process_index=0, process_count=1))
   assert batches[0]['batch_mask'].tolist() == [1, 1, 0, 0]
   for inputs, label in zip(batches[0]['inputs'][:2], batches[0]['label'][:2]):
-    # tfds stores PNG: lossless, so the eval clip is exact.
-    np.testing.assert_allclose((inputs + 1) / 2 * 255,
-                               _video(int(label), 5)[0:4, :, 2:14], atol=1e-3)
+    # tfds stores PNG: lossless, and the pixels reach the model as uint8: exact.
+    np.testing.assert_array_equal(inputs, _video(int(label), 5)[0:4, :, 2:14])
   with pytest.raises(FileNotFoundError, match="has no split 'test'"):
     make_eval_iterator(cfg, 'test', 4, process_index=0, process_count=1)
 

@@ -84,7 +84,13 @@ def make_cases(variants: List[str], modes: List[str], frames: List[int], batch: 
   return cases
 
 
-def _physical_gib() -> float:
+def device_memory_gib(device=None) -> float:
+  """What one device can hold: a GPU's/TPU's own memory (`memory_stats()`), else this
+  machine's physical memory (the CPU backend reports no limit)."""
+  device = device or jax.devices()[0]
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+  if stats and stats.get('bytes_limit'):
+    return stats['bytes_limit'] / step_report.GIB
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / step_report.GIB
 
 
@@ -158,7 +164,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('warmup', 2, 'Untimed steps before the timed ones.')
   flags.DEFINE_float(
       'time_max_gib', 0.0, 'Time only cases whose compiled total is below this; '
-      '0 -> 80% of this machine\'s physical memory.')
+      '0 -> 80% of the device\'s memory (a GPU\'s own; on CPU, physical memory).')
   flags.DEFINE_float(
       'fit_budget_gib', 0.0, 'Search the largest frame count whose compiled total fits '
       'this many GiB per device (0: no search).')
@@ -188,7 +194,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   searches = len({(c.variant, c.mode) for c in cases}) if FLAGS.fit_budget_gib else 0
-  time_max = FLAGS.time_max_gib or 0.8 * _physical_gib()
+  time_max = FLAGS.time_max_gib or 0.8 * device_memory_gib()
   result = {'meta': _meta(), 'cases': [], 'search': []}
   cache = {}
   with tqdm.tqdm(total=len(cases) + searches, unit='case', file=sys.stderr) as progress:

@@ -59,6 +59,16 @@ def _model_defaults() -> ml_collections.ConfigDict:
   # adapter, rematerialised); 0 runs all indices at once.
   model.spatial_chunk_size = 0
   model.remat = False
+  # The temporal encoder at long clips (thousands of tokens): rematerialise its blocks,
+  # and/or attend over blocks of this many queries (models/attention.py; 0 = plain
+  # attention). Same outputs and gradients; off by default (today's numbers).
+  model.temporal_remat = False
+  model.temporal_query_chunk_size = 0
+  # Stage 2 with spatial_chunk_size: run the frozen pass and the adapter in one
+  # rematerialised scan that keeps no frozen tokens (the backward pass recomputes each
+  # chunk's): memory no longer grows with frames beyond the input, for a second frozen
+  # forward pass per step. Needs freeze_spatial and spatial_chunk_size > 0.
+  model.recompute_frozen = False
   model.dtype = 'float32'  # activation dtype, models.DTYPES: 'float32' or 'bfloat16'
   # models.vivit.HEAD_INITS: 'zeros' (scenic) or 'lecun_normal' (training a small model
   # from scratch).
@@ -88,7 +98,9 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
   ds.color_jitter = 0.0  # strength of colour jitter, 0 disables
   ds.randaugment_layers = 0  # 0 disables RandAugment-style ops
   ds.randaugment_magnitude = 10
-  ds.normalization = 'minus_one_to_one'  # video_ops.NORMALIZATIONS; or 'imagenet' (mean/std)
+  # models.NORMALIZATIONS: 'minus_one_to_one' or 'imagenet' (mean/std). The pipelines
+  # yield uint8 pixels; the model normalises them on the device (models/inputs.py).
+  ds.normalization = 'minus_one_to_one'
   ds.num_test_clips = 4
   ds.num_test_crops = 3
   ds.shuffle_buffer = 256  # records per block that training permutes (per epoch, resumable)
@@ -246,6 +258,7 @@ def _checked_here() -> Dict[str, Tuple[str, ...]]:
       'model.adapter.type': models.ADAPTER_TYPES,
       'model.dtype': tuple(models.DTYPES),
       'model.head_kernel_init': tuple(models.HEAD_INITS),
+      'dataset.normalization': models.NORMALIZATIONS,
       'init_from.checkpoint_format': load.FORMATS,
       'init_from.kernel_init_method': vit_npz.KERNEL_INIT_METHODS,
       'init_from.missing_cls': vit_npz.MISSING_CLS,
@@ -288,6 +301,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_model_sizes(config) -> None:
+  if config.model.recompute_frozen and not (config.model.freeze_spatial and
+                                            config.model.spatial_chunk_size > 0):
+    raise ValueError('config.model.recompute_frozen=True needs config.model.freeze_spatial'
+                     '=True and config.model.spatial_chunk_size > 0 (it recomputes the '
+                     'frozen chunks).')
   if config.model.variant:
     from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
     variants.parse_variant(config.model.variant)

@@ -70,7 +70,7 @@ def _view_shape(config, model, params):
   from vivit_adapter import models
   # pylint: enable=g-import-not-at-top
   clip = jax.ShapeDtypeStruct((1, config.dataset.num_frames, config.dataset.crop_size,
-                               config.dataset.crop_size, 3), jnp.float32)
+                               config.dataset.crop_size, 3), jnp.uint8)
   return jax.eval_shape(
       lambda p, v: model.apply({'params': p}, v, part=models.FROZEN_PART), params, clip
   ).shape[1:]
@@ -100,7 +100,7 @@ def run(config, cache_dir: str, *, views: int, dtype: str, splits, videos_per_ba
   if views < 1:
     raise ValueError(f'--views={views} must be >= 1.')
   info = data_pipelines.dataset_info(config.dataset)
-  model = models.create_model(config.model, info.num_classes)
+  model = models.create_model(config.model, info.num_classes, config.dataset.normalization)
   params, message = start_params(config, model)
   logging.info('Frozen part from: %s', message)
   frozen = optimizers.frozen_keys(params, True)

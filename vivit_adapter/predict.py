@@ -63,7 +63,8 @@ def read_video(path: str, fps: float = 0.) -> np.ndarray:
 
 
 def eval_transform(frames: np.ndarray, ds_cfg) -> np.ndarray:
-  """The training pipeline's `video_ops.eval_clip` on decoded frames -> (T, C, C, 3) float32.
+  """The training pipeline's `video_ops.eval_clip` on decoded frames -> (T, C, C, 3) uint8,
+  which the model normalises itself.
 
   eval_clip takes encoded frames, as a record stores them; PNG is lossless, so the clip
   sees exactly the decoded pixels. Compression level 0 (stored, not deflated) keeps the
@@ -109,7 +110,8 @@ def load_run(workdir: str, step: int = -1, config=None):
     raise ValueError(f'The checkpoint in {workdir} has no output_projection (a '
                      f'classifier head); its top-level names are {sorted(params)}.')
   num_classes = params['output_projection']['kernel'].shape[-1]
-  return config, models.create_model(config.model, num_classes), params, step
+  model = models.create_model(config.model, num_classes, config.dataset.normalization)
+  return config, model, params, step
 
 
 def check_fits(model, params, clip: np.ndarray, workdir: str) -> None:

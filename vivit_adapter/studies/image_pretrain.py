@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from vivit_adapter.models import inputs as model_inputs
 from vivit_adapter.models import layers
 from vivit_adapter.models.vivit import EncoderSpec
 from vivit_adapter.studies.pretrain_settings import DEFAULT_EXPERIMENT, PretrainSettings
@@ -118,7 +119,7 @@ def make_images(num: int, *, seed: int, offset: int, resolution: int, scene,
                 normalization: str, task: str = 'position') -> ImageData:
   """`num` synthetic frames (JPEG round trip, as the videos have) and their labels."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from data_pipelines import synthetic, video_ops  # pylint: disable=g-import-not-at-top
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   frames, labels = [], []
   for i in range(offset, offset + num):
     rng = np.random.default_rng(np.random.SeedSequence([seed, _IMAGE_STREAM, i]))
@@ -126,8 +127,9 @@ def make_images(num: int, *, seed: int, offset: int, resolution: int, scene,
     jpeg = synthetic.encode_frames(example.frame[None])[0]
     frames.append(tf.io.decode_jpeg(jpeg).numpy())
     labels.append(TASKS[task][1](example))
-  x = tf.constant(np.stack(frames), tf.float32) / 255.0
-  images = video_ops.normalize(x, normalization).numpy().astype(np.float32)
+  # The image ViT takes normalised float images: the video model's normalisation, on
+  # the host once for the whole (small) set.
+  images = np.asarray(model_inputs.normalize(np.stack(frames), normalization), np.float32)
   return ImageData(images, np.asarray(labels, np.int32))
 
 

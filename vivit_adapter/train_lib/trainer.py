@@ -92,7 +92,7 @@ def setup(config, workdir) -> Setup:
   mesh = parallel.make_mesh()
   source = data_source.make_source(config)
   info = source.info
-  model = create_model(config.model, info.num_classes)
+  model = create_model(config.model, info.num_classes, config.dataset.normalization)
   steps_per_epoch, total_steps = setup_lengths(config, info)
   state, parts = setup_state(config, model, mesh, info.num_classes, steps_per_epoch,
                              total_steps, part=source.part)
