@@ -15,7 +15,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadgroup --durations=15 tests
 
 demo: $(STAMP)
 	$(PY) -m vivit_adapter.demo --workdir=runs/demo

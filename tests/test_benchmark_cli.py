@@ -253,9 +253,9 @@ def test_cached_mode_steps_on_stored_features_and_times_extraction():
   compiled, figures = step_cases.compile_built(built)
   stage2 = step_cases.compile_case(tiny_case('stage2'))
   assert figures['params'] == stage2['params']  # same trainable/frozen split
-  # The batch is bf16 features, not a float32 video; the frozen pass holds no memory at
+  # The batch is bf16 features, not a uint8 video; the frozen pass holds no memory at
   # the step's peak in either mode, so temp is not smaller at this size.
-  video_bytes, feature_bytes = 2 * 8 * 32 * 32 * 3 * 4, 2 * 4 * 5 * 192 * 2
+  video_bytes, feature_bytes = 2 * 8 * 32 * 32 * 3 * 1, 2 * 4 * 5 * 192 * 2
   assert (stage2['memory']['argument'] - figures['memory']['argument']
           == video_bytes - feature_bytes)
   timing = step_cases.time_case(case, built, compiled, steps_timed=2, warmup=1)

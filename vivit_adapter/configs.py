@@ -12,6 +12,10 @@ from typing import Dict, Tuple
 
 import ml_collections
 
+# Re-exported: config.json's name and the comparisons live in a leaf module that the
+# owners of the choices below can import too.
+from vivit_adapter.config_diff import CONFIG_FILE, differences, flat_dict, under  # pylint: disable=unused-import
+
 # Stage names. `config.stage` is a label: the recipe functions (recipes.stage1, stage2,
 # baseline) set it together with the fields that make the stage (freeze_spatial, adapter,
 # init_from); no code branches on it to choose a recipe. The trainer records it in its run
@@ -178,8 +182,6 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-CONFIG_FILE = 'config.json'
-
 # Keys whose values fix the shapes of the parameters or of the optimizer state: a workdir's
 # checkpoints cannot be resumed under other values (`changes_refused`).
 STATE_SHAPE_KEYS = (
@@ -195,36 +197,6 @@ BOOKKEEPING_KEYS = (
     'max_to_keep', 'max_eval_batches', 'run_test', 'eval_batch_size', 'feature_cache',
     'init_from', 'dataset.base_dir', 'dataset.label_map', 'dataset.tfds_data_dir',
     'dataset.num_parallel_reads', 'dataset.max_bad_fraction')
-
-
-def flat_dict(tree, prefix: str = '') -> Dict[str, object]:
-  """A nested dict (or ConfigDict) as {'a.b.c': leaf}, leaves as JSON has them (tuples
-  become lists), so a config compares equal to the config.json it was saved as."""
-  import json  # pylint: disable=g-import-not-at-top
-  if isinstance(tree, ml_collections.ConfigDict):
-    tree = tree.to_dict()
-  out = {}
-  for key, value in json.loads(json.dumps(tree, default=str)).items():
-    if isinstance(value, dict):
-      out.update(flat_dict(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
-def differences(old, new) -> Dict[str, Tuple[object, object]]:
-  """{dotted key: (old value, new value)} for the keys both configs have that differ.
-
-  A key added to (or removed from) this file since `old` was saved is not a difference:
-  a new key's default keeps the old behaviour.
-  """
-  a, b = flat_dict(old), flat_dict(new)
-  return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]}
-
-
-def under(key: str, prefixes) -> bool:
-  """Whether dotted `key` is one of `prefixes` or lies below one."""
-  return any(key == p or key.startswith(p + '.') for p in prefixes)
 
 
 def choices() -> Dict[str, Tuple[str, ...]]:

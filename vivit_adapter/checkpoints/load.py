@@ -17,7 +17,7 @@ import numpy as np
 
 from data_pipelines import cli
 from data_pipelines import fs
-from vivit_adapter import configs
+from vivit_adapter import config_diff
 from vivit_adapter.checkpoints import merge, scenic, stage2, vit_npz, workdir
 from vivit_adapter.models import names
 
@@ -119,15 +119,15 @@ def _from_vit_npz(init_cfg, path, target_params, target_grid) -> merge.Merged:
 def _size_changes(where: str, model_config: ml_collections.ConfigDict) -> str:
   """'model.hidden_size: 64 in RUN/config.json, 32 in this config' for a workdir
   checkpoint (`where` = RUN/checkpoints/STEP) whose run had other model sizes; else ''."""
-  path = os.path.join(os.path.dirname(os.path.dirname(where)), configs.CONFIG_FILE)
+  path = os.path.join(os.path.dirname(os.path.dirname(where)), config_diff.CONFIG_FILE)
   if not fs.exists(path):
     return ''
   with fs.open(path) as f:
     saved = json.load(f).get('model', {})
-  changes = configs.differences({'model': saved}, {'model': model_config.to_dict()})
+  changes = config_diff.differences({'model': saved}, {'model': model_config.to_dict()})
   return '; '.join(f'{k}: {old!r} in {path}, {new!r} in this config'
                    for k, (old, new) in changes.items()
-                   if configs.under(k, _SHARED_SIZE_KEYS))
+                   if config_diff.under(k, _SHARED_SIZE_KEYS))
 
 
 def _from_video(fmt, init_cfg, path, target_params,

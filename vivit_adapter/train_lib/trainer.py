@@ -105,6 +105,9 @@ def setup(config, workdir) -> Setup:
 def _check_finite(metrics, step, manager):
   loss = float(jax.device_get(metrics['loss']))
   if not np.isfinite(loss):
+    # A save of an earlier (finite) step may still be in flight: finish it before the
+    # error ends the process, so the checkpoint named below is complete.
+    checkpointing.wait_until_finished(manager)
     last = manager.latest_step()
     where = (f'the last good checkpoint is step {last} in {manager.directory}'
              if last is not None else 'no checkpoint was written yet')
