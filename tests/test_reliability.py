@@ -102,6 +102,37 @@ def test_a_cut_training_shard_counts_towards_max_bad_fraction(tmp_path):
                    '11 whole records were read before it', message), message
 
 
+def test_resuming_on_another_number_of_processes_is_a_config_error(tmp_path):
+  # A run saved on one host, resumed on two: process 1 is handed process 0's data state.
+  _tiny_table(str(tmp_path / 'train.tfrecord'), 8, 2)
+  cfg = configs.base_config().dataset
+  cfg.update(dict(base_dir=str(tmp_path), num_classes=8, num_frames=4, stride=1,
+                  min_resize=8, crop_size=8))
+  state = make_train_iterator(cfg, 2, seed=0, process_index=0, process_count=1).state
+  with pytest.raises(cli.ConfigError) as e:
+    make_train_iterator(cfg, 2, seed=0, state=state, process_index=1, process_count=2)
+  assert cli.exit_code(e.value) == cli.USAGE_ERROR
+  assert str(e.value) == (
+      'Input pipeline state was saved with process_index=0 but this run has '
+      'process_index=1; the stream cannot be resumed. Resume with the seed and number of '
+      'processes the checkpoint was saved with, or use a new --workdir.')
+
+
+def test_too_little_disk_for_a_feature_cache_exits_74(tmp_path, monkeypatch):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from vivit_adapter.features import extraction  # pylint: disable=g-import-not-at-top
+  full = shutil._ntuple_diskusage(10, 10, 10)  # pylint: disable=protected-access
+  monkeypatch.setattr(shutil, 'disk_usage', lambda path: full)
+  plan = extraction.Plan('train', ['a'], [0], views=4, num_videos=1000)
+  with pytest.raises(OSError) as e:
+    extraction.check_disk(str(tmp_path), [plan], (8, 16, 32), 'bfloat16')
+  assert cli.exit_code(e.value) == cli.IO_ERROR
+  assert re.fullmatch(
+      rf'{tmp_path}: the cache needs 0\.\d+ GiB but only 0\.000 GiB are free \(fewer '
+      r'--views or a pooled adapter need less\); free some space or write elsewhere .*',
+      cli.message(e.value)), cli.message(e.value)
+
+
 def _write_frameless_video(path):
   """An AVI with a video stream and no frame (an MP4 without frames has no stream)."""
   with av.open(path, 'w') as container:
@@ -161,3 +192,16 @@ def test_help_of_every_program_exits_0_without_tensorflow_jax_or_torch(program):
                         capture_output=True, timeout=60, check=False)
   result = proc.stdout.strip().splitlines()[-1]
   assert result == 'RESULT 0 none', (result, proc.stderr[-2000:])
+
+
+def test_the_doc_has_the_exit_codes_and_cites_tests_that_exist():
+  with open(os.path.join(tu.REPO, 'docs', 'reliability.md')) as f:
+    doc = f.read()
+  with open(os.path.join(tu.REPO, 'README.md')) as f:
+    assert '(docs/reliability.md)' in f.read()
+  assert cli.code_table() in doc
+  cited = re.findall(r'(tests/\w+\.py)::(\w+)', doc)
+  assert len({row for row in re.findall(r'^\| (\d+) \|', doc, re.M)}) >= 25
+  for path, name in cited:
+    with open(os.path.join(tu.REPO, path)) as f:
+      assert re.search(rf'^def {name}\(', f.read(), re.M), f'{path}::{name}'
