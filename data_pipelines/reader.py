@@ -476,8 +476,11 @@ def _initial_state(seed: int, process_index: int, process_count: int,
                      f'{sorted(fresh)}.')
   for key in ('seed', 'process_index', 'process_count'):
     if int(state[key]) != fresh[key]:
-      raise ValueError(f'Input pipeline state was saved with {key}={state[key]} but this '
-                       f'run has {key}={fresh[key]}; the stream cannot be resumed.')
+      # The user's choice (another seed, another number of hosts), not a bug: one line.
+      raise cli.ConfigError(
+          f'Input pipeline state was saved with {key}={state[key]} but this run has '
+          f'{key}={fresh[key]}; the stream cannot be resumed. Resume with the seed and '
+          'number of processes the checkpoint was saved with, or use a new --workdir.')
   return {k: int(v) for k, v in state.items()}
 
 

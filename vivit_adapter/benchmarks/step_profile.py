@@ -24,9 +24,12 @@ from typing import Dict
 
 from absl import app
 from absl import flags
-import jax
 
-from vivit_adapter.benchmarks import step_cases
+from data_pipelines import cli
+
+# Loaded on first use, so that --help answers without JAX (data_pipelines.cli).
+jax = cli.lazy_module('jax')
+step_cases = cli.lazy_module('vivit_adapter.benchmarks.step_cases')
 
 # op_name fragment -> part, first match wins (flax's attention names its projections
 # query/key/value/out; MlpBlock's dense layers are Dense_0 and Dense_1).
@@ -57,13 +60,14 @@ def part_of(op_name: str) -> str:
   return ('backward ' if 'transpose(' in op_name else 'forward ') + part
 
 
-def profile_case(case: step_cases.Case, steps: int = 1, warmup: int = 2) -> Dict[str, float]:
+def profile_case(case: 'step_cases.Case', steps: int = 1,
+                 warmup: int = 2) -> Dict[str, float]:
   """Seconds per step by part (see module docstring), plus 'wall s/step'."""
   built = step_cases.build(case)
   compiled, _ = step_cases.compile_built(built)
   names = op_names(compiled.as_text())
   # pylint: disable=protected-access
-  state, batch = step_cases._real_state(built, 0), step_cases._real_batch(case, 0)
+  state, batch = step_cases._real_state(built, 0), step_cases._real_batch(case, built, 0)
   # pylint: enable=protected-access
   for _ in range(warmup):
     state, _ = compiled(state, batch)
@@ -112,5 +116,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.start()
   define_flags()
-  app.run(main)
+  app.run(cli.absl_main(main), flags_parser=cli.absl_flags_parser())

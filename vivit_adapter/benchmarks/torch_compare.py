@@ -41,18 +41,19 @@ from typing import Callable, Dict, Sequence
 
 from absl import app
 from absl import flags
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-import torch
 
+from data_pipelines import cli
 from vivit_adapter import configs
-from vivit_adapter import models
-from vivit_adapter.benchmarks import step_cases
-from vivit_adapter.benchmarks import torch_reference
-from vivit_adapter.models import inputs as model_inputs
-from vivit_adapter.train_lib import assembly
+
+# Loaded on first use, so that --help answers without JAX or torch (data_pipelines.cli).
+jax = cli.lazy_module('jax')
+optax = cli.lazy_module('optax')
+torch = cli.lazy_module('torch')
+models = cli.lazy_module('vivit_adapter.models')
+step_cases = cli.lazy_module('vivit_adapter.benchmarks.step_cases')
+torch_reference = cli.lazy_module('vivit_adapter.benchmarks.torch_reference')
+assembly = cli.lazy_module('vivit_adapter.train_lib.assembly')
 
 
 LEARNING_RATE = 0.01
@@ -81,7 +82,7 @@ def limit_cpus(threads: int) -> int:
 def build_models(model_config, num_classes: int, input_shape, seed: int = 0):
   """The Flax model, its initial params and a `TorchViViTFE` holding the same values."""
   flax_model = models.create_model(model_config, num_classes, NORMALIZATION)
-  video = jnp.zeros((1,) + tuple(input_shape) + (3,), jnp.uint8)
+  video = jax.numpy.zeros((1,) + tuple(input_shape) + (3,), np.uint8)
   params = jax.jit(flax_model.init)(jax.random.PRNGKey(seed), video)['params']
   torch_model = torch_reference.from_model_config(model_config, num_classes, input_shape)
   torch_reference.load_flax_params(torch_model, params)
@@ -129,7 +130,7 @@ def make_torch_step(model, learning_rate: float, momentum: float) -> Callable:
   update, zero_grad."""
   # torch's SGD with dampening 0 is optax.sgd's momentum: buf = m * buf + g; p -= lr * buf.
   optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
-  scale, offset = (torch.from_numpy(a) for a in model_inputs.pixel_affine(NORMALIZATION))
+  scale, offset = (torch.from_numpy(a) for a in models.inputs.pixel_affine(NORMALIZATION))
   model.train()
 
   def step(pixels, labels):
@@ -145,7 +146,7 @@ def make_torch_step(model, learning_rate: float, momentum: float) -> Callable:
 
 def _jax_runner(model, params, batches) -> Callable[[], float]:
   state, step = make_jax_step(model, params, LEARNING_RATE, MOMENTUM)
-  batches = itertools.cycle([(jnp.asarray(v), jnp.asarray(y)) for v, y in batches])
+  batches = itertools.cycle([(jax.numpy.asarray(v), jax.numpy.asarray(y)) for v, y in batches])
   holder = {'state': state}
 
   def run():
@@ -159,8 +160,8 @@ def _jax_runner(model, params, batches) -> Callable[[], float]:
 
 def _trainer_runner(model, params, batches, num_classes: int) -> Callable[[], float]:
   state, step = make_trainer_step(model, params, num_classes)
-  batches = itertools.cycle([{'inputs': jnp.asarray(v), 'label': jnp.asarray(y, jnp.int32)}
-                             for v, y in batches])
+  batches = itertools.cycle([{'inputs': jax.numpy.asarray(v),
+                              'label': jax.numpy.asarray(y, np.int32)} for v, y in batches])
   holder = {'state': state}
 
   def run():
@@ -249,7 +250,7 @@ def compare(model_config, num_classes: int, frames: int, resolution: int, batch:
   timed = {}
   if 'trainer' in runners:  # its own copy of the initial parameters (each runner donates)
     timed['jax (trainer step)'] = _trainer_runner(
-        flax_model, jax.tree.map(jnp.copy, params), batches, num_classes)
+        flax_model, jax.tree.map(jax.numpy.copy, params), batches, num_classes)
   if 'jax' in runners:
     timed['jax'] = _jax_runner(flax_model, params, batches)
   if torch_compile:
@@ -375,5 +376,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.start()
   define_flags()
-  app.run(main)
+  app.run(cli.absl_main(main), flags_parser=cli.absl_flags_parser())

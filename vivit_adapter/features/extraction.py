@@ -8,6 +8,7 @@ skips the finished shards and redoes the rest, drawing the same random views.
 """
 
 import dataclasses
+import errno
 import os
 import shutil
 import time
@@ -79,9 +80,10 @@ def check_disk(cache_dir: str, plans: List[Plan], view_shape, dtype: str) -> int
     return need  # an object store: no local free-space figure to check against
   free = shutil.disk_usage(_existing_parent(cache_dir)).free
   if free < need:
-    raise OSError(f'{cache_dir}: the cache needs {need / 2**30:.3f} GiB but only '
-                  f'{free / 2**30:.3f} GiB are free. Free space, choose another '
-                  '--cache_dir, store fewer --views, or pick a pooled adapter.')
+    # With its errno, so that the program exits cli.IO_ERROR, not as a bug.
+    raise OSError(errno.ENOSPC, f'the cache needs {need / 2**30:.3f} GiB but only '
+                  f'{free / 2**30:.3f} GiB are free (fewer --views or a pooled adapter '
+                  'need less)', cache_dir)
   return need
 
 

@@ -1,0 +1,207 @@
+"""The rows of docs/reliability.md that no module's own test file proves: each bad input
+or fault as the user meets it (the program's exit code and its one line), kept fast."""
+
+import os
+import re
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+
+from data_pipelines import cli
+from data_pipelines import convert_videos
+from data_pipelines import dmvr_format
+from data_pipelines import make_train_iterator
+from tests import trainer_utils as tu
+from vivit_adapter import configs
+from vivit_adapter.train_lib import workdir_guard
+
+PROGRAM = 'vivit_adapter.main: error: '
+
+
+def _run_main(config_path, workdir, *overrides):
+  return subprocess.run(tu.main_command(config_path, workdir, *overrides), cwd=tu.REPO,
+                        env=tu.env(), capture_output=True, text=True, timeout=120,
+                        check=False)
+
+
+def _finished_workdir(tmp_path, base_dir):
+  """What a finished tiny run leaves for the guard: config.json and a step directory."""
+  workdir = tmp_path / 'run'
+  os.makedirs(workdir / 'checkpoints' / '6')
+  configs.save(tu.tiny_config(base_dir), str(workdir))
+  return workdir
+
+
+def test_main_refuses_a_rerun_with_another_model_in_one_line(tmp_path):
+  config_path = tu.write_config(tmp_path, str(tmp_path / 'data'))
+  workdir = _finished_workdir(tmp_path, str(tmp_path / 'data'))
+  before = (workdir / configs.CONFIG_FILE).read_bytes()
+  proc = _run_main(config_path, workdir, '--config.model.hidden_size=64')
+  assert proc.returncode == cli.USAGE_ERROR, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [
+      f'{PROGRAM}--workdir={workdir} holds checkpoints of another model; this config '
+      'changes what they were trained with: model.hidden_size: 32 in config.json, 64 now. '
+      'Use a new --workdir for this config; the checkpoints there are untouched.']
+  assert (workdir / configs.CONFIG_FILE).read_bytes() == before
+  assert sorted(os.listdir(workdir)) == ['checkpoints', configs.CONFIG_FILE]
+
+
+def test_main_probes_an_unwritable_workdir_at_start_and_exits_74(tmp_path):
+  # Data present (start-up only looks for the training shards), so that the first
+  # thing to fail is the write probe. /sys refuses new entries even to root.
+  with dmvr_format.ShardedWriter(str(tmp_path / 'data' / 'train.tfrecord'), 1) as writer:
+    writer.write(b'x')
+  config_path = tu.write_config(tmp_path, str(tmp_path / 'data'))
+  workdir = '/sys/vivit_adapter_reliability_run'
+  proc = _run_main(config_path, workdir)
+  assert proc.returncode == cli.IO_ERROR, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'{PROGRAM}{workdir}: cannot write to --workdir ('), last
+  assert last.endswith('; choose a path this user can write to'), last
+  assert 'Traceback' not in proc.stderr
+
+
+def test_a_damaged_config_json_is_a_one_line_error(tmp_path):
+  workdir = _finished_workdir(tmp_path, str(tmp_path / 'data'))
+  (workdir / configs.CONFIG_FILE).write_text('{"model": {"hidden_size": 3')  # cut short
+  with pytest.raises(cli.ConfigError) as e:
+    workdir_guard.check_workdir(tu.tiny_config(str(tmp_path / 'data')), str(workdir))
+  assert re.fullmatch(rf'{workdir}/config\.json is not valid JSON \(.*\); restore it from '
+                      r'a copy, or use a new --workdir\.', str(e.value)), str(e.value)
+
+
+def _tiny_table(prefix, num_videos, num_shards):
+  """`num_videos` 4-frame 8x8 clips, labelled by index, dealt round robin into shards."""
+  frames = np.full((4, 8, 8, 3), 128, np.uint8)
+  with dmvr_format.ShardedWriter(prefix, num_shards) as writer:
+    for label in range(num_videos):
+      writer.write(dmvr_format.make_sequence_example(
+          dmvr_format.encode_jpeg_frames(frames), label).SerializeToString())
+
+
+def test_a_cut_training_shard_counts_towards_max_bad_fraction(tmp_path):
+  # 0 is strict: the cut tail of shard 1 stops training, naming the file and the byte.
+  _tiny_table(str(tmp_path / 'train.tfrecord'), 24, 2)
+  cut = tmp_path / 'train.tfrecord-00001-of-00002'
+  cut.write_bytes(cut.read_bytes()[:-100])
+  cfg = configs.base_config().dataset
+  cfg.update(dict(base_dir=str(tmp_path), num_classes=24, num_frames=4, stride=1,
+                  min_resize=8, crop_size=8, shuffle_buffer=4, max_bad_fraction=0.0))
+  it = make_train_iterator(cfg, batch_size=4, seed=0, process_index=0, process_count=1)
+  with pytest.raises(cli.DataError) as e:
+    for _ in range(12):
+      next(it)
+  message = str(e.value)
+  assert '\n' not in message
+  assert re.match(r'1 bad records already in epoch 0 of training on this host, more than '
+                  r'config\.dataset\.max_bad_fraction=0\.0 of its 24 records allow', message)
+  assert re.search(rf'{cut} record 11: the file is cut short or damaged at byte \d+ of \d+: '
+                   '11 whole records were read before it', message), message
+
+
+def test_resuming_on_another_number_of_processes_is_a_config_error(tmp_path):
+  # A run saved on one host, resumed on two: process 1 is handed process 0's data state.
+  _tiny_table(str(tmp_path / 'train.tfrecord'), 8, 2)
+  cfg = configs.base_config().dataset
+  cfg.update(dict(base_dir=str(tmp_path), num_classes=8, num_frames=4, stride=1,
+                  min_resize=8, crop_size=8))
+  state = make_train_iterator(cfg, 2, seed=0, process_index=0, process_count=1).state
+  with pytest.raises(cli.ConfigError) as e:
+    make_train_iterator(cfg, 2, seed=0, state=state, process_index=1, process_count=2)
+  assert cli.exit_code(e.value) == cli.USAGE_ERROR
+  assert str(e.value) == (
+      'Input pipeline state was saved with process_index=0 but this run has '
+      'process_index=1; the stream cannot be resumed. Resume with the seed and number of '
+      'processes the checkpoint was saved with, or use a new --workdir.')
+
+
+def test_too_little_disk_for_a_feature_cache_exits_74(tmp_path, monkeypatch):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from vivit_adapter.features import extraction  # pylint: disable=g-import-not-at-top
+  full = shutil._ntuple_diskusage(10, 10, 10)  # pylint: disable=protected-access
+  monkeypatch.setattr(shutil, 'disk_usage', lambda path: full)
+  plan = extraction.Plan('train', ['a'], [0], views=4, num_videos=1000)
+  with pytest.raises(OSError) as e:
+    extraction.check_disk(str(tmp_path), [plan], (8, 16, 32), 'bfloat16')
+  assert cli.exit_code(e.value) == cli.IO_ERROR
+  assert re.fullmatch(
+      rf'{tmp_path}: the cache needs 0\.\d+ GiB but only 0\.000 GiB are free \(fewer '
+      r'--views or a pooled adapter need less\); free some space or write elsewhere .*',
+      cli.message(e.value)), cli.message(e.value)
+
+
+def _write_frameless_video(path):
+  """An AVI with a video stream and no frame (an MP4 without frames has no stream)."""
+  with av.open(path, 'w') as container:
+    stream = container.add_stream('mpeg4', rate=10)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+    container.start_encoding()
+
+
+def test_a_zero_frame_video_is_skipped_by_the_converter_and_refused_by_predict(tmp_path):
+  from vivit_adapter import predict  # pylint: disable=g-import-not-at-top
+  video = str(tmp_path / 'empty.avi')
+  _write_frameless_video(video)
+  csv_path = tmp_path / 'list.csv'
+  csv_path.write_text(f'{video},0\n')
+  report = convert_videos.convert(str(csv_path), f'{tmp_path}/o/train.tfrecord@1',
+                                  num_workers=1, progress=False)
+  assert (report['written'], report['skipped']) == (0, 1)
+  assert report['skipped_files'][0]['reason'] == 'ValueError: no frames decoded'
+  with pytest.raises(cli.DataError, match=re.escape(
+      '1 of 1 videos were skipped (100.0% > --max_skipped_fraction=0.05)')):
+    convert_videos.check_skipped(report, 0.05)
+  with pytest.raises(ValueError, match=re.escape(
+      f'--video={video!r} could not be decoded as a video: ValueError: no frames decoded')):
+    predict.read_video(video)
+
+
+def _programs():
+  """Every module of the two packages that runs as a program (`python -m ...`)."""
+  found = []
+  for package in ('vivit_adapter', 'data_pipelines'):
+    for root, _, names in os.walk(os.path.join(tu.REPO, package)):
+      for name in names:
+        path = os.path.join(root, name)
+        if name.endswith('.py') and "if __name__ == '__main__':" in open(path).read():
+          found.append(os.path.relpath(path, tu.REPO)[:-3].replace(os.sep, '.'))
+  return sorted(found)
+
+
+# As tests/test_cli.py's check, for every program found (the benchmark tools included).
+_HELP = '''
+import runpy, sys
+module = sys.argv[1]
+sys.argv = [module, '--help']
+try:
+  runpy.run_module(module, run_name='__main__', alter_sys=True)
+except SystemExit as e:
+  code = e.code
+heavy = [m for m in ('tensorflow', 'jax', 'flax', 'orbax', 'torch')
+         if type(sys.modules.get(m)).__name__ not in ('NoneType', '_LazyModule')]
+print('RESULT', code or 0, ','.join(heavy) or 'none')
+'''
+
+
+@pytest.mark.parametrize('program', _programs())
+def test_help_of_every_program_exits_0_without_tensorflow_jax_or_torch(program):
+  proc = subprocess.run([sys.executable, '-c', _HELP, program], cwd=tu.REPO, text=True,
+                        capture_output=True, timeout=60, check=False)
+  result = proc.stdout.strip().splitlines()[-1]
+  assert result == 'RESULT 0 none', (result, proc.stderr[-2000:])
+
+
+def test_the_doc_has_the_exit_codes_and_cites_tests_that_exist():
+  with open(os.path.join(tu.REPO, 'docs', 'reliability.md')) as f:
+    doc = f.read()
+  with open(os.path.join(tu.REPO, 'README.md')) as f:
+    assert '(docs/reliability.md)' in f.read()
+  assert cli.code_table() in doc
+  cited = re.findall(r'(tests/\w+\.py)::(\w+)', doc)
+  assert len({row for row in re.findall(r'^\| (\d+) \|', doc, re.M)}) >= 25
+  for path, name in cited:
+    with open(os.path.join(tu.REPO, path)) as f:
+      assert re.search(rf'^def {name}\(', f.read(), re.M), f'{path}::{name}'
