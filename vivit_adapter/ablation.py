@@ -1,10 +1,12 @@
-r"""The paper's ablation table, in miniature, on the synthetic action dataset.
+r"""The paper's ablation, tuned fairly, on the 64-px miniature (or an existing dataset).
 
   python -m vivit_adapter.ablation --workdir=runs/ablation --out=docs/ablation \
-      [--seeds=0,1,2] [--rows=baseline,I,III,V,...] [--data=DIR] [--quick]
+      [--seeds=0,1,2] [--rows=baseline,I,III,V,...] [--data=DIR | --dataset_dir=DIR] \
+      [--image_checkpoint=PATH.npz] [--benchmark_json=OUT.json] [--quick] [--report_only]
 
-The program: flags, then `vivit_adapter.studies.ablation.run.run_ablation`; the rows,
-schedules and reuse rule are described in `vivit_adapter/studies/ablation/__init__.py`.
+The program: flags, then `vivit_adapter.studies.ablation.run.run_ablation`; the sweep,
+the rows, the caches and the reuse rule are described in
+`vivit_adapter/studies/ablation/__init__.py`.
 """
 
 import argparse
@@ -20,13 +22,23 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument('--workdir', required=True, help='one sub-folder per seed and run')
   parser.add_argument('--out', required=True, help='output prefix, e.g. docs/ablation')
   parser.add_argument('--seeds', default='0,1,2', help='comma-separated seeds')
-  parser.add_argument('--rows', default='', help='comma-separated row names (default all)')
-  parser.add_argument('--data', default='', help='synthetic dataset (default '
+  parser.add_argument('--rows', default='', help='comma-separated row names (default all); '
+                      'the sweep runs what they need')
+  parser.add_argument('--data', default='', help='the synthetic dataset (default '
                       '<workdir>/data, generated when missing)')
+  parser.add_argument('--dataset_dir', default='', help='an existing DMVR dataset instead '
+                      '(train.tfrecord@*, label_map.txt; validation/test tables optional)')
+  parser.add_argument('--image_checkpoint', default='', help='image ViT .npz the spatial '
+                      'encoder starts from (default: pretrained by the study)')
+  parser.add_argument('--benchmark_json', default='', help='OUT.json of python -m '
+                      'vivit_adapter.benchmark: the compute-only step ratios in the report')
   parser.add_argument('--quick', action='store_true', help='tiny model, data and steps')
   parser.add_argument('--report_only', action='store_true',
-                      help='train nothing: write the table from the finished runs')
-  return parser.parse_args(argv)
+                      help='train nothing: write the tables from the finished runs')
+  args = parser.parse_args(argv)
+  if args.data and args.dataset_dir:
+    parser.error('--data (synthetic) and --dataset_dir (existing) exclude each other.')
+  return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
@@ -39,7 +51,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
       workdir=args.workdir, out=args.out,
       seeds=[int(s) for s in args.seeds.split(',') if s.strip()],
       row_names=[r for r in args.rows.split(',') if r], data_dir=args.data,
-      quick=args.quick, train=not args.report_only, command=command)
+      dataset_dir=args.dataset_dir, image_checkpoint=args.image_checkpoint,
+      benchmark_json=args.benchmark_json, quick=args.quick, train=not args.report_only,
+      command=command)
 
 
 if __name__ == '__main__':
