@@ -34,7 +34,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       'vivit_adapter.benchmark: the compute-only step ratios in the report')
   parser.add_argument('--quick', action='store_true', help='tiny model, data and steps')
   parser.add_argument('--report_only', action='store_true',
-                      help='train nothing: write the tables from the finished runs')
+                      help='train nothing: write the tables from the finished runs '
+                      '(with no runs in --workdir: from the last <out>.json)')
   args = parser.parse_args(argv)
   if args.data and args.dataset_dir:
     parser.error('--data (synthetic) and --dataset_dir (existing) exclude each other.')

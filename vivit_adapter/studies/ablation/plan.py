@@ -255,7 +255,7 @@ def _adapter_study_rows(plan, choice, image, two_stage) -> List[Row]:
               image('attention', w)) for w in plan.adapter_widths]
   for factor in plan.lr_factors:
     lr = s2.lr * factor
-    rows.append(Row(f'III_lr{lr:.3g}', 'adapter_study', f'III at {factor:.3g}x the chosen '
+    rows.append(Row(f'III_lr_x{factor:.2g}', 'adapter_study', f'III at {factor:.2g}x the chosen '
                     f'stage-2 learning rate ({lr:.3g})',
                     image('attention', schedule=dataclasses.replace(s2, lr=lr))))
   rows.append(Row('I_mlp', 'adapter_study', 'frozen image spatial + the mlp adapter '
