@@ -31,6 +31,10 @@ EXTRAS_REQUIRE = {
     # plain PyPI resolves this pin to the multi-GB CUDA build.
     'torch': ['torch==2.13.0'],
     'test': ['pytest==9.0.3', 'av==18.1.0', 'torch==2.13.0'],
+    # NVIDIA GPUs: JAX's CUDA 12 plugin with the CUDA libraries as wheels (no system
+    # CUDA needed, only an NVIDIA driver >= 525), pinned to the jax above. TensorFlow
+    # stays tensorflow-cpu: it only reads the input and must not take the GPUs.
+    'cuda': ['jax[cuda12]==0.10.2'],
 }
 
 setuptools.setup(

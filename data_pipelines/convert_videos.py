@@ -7,8 +7,12 @@ Each CSV row is `path,label` (an optional `path,label` header is skipped); relat
 are resolved against the CSV's folder. A label is an integer, or a class name looked up
 in the label map: --label_map, else DIR/label_map.txt from an earlier split, else a new
 sorted map of the names in the CSV. Videos are decoded with PyAV in parallel processes;
-a video that cannot be read is reported and skipped. The output folder also gets
-`metadata.json` (splits merged across calls), `label_map.txt` and `<split>.report.json`.
+a video that cannot be read is reported (CSV row, reason) and skipped. The output folder
+also gets `metadata.json` (splits merged across calls), `label_map.txt` and
+`<split>.report.json`. The last line says how many videos were skipped; more than
+--max_skipped_fraction of them (default 0.05) exits 1 (cli.DATA_ERROR), the shards being
+written all the same; a bad CSV or label map exits 2, a full disk 74 (no half-written
+shard is left).
 """
 
 import argparse
@@ -26,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tqdm
 
+from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import fs
 
@@ -200,6 +205,12 @@ def _split_name(output: str) -> Tuple[str, str, int]:
   return prefix, os.path.basename(prefix).split('.')[0], int(count)
 
 
+def report_path(output: str) -> str:
+  """DIR/<split>.report.json for --output=DIR/<split>.tfrecord@N."""
+  prefix, split, _ = _split_name(output)
+  return os.path.join(os.path.dirname(fs.abspath(prefix)), f'{split}.report.json')
+
+
 def _choose_label_map(label_map: str, output_dir: str) -> Tuple[Optional[List[str]], str]:
   """--label_map, else the output folder's label map from an earlier split, else none."""
   existing = os.path.join(output_dir, LABEL_MAP_FILE)
@@ -255,18 +266,33 @@ def convert(csv_path: str, output: str, *, label_map: str = '', fps: float = 0.,
             'written': writer.num_written, 'skipped': len(skipped),
             'skipped_files': sorted(skipped, key=lambda s: s['row']),
             'num_classes': len(names)}
-  fs.atomic_write(os.path.join(output_dir, f'{split}.report.json'),
+  fs.atomic_write(report_path(output),
                 json.dumps(report, indent=2) + '\n')
   merge_split_metadata(output_dir, split, writer.num_written, names,
                        table=f'{os.path.basename(prefix)}@{num_shards}',
                        source='data_pipelines.convert_videos')
-  print(f'{split}: wrote {writer.num_written} videos to {output}, skipped {len(skipped)} '
-        f'(report: {os.path.join(output_dir, split + ".report.json")}).')
+  print(f'{split}: wrote {writer.num_written} videos to {output}; skipped {len(skipped)} of '
+        f'{len(rows)} (each listed above; report: {report_path(output)}).', flush=True)
   return report
 
 
+def check_skipped(report: Dict, max_skipped_fraction: float) -> None:
+  """Raises cli.DataError when more than `max_skipped_fraction` of the videos (or all of
+  them) could not be converted."""
+  total = report['written'] + report['skipped']
+  fraction = report['skipped'] / max(total, 1)
+  if report['written'] and fraction <= max_skipped_fraction:
+    return
+  raise cli.DataError(
+      f'{report["skipped"]} of {total} videos were skipped ({fraction:.1%} > '
+      f'--max_skipped_fraction={max_skipped_fraction}); the reasons are listed above and in '
+      f'{report_path(report["output"])}. Fix or remove those CSV rows and convert again, or raise '
+      '--max_skipped_fraction.')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  """The CLI; returns 1 when no video could be converted."""
+  """The CLI; returns the exit code (data_pipelines.cli): 1 when too many videos were
+  skipped (or none written), 2 for a bad CSV, label map or flag."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--csv', required=True, help='rows "path,label"')
   parser.add_argument('--output', required=True, help='DIR/<split>.tfrecord@N')
@@ -277,13 +303,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--jpeg_quality', type=int, default=90)
   parser.add_argument('--shuffle_seed', type=int, default=0, help='-1 keeps CSV order')
   parser.add_argument('--no_progress', action='store_true')
+  parser.add_argument('--max_skipped_fraction', type=float, default=0.05,
+                      help='exit 1 when more than this fraction of the videos cannot be '
+                      'converted (the shards are written all the same)')
+  cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
-  report = convert(args.csv, args.output, label_map=args.label_map, fps=args.fps,
-                   min_resize=args.min_resize, num_workers=args.num_workers,
-                   jpeg_quality=args.jpeg_quality, shuffle_seed=args.shuffle_seed,
-                   progress=not args.no_progress)
-  return 0 if report['written'] else 1
+  cli.set_verbosity(args.verbosity)
+  return cli.run(_convert, args, program='data_pipelines.convert_videos')
+
+
+def _convert(args: argparse.Namespace) -> None:
+  with cli.usage_errors():  # a ValueError here is the CSV's or the label map's
+    report = convert(args.csv, args.output, label_map=args.label_map, fps=args.fps,
+                     min_resize=args.min_resize, num_workers=args.num_workers,
+                     jpeg_quality=args.jpeg_quality, shuffle_seed=args.shuffle_seed,
+                     progress=not args.no_progress)
+  check_skipped(report, args.max_skipped_fraction)
 
 
 if __name__ == '__main__':
+  cli.start()
   sys.exit(main())

@@ -12,9 +12,15 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from data_pipelines import fs
+
+
+def _tf():
+  # Imported on use: the converter and the dataset tools import this module, and their
+  # --help must not wait for TensorFlow.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf
 
 FRAMES_KEY = 'image/encoded'
 LABEL_KEY = 'clip/label/index'
@@ -66,15 +72,16 @@ def encode_jpeg_frames(frames: np.ndarray, quality: int = 90,
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
     raise ValueError(f'Expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} '
                      f'{frames.shape}.')
+  tf = _tf()
   return [tf.io.encode_jpeg(f, quality=quality, chroma_downsampling=chroma_downsampling)
           .numpy() for f in frames]
 
 
 def make_sequence_example(jpeg_frames: Sequence[bytes], label: Optional[int],
                           label_text: Optional[str] = None,
-                          video_id: Optional[str] = None) -> tf.train.SequenceExample:
-  """Builds one DMVR-format SequenceExample."""
-  ex = tf.train.SequenceExample()
+                          video_id: Optional[str] = None):
+  """Builds one DMVR-format tf.train.SequenceExample."""
+  ex = _tf().train.SequenceExample()
   if label is not None:
     ex.context.feature[LABEL_KEY].int64_list.value.append(int(label))
   if label_text is not None:
@@ -101,7 +108,7 @@ class ShardedWriter:
     fs.makedirs(os.path.dirname(fs.abspath(prefix)))
     self.paths = sharded_names(prefix, num_shards)
     self._tmp = [p + '.tmp' for p in self.paths]
-    self._writers = [tf.io.TFRecordWriter(p) for p in self._tmp]
+    self._writers = [_tf().io.TFRecordWriter(p) for p in self._tmp]
     self.num_written = 0
 
   def write(self, record: bytes) -> None:
@@ -112,16 +119,23 @@ class ShardedWriter:
     return self
 
   def __exit__(self, exc_type, exc, tb):
-    for w in self._writers:
-      w.close()
-    if exc_type is None:
-      for tmp, final in zip(self._tmp, self.paths):
-        fs.rename(tmp, final)
-    else:
-      for tmp in self._tmp:
-        if fs.exists(tmp):
-          fs.remove(tmp)
+    try:
+      for w in self._writers:
+        w.close()  # flushes: a full disk can first show here
+      if exc_type is None:
+        for tmp, final in zip(self._tmp, self.paths):
+          fs.rename(tmp, final)
+        return False
+    except BaseException:
+      self._discard()
+      raise
+    self._discard()
     return False
+
+  def _discard(self) -> None:
+    for tmp in self._tmp:
+      if fs.exists(tmp):
+        fs.remove(tmp)
 
 
 # ------------------------------------------------- the dataset folder: metadata, labels

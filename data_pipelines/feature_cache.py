@@ -32,6 +32,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from data_pipelines import cli
 from data_pipelines import fs
 from data_pipelines import reader
 from data_pipelines import video_ops
@@ -44,8 +45,9 @@ _TAG_VIEW = 11  # keeps the view-choice stream apart from the reader's streams
 _TAG_EXTRACT = 12  # the augmentation stream of extraction views
 
 
-class CacheError(RuntimeError):
-  """A feature cache that is missing, incomplete, corrupt or made for another model."""
+class CacheError(cli.UserError, RuntimeError):
+  """A feature cache that is missing, incomplete, corrupt or made for another model
+  (a usage error: the message names the command that makes the right one)."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -194,8 +196,7 @@ def extraction_clips(ds_cfg, split: str, shard: str, shard_index: int, num_views
   shape = (count, ds_cfg.num_frames, ds_cfg.crop_size, ds_cfg.crop_size, 3)
   per_element = reader._decode_or_flag(  # pylint: disable=protected-access
       source, num_classes, transform, shape, lambda el: tf.constant('bad'))
-  records = tf.data.TFRecordDataset(shard).enumerate().map(
-      lambda i, r: {'record': r, 'shard': shard, 'index': i})
+  records = reader.file_records(shard)  # a damaged shard's tail is one bad record
   ds = reader._decode_all(records, per_element)  # pylint: disable=protected-access
   return ds.with_options(reader._options())  # pylint: disable=protected-access
 

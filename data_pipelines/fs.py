@@ -13,9 +13,12 @@ fine on URLs on POSIX and stay os.path; only `os.path.abspath` is not (it turns
 import os
 from typing import List, Union
 
-import tensorflow as tf
 
-gfile = tf.io.gfile
+def _gfile():
+  # TensorFlow is imported on the first file operation, not with this module: every
+  # program imports it, and --help must not wait for TensorFlow.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile
 
 
 def is_url(path: str) -> bool:
@@ -30,11 +33,11 @@ def abspath(path: str) -> str:
 
 
 def exists(path: str) -> bool:
-  return gfile.exists(os.fspath(path))
+  return _gfile().exists(os.fspath(path))
 
 
 def isdir(path: str) -> bool:
-  return gfile.isdir(os.fspath(path))
+  return _gfile().isdir(os.fspath(path))
 
 
 def isfile(path: str) -> bool:
@@ -43,30 +46,35 @@ def isfile(path: str) -> bool:
 
 def listdir(path: str) -> List[str]:
   # gfile lists sub-directories of object stores with a trailing '/'; names only.
-  return [name.rstrip('/') for name in gfile.listdir(os.fspath(path))]
+  return [name.rstrip('/') for name in _gfile().listdir(os.fspath(path))]
 
 
 def glob(pattern: str) -> List[str]:
   """Sorted matches; `*`, `?` and `[...]` as in Python's glob (`glob.escape` works)."""
-  return sorted(gfile.glob(os.fspath(pattern)))
+  return sorted(_gfile().glob(os.fspath(pattern)))
+
+
+def size(path: str) -> int:
+  """The file's length in bytes."""
+  return _gfile().stat(os.fspath(path)).length
 
 
 def makedirs(path: str) -> None:
-  gfile.makedirs(os.fspath(path))
+  _gfile().makedirs(os.fspath(path))
 
 
 def open(path: str, mode: str = 'r'):  # pylint: disable=redefined-builtin
   """A file object ('r', 'w', 'a', with 'b' for bytes) on a local path or URL."""
-  return gfile.GFile(os.fspath(path), mode)
+  return _gfile().GFile(os.fspath(path), mode)
 
 
 def remove(path: str) -> None:
-  gfile.remove(os.fspath(path))
+  _gfile().remove(os.fspath(path))
 
 
 def rename(src: str, dst: str) -> None:
   """Moves `src` onto `dst`, replacing it (atomic on a local file system)."""
-  gfile.rename(os.fspath(src), os.fspath(dst), overwrite=True)
+  _gfile().rename(os.fspath(src), os.fspath(dst), overwrite=True)
 
 
 def atomic_write(path: str, data: Union[str, bytes]) -> None:
@@ -83,6 +91,11 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
       f.write(data)
     return
   tmp = path + '.tmp'
-  with open(tmp, mode) as f:
-    f.write(data)
+  try:
+    with open(tmp, mode) as f:
+      f.write(data)
+  except BaseException:  # a full disk or a signal: no stray temporary file
+    if exists(tmp):
+      remove(tmp)
+    raise
   rename(tmp, path)

@@ -16,7 +16,12 @@ bit, however far tf.data had prefetched, and whether or not bad records were dro
 
 Decoding never stops the stream: each record is decoded inside a one-element dataset whose
 errors are ignored, followed by a placeholder flagged `bad`. That turns an undecodable JPEG,
-a missing or out-of-range label, or an empty video into data that can be counted.
+a missing or out-of-range label, or an empty video into data that can be counted. Reading
+never stops it either: a shard that is cut short or damaged (an interrupted copy) yields
+its whole records, then one bad record that says where the damage starts (`file_records`).
+Training and evaluation skip bad records, count them, and stop once one epoch (one pass)
+holds more bad records than config.dataset.max_bad_fraction of its records, and at least
+one bad record is allowed (`bad_budget`).
 """
 
 import functools
@@ -29,6 +34,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import fs
 from data_pipelines import video_ops
@@ -38,21 +44,36 @@ from data_pipelines.source import Source
 SPLITS = ('train', 'eval', 'test')
 DATASET_NAMES = ('dmvr', 'tfds')  # DMVR-format TFRecord shards, or a prepared tfds dataset
 # config.dataset keys with a fixed set of values -> those values (check_config checks them).
-DATASET_CHOICES = {'name': DATASET_NAMES, 'normalization': video_ops.NORMALIZATIONS}
+# (config.dataset.normalization is the model's: it normalises the uint8 frames these
+# pipelines yield, on the device; vivit_adapter/models/inputs.py owns and checks it.)
+DATASET_CHOICES = {'name': DATASET_NAMES}
 METADATA_FILE = dmvr_format.METADATA_FILE
 LABEL_MAP_FILE = 'label_map.txt'
 _METADATA_SPLIT = {'train': 'train', 'eval': 'validation', 'test': 'test'}
-# The bad-record fraction is only judged once this many records were read, so that a bad
-# record among the very first ones does not stop a run on a fraction of 1/1.
-MIN_RECORDS_FOR_BAD_CHECK = 20
+# Bytes a TFRecord adds around each record: length (8), its CRC (4), the data's CRC (4).
+_TFRECORD_OVERHEAD = 16
 _MAX_BAD_EXAMPLES = 10  # bad records kept for the BadDataError message
 _MAX_EPOCHS = 2**40
 # Tags that keep the random streams of different uses apart.
 _TAG_FILES, _TAG_BLOCK, _TAG_EXAMPLE = 1, 2, 3
 
 
-class BadDataError(RuntimeError):
-  """Too many bad training records, or any bad evaluation record."""
+class BadDataError(cli.DataError, RuntimeError):
+  """More than config.dataset.max_bad_fraction of the records read are bad."""
+
+
+def bad_budget(epoch_size: int, max_bad_fraction: float) -> float:
+  """How many bad records one epoch (or evaluation pass) of `epoch_size` may hold.
+
+  The rule of training and evaluation alike: a pass stops at its first bad record beyond
+  max_bad_fraction of its size. Per pass, not per record read so far: a shuffled epoch
+  can bring one bad clip twice in a row (end of one epoch, start of the next), which a
+  running fraction would take for 2 in 25. At least one bad record is allowed (unless the
+  fraction is 0, which is strict), so a small dataset does not stop on its first one.
+  """
+  if max_bad_fraction <= 0:
+    return 0.
+  return max(max_bad_fraction * epoch_size, 1.)
 
 
 # ----------------------------------------------------------------------------------------
@@ -69,9 +90,10 @@ def parse_dmvr(record):
   return sequence[dmvr_format.FRAMES_KEY], context[dmvr_format.LABEL_KEY]
 
 
-def _checked(frames, label, num_classes: int):
+def _checked(frames, label, num_classes: int, problem=''):
   """Asserts the record is usable; the asserts fail the record, not the pipeline."""
   checks = [
+      tf.debugging.assert_equal(problem, '', message='damaged file'),
       tf.debugging.assert_greater(tf.shape(frames)[0], 0, message='no frames'),
       tf.debugging.assert_non_negative(label, message='missing or negative label'),
       tf.debugging.assert_less(label, tf.constant(num_classes, tf.int64),
@@ -133,6 +155,49 @@ def read_record(shard: str, index: int) -> bytes:
   return next(iter(ds)).numpy()
 
 
+def _tail_problem(shard, num_read, offset) -> bytes:
+  """Why the file does not end where its last whole record ends; b'' when it does."""
+  shard, num_read, offset = shard.numpy().decode(), int(num_read), int(offset)
+  size = fs.size(shard)
+  if size == offset:
+    return b''
+  return (f'the file is cut short or damaged at byte {offset} of {size}: {num_read} whole '
+          f'records were read before it, {size - offset} bytes after it are unreadable '
+          '(an interrupted copy? copy the shard again)').encode()
+
+
+def file_records(path) -> tf.data.Dataset:
+  """{'record', 'shard', 'index', 'problem'} for each record of one TFRecord file.
+
+  A file that is cut short or corrupt yields its whole records, then one element whose
+  `problem` says where the damage starts and how many records came before it (TFRecord
+  reading stops at the first damaged record: what follows cannot be framed). Every other
+  element has problem ''. `path` may be a string or a scalar string tensor.
+  """
+  records = tf.data.TFRecordDataset(path).ignore_errors()
+  marked = records.map(lambda r: (r, False)).concatenate(
+      tf.data.Dataset.from_tensors((tf.constant(b''), True)))
+
+  def step(totals, item):
+    index, offset = totals
+    record, end = item
+    size = tf.cast(tf.strings.length(record), tf.int64)
+    out = {'record': record, 'shard': path, 'index': index, 'offset': offset, 'end': end}
+    return (index + 1, offset + size + _TFRECORD_OVERHEAD), out
+
+  def problem(el):
+    text = tf.cond(el['end'], lambda: tf.py_function(
+        _tail_problem, [el['shard'], el['index'], el['offset']], tf.string),
+                   lambda: tf.constant(b''))
+    return {'record': el['record'], 'shard': el['shard'], 'index': el['index'],
+            'problem': tf.ensure_shape(text, []), 'end': el['end']}
+
+  zero = tf.constant(0, tf.int64)
+  ds = marked.scan((zero, zero), step).map(problem)
+  ds = ds.filter(lambda el: tf.logical_or(tf.logical_not(el['end']), el['problem'] != ''))
+  return ds.map(lambda el: {k: v for k, v in el.items() if k != 'end'})
+
+
 # ----------------------------------------------------------------------------------------
 # Dataset metadata.
 # ----------------------------------------------------------------------------------------
@@ -171,12 +236,19 @@ def resolve_num_classes(ds_cfg) -> int:
     from data_pipelines import tfds_reader  # pylint: disable=g-import-not-at-top
     return ds_cfg.num_classes or tfds_reader.tfds_info(ds_cfg).num_classes
   num_classes = ds_cfg.num_classes or int(_metadata(ds_cfg).get('num_classes', 0))
+  if num_classes <= 0:  # one class per line of the label map, if there is one
+    path = _label_map_path(ds_cfg)
+    num_classes = len(dmvr_format.read_label_map(path)) if fs.exists(path) else 0
   if num_classes <= 0:
-    raise ValueError(
-        f'Unknown number of classes: config.dataset.num_classes is 0 and '
-        f'{os.path.join(ds_cfg.base_dir, METADATA_FILE)!r} does not give num_classes. '
-        'Set config.dataset.num_classes.')
+    raise cli.ConfigError(
+        f'Unknown number of classes: config.dataset.num_classes is 0, and neither '
+        f'{os.path.join(ds_cfg.base_dir, METADATA_FILE)!r} nor a label map '
+        f'({_label_map_path(ds_cfg)!r}) gives it. Set config.dataset.num_classes.')
   return num_classes
+
+
+def _label_map_path(ds_cfg) -> str:
+  return ds_cfg.label_map or os.path.join(ds_cfg.base_dir, LABEL_MAP_FILE)
 
 
 def count_records(files: List[str]) -> int:
@@ -189,8 +261,9 @@ def count_records(files: List[str]) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _count_records(stats) -> int:
-  files = [f for f, _, _ in stats]
-  return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
+  # As the pipelines read them: a damaged file's tail counts as one (bad) record.
+  files = tf.data.Dataset.from_tensor_slices([f for f, _, _ in stats])
+  return int(files.flat_map(file_records).reduce(np.int64(0), lambda n, _: n + 1))
 
 
 def _split_size(ds_cfg, split: str, meta: dict) -> int:
@@ -210,7 +283,7 @@ def _split_size(ds_cfg, split: str, meta: dict) -> int:
 
 
 def _label_names(ds_cfg, meta: dict, num_classes: int) -> Optional[List[str]]:
-  path = ds_cfg.label_map or os.path.join(ds_cfg.base_dir, LABEL_MAP_FILE)
+  path = _label_map_path(ds_cfg)
   if ds_cfg.label_map and not fs.exists(path):
     raise FileNotFoundError(f'config.dataset.label_map={path!r} does not exist.')
   if fs.exists(path):
@@ -221,8 +294,9 @@ def _label_names(ds_cfg, meta: dict, num_classes: int) -> Optional[List[str]]:
   else:
     return None
   if len(names) != num_classes:
-    raise ValueError(f'{path!r} names {len(names)} classes but the dataset has '
-                     f'{num_classes}.')
+    raise cli.ConfigError(
+        f'{path!r} names {len(names)} classes but the dataset has {num_classes} '
+        '(config.dataset.num_classes or metadata.json); make them agree.')
   return names
 
 
@@ -280,12 +354,9 @@ def _process(process_index: Optional[int], process_count: Optional[int]):
 
 
 def _records(files, cycle_length: int) -> tf.data.Dataset:
-  """{'record', 'shard', 'index'} from files in the given order, interleaved."""
-  def read(path):
-    return tf.data.TFRecordDataset(path).enumerate().map(
-        lambda i, r: {'record': r, 'shard': path, 'index': i})
+  """`file_records` of files in the given order, interleaved."""
   return tf.data.Dataset.from_tensor_slices(files).interleave(
-      read, cycle_length=cycle_length, block_length=1, num_parallel_calls=cycle_length,
+      file_records, cycle_length=cycle_length, block_length=1, num_parallel_calls=cycle_length,
       deterministic=True)
 
 
@@ -306,14 +377,15 @@ def _decode_or_flag(source: Source, num_classes: int, transform: Callable,
   Args:
     source: gives the parse function.
     num_classes: for the label check.
-    transform: (encoded frames, element) -> float32 inputs of `output_shape`.
+    transform: (encoded frames, element) -> uint8 inputs of `output_shape`.
     output_shape: static shape of one example's inputs.
     on_bad: element -> reason string tensor (may log as a side effect).
   """
   keep = ('shard', 'index', 'epoch', 'position')
 
   def good(el):
-    frames, label = _checked(*source.parse(el['record']), num_classes)
+    frames, label = _checked(*source.parse(el['record']), num_classes,
+                             el['problem'] if 'problem' in el else '')
     out = {k: el[k] for k in keep if k in el}
     out.update(inputs=transform(frames, el), label=tf.cast(label, tf.int32),
                bad=tf.constant(False), reason=tf.constant(''))
@@ -321,7 +393,7 @@ def _decode_or_flag(source: Source, num_classes: int, transform: Callable,
 
   def bad(el):
     out = {k: el[k] for k in keep if k in el}
-    out.update(inputs=tf.zeros(output_shape, tf.float32), label=tf.constant(-1, tf.int32),
+    out.update(inputs=tf.zeros(output_shape, tf.uint8), label=tf.constant(-1, tf.int32),
                bad=tf.constant(True), reason=on_bad(el))
     return out
 
@@ -368,26 +440,28 @@ def _epoch_order(files: List[str], epoch, base_seed, start, block: int, cycle: i
   return blocks.map(permute).unbatch().skip(start % block)
 
 
-def _count_and_filter(ds, state: Dict[str, int], max_bad_fraction: float):
-  """Adds running num_seen/num_bad; drops bad records unless the threshold is crossed.
+def _count_and_filter(ds, state: Dict[str, int], budget: float):
+  """Adds running num_seen/num_bad and this epoch's epoch_bad; drops bad records unless
+  the epoch's `bad_budget` is exceeded.
 
   A bad record that crosses the threshold is kept, so that the Python side sees it and
-  raises even when no good record follows.
+  raises even when no good record follows. (A resumed run counts its epoch's bad records
+  afresh: the budget restarts, which only errs on the lenient side.)
   """
-  min_seen = MIN_RECORDS_FOR_BAD_CHECK
-
   def count(totals, el):
-    seen, bad = totals[0] + 1, totals[1] + tf.cast(el['bad'], tf.int64)
-    return (seen, bad), dict(el, num_seen=seen, num_bad=bad)
+    seen, bad, epoch, epoch_bad = totals
+    is_bad = tf.cast(el['bad'], tf.int64)
+    epoch_bad = tf.where(tf.equal(el['epoch'], epoch), epoch_bad, 0) + is_bad
+    totals = (seen + 1, bad + is_bad, el['epoch'], epoch_bad)
+    return totals, dict(el, num_seen=totals[0], num_bad=totals[1], epoch_bad=epoch_bad)
 
   def keep(el):
-    tripped = tf.logical_and(
-        el['num_seen'] >= min_seen,
-        tf.cast(el['num_bad'], tf.float64) >
-        max_bad_fraction * tf.cast(el['num_seen'], tf.float64))
+    tripped = tf.cast(el['epoch_bad'], tf.float64) > budget
     return tf.logical_or(tf.logical_not(el['bad']), tripped)
 
-  initial = (tf.constant(state['num_seen'], tf.int64), tf.constant(state['num_bad'], tf.int64))
+  zero = tf.constant(0, tf.int64)
+  initial = (tf.constant(state['num_seen'], tf.int64), tf.constant(state['num_bad'], tf.int64),
+             tf.constant(state['epoch'], tf.int64), zero)
   return ds.scan(initial, count).filter(keep)
 
 
@@ -426,7 +500,12 @@ class TrainIterator:
                              self._source.table)
     self._state = _initial_state(seed, process_index, process_count, state)
     self._num_classes = resolve_num_classes(ds_cfg)
-    self.bad_examples: List[str] = []
+    # This host's records per epoch, for the bad-record budget: its share of the split's
+    # size as metadata.json (or config) gives it; counted only when neither does.
+    self.epoch_size = max(-(-_split_size(ds_cfg, 'train', _metadata(ds_cfg)) //
+                            process_count), 1)
+    self.bad_examples: List[str] = []  # up to _MAX_BAD_EXAMPLES, each record once
+    self._described = set()
     _require_records(self._files, self._source.table)
     self._iterator = iter(self._dataset(batch_size, seed, process_index))
 
@@ -471,35 +550,59 @@ class TrainIterator:
         self._source, self._num_classes, transform,
         (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), self._log_bad)
     ds = tf.data.Dataset.range(start['epoch'], _MAX_EPOCHS).flat_map(epoch)
-    ds = _count_and_filter(_decode_all(ds, per_element), start, cfg.max_bad_fraction)
+    ds = _count_and_filter(_decode_all(ds, per_element), start,
+                           bad_budget(self.epoch_size, cfg.max_bad_fraction))
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
     return ds.with_options(_options())
 
   def _log_bad(self, el):
-    def describe(record, shard, index):
-      shard, index = shard.numpy().decode(), int(index)
-      reason = (record_problem(record.numpy(), self._source.parse, self._num_classes) or
-                'decoding or augmenting failed')
-      logging.warning('Skipping bad training record %d of %s: %s', index, shard, reason)
-      if len(self.bad_examples) < _MAX_BAD_EXAMPLES:
-        self.bad_examples.append(f'{shard} record {index}: {reason}')
+    def describe(record, shard, index, problem):
+      where = f'{shard.numpy().decode()} record {int(index)}'
+      reason = _reason(record, problem, self._source.parse, self._num_classes)
+      if where not in self._described:  # a record is bad in every epoch: log it once
+        logging.warning('Skipping bad training record: %s: %s', where, reason)
+        self._described.add(where)
+        if len(self.bad_examples) < _MAX_BAD_EXAMPLES:
+          self.bad_examples.append(f'{where}: {reason}')
       return reason
-    return tf.py_function(describe, [el['record'], el['shard'], el['index']], tf.string)
+    return tf.py_function(describe, [el['record'], el['shard'], el['index'],
+                                     el['problem']], tf.string)
 
   def _too_many_bad(self, batch) -> BadDataError:
     i = int(np.argmax(batch['bad']))
-    seen, bad = int(batch['num_seen'][i]), int(batch['num_bad'][i])
-    examples = '\n  '.join(self.bad_examples) or '(none described)'
-    return BadDataError(
-        f'{bad} of {seen} training records read on this host are bad ({bad / seen:.1%} > '
-        f'config.dataset.max_bad_fraction={self._cfg.max_bad_fraction}). Examples '
-        f'(shard record index: reason):\n  {examples}\nList them all with `python -m '
-        f'data_pipelines.validate --tables={self._source.table}`.')
+    return bad_data_error(f'epoch {int(batch["epoch"][i])} of training',
+                          int(batch['epoch_bad'][i]), self.epoch_size, self._cfg,
+                          self._source.table, self.bad_examples)
+
+
+def _reason(record, problem, parse, num_classes: int) -> str:
+  """What is wrong with a record the pipeline flagged (eager tensors in, text out)."""
+  problem = problem.numpy().decode()
+  return problem or record_problem(record.numpy(), parse, num_classes) or (
+      'decoding or augmenting failed')
+
+
+def _validate_command(table: str, ds_cfg) -> str:
+  path = table if table.startswith('tfds:') else os.path.join(
+      fs.abspath(ds_cfg.base_dir) if ds_cfg.base_dir else '', table)
+  return f'python -m data_pipelines.validate --tables={path}'
+
+
+def bad_data_error(what: str, bad: int, size: int, ds_cfg, table: str,
+                   examples: List[str]) -> BadDataError:
+  """One line: how many, the threshold, the first example and the command listing all."""
+  first = f' First: {examples[0]}.' if examples else ''
+  return BadDataError(
+      f'{bad} bad records already in {what} on this host, more than '
+      f'config.dataset.max_bad_fraction={ds_cfg.max_bad_fraction} of its {size} records '
+      f'allow (each is logged above).{first} List them all with `{_validate_command(table, ds_cfg)}`, then fix or '
+      'remove them, or raise config.dataset.max_bad_fraction.')
 
 
 def _require_records(files: List[str], table: str) -> None:
   # An infinite stream over files without records would spin forever.
-  if not any(True for _ in tf.data.TFRecordDataset(files).take(1)):
+  if not any(True for _ in tf.data.Dataset.from_tensor_slices(files).flat_map(
+      file_records).take(1)):
     raise ValueError(f'Table {table!r}: the files of this host ({files[:3]}...) hold no '
                      'records.')
 
@@ -509,9 +612,9 @@ def make_train_iterator(ds_cfg, batch_size: int, seed: int, state: Optional[dict
                         process_count: Optional[int] = None) -> TrainIterator:
   """The infinite, resumable training iterator of this host (see TrainIterator).
 
-  Bad records are skipped, counted and logged; once at least MIN_RECORDS_FOR_BAD_CHECK
-  records were read, a bad fraction above ds_cfg.max_bad_fraction raises BadDataError
-  listing examples. process_index/process_count default to JAX's.
+  Bad records are skipped, counted and logged; more of them in one epoch than
+  `bad_budget` allows raises BadDataError (one line: counts, the first, the command that
+  lists them all). process_index/process_count default to JAX's.
   """
   process_index, process_count = _process(process_index, process_count)
   return TrainIterator(ds_cfg, batch_size, seed, state, process_index, process_count)
@@ -530,8 +633,12 @@ def _eval_dataset(source: Source, files: List[str], ds_cfg, split: str, batch_si
     transform = lambda frames, el: video_ops.test_views(frames, ds_cfg)
     shape = (video_ops.num_test_views(ds_cfg), ds_cfg.num_frames, ds_cfg.crop_size,
              ds_cfg.crop_size, 3)
-  per_element = _decode_or_flag(source, num_classes, transform, shape,
-                                lambda el: tf.constant('bad'))
+  def describe(record, shard, index, problem):
+    del shard, index
+    return _reason(record, problem, source.parse, num_classes)
+
+  per_element = _decode_or_flag(source, num_classes, transform, shape, lambda el: tf.py_function(
+      describe, [el['record'], el['shard'], el['index'], el['problem']], tf.string))
   ds = _records(files, min(ds_cfg.num_parallel_reads, len(files)))
   ds = _decode_all(ds, per_element).batch(batch_size).prefetch(2)
   return ds.with_options(_options())
@@ -556,22 +663,36 @@ def _pad(batch: Dict[str, np.ndarray], batch_size: int) -> Dict[str, np.ndarray]
   }
 
 
-def _eval_batches(ds, source, split, batch_size, num_batches, num_classes):
-  produced = 0
+def _log_bad(batch: Dict[str, np.ndarray], split: str, examples: List[str]) -> None:
+  for i in np.flatnonzero(batch['bad']):
+    where = f"{batch['shard'][i].decode()} record {int(batch['index'][i])}"
+    reason = batch['reason'][i].decode()
+    logging.warning('Skipping bad %s record: %s: %s', split, where, reason)
+    if len(examples) < _MAX_BAD_EXAMPLES:
+      examples.append(f'{where}: {reason}')
+
+
+def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
+  produced, seen, num_bad, examples = 0, 0, 0, []
+  budget = bad_budget(size, ds_cfg.max_bad_fraction)
   for batch in ds:
     batch = {k: v.numpy() for k, v in batch.items()}
-    if batch['bad'].any():
-      i = int(np.argmax(batch['bad']))
-      shard, index = batch['shard'][i].decode(), int(batch['index'][i])
-      reason = record_problem(read_record(shard, index), source.parse, num_classes)
-      raise BadDataError(
-          f'Bad record in the {split} data: {shard} record {index}: '
-          f'{reason or "decoding or cropping failed"}. Every {split} example must count; '
-          f'fix or remove it (`python -m data_pipelines.validate --tables={source.table}` '
-          'lists all bad records).')
+    bad = batch['bad']
+    seen, num_bad = seen + len(bad), num_bad + int(bad.sum())
+    _log_bad(batch, split, examples)
+    if num_bad > budget:
+      raise bad_data_error(f'the {split} split', num_bad, size, ds_cfg, source.table,
+                           examples)
+    padded = _pad({'inputs': batch['inputs'], 'label': np.where(bad, 0, batch['label'])},
+                  batch_size)
+    padded['batch_mask'][np.flatnonzero(bad)] = 0.  # a bad record counts as padding
     produced += 1
-    yield _pad(batch, batch_size)
-  empty = _pad({'inputs': np.zeros((0,) + tuple(ds.element_spec['inputs'].shape[1:]), np.float32),
+    yield padded
+  if num_bad:
+    logging.warning('%s: skipped %d bad of %d records on this host (each logged above; '
+                    'within config.dataset.max_bad_fraction=%s).', split, num_bad, seen,
+                    ds_cfg.max_bad_fraction)
+  empty = _pad({'inputs': np.zeros((0,) + tuple(ds.element_spec['inputs'].shape[1:]), np.uint8),
                 'label': np.zeros(0, np.int32)}, batch_size)
   while num_batches is not None and produced < num_batches:
     produced += 1
@@ -587,7 +708,8 @@ def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
   (B, V, T, H, W, 3) with V = num_test_clips * num_test_crops views per video. Padding
   examples have batch_mask 0. With several hosts every host yields the same number of
   batches (the largest share; records are counted, not decoded, to know it).
-  Raises BadDataError on the first bad record: evaluation never skips data.
+  Bad records are logged and masked out (batch_mask 0), as padding is; BadDataError
+  once they exceed `bad_budget` of this host's records (the training rule).
   """
   if split not in ('eval', 'test'):
     raise ValueError(f"split={split!r} must be 'eval' or 'test'.")
@@ -598,4 +720,5 @@ def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
   num_classes = resolve_num_classes(ds_cfg)
   ds = _eval_dataset(source, files, ds_cfg, split, batch_size, num_classes)
   num_batches = _num_eval_batches(source, process_count, batch_size)
-  return _eval_batches(ds, source, split, batch_size, num_batches, num_classes)
+  return _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches,
+                       count_records(files))

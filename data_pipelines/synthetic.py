@@ -30,12 +30,14 @@ import argparse
 import colorsys
 import dataclasses
 import os
+import sys
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import tqdm
 
+from data_pipelines import cli
 from data_pipelines import dmvr_format
 
 GENERATOR_VERSION = 2
@@ -481,7 +483,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument(f'--{field.name}', type=field.type, default=field.default,
                         help='scene difficulty knob')
   parser.add_argument('--no_progress', action='store_true')
+  cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
+  cli.set_verbosity(args.verbosity)
   scene = SceneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SceneConfig)})
   summary = generate(
       args.output, seed=args.seed, resolution=args.resolution, num_frames=args.num_frames,
@@ -494,5 +498,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
   return summary
 
 
+def _main() -> None:
+  with cli.usage_errors():  # a bad flag value (classes, resolution): one line
+    main()
+
+
 if __name__ == '__main__':
-  main()
+  cli.start()
+  sys.exit(cli.run(_main))

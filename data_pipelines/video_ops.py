@@ -5,7 +5,10 @@ training stream is a pure function of (seed, epoch, example position): that is w
 the reader resume bit for bit. Ops that change a clip's appearance draw their parameters
 once per clip and apply them to every frame, so motion is not confused with noise.
 
-Frames are float32 in [0, 1] between decoding and `normalize`.
+Frames are float32 in [0, 1] between decoding and `to_uint8`; the composite transforms
+hand out uint8 pixels, which the model normalises on the device
+(vivit_adapter/models/inputs.py): a quarter of float32's host memory and
+host-to-device bytes.
 """
 
 import math
@@ -13,9 +16,6 @@ from typing import List
 
 import tensorflow as tf
 
-NORMALIZATIONS = ('minus_one_to_one', 'imagenet')
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ----------------------------------------------------------------------------------------
@@ -333,14 +333,13 @@ def randaugment(frames, num_layers: int, magnitude: float, seed):
   return frames
 
 
-def normalize(frames, normalization: str):
-  """[0, 1] frames -> the model's input range."""
-  if normalization == 'minus_one_to_one':
-    return frames * 2.0 - 1.0
-  if normalization == 'imagenet':
-    return (frames - tf.constant(_IMAGENET_MEAN)) / tf.constant(_IMAGENET_STD)
-  raise ValueError(f'config.dataset.normalization={normalization!r} is not one of '
-                   f'{NORMALIZATIONS}.')
+def to_uint8(frames):
+  """[0, 1] float frames -> uint8 pixels, rounded to the nearest level.
+
+  The rounding (at most half a level, 0.2% of the range) is the only precision the
+  uint8 hand-over costs; decoded frames are uint8 to begin with.
+  """
+  return tf.cast(tf.round(tf.clip_by_value(frames, 0.0, 1.0) * 255.0), tf.uint8)
 
 
 # ----------------------------------------------------------------------------------------
@@ -348,7 +347,7 @@ def normalize(frames, normalization: str):
 # ----------------------------------------------------------------------------------------
 
 def train_clip(encoded, ds_cfg, seed):
-  """Random clip, scale-jittered random crop, flip, colour ops -> (T, C, C, 3) float32."""
+  """Random clip, scale-jittered random crop, flip, colour ops -> (T, C, C, 3) uint8."""
   seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
   indices = random_clip_indices(tf.shape(encoded)[0], ds_cfg.num_frames, ds_cfg.stride,
                                 seeds[0])
@@ -362,20 +361,19 @@ def train_clip(encoded, ds_cfg, seed):
   if ds_cfg.randaugment_layers > 0:
     frames = randaugment(frames, ds_cfg.randaugment_layers, ds_cfg.randaugment_magnitude,
                          seeds[5])
-  frames = normalize(frames, ds_cfg.normalization)
-  return tf.ensure_shape(frames, _clip_shape(ds_cfg))
+  return tf.ensure_shape(to_uint8(frames), _clip_shape(ds_cfg))
 
 
 def eval_clip(encoded, ds_cfg):
-  """Centre clip, centre crop -> (T, C, C, 3) float32."""
+  """Centre clip, centre crop -> (T, C, C, 3) uint8."""
   indices = centre_clip_indices(tf.shape(encoded)[0], ds_cfg.num_frames, ds_cfg.stride)
   frames = resize_short_side(decode_frames(encoded, indices), ds_cfg.min_resize)
-  frames = normalize(centre_crop(frames, ds_cfg.crop_size), ds_cfg.normalization)
-  return tf.ensure_shape(frames, _clip_shape(ds_cfg))
+  return tf.ensure_shape(to_uint8(centre_crop(frames, ds_cfg.crop_size)),
+                         _clip_shape(ds_cfg))
 
 
 def test_views(encoded, ds_cfg):
-  """num_test_clips evenly spaced clips x num_test_crops crops -> (V, T, C, C, 3).
+  """num_test_clips evenly spaced clips x num_test_crops crops -> (V, T, C, C, 3) uint8.
 
   Views are ordered clip-major: view = clip * num_test_crops + crop.
   """
@@ -385,8 +383,7 @@ def test_views(encoded, ds_cfg):
   crops = multi_crops(frames, ds_cfg.crop_size, ds_cfg.num_test_crops)  # (K, N, T, C, C, 3)
   views = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),
                      [-1] + list(_clip_shape(ds_cfg)))
-  views = normalize(views, ds_cfg.normalization)
-  return tf.ensure_shape(views, [num_test_views(ds_cfg)] + list(_clip_shape(ds_cfg)))
+  return tf.ensure_shape(to_uint8(views), [num_test_views(ds_cfg)] + list(_clip_shape(ds_cfg)))
 
 
 def num_test_views(ds_cfg) -> int:

@@ -294,6 +294,23 @@ def test_an_existing_dataset_without_test_uses_its_validation_as_test(tmp_path):
     study_data.prepare_existing(str(tmp_path / 'nothing'), str(tmp_path / 'w3'))
 
 
+def test_the_image_checkpoint_of_an_existing_dataset_learns_from_its_frames(tmp_path):
+  """--dataset_dir pretrains the image ViT on single training frames labelled with their
+  video's class, as uint8 pixels normalised the way the video model normalises them."""
+  from vivit_adapter.studies import image_pretrain  # pylint: disable=g-import-not-at-top
+  source = str(tmp_path / 'src')
+  write_dmvr(source, {'train': 12, 'test': 2})
+  data = study_data.prepare_existing(source, str(tmp_path / 'w'))
+  study = ablation_plan.Study(str(tmp_path / 'w'), data.base_dir, data.overrides)
+  config = ablation_plan.experiment_config('stage1', study, quick=True)
+  images = image_pretrain.video_frame_images(config.dataset, 'train', 10)
+  assert images.images.shape == (11, 16, 16, 3) and images.images.dtype == np.float32
+  assert config.dataset.normalization == 'minus_one_to_one'
+  # write_dmvr's red channel is 40 x the label (JPEG's chroma moves it by up to ~17).
+  red = (images.images[..., 0].mean(axis=(1, 2)) + 1) * 127.5
+  np.testing.assert_array_equal(np.round(red / 40), images.labels)
+
+
 def test_an_existing_dataset_through_the_cli(tmp_path):
   """--dataset_dir with --report_only: the hold-out is made and reported (classes from
   label_map.txt), nothing is trained, and the docs say what is missing."""

@@ -5,6 +5,7 @@ compile-only except in the one CLI run that times a step.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,7 +43,7 @@ def trainer_state_and_step(case):
   """The trainer's own step-0 state and jitted step for `case`, from
   `trainer.setup_state` on a one-device mesh (the benchmark's figures are per device)."""
   config = step_cases.case_config(case)
-  model = create_model(config.model, case.num_classes)
+  model = create_model(config.model, case.num_classes, config.dataset.normalization)
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,))
   state, parts = trainer.setup_state(config, model, mesh, case.num_classes,
                                      step_cases.SCHEDULE_STEPS_PER_EPOCH,
@@ -95,10 +96,25 @@ def test_stage2_needs_less_than_baseline(figures):
   assert stage2['memory']['temp'] < base['memory']['temp']
   assert stage2['memory']['total'] < base['memory']['total']
   assert base['params']['frozen'] == 0 and stage2['params']['frozen'] > 0
-  # From 8 to 16 frames the arguments grow by the extra float32 video and the 4 extra
-  # temporal position embeddings (width 192) with their momentum buffer.
+  # From 8 to 16 frames the arguments grow by the extra uint8 video (1 byte a pixel:
+  # the model normalises on the device) and the 4 extra temporal position embeddings
+  # (width 192) with their momentum buffer.
   grown = figures['stage2_16']['memory']['argument'] - stage2['memory']['argument']
-  assert grown == 2 * 8 * 32 * 32 * 3 * 4 + 2 * 4 * 192 * 4
+  assert grown == 2 * 8 * 32 * 32 * 3 * 1 + 2 * 4 * 192 * 4
+
+
+def test_device_memory_is_the_accelerators_own_else_physical_memory():
+  class Gpu:
+    def memory_stats(self):
+      return {'bytes_limit': 16 * 2**30, 'bytes_in_use': 0}
+
+  class Cpu:
+    def memory_stats(self):
+      return None
+
+  assert benchmark.device_memory_gib(Gpu()) == 16.0
+  physical = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
+  assert benchmark.device_memory_gib(Cpu()) == physical
 
 
 def test_largest_fitting_exponential_then_binary():

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from data_pipelines import cli
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.checkpoints import merge
@@ -54,7 +55,7 @@ def test_every_mismatch_is_listed():
   with pytest.raises(ValueError) as err:
     merge.merge_params(target, source, source_name='/ckpt/vit.npz')
   msg = str(err.value)
-  assert 'Checkpoint /ckpt/vit.npz does not match' in msg
+  assert msg.startswith('Checkpoint /ckpt/vit.npz does not fit the model: ')
   assert 'missing from the checkpoint (2)' in msg
   assert 'Adapter/up/kernel (3, 3)' in msg and 'embedding/bias (3,)' in msg
   assert 'unexpected in the checkpoint, not in the model (2)' in msg
@@ -116,3 +117,18 @@ def test_account_lists_restored_fresh_and_unused_names():
   assert sorted(merged.fresh) == ['Adapter/up/kernel', 'output_projection/kernel']
   assert merged.unused == ('head/kernel',)
   assert merged.notes == ('a note',)
+
+
+def test_a_wrong_width_is_one_summary_line_before_capped_detail():
+  def tree(width):
+    layers = {f'block_{i}': {'kernel': np.zeros((width, width)), 'bias': np.zeros(width)}
+              for i in range(30)}
+    return {'embedding': {'kernel': np.zeros((2, 3, width))}, **layers}
+  with pytest.raises(cli.CheckpointMismatchError) as err:
+    merge.merge_params(tree(32), tree(64), source_name='/runs/s1/checkpoints/6')
+  lines = str(err.value).splitlines()
+  assert lines[0].startswith(
+      'Checkpoint /runs/s1/checkpoints/6 does not fit the model: 64 in the checkpoint where '
+      'the model has 32 (61 tensors, e.g. block_0/bias).')
+  assert lines[1:3] == ['shape mismatch (61):', '  block_0/bias: checkpoint (64,) vs model (32,)']
+  assert lines[-1] == '  ... and 53 more' and len(lines) == 11

@@ -26,6 +26,7 @@ case "$*" in
     case "$outcome" in
       preempted) echo PREEMPTED > "$FAKE/state"; exit 255 ;;
       failed) exit 1 ;;
+      sigterm) exit 75 ;;
       finished) touch "$FAKE/summary" ;;
     esac ;;
 esac
@@ -72,6 +73,14 @@ def test_a_preempted_slice_is_recreated_and_the_same_run_started_again(tmp_path)
   assert "pip install -q -e '.[tpu]'" in calls[4] and '--worker=all' in calls[4]
   assert 'resuming from gs://b/runs/x/checkpoints' in proc.stderr
   assert 'the run is complete' in proc.stdout
+
+
+def test_a_run_stopped_by_sigterm_on_a_healthy_slice_is_started_again(tmp_path):
+  # exit 75: the program saved a checkpoint and asks to be requeued.
+  proc, calls = _run(tmp_path, ['sigterm', 'finished'])
+  assert proc.returncode == 0, proc.stderr
+  assert len([c for c in calls if 'vivit_adapter.main' in c]) == 2
+  assert 'resuming from gs://b/runs/x/checkpoints' in proc.stderr
 
 
 def test_a_run_that_fails_on_a_healthy_slice_is_not_retried(tmp_path):

@@ -7,7 +7,6 @@ import ml_collections
 import pytest
 
 from data_pipelines import reader
-from data_pipelines import video_ops
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter import preflight
@@ -73,7 +72,7 @@ def test_choices_are_the_owners_constants():
   assert table['init_from.checkpoint_format'] is load.FORMATS
   assert table['init_from.kernel_init_method'] is vit_npz.KERNEL_INIT_METHODS
   assert table['dataset.name'] is reader.DATASET_NAMES
-  assert table['dataset.normalization'] is video_ops.NORMALIZATIONS
+  assert table['dataset.normalization'] is models.NORMALIZATIONS
   assert table['stage'] is configs.STAGES
   assert table['init_from.missing_cls'] is vit_npz.MISSING_CLS
 

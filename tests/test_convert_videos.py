@@ -123,7 +123,7 @@ def test_parallel_workers_and_cli(videos, tmp_path):
       f'{videos}/v2.mp4,0'])
   out = tmp_path / 'out'
   code = C.main([f'--csv={csv_path}', f'--output={out}/train.tfrecord@3', '--num_workers=2',
-                 '--jpeg_quality=80', '--no_progress'])
+                 '--jpeg_quality=80', '--no_progress', '--max_skipped_fraction=0.3'])
   assert code == 0
   report = json.loads((out / 'train.report.json').read_text())
   assert (report['written'], report['skipped']) == (3, 1)
@@ -168,6 +168,71 @@ def test_csv_and_label_errors_name_the_file_and_row(tmp_path):
   label_map.write_text('cat\n\ndog\n')
   with pytest.raises(ValueError, match='line 2 is blank'):
     C.read_label_map(str(label_map))
+
+
+def test_too_many_skipped_videos_exit_1_with_the_count_last(videos, tmp_path, capsys):
+  # 2 of 3 skipped (a broken file, a missing one): the shards are written, the exit is 1.
+  csv_path = _write_csv(tmp_path / 'list.csv', [
+      f'{videos}/v0.mp4,0', f'{videos}/broken.mp4,1', f'{videos}/gone.mp4,1'])
+  out = tmp_path / 'out'
+  code = C.main([f'--csv={csv_path}', f'--output={out}/train.tfrecord@1', '--num_workers=1',
+                 '--no_progress'])
+  captured = capsys.readouterr()
+  assert code == 1  # cli.DATA_ERROR
+  assert f"Skipped '{videos}/gone.mp4' (CSV row 3): FileNotFoundError" in captured.err
+  assert captured.out.strip().splitlines()[-1].startswith(
+      f'train: wrote 1 videos to {out}/train.tfrecord@1; skipped 2 of 3 (')
+  assert captured.err.strip().splitlines()[-1] == (
+      'data_pipelines.convert_videos: error: 2 of 3 videos were skipped (66.7% > '
+      f'--max_skipped_fraction=0.05); the reasons are listed above and in '
+      f'{out}/train.report.json. Fix or remove those CSV rows and convert again, or raise '
+      '--max_skipped_fraction.')
+  assert (out / 'train.tfrecord-00000-of-00001').exists()
+  assert C.main([f'--csv={csv_path}', f'--output={tmp_path}/b/train.tfrecord@1',
+                 '--num_workers=1', '--no_progress', '--max_skipped_fraction=0.7']) == 0
+
+
+def test_one_frame_video_is_converted(tmp_path):
+  # (A video without frames is skipped with its reason; the reader's 0-frame record is
+  # tested in test_reader.)
+  _write_video(str(tmp_path / 'one.mp4'), _source_frames(0)[:1])
+  csv_path = _write_csv(tmp_path / 'list.csv', [f'{tmp_path}/one.mp4,0'])
+  report = C.convert(csv_path, f'{tmp_path}/o/train.tfrecord@1', num_workers=1,
+                     progress=False)
+  assert (report['written'], report['skipped']) == (1, 0)
+  frames = _read_records(tmp_path / 'o', 'train')[f'{tmp_path}/one.mp4'][2]
+  assert frames.shape == (1, 48, 64, 3)
+
+
+def test_cli_label_error_is_one_line(tmp_path, capsys):
+  label_map = tmp_path / 'map.txt'
+  label_map.write_text('cat\ndog\n')
+  unknown = _write_csv(tmp_path / 'u.csv', ['a.mp4,cat', 'b.mp4,horse'])
+  code = C.main([f'--csv={unknown}', f'--output={tmp_path}/o/train.tfrecord@1',
+                 f'--label_map={label_map}', '--no_progress'])
+  assert code == 2  # cli.USAGE_ERROR
+  assert capsys.readouterr().err == (
+      f"data_pipelines.convert_videos: error: CSV file '{unknown}', row 2: label 'horse' is "
+      f"not in '{label_map}' (2 classes: ['cat', 'dog']...). Add the class to the label map "
+      'or fix the row.\n')
+
+
+def test_disk_full_while_writing_a_shard_leaves_no_shard(videos, tmp_path, monkeypatch,
+                                                        capsys):
+  import errno  # pylint: disable=g-import-not-at-top
+  csv_path = _write_csv(tmp_path / 'list.csv', [f'{videos}/v0.mp4,0', f'{videos}/v1.mp4,1'])
+  real = dmvr_format.ShardedWriter.write
+
+  def write(self, record):
+    if self.num_written == 1:
+      raise OSError(errno.ENOSPC, 'No space left on device', self.paths[1] + '.tmp')
+    real(self, record)
+  monkeypatch.setattr(dmvr_format.ShardedWriter, 'write', write)
+  code = C.main([f'--csv={csv_path}', f'--output={tmp_path}/o/train.tfrecord@2',
+                 '--num_workers=1', '--no_progress'])
+  assert code == 74  # cli.IO_ERROR
+  assert 'No space left on device; free some space' in capsys.readouterr().err
+  assert sorted(os.listdir(tmp_path / 'o')) == []  # no shard, whole or temporary
 
 
 class _Frame:

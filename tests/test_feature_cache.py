@@ -58,7 +58,7 @@ def stage2_config(world, *extra):
 
 def _params(world):
   config = world['config']
-  model = models.create_model(config.model, 14)
+  model = models.create_model(config.model, 14, config.dataset.normalization)
   return model, extract_features.start_params(config, model)[0]
 
 

@@ -331,6 +331,59 @@ def test_chunked_frozen_spatial_memory_does_not_grow_with_frames():
   assert temps[2] < 0.5 * temps[0], temps
 
 
+# bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.2% per operation); over
+# the tiny model's two spatial and two temporal blocks the logits stay within 2% of
+# their range of the float32 model's. That is the documented tolerance (README, "On a
+# GPU"); the head and the loss run in float32.
+BF16_LOGIT_TOLERANCE = 0.02
+
+
+@pytest.mark.parametrize('overrides', [{}, {'freeze_spatial': True, 'adapter.type': 'attention',
+                                           'spatial_chunk_size': 2}])
+def test_bfloat16_logits_are_close_to_float32_for_the_same_parameters(overrides):
+  video = random_video()
+  f32 = create_model(tiny_config(**overrides), 5)
+  bf16 = create_model(tiny_config(dtype='bfloat16', **overrides), 5)
+  params = perturbed_params(f32, video, scale=0.2)
+  want, got = np.asarray(run(f32, params, video)), run(bf16, params, video)
+  assert got.dtype == jnp.float32  # the head promotes to its float32 parameters
+  tokens = run(bf16, params, video, part='frozen')
+  assert tokens.dtype == jnp.bfloat16  # activations are bfloat16
+  error = np.abs(np.asarray(got) - want).max()
+  scale = np.abs(want).max()
+  assert scale > 0.5 and 0 < error <= BF16_LOGIT_TOLERANCE * scale, (error, scale)
+
+
+@pytest.mark.parametrize('adapter', ['attention', 'mlp'])
+def test_recompute_frozen_equals_the_chunked_stage2_model(adapter):
+  video = random_video()
+  overrides = {'freeze_spatial': True, 'spatial_chunk_size': 2, 'adapter.type': adapter}
+  chunked = create_model(tiny_config(**overrides), 5)
+  fused = create_model(tiny_config(recompute_frozen=True, **overrides), 5)
+  params = perturbed_params(chunked, video)
+  assert_same_function(fused, chunked, params, video, atol=1e-5)
+  assert jax.tree.structure(init(fused, video, 0)) == jax.tree.structure(params)
+
+
+def test_recompute_frozen_keeps_no_frozen_tokens():
+  # The frozen tokens grow with frames in the chunked stage-2 step; recomputed they are
+  # never stored, so its temp memory barely grows from 16 to 64 frames.
+  overrides = {'freeze_spatial': True, 'spatial_chunk_size': 2, 'adapter.type': 'attention',
+               'spatial_transformer.num_layers': 1, 'temporal_transformer.num_layers': 1}
+  growth = {}
+  for recompute in (False, True):
+    model = create_model(tiny_config(recompute_frozen=recompute, **overrides), 5)
+    temps = []
+    for frames in (16, 64):
+      video = jnp.zeros((2, frames, 32, 32, 3))
+      temps.append(compiled_temp_bytes(model, init(model, video, 0), video,
+                                       trainable_only=True))
+    growth[recompute] = temps[1] - temps[0]
+  # 48 more frames = 24 temporal indices x 65 tokens x 32 wide x 2 clips, 4 bytes each.
+  tokens = 24 * 65 * 32 * 2 * 4
+  assert growth[False] > tokens and growth[True] < tokens / 2, growth
+
+
 def test_remat_equals_no_remat():
   video = random_video()
   base = create_model(tiny_config(), 5)

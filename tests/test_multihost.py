@@ -151,7 +151,7 @@ def test_fewer_shards_than_processes_stops_every_process_at_start(tmp_path):
       config_path, str(tmp_path / 'run'), f'--coordinator_address=127.0.0.1:{port}',
       '--num_processes=2', f'--process_id={i}'))
   for code, _, err in results:
-    assert code == 1, err[-3000:]
+    assert code == 2, err[-3000:]  # cli.USAGE_ERROR
     assert 'has 1 file(s) but there are 2 hosts' in err, err[-3000:]
     assert 'Traceback' not in err
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')

@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow as tf
 
+from data_pipelines import cli
 from data_pipelines import video_ops
 from tests import helpers
 from vivit_adapter import configs
@@ -93,7 +94,11 @@ def _independent_probabilities(video, config, params):
   with av.open(video) as container:
     frames = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)]
   encoded = tf.constant([tf.io.encode_png(f).numpy() for f in frames])
-  clip = video_ops.eval_clip(encoded, config.dataset).numpy()
+  clip = video_ops.eval_clip(encoded, config.dataset).numpy()  # uint8 pixels
+  # The run's 'imagenet' normalisation on the host, written out here (predict's model
+  # normalises on the device, models/inputs.py), into a model that takes it as is.
+  mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+  clip = ((clip / 255.0 - mean) / std).astype(np.float32)
   model = models.create_model(config.model, len(NAMES))
   logits = np.asarray(model.apply({'params': params}, clip[None], train=False),
                       np.float64)[0]
@@ -121,6 +126,8 @@ def test_cli_prints_sorted_top_k(run):
        f'--video={video}', '--top_k=4'], cwd=REPO, capture_output=True, text=True,
       timeout=120, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
+  # Only the result: no INFO lines of orbax (dozens per restore) or of ours.
+  assert not re.search(r'^I\d{4} ', out.stderr, re.M), out.stderr[-2000:]
   lines = out.stdout.strip().splitlines()
   assert lines[0] == f'{video}: top 4 of 5 classes ({workdir}, step {STEP})'
   rows = [re.fullmatch(r'\s*(\d+)\. (\d\.\d{6})  (\S+)', line) for line in lines[1:]]
@@ -159,16 +166,50 @@ def test_workdir_without_checkpoint(run, tmp_path):
     predict.predict(str(tmp_path), video)
 
 
-def test_cli_error_exits_non_zero(tmp_path):
+def test_cli_error_is_one_line_and_checks_the_video_first(tmp_path):
   out = subprocess.run(
       [sys.executable, '-m', 'vivit_adapter.predict', f'--workdir={tmp_path}',
        f'--video={tmp_path}/x.mp4'], cwd=REPO, capture_output=True, text=True, timeout=120,
       check=False)
-  assert out.returncode == 1
-  assert out.stderr.strip().splitlines()[-1] == (
-      f'vivit_adapter.predict: error: {tmp_path}/config.json does not exist: '
-      f"{str(tmp_path)!r} is not a vivit_adapter workdir (a run writes its config there "
-      'when it starts).')
+  assert out.returncode == 2  # cli.USAGE_ERROR
+  assert out.stderr == (f"vivit_adapter.predict: error: --video='{tmp_path}/x.mp4' does not "
+                        'exist or is not a file.\n')
+
+
+def test_inputs_are_checked_before_the_checkpoint_is_read(run, monkeypatch, tmp_path):
+  workdir, video, _, _ = run
+  from vivit_adapter import checkpoints  # pylint: disable=g-import-not-at-top
+
+  def never(*args, **kwargs):
+    raise AssertionError('the checkpoint was read before the inputs were checked')
+  monkeypatch.setattr(checkpoints, 'restore_workdir_params', never)
+  with pytest.raises(FileNotFoundError, match='--video='):
+    predict.predict(workdir, str(tmp_path / 'missing.mp4'))
+  with pytest.raises(FileNotFoundError, match='--label_map='):
+    predict.predict(workdir, video, label_map=str(tmp_path / 'missing.txt'))
+  bad = tmp_path / 'bad.mp4'
+  bad.write_text('not a video')
+  with pytest.raises(ValueError, match='could not be decoded as a video'):
+    predict.predict(workdir, str(bad))
+
+
+def test_config_json_that_does_not_describe_the_checkpoint(run, tmp_path):
+  # What an overwritten config.json used to cause: a one-line mismatch with its sizes,
+  # not flax's ScopeParamShapeError.
+  workdir, video, config, _ = run
+  other = str(tmp_path / 'other')
+  os.makedirs(other)
+  os.symlink(os.path.join(workdir, 'checkpoints'), os.path.join(other, 'checkpoints'))
+  config.unlock()
+  wider = config.copy_and_resolve_references()
+  config.lock()
+  wider.model.hidden_size = 48
+  configs.save(wider, other)
+  with pytest.raises(cli.CheckpointMismatchError) as e:
+    predict.predict(other, video)
+  assert str(e.value).splitlines()[0].startswith(
+      f'Checkpoint in {other} does not fit the model: 32 in the checkpoint where the model '
+      'has 48 (')
 
 
 def test_label_names_fall_back_to_indices(tmp_path):

@@ -105,7 +105,7 @@ def test_round_trip_frames_and_labels(clean_dir):
       if not mask:
         continue
       original = _video(int(label), 6)[1:5, :, 2:14].astype(np.float32)
-      decoded = (inputs + 1) / 2 * 255
+      decoded = inputs.astype(np.float32)  # uint8 pixels, normalised on the device
       assert np.abs(decoded - original).mean() < 3 and np.abs(decoded - original).max() < 40
 
 
@@ -114,7 +114,7 @@ def test_eval_batch_mask_pads_the_last_batch(clean_dir):
                                     process_index=0, process_count=1))
   assert [b['batch_mask'].tolist() for b in batches] == [[1] * 4, [1] * 4, [1, 1, 0, 0]]
   last = batches[-1]
-  assert last['inputs'].shape == (4, 4, H, H, 3) and last['inputs'].dtype == np.float32
+  assert last['inputs'].shape == (4, 4, H, H, 3) and last['inputs'].dtype == np.uint8
   assert last['label'].dtype == np.int32 and not last['inputs'][2:].any()
 
 
@@ -126,7 +126,7 @@ def test_test_split_groups_views_per_video(clean_dir):
   assert sum(b['batch_mask'].sum() for b in batches) == 10
   b = batches[0]
   vid = int(b['label'][0])
-  pixels = (b['inputs'][0] + 1) / 2 * 255  # (V, T, H, W, 3)
+  pixels = b['inputs'][0].astype(np.float32)  # (V, T, H, W, 3) uint8
   video = _video(vid, 6).astype(np.float32)  # 6 frames: clips start at 0 and 2
   for v in range(6):
     clip, crop = divmod(v, 3)
@@ -183,7 +183,7 @@ def test_train_batches_and_epoch_coverage(clean_dir):
                            process_count=1)
   batches = _take(it, 7)  # 28 examples: a whole epoch of 23 and 5 of the next
   first = batches[0]
-  assert first['inputs'].shape == (4, 4, H, H, 3) and first['inputs'].dtype == np.float32
+  assert first['inputs'].shape == (4, 4, H, H, 3) and first['inputs'].dtype == np.uint8
   assert first['label'].dtype == np.int32 and first['batch_mask'].tolist() == [1.0] * 4
   labels = np.concatenate([b['label'] for b in batches])
   assert sorted(labels[:23]) == list(range(23))
@@ -259,8 +259,9 @@ def test_too_many_bad_records_stop_with_a_listing(tmp_path):
   _write(str(tmp_path / 'train.tfrecord'), records, 2)
   it = make_train_iterator(_cfg(tmp_path, max_bad_fraction=0.1), batch_size=4, seed=0,
                            process_index=0, process_count=1)
-  with pytest.raises(BadDataError, match=r'(?s)training records read on this host are bad.*'
-                     r'max_bad_fraction=0.1.*train\.tfrecord-0000\d-of-00002 record \d+: '
+  with pytest.raises(BadDataError, match=r'bad records already in epoch 0 of training on '
+                     r'this host, more than config.dataset.max_bad_fraction=0.1 of its 30 '
+                     r'records allow.*train\.tfrecord-0000\d-of-00002 record \d+: '
                      r'frame 0 of 4 does not decode'):
     _take(it, 10)
 
@@ -275,10 +276,104 @@ def test_all_bad_records_stop_instead_of_spinning(tmp_path):
 
 
 @pytest.mark.parametrize('split', ['eval', 'test'])
-def test_bad_eval_record_is_an_error(bad_dir, split):
-  with pytest.raises(BadDataError, match=rf'Bad record in the {split} data: .*'
-                     r'eval\.tfrecord-00000-of-00001 record 5: frame 0 of 4 does not decode'):
-    list(make_eval_iterator(_cfg(bad_dir), split, 4, process_index=0, process_count=1))
+def test_bad_eval_record_is_skipped_masked_and_logged(bad_dir, split, caplog):
+  batches = list(make_eval_iterator(_cfg(bad_dir), split, 4, process_index=0,
+                                    process_count=1))
+  mask = np.concatenate([b['batch_mask'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  assert mask.sum() == 7 and sorted(labels[mask > 0]) == [0, 1, 2, 3, 4, 6, 7]
+  assert 'eval.tfrecord-00000-of-00001 record 5: frame 0 of 4 does not decode' in caplog.text
+  # 0 is strict: the first bad record stops evaluation, in one line naming it.
+  with pytest.raises(BadDataError, match=rf'^1 bad records already in the {split} split on '
+                     r'this host, more than config.dataset.max_bad_fraction=0.0 of its 8 '
+                     r'records allow .*First: .*eval\.tfrecord-00000-of-00001 record 5: frame 0 '
+                     r'of 4 does not decode.*--tables=/.*/eval\.tfrecord@\*'):
+    list(make_eval_iterator(_cfg(bad_dir, max_bad_fraction=0.0), split, 4,
+                            process_index=0, process_count=1))
+
+
+def test_one_bad_clip_in_a_small_dataset_trains_a_broken_one_stops(tmp_path):
+  # 24 clips, one undecodable: 4% of every epoch, under the default 5%.
+  _write(str(tmp_path / 'small' / 'train.tfrecord'),
+         [BAD_RECORDS['undecodable'](v) if v == 0 else _good(v) for v in range(24)], 2)
+  it = make_train_iterator(_cfg(tmp_path / 'small'), batch_size=4, seed=0,
+                           process_index=0, process_count=1)
+  _take(it, 30)  # 120 good clips: five epochs and the start of a sixth
+  assert it.num_bad == it.num_seen - 120 and it.num_bad >= 5
+  assert it.bad_examples == [  # listed once, however many epochs
+      f'{tmp_path}/small/train.tfrecord-00000-of-00002 record 0: frame 0 of 4 does not '
+      'decode (Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, BMP, WebP '
+      'required.)']
+  # One clip in three bad: stopped in one line with the command that lists them all.
+  _write(str(tmp_path / 'broken' / 'train.tfrecord'),
+         [BAD_RECORDS['no_frames'](v) if v % 3 == 0 else _good(v) for v in range(24)], 2)
+  it = make_train_iterator(_cfg(tmp_path / 'broken'), batch_size=4, seed=0,
+                           process_index=0, process_count=1)
+  with pytest.raises(BadDataError) as e:
+    _take(it, 10)
+  message = str(e.value)
+  assert '\n' not in message
+  assert re.match(r'2 bad records already in epoch 0 of training on this host, more than '
+                  r'config\.dataset\.max_bad_fraction=0\.05 of its 24 records allow \(each is '
+                  r'logged above\)\. First: .*record \d+: no frames', message), message
+  assert f'python -m data_pipelines.validate --tables={tmp_path}/broken/train.tfrecord@*' in (
+      message)
+
+
+def _truncate(path, nbytes):
+  data = open(path, 'rb').read()
+  with open(path, 'wb') as f:
+    f.write(data[:-nbytes])
+  return len(data) - nbytes
+
+
+@pytest.fixture(scope='module')
+def cut_dir(tmp_path_factory):
+  """24 training and 8 eval videos in 2 shards each; shard 1 of each cut mid-record."""
+  d = tmp_path_factory.mktemp('cut')
+  _write(str(d / 'train.tfrecord'), [_good(v) for v in range(24)], 2)
+  _write(str(d / 'eval.tfrecord'), [_good(v) for v in range(8)], 2)
+  for table in ('train', 'eval'):
+    _truncate(str(d / f'{table}.tfrecord-00001-of-00002'), 100)
+  return d
+
+
+def test_cut_shard_is_one_bad_record_with_offset_in_training(cut_dir, caplog):
+  # Shard 1 of train keeps 11 whole records of 12; its tail is one bad record.
+  assert reader.count_records(dmvr_format.expand_table('train.tfrecord@*', str(cut_dir))) == 24
+  it = make_train_iterator(_cfg(cut_dir), batch_size=4, seed=0, process_index=0,
+                           process_count=1)
+  labels = np.concatenate([b['label'] for b in _take(it, 12)])  # two epochs of 23
+  assert sorted(labels[:23]) == [v for v in range(24) if v != 23]
+  assert it.num_bad == 2
+  assert re.fullmatch(
+      rf'{cut_dir}/train\.tfrecord-00001-of-00002 record 11: the file is cut short or '
+      r'damaged at byte \d+ of \d+: 11 whole records were read before it, \d+ bytes after '
+      r'it are unreadable \(an interrupted copy\? copy the shard again\)',
+      it.bad_examples[0]), it.bad_examples
+  assert caplog.text.count('Skipping bad training record') == 1
+
+
+def test_cut_shard_in_eval_is_skipped_and_strict_eval_names_it(cut_dir):
+  batches = list(make_eval_iterator(_cfg(cut_dir), 'eval', 4, process_index=0,
+                                    process_count=1))
+  assert sum(b['batch_mask'].sum() for b in batches) == 7
+  with pytest.raises(BadDataError, match=r'eval\.tfrecord-00001-of-00002 record 3: the file '
+                     'is cut short or damaged at byte'):
+    list(make_eval_iterator(_cfg(cut_dir, max_bad_fraction=0.0), 'eval', 4,
+                            process_index=0, process_count=1))
+
+
+def test_corrupt_sampled_frame_is_counted(tmp_path):
+  frames = dmvr_format.encode_jpeg_frames(_video(1, 4))
+  frames[2] = frames[2][:40]  # a cut JPEG among good ones; every frame is in the clip
+  records = [_good(v) for v in range(23)] + [
+      dmvr_format.make_sequence_example(frames, 1).SerializeToString()]
+  _write(str(tmp_path / 'train.tfrecord'), records, 1)
+  it = make_train_iterator(_cfg(tmp_path), batch_size=23, seed=0, process_index=0,
+                           process_count=1)
+  next(it)
+  assert it.num_bad == 1 and 'record 23: frame 2 of 4 does not decode' in it.bad_examples[0]
 
 
 def test_record_problem_names_each_kind():
@@ -313,8 +408,8 @@ def test_missing_path_and_empty_glob_fail_at_start(tmp_path):
 
 
 def test_invalid_config_is_rejected_with_the_key(clean_dir):
-  with pytest.raises(ValueError, match="normalization='zero_one'"):
-    make_train_iterator(_cfg(clean_dir, normalization='zero_one'), 2, 0, process_index=0,
+  with pytest.raises(ValueError, match="name='zip' must be one of"):
+    make_train_iterator(_cfg(clean_dir, name='zip'), 2, 0, process_index=0,
                         process_count=1)
   with pytest.raises(ValueError, match='min_resize=8 must be >= crop_size=12'):
     dataset_info(_cfg(clean_dir, min_resize=8))
@@ -324,8 +419,17 @@ def test_dataset_info_counts_records_without_metadata(clean_dir):
   info = dataset_info(_cfg(clean_dir))
   assert (info.num_classes, info.num_train_examples, info.num_eval_examples,
           info.num_test_examples, info.label_names) == (NUM_CLASSES, 23, 10, 10, None)
-  with pytest.raises(ValueError, match='config.dataset.num_classes is 0'):
+  with pytest.raises(ValueError, match='config.dataset.num_classes is 0, and neither'):
     dataset_info(_cfg(clean_dir, num_classes=0))
+
+
+def test_num_classes_from_the_label_map_without_metadata(tmp_path):
+  _write(str(tmp_path / 'train.tfrecord'), [_good(0), _good(1)], 1)
+  (tmp_path / 'label_map.txt').write_text('a\nb\nc\n')
+  info = dataset_info(_cfg(tmp_path, num_classes=0))
+  assert (info.num_classes, info.label_names) == (3, ['a', 'b', 'c'])
+  with pytest.raises(ValueError, match=r"label_map.txt' names 3 classes but the dataset has 4"):
+    dataset_info(_cfg(tmp_path, num_classes=4))  # a contradiction stays an error
 
 
 def test_dataset_info_reads_metadata_and_label_map(tmp_path):
@@ -386,8 +490,23 @@ def test_tfds_dataset_through_the_same_pipeline(tmp_path):
   batches = list(make_eval_iterator(cfg, 'eval', 4, process_index=0, process_count=1))
   assert batches[0]['batch_mask'].tolist() == [1, 1, 0, 0]
   for inputs, label in zip(batches[0]['inputs'][:2], batches[0]['label'][:2]):
-    # tfds stores PNG: lossless, so the eval clip is exact.
-    np.testing.assert_allclose((inputs + 1) / 2 * 255,
-                               _video(int(label), 5)[0:4, :, 2:14], atol=1e-3)
+    # tfds stores PNG: lossless, and the pixels reach the model as uint8: exact.
+    np.testing.assert_array_equal(inputs, _video(int(label), 5)[0:4, :, 2:14])
   with pytest.raises(FileNotFoundError, match="has no split 'test'"):
     make_eval_iterator(cfg, 'test', 4, process_index=0, process_count=1)
+
+
+def test_one_frame_videos_train_and_evaluate_zero_frame_ones_are_bad(tmp_path):
+  # A 1-frame video loops to the clip length; a 0-frame one is a bad record.
+  records = [_good(v, num_frames=1) for v in range(23)] + [BAD_RECORDS['no_frames'](23)]
+  _write(str(tmp_path / 'train.tfrecord'), records, 1)
+  _write(str(tmp_path / 'eval.tfrecord'), [_good(v, num_frames=1) for v in range(3)], 1)
+  it = make_train_iterator(_cfg(tmp_path), batch_size=23, seed=0, process_index=0,
+                           process_count=1)
+  batch = next(it)
+  assert sorted(batch['label']) == list(range(23)) and it.num_bad == 1
+  np.testing.assert_array_equal(batch['inputs'][:, 0], batch['inputs'][:, 3])
+  assert 'record 23: no frames' in it.bad_examples[0]
+  batches = list(make_eval_iterator(_cfg(tmp_path), 'eval', 4, process_index=0,
+                                    process_count=1))
+  assert batches[0]['batch_mask'].tolist() == [1, 1, 1, 0]

@@ -12,17 +12,21 @@ from vivit_adapter.models import create_model
 from vivit_adapter.train_lib import assembly, losses, optimizers, steps
 
 
-def setup(freeze=False, optimizer='sgd', accumulation=1, lr=0.1):
-  """A tiny model's state and jitted step, assembled as the trainer assembles them."""
+def setup(freeze=False, optimizer='sgd', accumulation=1, lr=0.1, dtype='float32',
+          pixels=False):
+  """A tiny model's state and jitted step, assembled as the trainer assembles them;
+  `pixels`: uint8 video that the model normalises, as the trainer feeds it."""
   c = configs.base_config()
   c.optimizer = optimizer
   c.gradient_accumulation_steps = accumulation
   c.lr_configs.schedule, c.lr_configs.warmup_steps = 'constant', 0
   c.lr_configs.base_learning_rate = lr
-  helpers.tiny_model(c.model, freeze_spatial=freeze,
+  helpers.tiny_model(c.model, freeze_spatial=freeze, dtype=dtype,
                      **{'adapter.type': 'mlp' if freeze else 'none'})
-  model = create_model(c.model, 5)
+  model = create_model(c.model, 5, c.dataset.normalization if pixels else '')
   video = random_video((4, 8, 16, 16, 3))
+  if pixels:
+    video = jnp.round((video + 1) * 127.5).astype(jnp.uint8)
   params = perturbed_params(model, video)
   parts = assembly.build(c, model, params, num_classes=5, steps_per_epoch=10,
                          total_steps=100)
@@ -55,6 +59,22 @@ def test_training_steps_fit_a_fixed_batch_and_leave_frozen_params_alone():
   for k in optimizers.frozen_keys(start, True):
     for a, b in zip(jax.tree.leaves(start[k]), jax.tree.leaves(state.params[k])):
       np.testing.assert_array_equal(a, b)
+
+
+def test_bfloat16_training_keeps_float32_state_and_lowers_the_loss():
+  # Activations bfloat16; parameters, optimizer state and loss float32 (the update
+  # would lose small steps in bfloat16).
+  _, state, step, batch = setup(optimizer='adamw', lr=3e-3, dtype='bfloat16', pixels=True)
+  assert batch['inputs'].dtype == jnp.uint8
+  losses_seen = []
+  for _ in range(15):
+    state, metrics = step(state, batch)
+    losses_seen.append(float(metrics['loss']))
+  assert metrics['loss'].dtype == jnp.float32
+  floats = [x for x in jax.tree.leaves((state.params, state.opt_state))
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  assert floats and all(x.dtype == jnp.float32 for x in floats)
+  assert losses_seen[-1] < 0.5 * losses_seen[0], losses_seen
 
 
 def test_eval_step_counts_only_unmasked_examples():

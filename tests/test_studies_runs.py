@@ -73,8 +73,9 @@ def test_unfinished_run_restarts_from_scratch_then_is_reused(tmp_path, fake_trai
 def test_a_stopped_run_is_not_finished(tmp_path, monkeypatch):
   monkeypatch.setattr(trainer, 'train_and_evaluate',
                       lambda config, workdir: {'preempted': True, 'step': 3})
-  with pytest.raises(SystemExit, match='stopped \\(SIGTERM\\) at step 3; run the same '):
+  with pytest.raises(SystemExit, match='stopped \\(SIGTERM\\) at step 3; run the same ') as e:
     runs.train_from_scratch(configs.base_config(), str(tmp_path / 'run'))
+  assert e.value.code == 75  # the study's process exits cli.PREEMPTED: requeue
   (tmp_path / reporting.SUMMARY_FILE).write_text(json.dumps({'preempted': True}))
   assert runs.finished_summary(str(tmp_path)) is None
 

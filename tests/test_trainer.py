@@ -75,9 +75,13 @@ def test_stage2_freezes_spatial_bit_for_bit_and_trains_the_rest(config_path, sta
 def test_shape_mismatched_init_from_fails_at_start_with_names(config_path, stage1, tmp_path):
   proc = tu.run_main(config_path, str(tmp_path / 'bad'),
                      *stage2_overrides(stage1, '--config.model.hidden_size=48'), check=False)
-  assert proc.returncode != 0
-  assert 'embedding/kernel' in proc.stderr
-  assert '(2, 8, 8, 3, 32)' in proc.stderr and '(2, 8, 8, 3, 48)' in proc.stderr
+  assert proc.returncode == 3  # cli.CHECKPOINT_MISMATCH
+  assert (f'vivit_adapter.main: error: The init checkpoint was trained with other model '
+          f'sizes: model.hidden_size: 32 in {stage1}/config.json, 48 in this config.') in (
+              proc.stderr)
+  assert '32 in the checkpoint where the model has 48' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert os.listdir(tmp_path / 'bad') == []  # no config.json, no empty checkpoints/
 
 
 RESUME = ('--config.num_training_steps=40', '--config.checkpoint_steps=5',
@@ -105,8 +109,10 @@ def test_interrupted_and_resumed_run_is_bit_identical(config_path, uninterrupted
   proc.send_signal(sig)
   _, err = proc.communicate(timeout=300)
   if sig == signal.SIGTERM:
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 75, err[-3000:]  # cli.PREEMPTED: requeue
     assert 'SIGTERM received' in err
+    assert err.strip().splitlines()[-1].startswith('vivit_adapter.main: stopped by SIGTERM '
+                                                   'at step ')
   steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))
                  if s.isdigit())
   assert steps and steps[-1] < 40, steps  # really interrupted mid-way
@@ -177,7 +183,8 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(config_path, tmp_path
                      '--config.lr_configs.base_learning_rate=1e38',
                      '--config.lr_configs.warmup_steps=0', '--config.checkpoint_steps=1',
                      check=False)
-  assert proc.returncode != 0
+  assert proc.returncode == 4  # cli.DIVERGED
+  assert 'Traceback' not in proc.stderr
   assert 'Training loss is nan at step 2' in proc.stderr or (
       'Training loss is inf at step 2' in proc.stderr), proc.stderr[-3000:]
   assert 'last good checkpoint is step 1' in proc.stderr

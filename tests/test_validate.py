@@ -88,3 +88,28 @@ def test_clean_table_passes_with_metadata_bound(tmp_path, capsys):
 def test_missing_table_fails_with_the_path(tmp_path):
   with pytest.raises(FileNotFoundError, match='matches no file'):
     validate.validate_tables([str(tmp_path / 'none-*.tfrecord')], progress=False)
+
+
+def test_a_cut_shard_is_named_with_its_records_and_exits_1(tmp_path):
+  # An interrupted copy: shard 1 loses the end of its last record.
+  with dmvr_format.ShardedWriter(str(tmp_path / 'train.tfrecord'), 2) as writer:
+    for i in range(8):
+      writer.write(_record([_jpeg(), _jpeg()], i % 5))
+  cut = tmp_path / 'train.tfrecord-00001-of-00002'
+  data = cut.read_bytes()
+  cut.write_bytes(data[:-50])
+  proc = subprocess.run(
+      [sys.executable, '-m', 'data_pipelines.validate',
+       f'--tables={tmp_path}/train.tfrecord@2', '--num_classes=5'],
+      capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1, proc.stderr
+  bad = [l for l in proc.stdout.splitlines() if l.startswith('BAD ')]
+  start = 3 * len(data) // 4  # shard 1 holds 4 records of equal size; the 4th is cut
+  assert bad == [
+      f'BAD {cut} record 3: the file is cut short or damaged at byte {start} of '
+      f'{len(data) - 50}: 3 whole records were read before it, {len(data) - 50 - start} '
+      'bytes after it are unreadable (an interrupted copy? copy the shard again)']
+  assert (f'{tmp_path}/train.tfrecord@2: 8 records in 2 shard(s), 1 bad (labels checked '
+          '[0, 5)); 1 shard(s) cut short or damaged: train.tfrecord-00001-of-00002.') in (
+              proc.stdout)
+  assert 'Traceback' not in proc.stderr

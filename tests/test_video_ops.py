@@ -123,13 +123,14 @@ def test_random_flip_is_a_whole_clip_mirror_or_identity():
   assert outcomes == {'same', 'flipped'}
 
 
-def test_normalize():
-  x = tf.constant([[0.0, 0.5, 1.0]])
-  np.testing.assert_allclose(_np(video_ops.normalize(x, 'minus_one_to_one')), [[-1, 0, 1]])
-  expected = (np.array([0.0, 0.5, 1.0]) - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
-  np.testing.assert_allclose(_np(video_ops.normalize(x, 'imagenet'))[0], expected, rtol=1e-5)
-  with pytest.raises(ValueError, match='normalization'):
-    video_ops.normalize(x, 'zero_one')
+def test_to_uint8_rounds_to_the_nearest_level_and_round_trips_decoded_pixels():
+  levels = np.arange(256, dtype=np.uint8)
+  # Decoded pixels (level / 255) come back exactly.
+  np.testing.assert_array_equal(_np(video_ops.to_uint8(tf.constant(levels / 255.0,
+                                                                   tf.float32))), levels)
+  x = tf.constant([-0.1, 0.0, 0.4 / 255, 0.6 / 255, 100.4 / 255, 1.0, 1.5])
+  np.testing.assert_array_equal(_np(video_ops.to_uint8(x)), [0, 0, 0, 1, 100, 255, 255])
+  assert video_ops.to_uint8(x).dtype == tf.uint8
 
 
 def _same_frames(n=4):
@@ -197,8 +198,8 @@ def _index_video(num_frames, h, w):
 
 def test_test_views_are_clip_major():
   views = _np(video_ops.test_views(_index_video(10, 8, 12), _cfg()))
-  assert views.shape == (6, 3, 8, 8, 3)
-  pixels = np.round((views + 1) / 2 * 255)
+  assert views.shape == (6, 3, 8, 8, 3) and views.dtype == np.uint8
+  pixels = views.astype(np.int64)
   for v in range(6):
     clip, crop = divmod(v, 3)
     np.testing.assert_array_equal(pixels[v, :, 0, 0, 0], 10 * (np.arange(3) + 7 * clip))
@@ -210,5 +211,5 @@ def test_eval_clip_and_train_clip_shapes():
   cfg = _cfg(color_jitter=0.5, randaugment_layers=2)
   assert tuple(video_ops.eval_clip(encoded, cfg).shape) == (3, 8, 8, 3)
   out = _np(video_ops.train_clip(encoded, cfg, SEED))
-  assert out.shape == (3, 8, 8, 3) and out.min() >= -1 and out.max() <= 1
+  assert out.shape == (3, 8, 8, 3) and out.dtype == np.uint8 and out.max() > 0
   np.testing.assert_array_equal(out, _np(video_ops.train_clip(encoded, cfg, SEED)))

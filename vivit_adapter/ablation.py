@@ -13,8 +13,7 @@ import argparse
 import sys
 from typing import Dict, Optional, Sequence
 
-from data_pipelines import tf_runtime
-from vivit_adapter.studies.ablation import run
+from data_pipelines import cli
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -36,6 +35,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument('--report_only', action='store_true',
                       help='train nothing: write the tables from the finished runs '
                       '(with no runs in --workdir: from the last <out>.json)')
+  cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
   if args.data and args.dataset_dir:
     parser.error('--data (synthetic) and --dataset_dir (existing) exclude each other.')
@@ -44,7 +44,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
   args = parse_args(argv)
+  # TensorFlow and JAX load here, not with the module: --help answers without them.
+  # pylint: disable=g-import-not-at-top
+  from data_pipelines import tf_runtime
+  from vivit_adapter.studies.ablation import run
+  # pylint: enable=g-import-not-at-top
   tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
+  cli.set_verbosity(args.verbosity)
+  cli.quiet_library_logs()
   # The command that completes the table: --report_only would train nothing.
   command = 'python -m vivit_adapter.ablation ' + ' '.join(
       a for a in (sys.argv[1:] if argv is None else argv) if a != '--report_only')
@@ -57,5 +64,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
       command=command)
 
 
+def _main() -> None:
+  with cli.usage_errors():  # unknown rows, a finished run of another config: one line
+    main()
+
+
 if __name__ == '__main__':
-  main()
+  cli.start()
+  sys.exit(cli.run(_main))

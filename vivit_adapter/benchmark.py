@@ -22,6 +22,8 @@ Writes OUT.json (every figure), OUT.md (tables), OUT_memory.png and, when timed,
 OUT_step_time.png (all modes on one figure).
 """
 
+from __future__ import annotations  # annotations name step_cases types: not loaded at def
+
 import ast
 import os
 import sys
@@ -30,10 +32,15 @@ from typing import Dict, List, Tuple
 
 from absl import app
 from absl import flags
-import jax
 import tqdm
 
-from vivit_adapter.benchmarks import frame_search, step_cases, step_report
+from data_pipelines import cli
+from vivit_adapter.benchmarks import step_report
+
+# JAX and the step code load on first use: --help answers without them.
+jax = cli.lazy_module('jax')
+frame_search = cli.lazy_module('vivit_adapter.benchmarks.frame_search')
+step_cases = cli.lazy_module('vivit_adapter.benchmarks.step_cases')
 
 
 def parse_frames(values: List[str]) -> List[int]:
@@ -77,7 +84,13 @@ def make_cases(variants: List[str], modes: List[str], frames: List[int], batch: 
   return cases
 
 
-def _physical_gib() -> float:
+def device_memory_gib(device=None) -> float:
+  """What one device can hold: a GPU's/TPU's own memory (`memory_stats()`), else this
+  machine's physical memory (the CPU backend reports no limit)."""
+  device = device or jax.devices()[0]
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+  if stats and stats.get('bytes_limit'):
+    return stats['bytes_limit'] / step_report.GIB
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / step_report.GIB
 
 
@@ -142,8 +155,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('resolution', 224, 'Frame height and width, pixels.')
   flags.DEFINE_list('frames', ['8', '16', '32', '64', '128'], 'Frames per clip.')
   flags.DEFINE_integer('batch', 8, 'Clips per device per step.')
-  flags.DEFINE_list('modes', list(step_cases.MODES),
-                    f'Training modes, some of {",".join(step_cases.MODES)}.')
+  flags.DEFINE_list('modes', [], 'Training modes (see above); default: all of them.')
   flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
   flags.DEFINE_integer(
       'chunk_size', 4, "Temporal indices per chunk of the frozen spatial pass ('stage2+chunked').")
@@ -152,7 +164,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('warmup', 2, 'Untimed steps before the timed ones.')
   flags.DEFINE_float(
       'time_max_gib', 0.0, 'Time only cases whose compiled total is below this; '
-      '0 -> 80% of this machine\'s physical memory.')
+      '0 -> 80% of the device\'s memory (a GPU\'s own; on CPU, physical memory).')
   flags.DEFINE_float(
       'fit_budget_gib', 0.0, 'Search the largest frame count whose compiled total fits '
       'this many GiB per device (0: no search).')
@@ -172,7 +184,8 @@ def main(argv):
   if FLAGS.fit_budget_gib < 0:
     raise app.UsageError(f'--fit_budget_gib={FLAGS.fit_budget_gib} must be >= 0.')
   try:
-    cases = make_cases(FLAGS.variants, FLAGS.modes, parse_frames(FLAGS.frames),
+    cases = make_cases(FLAGS.variants, FLAGS.modes or list(step_cases.MODES),
+                       parse_frames(FLAGS.frames),
                        FLAGS.batch, FLAGS.resolution, FLAGS.num_classes,
                        FLAGS.chunk_size, parse_overrides(FLAGS.model_overrides))
     if FLAGS.time and (FLAGS.steps <= 0 or FLAGS.warmup < 0):
@@ -181,7 +194,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   searches = len({(c.variant, c.mode) for c in cases}) if FLAGS.fit_budget_gib else 0
-  time_max = FLAGS.time_max_gib or 0.8 * _physical_gib()
+  time_max = FLAGS.time_max_gib or 0.8 * device_memory_gib()
   result = {'meta': _meta(), 'cases': [], 'search': []}
   cache = {}
   with tqdm.tqdm(total=len(cases) + searches, unit='case', file=sys.stderr) as progress:
@@ -200,5 +213,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.start()
   define_flags()
-  app.run(main)
+  app.run(cli.absl_main(main), flags_parser=cli.absl_flags_parser())

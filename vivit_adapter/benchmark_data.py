@@ -13,9 +13,7 @@ The measurement is data_pipelines.benchmark; this module adds the experiment fil
 from absl import app
 from absl import flags
 
-from data_pipelines import benchmark
-from data_pipelines import feature_cache
-from data_pipelines import tf_runtime
+from data_pipelines import cli
 from vivit_adapter import config_loading
 
 FLAGS = flags.FLAGS
@@ -34,9 +32,15 @@ def define_flags() -> None:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # TensorFlow and JAX load here, not with the module: --help answers without them.
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from data_pipelines import benchmark
+  from data_pipelines import tf_runtime
+  # pylint: enable=g-import-not-at-top
   tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
-  import jax  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
   batch_size = FLAGS.batch_size or config.batch_size // jax.process_count()
   ds = config.dataset
@@ -56,6 +60,10 @@ def main(argv):
 
 def benchmark_cache(config, batch_size: int):
   """The same measurement on the training stream of config.feature_cache.dir."""
+  # pylint: disable=g-import-not-at-top
+  from data_pipelines import benchmark
+  from data_pipelines import feature_cache
+  # pylint: enable=g-import-not-at-top
   cache_dir = config.feature_cache.dir
   manifest = feature_cache.read_manifest(cache_dir)
   return benchmark.time_iterator(
@@ -66,5 +74,6 @@ def benchmark_cache(config, batch_size: int):
 
 
 if __name__ == '__main__':
+  cli.start()
   define_flags()
-  app.run(main, flags_parser=config_loading.flags_parser)
+  app.run(cli.absl_main(main), flags_parser=config_loading.flags_parser)

@@ -18,13 +18,13 @@ flags are parsed, except for sizes that are overridden too: an explicit
 import difflib
 import os
 import re
-import sys
 from typing import List, Optional, Sequence
 
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
+from data_pipelines import cli
 from vivit_adapter import configs
 
 CONFIG_FLAG = 'config'
@@ -123,13 +123,9 @@ def _expand_variant_override(config: ml_collections.ConfigDict,
 
 
 def flags_parser(argv: Sequence[str]) -> List[str]:
-  """For `app.run(main, flags_parser=...)`: absl's one-line error and exit 1 on bad flags."""
-  try:
-    return parse_flags(argv)
-  except flags.Error as e:
-    sys.stderr.write(f'FATAL Flags parsing error: {e}\n'
-                     'Pass --helpshort or --helpfull to see help on flags.\n')
-    sys.exit(1)
+  """For `app.run(main, flags_parser=...)`: a bad flag or config key is a one-line error
+  and exit code cli.USAGE_ERROR (data_pipelines.cli.absl_flags_parser)."""
+  return cli.absl_flags_parser(parse_flags)(argv)
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

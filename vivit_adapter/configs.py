@@ -59,6 +59,16 @@ def _model_defaults() -> ml_collections.ConfigDict:
   # adapter, rematerialised); 0 runs all indices at once.
   model.spatial_chunk_size = 0
   model.remat = False
+  # The temporal encoder at long clips (thousands of tokens): rematerialise its blocks,
+  # and/or attend over blocks of this many queries (models/attention.py; 0 = plain
+  # attention). Same outputs and gradients; off by default (today's numbers).
+  model.temporal_remat = False
+  model.temporal_query_chunk_size = 0
+  # Stage 2 with spatial_chunk_size: run the frozen pass and the adapter in one
+  # rematerialised scan that keeps no frozen tokens (the backward pass recomputes each
+  # chunk's): memory no longer grows with frames beyond the input, for a second frozen
+  # forward pass per step. Needs freeze_spatial and spatial_chunk_size > 0.
+  model.recompute_frozen = False
   model.dtype = 'float32'  # activation dtype, models.DTYPES: 'float32' or 'bfloat16'
   # models.vivit.HEAD_INITS: 'zeros' (scenic) or 'lecun_normal' (training a small model
   # from scratch).
@@ -88,11 +98,17 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
   ds.color_jitter = 0.0  # strength of colour jitter, 0 disables
   ds.randaugment_layers = 0  # 0 disables RandAugment-style ops
   ds.randaugment_magnitude = 10
-  ds.normalization = 'minus_one_to_one'  # video_ops.NORMALIZATIONS; or 'imagenet' (mean/std)
+  # models.NORMALIZATIONS: 'minus_one_to_one' or 'imagenet' (mean/std). The pipelines
+  # yield uint8 pixels; the model normalises them on the device (models/inputs.py).
+  ds.normalization = 'minus_one_to_one'
   ds.num_test_clips = 4
   ds.num_test_crops = 3
   ds.shuffle_buffer = 256  # records per block that training permutes (per epoch, resumable)
-  ds.max_bad_fraction = 0.01
+  # Training, evaluation and extraction skip bad records (undecodable, unlabelled, a
+  # damaged shard's tail) and stop once more than this fraction of the records read is
+  # bad, judged from the 20th record on: one bad clip in a 24-clip dataset (4%) trains,
+  # a systematically broken dataset stops early.
+  ds.max_bad_fraction = 0.05
   ds.num_parallel_reads = 8  # shard files read at once per host
   ds.tfds_name = ''  # name='tfds': the dataset's name (offline, from tfds_data_dir)
   ds.tfds_data_dir = ''
@@ -164,6 +180,52 @@ def base_config() -> ml_collections.ConfigDict:
 
 CONFIG_FILE = 'config.json'
 
+# Keys whose values fix the shapes of the parameters or of the optimizer state: a workdir's
+# checkpoints cannot be resumed under other values (`changes_refused`).
+STATE_SHAPE_KEYS = (
+    'model.variant', 'model.hidden_size', 'model.patches', 'model.spatial_transformer',
+    'model.temporal_transformer', 'model.classifier', 'model.adapter',
+    'model.freeze_spatial', 'dataset.num_frames', 'dataset.crop_size',
+    'dataset.num_classes', 'optimizer', 'gradient_accumulation_steps')
+# Keys that never change what a run computes: logging, checkpoint and evaluation
+# cadence, and where the same data lives (a moved dataset or feature cache). init_from
+# only matters before a workdir has a checkpoint.
+BOOKKEEPING_KEYS = (
+    'experiment_name', 'log_summary_steps', 'log_eval_steps', 'checkpoint_steps',
+    'max_to_keep', 'max_eval_batches', 'run_test', 'eval_batch_size', 'feature_cache',
+    'init_from', 'dataset.base_dir', 'dataset.label_map', 'dataset.tfds_data_dir',
+    'dataset.num_parallel_reads', 'dataset.max_bad_fraction')
+
+
+def flat_dict(tree, prefix: str = '') -> Dict[str, object]:
+  """A nested dict (or ConfigDict) as {'a.b.c': leaf}, leaves as JSON has them (tuples
+  become lists), so a config compares equal to the config.json it was saved as."""
+  import json  # pylint: disable=g-import-not-at-top
+  if isinstance(tree, ml_collections.ConfigDict):
+    tree = tree.to_dict()
+  out = {}
+  for key, value in json.loads(json.dumps(tree, default=str)).items():
+    if isinstance(value, dict):
+      out.update(flat_dict(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def differences(old, new) -> Dict[str, Tuple[object, object]]:
+  """{dotted key: (old value, new value)} for the keys both configs have that differ.
+
+  A key added to (or removed from) this file since `old` was saved is not a difference:
+  a new key's default keeps the old behaviour.
+  """
+  a, b = flat_dict(old), flat_dict(new)
+  return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]}
+
+
+def under(key: str, prefixes) -> bool:
+  """Whether dotted `key` is one of `prefixes` or lies below one."""
+  return any(key == p or key.startswith(p + '.') for p in prefixes)
+
 
 def choices() -> Dict[str, Tuple[str, ...]]:
   """Every key whose value is one of a fixed set of names -> those names.
@@ -196,6 +258,7 @@ def _checked_here() -> Dict[str, Tuple[str, ...]]:
       'model.adapter.type': models.ADAPTER_TYPES,
       'model.dtype': tuple(models.DTYPES),
       'model.head_kernel_init': tuple(models.HEAD_INITS),
+      'dataset.normalization': models.NORMALIZATIONS,
       'init_from.checkpoint_format': load.FORMATS,
       'init_from.kernel_init_method': vit_npz.KERNEL_INIT_METHODS,
       'init_from.missing_cls': vit_npz.MISSING_CLS,
@@ -238,6 +301,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_model_sizes(config) -> None:
+  if config.model.recompute_frozen and not (config.model.freeze_spatial and
+                                            config.model.spatial_chunk_size > 0):
+    raise ValueError('config.model.recompute_frozen=True needs config.model.freeze_spatial'
+                     '=True and config.model.spatial_chunk_size > 0 (it recomputes the '
+                     'frozen chunks).')
   if config.model.variant:
     from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
     variants.parse_variant(config.model.variant)

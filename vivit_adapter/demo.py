@@ -6,16 +6,13 @@ The program: flags, then `vivit_adapter.studies.demo.run_demo`, whose docstring 
 what the demo generates, runs and writes.
 """
 
-import sys
 from typing import List
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from data_pipelines import tf_runtime
-from vivit_adapter.studies import demo
-from vivit_adapter.train_lib import trainer
+from data_pipelines import cli
 
 FLAGS = flags.FLAGS
 
@@ -32,15 +29,22 @@ def define_flags() -> None:
 def main(argv: List[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # TensorFlow and JAX load here, not with the module: --help answers without them.
+  # pylint: disable=g-import-not-at-top
+  from data_pipelines import tf_runtime
+  from vivit_adapter.studies import demo
+  # pylint: enable=g-import-not-at-top
   tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
-  trainer.quiet_third_party_logs()
-  logging.set_verbosity(logging.INFO)
-  try:
+  cli.quiet_library_logs()
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.INFO)
+  # A ValueError here is a finished run of another config, or a bad flag: one line.
+  # A stopped run raises cli.Preempted: exit 75, rerun to continue.
+  with cli.usage_errors():
     demo.run_demo(FLAGS.workdir, demo.QUICK if FLAGS.quick else demo.FULL)
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f'vivit_adapter.demo: error: {type(e).__name__}: {e}')
 
 
 if __name__ == '__main__':
+  cli.start()
   define_flags()
-  app.run(main)
+  app.run(cli.absl_main(main), flags_parser=cli.absl_flags_parser())

@@ -9,7 +9,6 @@ from typing import Mapping, Optional
 
 from absl import flags
 from absl import logging
-import jax
 
 # Variables that Cloud TPU VMs set when a slice spans several hosts; jax then finds the
 # coordinator and this host's id by itself.
@@ -72,6 +71,8 @@ def initialize(coordinator_address: str = '', num_processes: int = 0,
   Returns:
     True when jax.distributed was initialised.
   """
+  # Imported here: the programs define these flags before --help, which must not wait for JAX.
+  import jax  # pylint: disable=g-import-not-at-top
   if coordinator_address and num_processes > 1:
     if not 0 <= process_id < num_processes:
       raise ValueError(f'--process_id={process_id} must lie in [0, --num_processes='
@@ -100,6 +101,7 @@ def initialize(coordinator_address: str = '', num_processes: int = 0,
 
 def log_topology() -> None:
   """Logs the processes and devices this run sees (after `initialize`)."""
+  import jax  # pylint: disable=g-import-not-at-top
   logging.info('JAX %s: process %d of %d; %d local / %d global devices: %s',
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(), jax.local_devices())

@@ -24,18 +24,10 @@ from typing import Dict
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-import jax.numpy as jnp
 
-import data_pipelines
-from data_pipelines import feature_cache
-from data_pipelines import tf_runtime
+from data_pipelines import cli
 from vivit_adapter import config_loading
 from vivit_adapter import distributed
-from vivit_adapter import models
-from vivit_adapter.features import extraction
-from vivit_adapter.train_lib import assembly
-from vivit_adapter.train_lib import optimizers
 
 FLAGS = flags.FLAGS
 
@@ -47,8 +39,10 @@ def define_flags() -> None:
                       'tf.io.gfile reads).', required=True)
   flags.DEFINE_integer('views', 4, 'Augmented views stored per training video; stage 2 '
                        'draws one of them per video and epoch.')
-  flags.DEFINE_enum('dtype', 'bfloat16', sorted(extraction.STORE_DTYPES),
-                    'Storage dtype of the features.')
+  # A string, checked by run() against features.extraction.STORE_DTYPES (which imports
+  # JAX: an enum of its keys here would make --help wait for JAX).
+  flags.DEFINE_string('dtype', 'bfloat16', 'Storage dtype of the features: bfloat16 or '
+                      'float32.')
   flags.DEFINE_list('splits', ['train', 'eval', 'test'], 'Splits to extract (a missing '
                     'eval/test table is skipped with a warning).')
   flags.DEFINE_integer('videos_per_batch', 0, 'Videos per forward pass; 0 -> '
@@ -59,6 +53,8 @@ def define_flags() -> None:
 def start_params(config, model):
   """The parameters stage 2 starts from (fresh init, then config.init_from), on the host,
   with the log message: the trainer's own start from config.init_from."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vivit_adapter.train_lib import assembly  # pylint: disable=g-import-not-at-top
   init_rng, _ = assembly.run_rngs(config)
   params = assembly.init_params(config, model, init_rng)
   if not config.init_from.checkpoint_path:
@@ -68,8 +64,13 @@ def start_params(config, model):
 
 
 def _view_shape(config, model, params):
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from vivit_adapter import models
+  # pylint: enable=g-import-not-at-top
   clip = jax.ShapeDtypeStruct((1, config.dataset.num_frames, config.dataset.crop_size,
-                               config.dataset.crop_size, 3), jnp.float32)
+                               config.dataset.crop_size, 3), jnp.uint8)
   return jax.eval_shape(
       lambda p, v: model.apply({'params': p}, v, part=models.FROZEN_PART), params, clip
   ).shape[1:]
@@ -82,13 +83,24 @@ def run(config, cache_dir: str, *, views: int, dtype: str, splits, videos_per_ba
   Raises ValueError (a config that freezes nothing, bad flags), feature_cache.CacheError
   (the directory holds another cache), OSError (not enough disk).
   """
+  # JAX, TensorFlow and the model code load here, not with the module: --help is fast.
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import data_pipelines
+  from data_pipelines import feature_cache
+  from vivit_adapter import models
+  from vivit_adapter.features import extraction
+  from vivit_adapter.train_lib import optimizers
+  # pylint: enable=g-import-not-at-top
+  if dtype not in extraction.STORE_DTYPES:
+    raise ValueError(f'--dtype={dtype!r}; expected one of {sorted(extraction.STORE_DTYPES)}.')
   if not config.model.freeze_spatial:
     raise ValueError('config.model.freeze_spatial is False: there is no frozen part to '
                      'cache. Use a stage-2 experiment (e.g. experiments/synthetic_stage2.py).')
   if views < 1:
     raise ValueError(f'--views={views} must be >= 1.')
   info = data_pipelines.dataset_info(config.dataset)
-  model = models.create_model(config.model, info.num_classes)
+  model = models.create_model(config.model, info.num_classes, config.dataset.normalization)
   params, message = start_params(config, model)
   logging.info('Frozen part from: %s', message)
   frozen = optimizers.frozen_keys(params, True)
@@ -115,15 +127,15 @@ def run(config, cache_dir: str, *, views: int, dtype: str, splits, videos_per_ba
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from data_pipelines import tf_runtime  # pylint: disable=g-import-not-at-top
   tf_runtime.configure()
+  cli.quiet_library_logs()
   command = 'python -m vivit_adapter.extract_features ' + ' '.join(sys.argv[1:])
-  try:
+  with cli.usage_errors():  # ValueErrors here are bad flags or config values
     distributed.initialize_from_flags()
     stats = run(FLAGS.config, FLAGS.cache_dir, views=FLAGS.views, dtype=FLAGS.dtype,
                 splits=FLAGS.splits, videos_per_batch=FLAGS.videos_per_batch,
                 command=command)
-  except (ValueError, FileNotFoundError, OSError, feature_cache.CacheError) as e:
-    sys.exit(f'vivit_adapter.extract_features: error: {e}')
   seconds = stats.pop('seconds')
   stats.pop('cpu_seconds')
   for split, s in stats.items():
@@ -134,5 +146,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.start()
   define_flags()
-  app.run(main, flags_parser=config_loading.flags_parser)
+  app.run(cli.absl_main(main), flags_parser=config_loading.flags_parser)

@@ -9,13 +9,15 @@ docstring says what the image task is and what is written.
 
 import argparse
 import dataclasses
+import sys
 from typing import Dict, Optional, Sequence
 
 import ml_collections
 
+from data_pipelines import cli
 from vivit_adapter import config_loading
 from vivit_adapter.studies import experiment_configs
-from vivit_adapter.studies import image_pretrain
+from vivit_adapter.studies import pretrain_settings
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -24,9 +26,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument('--data', default='', help='synthetic dataset dir (its metadata.json)')
   parser.add_argument('--config', default='', help='experiment file whose config.model '
                       'fixes the ViT sizes (default: experiments/'
-                      f'{image_pretrain.DEFAULT_EXPERIMENT}.py)')
-  for field in dataclasses.fields(image_pretrain.PretrainSettings):
+                      f'{pretrain_settings.DEFAULT_EXPERIMENT}.py)')
+  for field in dataclasses.fields(pretrain_settings.PretrainSettings):
     parser.add_argument(f'--{field.name}', type=field.type, default=field.default)
+  cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
   if not args.output.endswith('.npz'):
     parser.error(f'--output={args.output} must end in .npz (the surgery code detects '
@@ -38,19 +41,27 @@ def load_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
   """--config, else the default experiment: the config whose model the ViT matches."""
   if args.config:
     return config_loading.load_config(args.config)
-  return experiment_configs.load(image_pretrain.DEFAULT_EXPERIMENT)
+  return experiment_configs.load(pretrain_settings.DEFAULT_EXPERIMENT)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
   args = parse_args(argv)
+  cli.set_verbosity(args.verbosity)
+  from vivit_adapter.studies import image_pretrain  # pylint: disable=g-import-not-at-top
   config = load_config(args)
-  fields = dataclasses.fields(image_pretrain.PretrainSettings)
-  settings = image_pretrain.PretrainSettings(**{f.name: getattr(args, f.name) for f in fields})
+  fields = dataclasses.fields(pretrain_settings.PretrainSettings)
+  settings = pretrain_settings.PretrainSettings(**{f.name: getattr(args, f.name) for f in fields})
   report = image_pretrain.pretrain(args.output, config, data_dir=args.data, settings=settings)
   print(f'Wrote {report["output"]}: {settings.task} top-1 {report["eval_top1"]:.3f} on '
         f'{settings.num_eval_images} held-out images, {report["train_time_s"]:.1f}s training.')
   return report
 
 
+def _main() -> None:
+  with cli.usage_errors():  # a bad flag value or experiment file: one line
+    main()
+
+
 if __name__ == '__main__':
-  main()
+  cli.start()
+  sys.exit(cli.run(_main))

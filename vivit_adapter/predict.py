@@ -10,31 +10,27 @@ the video as decoded, so a video whose dataset was converted with --fps should b
 predicted with the same --fps. The whole video is decoded into memory at its own
 resolution (as the converter does), so cut long videos to the part to classify first.
 
-Errors (missing or undecodable video, a workdir without config.json or checkpoint)
-print one line and exit with status 1.
+The inputs (video, workdir, label map) are checked, and the video decoded, before the
+checkpoint is loaded; only the result is printed (--verbosity=0 for our INFO lines, 1
+for the libraries' too). Errors (missing or undecodable video, a workdir without
+config.json or checkpoint, a checkpoint that does not fit its config.json) print one line
+and exit with the codes of data_pipelines.cli (README "Exit codes").
 """
 
 import dataclasses
 import os
-import sys
 from typing import List, Optional
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 import numpy as np
-import tensorflow as tf
 
+from data_pipelines import cli
 from data_pipelines import convert_videos
 from data_pipelines import dmvr_format
 from data_pipelines import fs
-from data_pipelines import tf_runtime
-from data_pipelines import video_ops
-from vivit_adapter import checkpoints
 from vivit_adapter import configs
-from vivit_adapter import models
-from vivit_adapter.checkpoints import workdir as workdir_checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,12 +63,17 @@ def read_video(path: str, fps: float = 0.) -> np.ndarray:
 
 
 def eval_transform(frames: np.ndarray, ds_cfg) -> np.ndarray:
-  """The training pipeline's `video_ops.eval_clip` on decoded frames -> (T, C, C, 3) float32.
+  """The training pipeline's `video_ops.eval_clip` on decoded frames -> (T, C, C, 3) uint8,
+  which the model normalises itself.
 
   eval_clip takes encoded frames, as a record stores them; PNG is lossless, so the clip
   sees exactly the decoded pixels. Compression level 0 (stored, not deflated) keeps the
   encoding a copy.
   """
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from data_pipelines import video_ops
+  # pylint: enable=g-import-not-at-top
   encoded = tf.map_fn(lambda f: tf.io.encode_png(f, compression=0),
                       tf.convert_to_tensor(frames), fn_output_signature=tf.string)
   return video_ops.eval_clip(encoded, ds_cfg).numpy()
@@ -95,20 +96,51 @@ def label_names(ds_cfg, num_classes: int, label_map: str = '') -> Optional[List[
   return names
 
 
-def load_run(workdir: str, step: int = -1):
+def load_run(workdir: str, step: int = -1, config=None):
   """(config, model, params, step) of a trained run; num_classes is read off the head."""
-  config = configs.load_saved(workdir)
+  # pylint: disable=g-import-not-at-top
+  from vivit_adapter import checkpoints
+  from vivit_adapter import models
+  from vivit_adapter.checkpoints import workdir as workdir_checkpoints
+  # pylint: enable=g-import-not-at-top
+  config = config or configs.load_saved(workdir)
   _, step = workdir_checkpoints.find_checkpoint_step(workdir, step)
   params = checkpoints.restore_workdir_params(workdir, step)
   if 'output_projection' not in params:
     raise ValueError(f'The checkpoint in {workdir} has no output_projection (a '
                      f'classifier head); its top-level names are {sorted(params)}.')
   num_classes = params['output_projection']['kernel'].shape[-1]
-  return config, models.create_model(config.model, num_classes), params, step
+  model = models.create_model(config.model, num_classes, config.dataset.normalization)
+  return config, model, params, step
+
+
+def check_fits(model, params, clip: np.ndarray, workdir: str) -> None:
+  """The checkpoint's parameters have the shapes the saved config's model needs.
+
+  Raises:
+    cli.CheckpointMismatchError: a summary line (which sizes differ), then the tensors.
+  """
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from vivit_adapter.checkpoints import merge
+  # pylint: enable=g-import-not-at-top
+  video = jax.ShapeDtypeStruct((1,) + clip.shape, clip.dtype)
+  wanted = jax.eval_shape(lambda v: model.init(jax.random.PRNGKey(0), v), video)['params']
+  model_shapes = {k: tuple(v.shape) for k, v in merge.flatten(wanted).items()}
+  saved = {k: tuple(np.shape(v)) for k, v in merge.flatten(params).items()}
+  missing = [k for k in model_shapes if k not in saved]
+  unexpected = [k for k in saved if k not in model_shapes]
+  mismatched = [k for k in model_shapes if k in saved and saved[k] != model_shapes[k]]
+  if missing or unexpected or mismatched:
+    raise cli.CheckpointMismatchError(merge.mismatch_message(
+        f'in {workdir}', model_shapes, saved, missing, unexpected, mismatched).replace(
+            'Check that config.model', f'Its config.json does not describe it; check that '
+            'config.model', 1))
 
 
 def probabilities(model, params, clip: np.ndarray) -> np.ndarray:
   """Softmax over classes for one (T, C, C, 3) clip."""
+  import jax  # pylint: disable=g-import-not-at-top
   logits = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))(
       params, clip[np.newaxis])
   return np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1)[0])
@@ -122,9 +154,19 @@ def top_k(probs: np.ndarray, k: int, names: Optional[List[str]]) -> List[Predict
 
 def predict(workdir: str, video: str, step: int = -1, k: int = 5, fps: float = 0.,
             label_map: str = '') -> Result:
-  """The `k` most probable classes of `video` under the run in `workdir`."""
-  config, model, params, step = load_run(workdir, step)
+  """The `k` most probable classes of `video` under the run in `workdir`.
+
+  Everything the user gave is checked (and the video decoded) before the checkpoint is
+  read: a typo costs no checkpoint load.
+  """
+  if not fs.isfile(video):
+    raise FileNotFoundError(f'--video={video!r} does not exist or is not a file.')
+  if label_map and not fs.exists(label_map):
+    raise FileNotFoundError(f'--label_map={label_map!r} does not exist.')
+  config = configs.load_saved(workdir)
   clip = eval_transform(read_video(video, fps), config.dataset)
+  config, model, params, step = load_run(workdir, step, config)
+  check_fits(model, params, clip, workdir)
   probs = probabilities(model, params, clip)
   names = label_names(config.dataset, len(probs), label_map)
   return Result(step, len(probs), top_k(probs, k, names))
@@ -151,12 +193,14 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from data_pipelines import tf_runtime  # pylint: disable=g-import-not-at-top
   tf_runtime.configure()  # TensorFlow only resizes frames here
-  try:
+  cli.quiet_library_logs()
+  if not FLAGS['verbosity'].present:  # the result only; --verbosity=0 for our INFO lines
+    logging.set_verbosity(logging.WARNING)
+  with cli.usage_errors():  # a ValueError here is the user's input (an unreadable video)
     result = predict(FLAGS.workdir, FLAGS.video, FLAGS.step, FLAGS.top_k, FLAGS.fps,
                      FLAGS.label_map)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f'vivit_adapter.predict: error: {e}')
   print(f'{FLAGS.video}: top {len(result.top)} of {result.num_classes} classes '
         f'({FLAGS.workdir}, step {result.step})')
   for rank, p in enumerate(result.top, 1):
@@ -164,5 +208,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.start()
   define_flags()
-  app.run(main)
+  app.run(cli.absl_main(main), flags_parser=cli.absl_flags_parser())

@@ -131,7 +131,7 @@ def build(case: Case) -> Built:
   """Builds the trainer's step for `case` with an abstract (unallocated) state."""
   check_case(case)
   config = case_config(case)
-  model = create_model(config.model, case.num_classes)
+  model = create_model(config.model, case.num_classes, config.dataset.normalization)
   params = assembly.abstract_params(config, model)
   cached = case.mode == 'stage2+cached'
   part = models.TRAINABLE_PART if cached else models.WHOLE
@@ -139,7 +139,8 @@ def build(case: Case) -> Built:
                          num_classes=case.num_classes,
                          steps_per_epoch=SCHEDULE_STEPS_PER_EPOCH,
                          total_steps=SCHEDULE_TOTAL_STEPS)
-  video = jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.float32)
+  # uint8 pixels, as the input pipelines hand them over (the model normalises them).
+  video = jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.uint8)
   inputs = frozen_output(model, params, video) if cached else video
   batch = {'inputs': inputs, 'label': jax.ShapeDtypeStruct((case.batch,), jnp.int32)}
   return Built(config, model, parts, parts.jit_step(), parts.abstract_state(params), batch)
@@ -157,7 +158,7 @@ def time_extraction(case: Case, built: Built, steps_timed: int, warmup: int,
   """Seconds per clip-view of the frozen forward pass that extraction runs once per
   stored view (embedding + spatial encoder, inference only), at `case.batch` clips."""
   params = assembly.init_params(built.config, built.model, jax.random.PRNGKey(seed))
-  video = _random(jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.float32),
+  video = _random(jax.ShapeDtypeStruct(_video_shape(case, case.batch), jnp.uint8),
                   jax.random.PRNGKey(seed + 1))
   forward = jax.jit(lambda p, v: built.model.apply({'params': p}, v,
                                                    part=models.FROZEN_PART).astype(CACHE_DTYPE))
@@ -193,7 +194,10 @@ def _real_state(built: Built, seed: int) -> steps.TrainState:
 
 
 def _random(spec: jax.ShapeDtypeStruct, key) -> jnp.ndarray:
-  """Uniform in [-1, 1] of `spec`'s shape and dtype: a video or stored features."""
+  """Random values of `spec`'s shape and dtype: uint8 pixels in [0, 255] for a video,
+  uniform in [-1, 1] for stored features."""
+  if spec.dtype == jnp.uint8:
+    return jax.random.randint(key, spec.shape, 0, 256, jnp.int32).astype(jnp.uint8)
   return jax.random.uniform(key, spec.shape, jnp.float32, -1.0, 1.0).astype(spec.dtype)
 
 

@@ -51,11 +51,15 @@ from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.benchmarks import step_cases
 from vivit_adapter.benchmarks import torch_reference
+from vivit_adapter.models import inputs as model_inputs
 from vivit_adapter.train_lib import assembly
 
 
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
+# The batches are uint8 pixels, as the trainer's input pipelines yield them; each step
+# normalises them (JAX: inside the model, models/inputs.py; torch: in its step).
+NORMALIZATION = configs.base_config().dataset.normalization
 
 
 def limit_cpus(threads: int) -> int:
@@ -76,8 +80,8 @@ def limit_cpus(threads: int) -> int:
 
 def build_models(model_config, num_classes: int, input_shape, seed: int = 0):
   """The Flax model, its initial params and a `TorchViViTFE` holding the same values."""
-  flax_model = models.create_model(model_config, num_classes)
-  video = jnp.zeros((1,) + tuple(input_shape) + (3,), jnp.float32)
+  flax_model = models.create_model(model_config, num_classes, NORMALIZATION)
+  video = jnp.zeros((1,) + tuple(input_shape) + (3,), jnp.uint8)
   params = jax.jit(flax_model.init)(jax.random.PRNGKey(seed), video)['params']
   torch_model = torch_reference.from_model_config(model_config, num_classes, input_shape)
   torch_reference.load_flax_params(torch_model, params)
@@ -121,12 +125,15 @@ def make_trainer_step(model, params, num_classes: int):
 
 
 def make_torch_step(model, learning_rate: float, momentum: float) -> Callable:
-  """step(video, labels) -> loss: forward, backward, SGD-momentum update, zero_grad."""
+  """step(pixels, labels) -> loss: normalisation, forward, backward, SGD-momentum
+  update, zero_grad."""
   # torch's SGD with dampening 0 is optax.sgd's momentum: buf = m * buf + g; p -= lr * buf.
   optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
+  scale, offset = (torch.from_numpy(a) for a in model_inputs.pixel_affine(NORMALIZATION))
   model.train()
 
-  def step(video, labels):
+  def step(pixels, labels):
+    video = pixels.float() * scale + offset
     loss = torch.nn.functional.cross_entropy(model(video), labels)
     loss.backward()
     optimizer.step()
@@ -172,13 +179,13 @@ def _torch_runner(model, batches) -> Callable[[], float]:
 
 
 def _random_batches(count: int, batch: int, input_shape, num_classes: int, seed: int):
-  """`count` distinct (video, labels) batches, so training does not collapse onto one.
+  """`count` distinct (uint8 video, labels) batches, so training does not collapse onto one.
 
   (On one repeated batch the loss reaches 0 within a few steps, and the vanishing
   gradients then time denormal arithmetic rather than the model.)
   """
   rng = np.random.default_rng(seed)
-  return [(rng.uniform(-1, 1, (batch,) + tuple(input_shape) + (3,)).astype(np.float32),
+  return [(rng.integers(0, 256, (batch,) + tuple(input_shape) + (3,), dtype=np.uint8),
            rng.integers(0, num_classes, (batch,))) for _ in range(count)]
 
 

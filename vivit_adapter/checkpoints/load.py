@@ -7,6 +7,7 @@ goes through the named surgery function its tests exercise (`vit_npz.vit_to_vivi
 `stage2.stage1_to_stage2`), whose account of restored/fresh names makes the message.
 """
 
+import json
 import os
 import re
 from typing import Optional, Sequence, Tuple
@@ -14,11 +15,18 @@ from typing import Optional, Sequence, Tuple
 import ml_collections
 import numpy as np
 
+from data_pipelines import cli
 from data_pipelines import fs
+from vivit_adapter import configs
 from vivit_adapter.checkpoints import merge, scenic, stage2, vit_npz, workdir
 from vivit_adapter.models import names
 
 FORMATS = ('auto', 'workdir', 'scenic', 'vit_npz')
+# The model sizes a stage-1 run and the stage-2 run initialised from it share (stage 2
+# adds an adapter and changes the frame count on purpose).
+_SHARED_SIZE_KEYS = ('model.variant', 'model.hidden_size', 'model.patches',
+                     'model.spatial_transformer', 'model.temporal_transformer',
+                     'model.classifier')
 
 
 def detect_format(path: str) -> str:
@@ -58,7 +66,7 @@ def _check_head(source_flat: dict, target_flat: dict, path: str) -> None:
     if name in source_flat and name in target_flat:
       src, tgt = np.shape(source_flat[name]), np.shape(target_flat[name])
       if src[-1] != tgt[-1]:
-        raise ValueError(
+        raise cli.CheckpointMismatchError(
             f'Checkpoint {path}: {name} has {src[-1]} classes {src}, the model has '
             f'{tgt[-1]} {tgt}. To train a new head for this dataset, set '
             'config.init_from.restore_output_projection=False.')
@@ -108,14 +116,37 @@ def _from_vit_npz(init_cfg, path, target_params, target_grid) -> merge.Merged:
       target_grid=target_grid, missing_cls=init_cfg.missing_cls)
 
 
-def _from_video(fmt, init_cfg, path, target_params) -> Tuple[merge.Merged, str]:
+def _size_changes(where: str, model_config: ml_collections.ConfigDict) -> str:
+  """'model.hidden_size: 64 in RUN/config.json, 32 in this config' for a workdir
+  checkpoint (`where` = RUN/checkpoints/STEP) whose run had other model sizes; else ''."""
+  path = os.path.join(os.path.dirname(os.path.dirname(where)), configs.CONFIG_FILE)
+  if not fs.exists(path):
+    return ''
+  with fs.open(path) as f:
+    saved = json.load(f).get('model', {})
+  changes = configs.differences({'model': saved}, {'model': model_config.to_dict()})
+  return '; '.join(f'{k}: {old!r} in {path}, {new!r} in this config'
+                   for k, (old, new) in changes.items()
+                   if configs.under(k, _SHARED_SIZE_KEYS))
+
+
+def _from_video(fmt, init_cfg, path, target_params,
+                model_config) -> Tuple[merge.Merged, str]:
   source, where = _video_source(fmt, path, init_cfg.step)
   keep = ((() if init_cfg.restore_temporal else names.TEMPORAL_GROUP)
           + (() if init_cfg.restore_output_projection else names.HEAD_GROUP))
   if init_cfg.restore_output_projection:
     _check_head(merge.flatten(source), merge.flatten(target_params), where)
-  return stage2.stage1_to_stage2(source, target_params, source_name=where,
-                                 keep_target=keep), where
+  try:
+    return stage2.stage1_to_stage2(source, target_params, source_name=where,
+                                   keep_target=keep), where
+  except cli.CheckpointMismatchError as e:
+    changes = _size_changes(where, model_config) if fmt == 'workdir' else ''
+    if not changes:
+      raise
+    raise cli.CheckpointMismatchError(
+        f'The init checkpoint was trained with other model sizes: {changes}. Make '
+        f'config.model match it, or train a new stage 1.\n{e}') from e
 
 
 def load_init_params(init_cfg: ml_collections.ConfigDict, target_params, *,
@@ -154,6 +185,6 @@ def load_init_params(init_cfg: ml_collections.ConfigDict, target_params, *,
     grid = _patch_grid(target_flat, frame_size) if frame_size else None
     merged, where = _from_vit_npz(init_cfg, path, target_params, grid), path
   else:
-    merged, where = _from_video(fmt, init_cfg, path, target_params)
+    merged, where = _from_video(fmt, init_cfg, path, target_params, model_config)
   return merged.params, (_message(fmt, where, merged) + '\n'
                          + _model_line(model_config, target_flat))

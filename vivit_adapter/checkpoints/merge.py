@@ -7,13 +7,17 @@ a caller names as meant to be fresh (`allow_missing`), dropped (`ignore_unexpect
 kept from the model (`keep_target`) are exempt.
 """
 
+import collections
 import re
-from typing import Any, Iterable, Mapping, NamedTuple, Tuple
+from typing import Any, Dict, Iterable, Mapping, NamedTuple, Sequence, Tuple
 
 import flax
 import numpy as np
 
+from data_pipelines import cli
+
 Params = Any
+_MAX_LISTED = 8  # per-tensor lines per kind of mismatch; the summary line covers the rest
 
 
 class Merged(NamedTuple):
@@ -66,8 +70,9 @@ def merge_params(target: Params, source: Params, *, source_name: str,
     to the target leaf's dtype.
 
   Raises:
-    ValueError: naming `source_name` and listing every missing name, unexpected name
-      and shape mismatch (with both shapes).
+    cli.CheckpointMismatchError (a ValueError): naming `source_name`; its first line
+      summarises which sizes differ, the next lines list missing names, unexpected
+      names and shape mismatches (with both shapes).
   """
   tgt, src = flatten(target), flatten(source)
   keep, allow_missing = tuple(keep_target), tuple(allow_missing)
@@ -79,8 +84,8 @@ def merge_params(target: Params, source: Params, *, source_name: str,
   mismatched = [k for k in src if k in tgt
                 and tuple(np.shape(src[k])) != tuple(np.shape(tgt[k]))]
   if missing or unexpected or mismatched:
-    raise ValueError(_mismatch_message(source_name, tgt, src, missing, unexpected,
-                                       mismatched))
+    raise cli.CheckpointMismatchError(mismatch_message(
+        source_name, _shapes(tgt), _shapes(src), missing, unexpected, mismatched))
   merged = dict(tgt)
   for k, v in src.items():
     if k in tgt:
@@ -103,18 +108,54 @@ def account(params: Params, target: Params, source: Params, *,
                 tuple(k for k in src if k not in tgt), tuple(notes))
 
 
-def _mismatch_message(source_name, tgt, src, missing, unexpected, mismatched) -> str:
-  lines = [f'Checkpoint {source_name} does not match the model parameters:']
+def _shapes(flat: Mapping[str, Any]) -> Dict[str, Tuple[int, ...]]:
+  return {k: tuple(np.shape(v)) for k, v in flat.items()}
+
+
+def size_summary(target: Mapping[str, Sequence[int]], source: Mapping[str, Sequence[int]],
+                 mismatched: Sequence[str]) -> str:
+  """Which sizes differ, most frequent first: '64 in the checkpoint where the model has
+  32 (40 tensors, e.g. embedding/kernel)'. A wrong width shows as one line, not 40."""
+  counts, example = collections.Counter(), {}
+  for name in sorted(mismatched):
+    a, b = tuple(source[name]), tuple(target[name])
+    pairs = ({(x, y) for x, y in zip(a, b) if x != y} if len(a) == len(b)
+             else {(f'rank {len(a)}', f'rank {len(b)}')})
+    for pair in pairs:
+      counts[pair] += 1
+      example.setdefault(pair, name)
+  return '; '.join(f'{x} in the checkpoint where the model has {y} ({n} tensor'
+                   f'{"s" if n > 1 else ""}, e.g. {example[(x, y)]})'
+                   for (x, y), n in counts.most_common(3))
+
+
+def _listed(title: str, lines: Sequence[str]) -> list:
+  more = len(lines) - _MAX_LISTED
+  return ([f'{title} ({len(lines)}):'] + [f'  {l}' for l in lines[:_MAX_LISTED]]
+          + ([f'  ... and {more} more'] if more > 0 else []))
+
+
+def mismatch_message(source_name: str, target: Mapping[str, Sequence[int]],
+                     source: Mapping[str, Sequence[int]], missing: Sequence[str],
+                     unexpected: Sequence[str], mismatched: Sequence[str]) -> str:
+  """A summary line (which sizes differ, how many names are missing or unexpected), then
+  the per-tensor detail; `target` and `source` map flat names to shapes."""
+  summary = [s for s in (
+      size_summary(target, source, mismatched) if mismatched else '',
+      f'{len(missing)} model tensors missing from it (e.g. {sorted(missing)[0]})'
+      if missing else '',
+      f'{len(unexpected)} tensors the model lacks (e.g. {sorted(unexpected)[0]})'
+      if unexpected else '') if s]
+  lines = [f'Checkpoint {source_name} does not fit the model: {"; ".join(summary)}. '
+           'Check that config.model matches the checkpoint (sizes, depth, patches, '
+           'classifier), or choose which parts to restore in config.init_from.']
   if missing:
-    lines.append(f'  missing from the checkpoint ({len(missing)}):')
-    lines += [f'    {k} {tuple(np.shape(tgt[k]))}' for k in sorted(missing)]
+    lines += _listed('missing from the checkpoint',
+                     [f'{k} {tuple(target[k])}' for k in sorted(missing)])
   if unexpected:
-    lines.append(f'  unexpected in the checkpoint, not in the model ({len(unexpected)}):')
-    lines += [f'    {k} {tuple(np.shape(src[k]))}' for k in sorted(unexpected)]
+    lines += _listed('unexpected in the checkpoint, not in the model',
+                     [f'{k} {tuple(source[k])}' for k in sorted(unexpected)])
   if mismatched:
-    lines.append(f'  shape mismatch ({len(mismatched)}):')
-    lines += [f'    {k}: checkpoint {tuple(np.shape(src[k]))} vs model '
-              f'{tuple(np.shape(tgt[k]))}' for k in sorted(mismatched)]
-  lines.append('Check that config.model matches the checkpoint (sizes, depth, patches, '
-               'classifier), or choose which parts to restore in config.init_from.')
+    lines += _listed('shape mismatch', [f'{k}: checkpoint {tuple(source[k])} vs model '
+                                        f'{tuple(target[k])}' for k in sorted(mismatched)])
   return '\n'.join(lines)

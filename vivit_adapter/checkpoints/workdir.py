@@ -14,6 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from data_pipelines import fs
+from vivit_adapter.checkpoints import merge
 
 ITEM_NAMES = ('params', 'state', 'meta')
 
@@ -104,3 +105,12 @@ def restore_workdir_params(path: str, step: int = -1) -> dict:
     restored = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.PyTreeRestore(restore_args=restore_args)))
   return dict(restored['params'])
+
+
+def param_shapes(path: str, step: int = -1) -> dict:
+  """{flat name: shape} of a run's checkpointed parameters, from orbax's metadata (no
+  array is read): what a mismatch message compares with the model."""
+  directory, step = find_checkpoint_step(path, step)
+  with _manager(directory) as mngr:
+    metadata = mngr.item_metadata(step)['params']
+  return {k: tuple(v.shape) for k, v in merge.flatten(metadata.tree).items()}

@@ -127,7 +127,7 @@ def _compile_ahead(forward, params, ds_cfg, plans: List[Plan], videos_per_batch:
   extraction time, like the trainer's train_time_s, excludes compilation."""
   clip = (ds_cfg.num_frames, ds_cfg.crop_size, ds_cfg.crop_size, 3)
   for clips in sorted({batch_clips(videos_per_batch, p.views) for p in plans}):
-    jax.block_until_ready(forward(params, np.zeros((clips,) + clip, np.float32)))
+    jax.block_until_ready(forward(params, np.zeros((clips,) + clip, np.uint8)))
 
 
 def extract_shard(plan: Plan, index: int, path: str, dataset, forward, params, *,

@@ -5,6 +5,7 @@ import ml_collections
 
 from vivit_adapter.models import variants
 from vivit_adapter.models.adapter import ADAPTER_TYPES
+from vivit_adapter.models.inputs import NORMALIZATIONS, normalize
 from vivit_adapter.models.vivit import FROZEN_PART, HEAD_INITS, PARTS, TRAINABLE_PART, WHOLE
 from vivit_adapter.models.vivit import AdapterSpec, EncoderSpec, ViViTFactorisedEncoder
 
@@ -12,14 +13,16 @@ CLASSIFIERS = ('token', 'gap')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def create_model(model_config: ml_collections.ConfigDict,
-                 num_classes: int) -> ViViTFactorisedEncoder:
+def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
+                 normalization: str = '') -> ViViTFactorisedEncoder:
   """Builds the ViViT factorised encoder described by `config.model`.
 
   Reads the size fields only: a variant was written into them when the config was
   built (variants.apply_variant), and configs.validate has checked the named choices.
-  `module.apply({'params': params}, video, train=False)` maps (B,T,H,W,3) float video
-  to (B, num_classes) logits.
+  `module.apply({'params': params}, video, train=False)` maps (B,T,H,W,3) video to
+  (B, num_classes) logits. With `normalization` (config.dataset.normalization) the
+  video is pixels in [0, 255], uint8 as the input pipelines yield it, normalised on the
+  device (models/inputs.py); without it, float video already normalised.
   """
   cfg = model_config
   if num_classes <= 0:
@@ -41,10 +44,15 @@ def create_model(model_config: ml_collections.ConfigDict,
       freeze_spatial=cfg.freeze_spatial,
       spatial_chunk_size=cfg.spatial_chunk_size,
       remat=cfg.remat,
+      temporal_remat=cfg.temporal_remat,
+      temporal_query_chunk_size=cfg.temporal_query_chunk_size,
+      recompute_frozen=cfg.recompute_frozen,
       dtype=DTYPES[cfg.dtype],
-      head_kernel_init=cfg.head_kernel_init)
+      head_kernel_init=cfg.head_kernel_init,
+      normalization=normalization)
 
 
 __all__ = ['create_model', 'ViViTFactorisedEncoder', 'EncoderSpec', 'AdapterSpec',
-           'ADAPTER_TYPES', 'CLASSIFIERS', 'DTYPES', 'HEAD_INITS', 'variants',
+           'ADAPTER_TYPES', 'CLASSIFIERS', 'DTYPES', 'HEAD_INITS', 'NORMALIZATIONS',
+           'normalize', 'variants',
            'WHOLE', 'FROZEN_PART', 'TRAINABLE_PART', 'PARTS']

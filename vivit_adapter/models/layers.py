@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vivit_adapter.models import attention
 from vivit_adapter.models import names
 
 Dtype = Any
@@ -64,15 +65,19 @@ class EncoderBlock(nn.Module):
   droplayer_p: float = 0.0
   deterministic: bool = True
   dtype: Dtype = jnp.float32
+  query_chunk_size: int = 0  # > 0: attention.query_chunked_attention
 
   @nn.compact
   def __call__(self, inputs):
     x = nn.LayerNorm(dtype=self.dtype, name=names.ATTENTION_NORM)(inputs)
+    # force_fp32_for_softmax: with bfloat16 activations the softmax's max and sum are
+    # still float32 (a no-op for a float32 model).
     x = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype,
         kernel_init=nn.initializers.xavier_uniform(),
         broadcast_dropout=False, dropout_rate=self.attention_dropout_rate,
-        deterministic=self.deterministic,
+        deterministic=self.deterministic, force_fp32_for_softmax=True,
+        attention_fn=attention.attention_fn(self.query_chunk_size),
         name=names.ATTENTION)(x, x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=self.deterministic)
     x = StochasticDepth(self.droplayer_p, self.deterministic)(x)
@@ -100,26 +105,15 @@ class Encoder(nn.Module):
   remat: bool = False
   deterministic: bool = True
   dtype: Dtype = jnp.float32
+  query_chunk_size: int = 0  # > 0: attention over blocks of this many queries
 
   @nn.compact
   def __call__(self, x):
     return _encode(self, x)
 
 
-class ScanEncoder(Encoder):
-  """`Encoder` with the (carry, x) -> (carry, y) signature that `nn.scan` expects.
-
-  Its parameters have exactly `Encoder`'s names, so a scanned encoder (one chunk of
-  temporal indices per iteration, parameters broadcast) and a plain one share weights.
-  """
-
-  @nn.compact
-  def __call__(self, carry, x):
-    return carry, _encode(self, x)
-
-
 def _encode(mdl: Encoder, x):
-  """The body shared by `Encoder` and `ScanEncoder`; called inside their compact scope."""
+  """The body of `Encoder`; called inside its compact scope."""
   if x.ndim != 3:
     raise ValueError(f'Encoder expects (batch, tokens, width), got shape {x.shape}.')
   x = AddPositionEmbs(name=names.POSEMB_MODULE)(x)
@@ -127,7 +121,7 @@ def _encode(mdl: Encoder, x):
   # nn.remat keeps flax's default prevent_cse=True. The blocks are unrolled in a Python
   # loop, and outside a scan XLA's common-subexpression elimination could merge the
   # recomputation with the forward pass and store the activations after all. (False is
-  # safe only as a scan body, as on the chunked spatial path; one setting serves both.)
+  # safe only inside a scan body, as on the chunked spatial path; one setting serves both.)
   block_cls = nn.remat(EncoderBlock) if mdl.remat else EncoderBlock
   for i in range(mdl.num_layers):
     droplayer_p = i / max(mdl.num_layers - 1, 1) * mdl.stochastic_droplayer_rate
@@ -136,7 +130,8 @@ def _encode(mdl: Encoder, x):
         dropout_rate=mdl.dropout_rate,
         attention_dropout_rate=mdl.attention_dropout_rate,
         droplayer_p=droplayer_p, deterministic=mdl.deterministic,
-        dtype=mdl.dtype, name=names.encoder_block(i))(x)
+        dtype=mdl.dtype, query_chunk_size=mdl.query_chunk_size,
+        name=names.encoder_block(i))(x)
   return nn.LayerNorm(dtype=mdl.dtype, name=names.ENCODER_NORM)(x)
 
 

@@ -34,11 +34,11 @@ import ml_collections
 import numpy as np
 import optax
 
+from vivit_adapter.models import inputs as model_inputs
 from vivit_adapter.models import layers
 from vivit_adapter.models.vivit import EncoderSpec
+from vivit_adapter.studies.pretrain_settings import DEFAULT_EXPERIMENT, PretrainSettings
 
-# The experiment whose config.model fixes the image ViT's sizes unless one is given.
-DEFAULT_EXPERIMENT = 'synthetic_stage1'
 # This project's block names -> google-research/vision_transformer's (the inverse of
 # checkpoints.vit_npz's renaming), so the saved file is in the most common layout.
 _VT_NAMES = {'MultiHeadDotProductAttention_0': 'MultiHeadDotProductAttention_1',
@@ -141,8 +141,9 @@ def video_frame_images(ds_cfg: ml_collections.ConfigDict, split: str,
                       tf.int32)
     frames = video_ops.resize_short_side(video_ops.decode_frames(encoded, indices),
                                          ds_cfg.min_resize)
-    frames = video_ops.centre_crop(frames, ds_cfg.crop_size)
-    images.append(video_ops.normalize(frames, ds_cfg.normalization).numpy())
+    frames = video_ops.to_uint8(video_ops.centre_crop(frames, ds_cfg.crop_size))
+    # The pixels a clip hands the video model, normalised as the model does (on the host).
+    images.append(np.asarray(model_inputs.normalize(frames.numpy(), ds_cfg.normalization)))
     labels += [int(label)] * per_video
   return ImageData(np.concatenate(images).astype(np.float32), np.asarray(labels, np.int32))
 
@@ -151,7 +152,7 @@ def make_images(num: int, *, seed: int, offset: int, resolution: int, scene,
                 normalization: str, task: str = 'position') -> ImageData:
   """`num` synthetic frames (JPEG round trip, as the videos have) and their labels."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from data_pipelines import synthetic, video_ops  # pylint: disable=g-import-not-at-top
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   frames, labels = [], []
   for i in range(offset, offset + num):
     rng = np.random.default_rng(np.random.SeedSequence([seed, _IMAGE_STREAM, i]))
@@ -159,8 +160,9 @@ def make_images(num: int, *, seed: int, offset: int, resolution: int, scene,
     jpeg = synthetic.encode_frames(example.frame[None])[0]
     frames.append(tf.io.decode_jpeg(jpeg).numpy())
     labels.append(TASKS[task][1](example))
-  x = tf.constant(np.stack(frames), tf.float32) / 255.0
-  images = video_ops.normalize(x, normalization).numpy().astype(np.float32)
+  # The image ViT takes normalised float images: the video model's normalisation, on
+  # the host once for the whole (small) set.
+  images = np.asarray(model_inputs.normalize(np.stack(frames), normalization), np.float32)
   return ImageData(images, np.asarray(labels, np.int32))
 
 
@@ -185,19 +187,6 @@ def accuracy(model: ImageViT, params, data: ImageData, batch_size: int = 256) ->
                         == data.labels[i:i + batch_size]))
              for i in range(0, len(data.labels), batch_size))
   return hits / len(data.labels)
-
-
-@dataclasses.dataclass
-class PretrainSettings:
-  """What one image-pretraining run does; the CLI's flags map onto these fields."""
-  task: str = 'position'  # a key of TASKS, or VIDEO_FRAMES (a video dataset's frames)
-  steps: int = 400
-  batch_size: int = 128
-  learning_rate: float = 3e-3
-  weight_decay: float = 0.05
-  num_train_images: int = 6000
-  num_eval_images: int = 1000
-  seed: int = 0
 
 
 def train(model: ImageViT, data: ImageData, settings: PretrainSettings):

@@ -24,6 +24,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import ml_collections
 
+from data_pipelines import cli
+from vivit_adapter import configs
 from vivit_adapter.train_lib import reporting
 
 
@@ -58,29 +60,10 @@ def eval_curve(run_dir: str, summary: Dict[str, Any]) -> List[Dict[str, float]]:
           for r in reporting.History(run_dir).rows('eval') if 'top1' in r]
 
 
-def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
-def config_differences(config: ml_collections.ConfigDict,
-                       saved: Dict[str, Any]) -> List[str]:
-  """The dotted keys both configs have whose values differ (`saved` as summary.json has it)."""
-  # As the trainer writes it: through JSON, so tuples compare equal to lists.
-  wanted = _flatten(json.loads(json.dumps(config.to_dict(), default=str)))
-  found = _flatten(saved)
-  return sorted(k for k in wanted.keys() & found.keys() if wanted[k] != found[k])
-
-
 def mismatch_message(config: ml_collections.ConfigDict, run_dir: str,
                      summary: Dict[str, Any]) -> Optional[str]:
   """Why the finished run in `run_dir` cannot stand for `config`; None when it can."""
-  differ = config_differences(config, summary.get('config', {}))
+  differ = list(configs.differences(summary.get('config', {}), config))
   if not differ:
     return None
   return (f'{os.path.join(run_dir, reporting.SUMMARY_FILE)} is a finished run of another '
@@ -111,7 +94,8 @@ def train_from_scratch(config: ml_collections.ConfigDict, run_dir: str,
   trained run and a reused one look the same.
 
   Raises:
-    SystemExit: the run was stopped (SIGTERM) before it finished.
+    cli.Preempted: the run was stopped (SIGTERM) before it finished, after saving: a
+      SystemExit with the PREEMPTED exit code, so the study's process exits with it.
   """
   from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
   if os.path.exists(run_dir):
@@ -120,8 +104,8 @@ def train_from_scratch(config: ml_collections.ConfigDict, run_dir: str,
     shutil.rmtree(run_dir)
   summary = trainer.train_and_evaluate(config, run_dir)
   if summary.get('preempted'):
-    raise SystemExit(f'{run_dir} was stopped (SIGTERM) at step {summary["step"]}; run the '
-                     'same command again: finished runs are reused, this one restarts.')
+    raise cli.Preempted(f'{run_dir} was stopped (SIGTERM) at step {summary["step"]}; run the '
+                        'same command again: finished runs are reused, this one restarts.')
   return finished_summary(run_dir)
 
 

@@ -23,9 +23,12 @@ from vivit_adapter.train_lib import optimizers, parallel, steps
 StepFactory = Callable[..., Callable]
 
 
-def _dummy_video(config):
+def dummy_video(config, model, batch: int = 1):
+  """Zeros of the clip shape and dtype `model` reads: uint8 pixels when it normalises
+  on the device (the pipelines' output), else float32."""
   ds = config.dataset
-  return jnp.zeros((1, ds.num_frames, ds.crop_size, ds.crop_size, 3), jnp.float32)
+  dtype = jnp.uint8 if model.normalization else jnp.float32
+  return jnp.zeros((batch, ds.num_frames, ds.crop_size, ds.crop_size, 3), dtype)
 
 
 def run_rngs(config):
@@ -37,7 +40,7 @@ def init_params(config, model, rng, mesh=None) -> Dict[str, Any]:
   """Fresh parameters for a clip of `config.dataset`'s shape; replicated on `mesh` if
   given, so they are created where they live rather than copied there."""
   out = parallel.replicated(mesh) if mesh is not None else None
-  init = jax.jit(lambda r: model.init(r, _dummy_video(config))['params'],
+  init = jax.jit(lambda r: model.init(r, dummy_video(config, model))['params'],
                  out_shardings=out)
   return init(rng)
 

@@ -21,13 +21,14 @@ from absl import logging
 from clu import periodic_actions
 
 import data_pipelines
-from data_pipelines import fs
+from data_pipelines import cli
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.models import create_model
 from vivit_adapter.train_lib import assembly, checkpointing, compiled_memory, data_source
 from vivit_adapter.train_lib import evaluation
 from vivit_adapter.train_lib import optimizers, parallel, reporting, steps
+from vivit_adapter.train_lib import workdir_guard
 
 
 @dataclasses.dataclass
@@ -91,7 +92,7 @@ def setup(config, workdir) -> Setup:
   mesh = parallel.make_mesh()
   source = data_source.make_source(config)
   info = source.info
-  model = create_model(config.model, info.num_classes)
+  model = create_model(config.model, info.num_classes, config.dataset.normalization)
   steps_per_epoch, total_steps = setup_lengths(config, info)
   state, parts = setup_state(config, model, mesh, info.num_classes, steps_per_epoch,
                              total_steps, part=source.part)
@@ -107,7 +108,7 @@ def _check_finite(metrics, step, manager):
     last = manager.latest_step()
     where = (f'the last good checkpoint is step {last} in {manager.directory}'
              if last is not None else 'no checkpoint was written yet')
-    raise FloatingPointError(
+    raise cli.DivergedError(
         f'Training loss is {loss} at step {step}; stopping. {where}. Lower '
         'config.lr_configs.base_learning_rate or check the input data.')
 
@@ -164,7 +165,7 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
       if preemption.requested:
         break
   bar.close()
-  manager.wait_until_finished()
+  checkpointing.wait_until_finished(manager)
   return state, {**clock.read(), 'memory': memory, 'preempted': preemption.requested}
 
 
@@ -223,31 +224,31 @@ def log_eval(s: Setup, writer, history, step, params,
   return result
 
 
-class _QuietOrbax:
-  """Drops orbax's per-file INFO lines (dozens per save); its warnings still show."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or '/orbax/' not in record.pathname
-
-
 def quiet_third_party_logs() -> None:
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
-    handler.addFilter(_QuietOrbax())
+  """Library INFO lines (orbax's dozens per save) off unless --verbosity=1."""
+  cli.quiet_library_logs()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  """Trains and evaluates `config` in `workdir`; returns (and writes) the run summary."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> Dict[str, Any]:
+  """Trains and evaluates `config` in `workdir`; returns (and writes) the run summary.
+
+  A workdir with checkpoints of an incompatible config is refused before anything is
+  written (workdir_guard; `allow_config_change` admits changes that keep the shapes).
+  config.json is written once the start (resume or init) succeeded. A run stopped by
+  SIGTERM/SIGINT saves a checkpoint and returns {'preempted': signal name, 'step'}.
+  """
   t0 = time.time()
   quiet_third_party_logs()
-  fs.makedirs(workdir)
+  workdir_guard.check_workdir(config, workdir, allow_config_change)
+  workdir_guard.probe_writable(workdir)
   s = setup(config, workdir)
   is_main = jax.process_index() == 0
-  if is_main:
-    configs.save(config, workdir)
   manager = checkpointing.make_manager(workdir, config.max_to_keep)
   s.state, data_state, s.start = setup_start(config, manager, s.state, s.parts, s.mesh)
   s.source.check_params(s.state.params, s.parts.frozen)
+  if is_main:
+    configs.save(config, workdir)
   train_iter = s.source.train_iterator(
       parallel.per_process_batch_size(config.batch_size), seed=config.rng_seed,
       state=data_state)
@@ -255,10 +256,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   history = reporting.History(workdir, enabled=is_main)
   state, timing = train_loop(s, train_iter, manager, writer, history)
   if timing['preempted']:
-    logging.warning('Stopped early (SIGTERM) at step %d; rerun the same command to resume.',
-                    int(jax.device_get(state.step)))
+    logging.warning('Stopped early (%s) at step %d; rerun the same command to resume.',
+                    timing['preempted'], int(jax.device_get(state.step)))
     manager.close()
-    return {'preempted': True, 'step': int(jax.device_get(state.step))}
+    return {'preempted': timing['preempted'], 'step': int(jax.device_get(state.step))}
   summary = finish(s, state, timing, writer, history, t0)
   manager.close()
   writer.flush()
