@@ -17,6 +17,7 @@ from vivit_adapter import ablation
 from vivit_adapter.studies.ablation import data as study_data
 from vivit_adapter.studies.ablation import markdown as ablation_markdown
 from vivit_adapter.studies.ablation import plan as ablation_plan
+from vivit_adapter.studies.ablation import plots
 from vivit_adapter.studies.ablation import report as ablation_report
 from vivit_adapter.studies.ablation import run as ablation_run
 from vivit_adapter.studies.ablation.plan import Run, Schedule
@@ -149,12 +150,13 @@ def _v_and_baseline(results):
   return {n: ablation_report.aggregate_row(rows[n], results) for n in ('baseline', 'V')}
 
 
-def _results(seeds=(0, 1)):
+def _results(seeds=(0, 1), v_best=(70.0, 90.0)):
+  """The baseline's best eval top-1 is 80 (at 80 s); V's stage 2 peaks at v_best[seed]."""
   rows = {r.name: r for r in ablation_plan.make_rows(FULL_PLAN, CHOICE)}
   (base,), (s1, s2) = rows['baseline'].runs, rows['V'].runs
   results = {}
   for seed in seeds:
-    best = (70.0, 90.0)[seed]
+    best = v_best[seed]
     results[seed] = {'runs': {
         base.key: fake_summary(0.6, 0.9, 100.0, 80.0, [(20, 16, 30.0), (50, 40, 60.0),
                                                        (80, 64, 80.0), (100, 80, 75.0)]),
@@ -178,29 +180,40 @@ def test_aggregate_row_counts_the_whole_route():
   assert _v_and_baseline(results)['V']['seeds'] == [0]
 
 
-def test_time_to_accuracy_counts_stage1_and_extraction():
+def test_time_to_accuracy_is_to_the_baselines_accuracy_target():
   out = ablation_report.time_to_accuracy(_v_and_baseline(_results()))
-  # Seed 0: V's best (70) is below the baseline's (80); the baseline first reaches 70 at
-  # 80 s (64 s CPU), V at 10 + 5 + 12 = 27 s (8 + 3 + 8 = 19 s CPU).
-  # Seed 1: the baseline's best (80) is the target; V reaches it at 11 + 5 + 12 = 28 s.
-  assert [(e['seed'], e['target_eval_top1'], e['wall']['baseline_s'], e['wall']['total_s'],
-           e['cpu']['total_s']) for e in out] == [(0, 70.0, 80.0, 27.0, 19.0),
-                                                  (1, 80.0, 80.0, 28.0, 19.0)]
-  assert out[0]['wall']['ratio'] == pytest.approx(27 / 80)
-  assert out[0]['cpu']['ratio'] == pytest.approx(19 / 64)
-  stats = ablation_report.ratio_stats(out)
-  assert stats['wall']['mean'] == pytest.approx((27 / 80 + 28 / 80) / 2)
+  # The target is the baseline's best eval top-1 (80) less the 0.5-point tolerance:
+  # 79.5, which the baseline first reaches at 80 s (64 s CPU).
+  # Seed 0: V peaks at 70: not reached (the old rule timed it to 70, at 27/80 = 0.34x).
+  # Seed 1: V reaches it at 11 + 5 + 12 = 28 s (8 + 3 + 8 = 19 s CPU).
+  assert [(e['seed'], e['target_eval_top1'], e['reached'], e['wall']['baseline_s'],
+           e['wall']['total_s'], e['cpu']['total_s']) for e in out] == [
+               (0, 79.5, False, 80.0, None, None), (1, 79.5, True, 80.0, 28.0, 19.0)]
+  assert (out[0]['wall']['ratio'], out[0]['wall']['stage1_s']) == (None, 10.0)
+  assert out[1]['wall']['ratio'] == pytest.approx(28 / 80)
+  assert out[1]['cpu']['ratio'] == pytest.approx(19 / 64)
+  stats = ablation_report.ratio_stats(out)  # over the seeds that reached it
+  assert stats['wall'] == {'mean': pytest.approx(28 / 80), 'std': None}
   table = ablation_markdown.time_to_accuracy_markdown(out, stats)
-  assert table[2] == ('| 0 | 70.00 | 80.0 | 10.0 + 5.0 + 12.0 = 27.0 | 0.338 | 64.0 | 19.0 | '
+  assert table[2] == ('| 0 | 79.50 | 80.0 | 10.0 + 5.0 + not reached = — | — | 64.0 | '
+                      'not reached | — | 4, 3 |')
+  assert table[3] == ('| 1 | 79.50 | 80.0 | 11.0 + 5.0 + 12.0 = 28.0 | 0.350 | 64.0 | 19.0 | '
                       '0.297 | 4, 3 |')
-  assert table[-1].startswith('| mean ± std | | | | 0.344 ± 0.009 |')
+  assert table[-1].startswith('| mean ± std (1 of 2 seeds reached) | | | | 0.350 ± — |')
+  # No seed reaching it: no ratio at all.
+  none = ablation_report.time_to_accuracy(_v_and_baseline(_results(v_best=(70.0, 79.0))))
+  assert [e['reached'] for e in none] == [False, False]
+  assert ablation_report.ratio_stats(none) == {}
+  assert ablation_markdown.time_to_accuracy_markdown(none, {})[-1].startswith(
+      '| mean ± std (0 of 2 seeds reached) | | | | — |')
 
 
 def test_targets():
   def row(top1):
     return {'stats': {'test_top1': {'mean': top1}}}
   def timed(*ratios):
-    return [{'wall': {'ratio': r}, 'cpu': {'ratio': r / 2}} for r in ratios]
+    return [{'seed': i, 'reached': r is not None, 'wall': {'ratio': r},
+             'cpu': {'ratio': None if r is None else r / 2}} for i, r in enumerate(ratios)]
   targets = ablation_report.check_targets(
       {'baseline': row(60), 'I': row(20), 'III': row(30), 'V': row(59.6)}, timed(0.4, 0.5))
   assert [t['met'] for t in targets] == [True, True, True]
@@ -208,6 +221,13 @@ def test_targets():
   targets = ablation_report.check_targets(
       {'baseline': row(60), 'I': row(40), 'III': row(30), 'V': row(59.4)}, timed(0.46))
   assert [t['met'] for t in targets] == [False, False, False]
+  # Fast where it got there, but one seed never reached the baseline's accuracy: missed.
+  (time,) = ablation_report.check_targets({}, timed(0.2, None, 0.3))
+  assert time['measured'] == ('wall 0.250x ± 0.071, CPU 0.125x ± 0.035 (2 seeds); '
+                              'not reached on seed(s) 1')
+  assert not time['met']
+  (time,) = ablation_report.check_targets({}, timed(None))
+  assert (time['measured'], time['met']) == ('not reached on seed(s) 0', False)
 
 
 def test_sweep_report_marks_the_choice_and_sums_its_cost():
@@ -381,11 +401,12 @@ def test_the_baseline_gets_at_least_the_end_to_end_steps_and_data_of_stage1():
 # The whole report (tables, targets, time to accuracy) from synthetic results.
 # ----------------------------------------------------------------------------------------
 
-def synthetic_results(test_top1):
-  """{seed: results} for the main rows; test_top1: {row: [per-seed fractions]}."""
+def synthetic_results(test_top1, v_best):
+  """{seed: results} for the main rows; test_top1: {row: [per-seed fractions]}; V's
+  best eval top-1 on seeds 0 and 1 (2 as 1), against the baseline's 80."""
   rows = {r.name: r for r in ablation_plan.make_rows(FULL_PLAN, CHOICE)}
-  results = _results((0, 1))
-  results[2] = _results((1,))[1]
+  results = _results((0, 1), v_best)
+  results[2] = _results((1,), v_best)[1]
   for seed in results:
     runs = results[seed]['runs']
     for name in ('I', 'III'):
@@ -397,8 +418,8 @@ def synthetic_results(test_top1):
   return rows, results
 
 
-def synthetic_report(test_top1):
-  rows, results = synthetic_results(test_top1)
+def synthetic_report(test_top1, v_best=(79.6, 90.0)):
+  rows, results = synthetic_results(test_top1, v_best)
   main = [rows[n] for n in ('baseline', 'I', 'III', 'V')]
   data = study_data.StudyData('d', (), {'name': 'synthetic', 'num_classes': 12, 'notes': [],
                                         'splits': {'train': 1, 'validation': 1, 'test': 1}},
@@ -433,12 +454,20 @@ def test_report_targets_met_from_synthetic_results():
   assert 'wall 0.346x ± 0.007, CPU 0.297x ± 0.000 (3 seeds)' in targets
 
 
-def test_report_targets_missed_from_synthetic_results():
+def test_report_targets_missed_from_synthetic_results(tmp_path):
+  # V's seed 0 peaks at 70 eval top-1, far below the baseline's 79.5 target: its time
+  # target is missed although the seeds that reach it are fast (28/80).
   report = synthetic_report({'baseline': [0.80, 0.82, 0.84], 'V': [0.80, 0.80, 0.83],
-                             'I': [0.7, 0.7, 0.7], 'III': [0.6, 0.6, 0.7]})
-  assert [t['met'] for t in report['targets']] == [False, True, False]
-  targets = ablation_markdown.markdown(report).split('## Targets')[1]
-  assert targets.count('| NO |') == 2
+                             'I': [0.7, 0.7, 0.7], 'III': [0.6, 0.6, 0.7]},
+                            v_best=(70.0, 90.0))
+  assert [t['met'] for t in report['targets']] == [False, False, False]
+  md = ablation_markdown.markdown(report)
+  targets = md.split('## Targets')[1]
+  assert targets.count('| NO |') == 3
+  assert 'wall 0.350x ± 0.000, CPU 0.297x ± 0.000 (2 seeds); not reached on seed(s) 0' in (
+      targets)
+  assert '| 0 | 79.50 | 80.0 | 10.0 + 5.0 + not reached = — | — |' in md
+  assert plots.plot_time_to_accuracy(report, str(tmp_path / 'curves.png'))  # target drawn
   assert '| V 81.00 vs baseline 82.00 (-1.00) |' in targets
   assert '| I 70.00, III 63.33, V 81.00 |' in targets
 

@@ -2,7 +2,7 @@
 
 from typing import Dict
 
-from vivit_adapter.studies.ablation.report import TABLES, TIME_ROWS
+from vivit_adapter.studies.ablation.report import ACCURACY_MARGIN, TABLES, TIME_ROWS
 
 
 def _pyplot():
@@ -40,7 +40,7 @@ def plot_time_to_accuracy(report: Dict, path: str) -> bool:
   """Eval top-1 against training seconds (wall, and CPU), the baseline and V, per seed.
 
   V's stage 2 starts where its stage 1 and the extraction ended; stage 1's own curve
-  (few-frame clips) is drawn dotted. Returns False (nothing written) when no seed has
+  (few-frame clips) is drawn dotted, each seed's accuracy target dashed. Returns False (nothing written) when no seed has
   the baseline and a two-stage row.
   """
   rows = {r['name']: r for r in report['rows']}
@@ -55,6 +55,10 @@ def plot_time_to_accuracy(report: Dict, path: str) -> bool:
                                       (axes[1], 'train_cpu_s', 'extraction_cpu_s', 'CPU')):
     for i, seed in enumerate(base['seeds']):
       _seed_curves(ax, base, others, seed, clock, extraction, first=i == 0)
+    targets = sorted({e['target_eval_top1'] for e in report['time_to_accuracy'].get('V', [])})
+    for i, target in enumerate(targets):
+      ax.axhline(target, color='tab:red', linestyle='--', linewidth=0.8, alpha=0.6,
+                 label=f'accuracy target (baseline best - {ACCURACY_MARGIN})' if i == 0 else None)
     ax.set_xlabel(f'training seconds, {name} (compilation and evaluation excluded)')
     ax.set_ylabel('eval top-1 (%)')
     ax.set_title(f'Time to accuracy ({name}), seeds {base["seeds"]}')

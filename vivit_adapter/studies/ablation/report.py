@@ -23,7 +23,7 @@ TABLES = (('main', 'Main rows (the paper\'s I / III / V against the baseline)'),
           ('adapter', 'Stage-2 adapter type'),
           ('adapter_study', 'The adapter: width, learning rate, what it reads'))
 STATS = ('test_top1', 'test_top5', 'eval_top1', 'wall_time_s', 'cpu_time_s')
-TIME_ROWS = ('V',)  # two-stage rows timed to the baseline's accuracy
+TIME_ROWS = ('V',)  # two-stage rows timed to the baseline's accuracy target
 TIME_TARGET = 0.45  # the whole recipe's share of the baseline's time to accuracy
 ACCURACY_MARGIN = 0.5  # V may trail the baseline by this many top-1 points
 
@@ -131,12 +131,15 @@ def _first_at(curve: Sequence[Dict], target: float, clock: str) -> Optional[floa
 
 
 def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V') -> List[Dict]:
-  """Per seed: seconds until the baseline and `row` first reach one eval top-1.
+  """Per seed: seconds until the baseline and `row` first reach the baseline's accuracy.
 
-  The target is the lower of the two rows' best eval top-1 (%), so that both reach it.
-  A two-stage row's time is its whole stage 1 and whole extraction, then stage 2 until
-  the target (stage 1 is judged on its few-frame clips, so only stage 2's evaluations
-  count). Wall and CPU seconds alike.
+  The target is the accuracy target's level: the baseline's best eval top-1 (%) of that
+  seed less ACCURACY_MARGIN. It is the baseline's, never the two-stage row's own best,
+  so that a route far below the baseline cannot meet the time target at its own lower
+  accuracy. A two-stage row's time is its whole stage 1 and whole extraction, then
+  stage 2 until the target (stage 1 is judged on its few-frame clips, so only stage 2's
+  evaluations count); a stage 2 that never reaches it is 'not reached' (total and ratio
+  None). Wall and CPU seconds alike.
   """
   base, two = by_name.get('baseline'), by_name.get(row)
   if not base or not two:
@@ -149,27 +152,35 @@ def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V') -> List[Dict]:
     curve = p['runs'][two['runs'][-1]]['eval_curve']
     if not b_curve or not curve:
       continue
-    target = min(max(q['top1'] for q in b_curve), max(q['top1'] for q in curve))
+    target = max(q['top1'] for q in b_curve) - ACCURACY_MARGIN
     entry = {'seed': seed, 'target_eval_top1': target,
+             'reached': _first_at(curve, target, 'train_time_s') is not None,
              'evaluations': [len(b_curve), len(curve)]}
     for clock, run_clock, extraction in (('wall', 'train_time_s', 'extraction_s'),
                                          ('cpu', 'train_cpu_s', 'extraction_cpu_s')):
       stage1 = sum(r[run_clock] for r in before)
       base_t = _first_at(b_curve, target, run_clock)
-      two_t = stage1 + p[extraction] + _first_at(curve, target, run_clock)
+      stage2 = _first_at(curve, target, run_clock)
+      two_t = None if stage2 is None else stage1 + p[extraction] + stage2
       entry[clock] = {'baseline_s': base_t, 'stage1_s': stage1,
                       'extraction_s': p[extraction], 'total_s': two_t,
-                      'ratio': two_t / base_t}
+                      'ratio': None if two_t is None else two_t / base_t}
     out.append(entry)
   return out
 
 
 def ratio_stats(entries: Sequence[Dict]) -> Dict[str, Dict]:
-  return {c: _stat([e[c]['ratio'] for e in entries]) for c in ('wall', 'cpu') if entries}
+  """Mean/std of the ratios over the seeds that reached the target."""
+  reached = [e for e in entries if e['reached']]
+  return {c: _stat([e[c]['ratio'] for e in reached]) for c in ('wall', 'cpu') if reached}
 
 
 def check_targets(by_name: Dict[str, Dict], timed: Sequence[Dict]) -> List[Dict]:
-  """The issue's targets, each with the measured numbers and whether it holds."""
+  """The issue's targets, each with the measured numbers and whether it holds.
+
+  The time target is missed when any seed's two-stage route does not reach the
+  baseline's accuracy target at all.
+  """
   def top1(row):
     s = by_name.get(row, {}).get('stats', {}).get('test_top1')
     return None if s is None else s['mean']
@@ -182,12 +193,17 @@ def check_targets(by_name: Dict[str, Dict], timed: Sequence[Dict]) -> List[Dict]
                     'met': v >= base - ACCURACY_MARGIN})
   if timed:
     r = ratio_stats(timed)
+    missed = [e['seed'] for e in timed if not e['reached']]
+    measured = [f'wall {_ratio(r["wall"])}, CPU {_ratio(r["cpu"])} '
+                f'({len(timed) - len(missed)} seeds)'] if r else []
+    if missed:
+      measured.append(f'not reached on seed(s) {", ".join(map(str, missed))}')
     targets.append({'target': f'whole recipe (stage 1 + extraction + stage 2) <= '
-                              f'{TIME_TARGET}x the baseline\'s time to the same eval '
-                              'accuracy (mean wall ratio over seeds)',
-                    'measured': f'wall {_ratio(r["wall"])}, CPU {_ratio(r["cpu"])} '
-                                f'({len(timed)} seeds)',
-                    'met': r['wall']['mean'] <= TIME_TARGET})
+                              f'{TIME_TARGET}x the baseline\'s time to the baseline\'s '
+                              f'accuracy target (its best eval top-1 - {ACCURACY_MARGIN}), '
+                              'reached on every seed (mean wall ratio over seeds)',
+                    'measured': '; '.join(measured),
+                    'met': not missed and r['wall']['mean'] <= TIME_TARGET})
   if None not in (i, iii, v):
     targets.append({'target': 'test top-1: I < III < V',
                     'measured': f'I {i:.2f}, III {iii:.2f}, V {v:.2f}',
