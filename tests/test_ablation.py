@@ -235,9 +235,13 @@ def test_sweep_report_marks_the_choice_and_sums_its_cost():
   tried = {'stage2': [(r, fake_summary(0.5, 0.9, 10.0 * (i + 1), 5.0) if i < 3 else None)
                       for i, r in enumerate(runs)]}
   out = ablation_report.sweep_report(tried, {'stage2': runs[1].schedule},
-                                     {'stage2': {'seconds': 7.0, 'cpu_seconds': 4.0}})
+                                     {'stage2': {'seconds': 7.0, 'cpu_seconds': 4.0}},
+                                     FULL_PLAN.grids)
   configs = out['stage2']['configs']
   assert [c['chosen'] for c in configs] == [False, True, False, False]
+  assert [c['extension'] for c in configs] == [False] * 4
+  assert runs[1].schedule == Schedule(1e-3, 2400, 50)
+  assert out['stage2']['at_edge'] == ['lr (lowest tried)', 'steps (highest tried)']
   assert [c['finished'] for c in configs] == [True, True, True, False]
   assert configs[0]['eval_top1'] == 25.0
   assert out['stage2']['cost'] == {'runs': 4, 'train_time_s': 60.0, 'train_cpu_s': 15.0,
@@ -356,30 +360,74 @@ def test_an_existing_dataset_through_the_cli(tmp_path):
 # ----------------------------------------------------------------------------------------
 
 class FakeRunner:
-  """Summaries whose validation and test top-1 disagree on the best schedule."""
+  """Summaries whose validation and test top-1 disagree on the best schedule.
 
-  def __init__(self, plan):
-    self.plan, self.asked = plan, []
+  Validation top-1 grows with the learning rate and the steps; with `peaks` ({route:
+  Schedule}) it falls instead with the distance, in grid steps, from the route's peak.
+  """
+
+  def __init__(self, plan, peaks=None):
+    self.plan, self.peaks, self.asked = plan, peaks or {}, []
 
   def summary(self, run, seed):
     self.asked.append((run.key, seed))
-    val = run.schedule.lr * 100 + run.schedule.steps / 1e4  # best: highest lr, most steps
+    s, peak = run.schedule, self.peaks.get(run.kind)
+    val = s.lr * 100 + s.steps / 1e4  # best: highest lr, most steps
+    if peak:
+      val = 1 - round(abs(np.log(s.lr / peak.lr)) / np.log(3) +
+                      abs(np.log(s.steps / peak.steps)) / np.log(2), 2) / 10
     return fake_summary(1 - val, 0.9, 1.0, 1.0) | {'eval': {'top1': val, 'top5': 1.0}}
 
 
 def test_the_sweep_chooses_on_validation_and_stage2_trains_from_the_chosen_stage1():
   runner = FakeRunner(FULL_PLAN)
   tried, choice = ablation_run.run_sweep(runner, ablation_plan.ROUTES)
-  assert choice == {'baseline': Schedule(3e-3, 1200, 50), 'stage1': Schedule(3e-3, 600, 50),
-                    'stage2': Schedule(3e-3, 2400, 50)}
+  # The baseline's and stage 2's grids grew twice past their edges (x3 the learning
+  # rate, x2 the steps) and are still at one; stage 1's grid does not grow.
+  assert choice == {'baseline': Schedule(0.027, 1200, 50), 'stage1': Schedule(3e-3, 600, 50),
+                    'stage2': Schedule(0.027, 2400, 50)}
+  assert [r.schedule for r, _ in tried['baseline']][4:] == [
+      Schedule(9e-3, 1200, 50), Schedule(3e-3, 2400, 50), Schedule(0.027, 1200, 50)]
   assert {seed for _, seed in runner.asked} == {ablation_run.SWEEP_SEED}
   assert {r.init.schedule for r, _ in tried['stage2']} == {choice['stage1']}
-  assert [len(tried[r]) for r in ablation_plan.ROUTES] == [4, 4, 4]
+  assert [len(tried[r]) for r in ablation_plan.ROUTES] == [7, 4, 7]
+  sweep = ablation_report.sweep_report(tried, choice, {}, FULL_PLAN.grids)
+  assert [c['extension'] for c in sweep['baseline']['configs']] == [False] * 4 + [True] * 3
+  assert (sweep['baseline']['at_edge'], sweep['stage1']['at_edge']) == (
+      ['lr (highest tried)'], ['lr (highest tried)', 'steps (highest tried)'])
+  md = '\n'.join(ablation_markdown.sweep_markdown(sweep))
+  assert '| baseline | 0.027 | 1200 | 50 | extension | 282.00 |' in md
+  assert '* baseline: 7 configuration(s)' in md
+  assert '**Still at an edge:** lr (highest tried): the best value may lie beyond' in md
   # The rows then train with the chosen schedules: the baseline its best, in full.
   rows = {r.name: r for r in ablation_plan.make_rows(FULL_PLAN, choice)}
   assert rows['baseline'].runs[0].schedule == choice['baseline']
   config = ablation_plan.run_config(rows['baseline'].runs[0], FULL_PLAN, seed=2, study=STUDY)
-  assert (config.num_training_steps, config.lr_configs.base_learning_rate) == (1200, 3e-3)
+  assert (config.num_training_steps, config.lr_configs.base_learning_rate) == (1200, 0.027)
+
+
+def test_the_grids_grow_until_the_validation_score_turns_down():
+  """The baseline's validation score peaks past its step grid (2400 steps): its grid
+  grows to 2400, then 4800, which is worse, and stops with its choice inside what was
+  tried. Stage 2's peaks below its grid's low corner: the grid grows down."""
+  peaks = {'baseline': Schedule(3e-3, 2400, 50), 'stage1': Schedule(1e-3, 300, 50),
+           'stage2': Schedule(1e-3, 600, 50)}
+  runner = FakeRunner(FULL_PLAN, peaks)
+  tried, choice = ablation_run.run_sweep(runner, ablation_plan.ROUTES)
+  assert choice == {'baseline': peaks['baseline'], 'stage1': Schedule(1e-3, 300, 50),
+                    'stage2': peaks['stage2']}
+  grown = {route: [r.schedule for r, _ in tried[route]][4:] for route in tried}
+  assert grown == {'baseline': [Schedule(9e-3, 1200, 50), Schedule(3e-3, 2400, 50),
+                                Schedule(3e-3, 4800, 50)],
+                   'stage1': [],
+                   'stage2': [Schedule(0.000333, 1200, 50), Schedule(1e-3, 600, 50),
+                              Schedule(1e-3, 300, 50)]}
+  sweep = ablation_report.sweep_report(tried, choice, {}, FULL_PLAN.grids)
+  assert sweep['baseline']['at_edge'] == sweep['stage2']['at_edge'] == []
+  # Never fewer steps than the warm-up: 60 steps do not halve to 30.
+  short = [Schedule(1e-3, 60, 50), Schedule(1e-3, 120, 50)]
+  assert ablation_plan.extend(FULL_PLAN.grids['baseline'], short, short[0]) == [
+      Schedule(3e-3, 60, 50)]
 
 
 def test_the_baseline_gets_at_least_the_end_to_end_steps_and_data_of_stage1():
@@ -549,7 +597,7 @@ def test_quick_outputs_and_report_only(quick_run, capsys):
   with open(out + '.md') as f:
     md = f.read()
   assert '--quick' in md and 'Status: complete' in md
-  assert '| route | learning rate | steps | warm-up | eval top-1 (%) |' in md
+  assert '| route | learning rate | steps | warm-up | tried as | eval top-1 (%) |' in md
   assert md.count('**yes**') == 2  # one choice per route
   # Hand-written notes survive; --report_only trains and extracts nothing, and a missing
   # seed turns the report into a partial one.

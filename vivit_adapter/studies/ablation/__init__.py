@@ -10,7 +10,8 @@ r"""The paper's ablation, fairly tuned, on the 64-px miniature (recipes.miniatur
 3. The sweep, seed 0 (docs/design.md §2c): the baseline's grid, stage 1's grid (chosen
    by its own eval), then stage 2's grid from the chosen stage 1's feature cache; each
    chosen on the validation split (`plan.choose`); the baseline and stage 2 try as many
-   configurations.
+   configurations, and each grows its grid past an edge its choice sits on (`plan.extend`,
+   at most plan.MAX_EXTENSIONS times).
 4. The rows, on every seed, with the chosen schedules: baseline; I / III (frozen image
    spatial encoder, from that checkpoint's cache); V (stage 1 -> extraction -> stage 2
    from the cache); stage 1 at 2 / 4 / 8 frames; the adapter types; the adapter study

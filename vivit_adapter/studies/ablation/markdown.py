@@ -3,6 +3,7 @@
 import os
 from typing import Dict, List, Optional, Sequence
 
+from vivit_adapter.studies.ablation.plan import EDGE_FACTORS, MAX_EXTENSIONS
 from vivit_adapter.studies.ablation.report import ACCURACY_MARGIN, TABLES
 
 # Hand-written notes between these markers survive regenerating the .md.
@@ -37,12 +38,14 @@ def table_markdown(rows: List[Dict], table: str) -> List[str]:
 
 
 def sweep_markdown(sweep: Dict) -> List[str]:
-  """Every configuration tried, the selection metric, its cost and the choice."""
-  lines = ['| route | learning rate | steps | warm-up | eval top-1 (%) | train wall (s) | '
-           'train CPU (s) | chosen |', '|---|---|---|---|---|---|---|---|']
+  """Every configuration tried (the grid's, then its extensions'), the selection metric,
+  its cost, the choice and whether it is still at an edge of what was tried."""
+  lines = ['| route | learning rate | steps | warm-up | tried as | eval top-1 (%) | '
+           'train wall (s) | train CPU (s) | chosen |', '|---|---|---|---|---|---|---|---|---|']
   for route, part in sweep.items():
     for c in part['configs']:
       lines.append(f'| {route} | {c["lr"]:.3g} | {c["steps"]} | {c["warmup"]} | '
+                   f'{"extension" if c["extension"] else "grid"} | '
                    f'{_num(c.get("eval_top1"), ".2f")} | {_num(c.get("train_time_s"))} | '
                    f'{_num(c.get("train_cpu_s"))} | {"**yes**" if c["chosen"] else ""} |')
   lines.append('')
@@ -51,8 +54,10 @@ def sweep_markdown(sweep: Dict) -> List[str]:
     extraction = (f' + one extraction of the chosen stage 1\'s cache, '
                   f'{cost["extraction_s"]:.1f} s wall / {cost["extraction_cpu_s"]:.1f} s CPU'
                   if route == 'stage2' else '')
+    edge = (f' **Still at an edge:** {", ".join(part["at_edge"])}: the best value may lie '
+            'beyond what was tried.' if part['at_edge'] else '')
     lines.append(f'* {route}: {cost["runs"]} configuration(s), {cost["train_time_s"]:.1f} s '
-                 f'wall / {cost["train_cpu_s"]:.1f} s CPU of training{extraction}.')
+                 f'wall / {cost["train_cpu_s"]:.1f} s CPU of training{extraction}.{edge}')
   return lines
 
 
@@ -186,6 +191,11 @@ def markdown(report: Dict, previous_path: str = '') -> str:
   lines += ['', '## Sweep (seed 0; chosen on the validation split)', '',
             'Every configuration tried. Selection: the best final eval top-1 on the '
             'validation split; a tie goes to the cheaper configuration (fewer steps). '
+            'When the baseline\'s or stage 2\'s choice is the highest or lowest learning '
+            'rate or step count tried, that value grows one step past it (x or / '
+            f'{EDGE_FACTORS["lr"]:g} the learning rate, {EDGE_FACTORS["steps"]:g} the '
+            f'steps) and the route chooses again, at most {MAX_EXTENSIONS} times '
+            '("extension" rows). '
             'Stage 1 is chosen by its own few-frame eval top-1, stage 2 trains from the '
             'chosen stage 1\'s cache. The test split is not looked at.', '']
   lines += sweep_markdown(report['sweep'])

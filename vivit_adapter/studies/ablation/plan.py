@@ -3,7 +3,8 @@
 Two phases (docs/design.md §2c). The sweep, on seed 0, tries every schedule (learning
 rate x steps x warm-up) of a grid for the baseline, for stage 1 (chosen by its own
 few-frame eval top-1) and for stage 2 (from the chosen stage 1's feature cache, with the
-attention adapter), and chooses on the validation split (`choose`). The rows then train
+attention adapter), and chooses on the validation split (`choose`); the baseline's and
+stage 2's grids grow past an edge their choice sits on (`extend`). The rows then train
 with the chosen schedules on every seed; seed 0's sweep runs of the chosen schedules
 are those rows' seed-0 runs (same key, same config: reused, not retrained).
 
@@ -39,6 +40,15 @@ INIT_FRAMES = (2, 4, 8)
 LEARNING_RATES = {'baseline': (1e-3, 3e-3), 'stage1': (1e-3, 3e-3), 'stage2': (1e-3, 3e-3)}
 STEPS = {'baseline': (600, 1200), 'stage1': (300, 600), 'stage2': (1200, 2400)}
 WARMUP_STEPS = {'baseline': (50,), 'stage1': (50,), 'stage2': (50,)}
+# Grid edges: when a route's choice sits on an edge of a swept axis (one with two or
+# more values in its grid), that axis grows one step past the edge around the choice
+# (x or / the factor) and the route chooses again, at most MAX_EXTENSIONS times, so that
+# neither the baseline nor stage 2 is under-tuned by where its grid happened to stop.
+# Stage 1 is not grown: its own few-frame eval says what suits stage 1, not what the
+# final model needs, and growing it would only lengthen the two-stage recipe.
+EDGE_FACTORS = {'lr': 3.0, 'steps': 2.0}
+MAX_EXTENSIONS = 2
+EXTENDED_ROUTES = ('baseline', 'stage2')
 # Steps between evaluations: the points of the time-to-accuracy curves.
 EVAL_EVERY = 50
 # Training views stored per clip in a feature cache. One: the miniature's training clip
@@ -172,15 +182,18 @@ def make_plan(quick: bool, adapter_width: int) -> Plan:
 # The sweep and its selection rule.
 # ----------------------------------------------------------------------------------------
 
-def sweep_runs(plan: Plan, route: str, choice: Dict[str, Schedule]) -> List[Run]:
-  """The seed-0 runs of one route's grid (stage 2's from the chosen stage 1)."""
+def sweep_runs(plan: Plan, route: str, choice: Dict[str, Schedule],
+               schedules: Optional[Sequence[Schedule]] = None) -> List[Run]:
+  """The seed-0 runs of one route's grid, or of `schedules` (stage 2's from the chosen
+  stage 1)."""
   f1, f2 = plan.stage1_frames, plan.stage2_frames
+  schedules = plan.grids[route] if schedules is None else schedules
   if route == 'baseline':
-    return [Run('baseline', f2, s) for s in plan.grids[route]]
+    return [Run('baseline', f2, s) for s in schedules]
   if route == 'stage1':
-    return [Run('stage1', f1, s) for s in plan.grids[route]]
+    return [Run('stage1', f1, s) for s in schedules]
   stage1 = Run('stage1', f1, choice['stage1'])
-  return [Run('stage2', f2, s, 'attention', init=stage1) for s in plan.grids[route]]
+  return [Run('stage2', f2, s, 'attention', init=stage1) for s in schedules]
 
 
 def choose(candidates: Sequence[Tuple[Schedule, float]]) -> Schedule:
@@ -193,6 +206,34 @@ def choose(candidates: Sequence[Tuple[Schedule, float]]) -> Schedule:
   if not candidates:
     raise ValueError('choose: no finished candidate.')
   return min(candidates, key=lambda c: (-c[1], c[0].steps, c[0].warmup, c[0].lr))[0]
+
+
+def edges(grid: Sequence[Schedule], tried: Sequence[Schedule],
+          chosen: Schedule) -> List[Tuple[str, str]]:
+  """[(axis, 'high' or 'low')]: the swept axes on which `chosen` is the highest or the
+  lowest value tried."""
+  out = []
+  for axis in EDGE_FACTORS:
+    if len({getattr(s, axis) for s in grid}) < 2:
+      continue  # not swept
+    values, value = sorted({getattr(s, axis) for s in tried}), getattr(chosen, axis)
+    if value in (values[0], values[-1]):
+      out.append((axis, 'high' if value == values[-1] else 'low'))
+  return out
+
+
+def extend(grid: Sequence[Schedule], tried: Sequence[Schedule],
+           chosen: Schedule) -> List[Schedule]:
+  """The schedules one step past each edge `chosen` sits on, not tried yet."""
+  new = []
+  for axis, side in edges(grid, tried, chosen):
+    factor = EDGE_FACTORS[axis] if side == 'high' else 1 / EDGE_FACTORS[axis]
+    value = getattr(chosen, axis) * factor
+    value = int(round(value)) if axis == 'steps' else float(f'{value:.3g}')  # as tagged
+    schedule = dataclasses.replace(chosen, **{axis: value})
+    if schedule.steps > schedule.warmup and schedule not in (*tried, *new):
+      new.append(schedule)
+  return new
 
 
 # ----------------------------------------------------------------------------------------

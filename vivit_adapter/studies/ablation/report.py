@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation.plan import Plan, Row, Run, Schedule
 
 METRICS = ('top1', 'top5')
@@ -92,9 +93,12 @@ def aggregate_row(row: Row, results: Dict[int, Dict[str, Dict]]) -> Dict:
 # ----------------------------------------------------------------------------------------
 
 def sweep_report(tried: Dict[str, List[Tuple[Run, Optional[Dict]]]],
-                 choice: Dict[str, Schedule], sweep_caches: Dict[str, Dict]) -> Dict:
+                 choice: Dict[str, Schedule], sweep_caches: Dict[str, Dict],
+                 grids: Dict[str, Tuple[Schedule, ...]]) -> Dict:
   """Every configuration tried, per route, with the selection metric and its cost.
 
+  A configuration outside the route's grid is an extension past an edge; 'at_edge'
+  lists the swept axes on which the choice is still the highest or lowest value tried.
   The cost of a route's sweep is its runs' training time; stage 2's also counts the
   one extraction of the chosen stage 1's cache that all its runs read.
   """
@@ -103,6 +107,7 @@ def sweep_report(tried: Dict[str, List[Tuple[Run, Optional[Dict]]]],
     configs = []
     for run, summary in runs:
       entry = {'key': run.key, **dataclasses.asdict(run.schedule), 'finished': bool(summary),
+               'extension': run.schedule not in grids[route],
                'chosen': choice.get(route) == run.schedule}
       if summary:
         entry.update(eval_top1=100 * summary['eval']['top1'],
@@ -111,9 +116,12 @@ def sweep_report(tried: Dict[str, List[Tuple[Run, Optional[Dict]]]],
       configs.append(entry)
     done = [c for c in configs if c['finished']]
     cache = sweep_caches.get(route) or {}
+    edge = (ablation_plan.edges(grids[route], [r.schedule for r, _ in runs], choice[route])
+            if route in choice else [])
     out[route] = {
         'configs': configs,
         'chosen': dataclasses.asdict(choice[route]) if route in choice else None,
+        'at_edge': [f'{axis} ({side}est tried)' for axis, side in edge],
         'cost': {'runs': len(configs),
                  'train_time_s': sum(c['train_time_s'] for c in done),
                  'train_cpu_s': sum(c['train_cpu_s'] or 0.0 for c in done),
@@ -282,7 +290,7 @@ def build_report(rows: List[Row], plan: Plan, seeds: Sequence[int], results, *, 
   return {
       'command': command, 'complete': not missing, 'missing': missing,
       'seeds': list(seeds), 'quick': plan.quick, 'plan': dataclasses.asdict(plan),
-      'sweep': sweep_report(tried, choice, sweep_caches), 'rows': aggregated,
+      'sweep': sweep_report(tried, choice, sweep_caches, plan.grids), 'rows': aggregated,
       'time_to_accuracy': timed,
       'time_to_accuracy_stats': {row: ratio_stats(e) for row, e in timed.items()},
       'targets': check_targets(by_name, timed.get('V', [])),

@@ -152,22 +152,40 @@ class Runner:
 def run_sweep(runner: Runner, routes: Sequence[str]):
   """Seed 0's grid of each route, in order; returns (tried, choice).
 
-  tried: {route: [(Run, summary or None)]}; choice: {route: Schedule} for each route
-  whose whole grid finished (a partial grid chooses nothing: it would not be the
-  equal-budget search).
+  tried: {route: [(Run, summary or None)]}, every configuration tried, the grid's and
+  its extensions'; choice: {route: Schedule} for each route whose whole grid finished
+  (a partial grid chooses nothing: it would not be the equal-budget search).
   """
   tried: Dict[str, List[Tuple[Run, Optional[Dict]]]] = {}
   choice: Dict[str, Schedule] = {}
   for route in routes:
     if route == 'stage2' and 'stage1' not in choice:
       break  # stage 2's grid trains from the chosen stage 1
-    runs = ablation_plan.sweep_runs(runner.plan, route, choice)
-    tried[route] = [(r, runner.summary(r, SWEEP_SEED)) for r in runs]
-    if all(s is not None for _, s in tried[route]):
-      choice[route] = ablation_plan.choose(
-          [(r.schedule, s['eval']['top1']) for r, s in tried[route]])
-      print(f'Sweep {route}: chose {choice[route].tag} (validation top-1).', flush=True)
+    tried[route], chosen = sweep_route(runner, route, choice)
+    if chosen is not None:
+      choice[route] = chosen
+      print(f'Sweep {route}: chose {chosen.tag} (validation top-1).', flush=True)
   return tried, choice
+
+
+def sweep_route(runner: Runner, route: str, choice: Dict[str, Schedule]):
+  """One route's grid, grown past an edge its choice sits on (`plan.extend`, at most
+  MAX_EXTENSIONS times for EXTENDED_ROUTES); returns (tried, chosen or None)."""
+  plan, grid = runner.plan, runner.plan.grids[route]
+  rounds = ablation_plan.MAX_EXTENSIONS if route in ablation_plan.EXTENDED_ROUTES else 0
+  tried, schedules, chosen = [], list(grid), None
+  for extension in range(rounds + 1):
+    runs = ablation_plan.sweep_runs(plan, route, choice, schedules)
+    tried += [(r, runner.summary(r, SWEEP_SEED)) for r in runs]
+    if any(s is None for _, s in tried):
+      return tried, None
+    chosen = ablation_plan.choose([(r.schedule, s['eval']['top1']) for r, s in tried])
+    schedules = ablation_plan.extend(grid, [r.schedule for r, _ in tried], chosen)
+    if not schedules or extension == rounds:
+      break
+    print(f'Sweep {route}: {chosen.tag} is at an edge of the grid; trying '
+          f'{", ".join(s.tag for s in schedules)}.', flush=True)
+  return tried, chosen
 
 
 def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Sequence[str],
