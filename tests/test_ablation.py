@@ -301,6 +301,12 @@ def test_an_existing_dataset_without_validation_gets_one_held_out(tmp_path):
       'train18', 'train13']
   again = study_data.prepare_existing(source, str(tmp_path / 'w'))  # reused, same split
   assert again == data
+  # --report_only reads the hold-out it finds and never writes one.
+  assert study_data.prepare_existing(source, str(tmp_path / 'w'), generate=False) == data
+  with pytest.raises(ValueError, match=r'--report_only generates no data, and .*w2/data '
+                                       'does not hold the validation split held out of'):
+    study_data.prepare_existing(source, str(tmp_path / 'w2'), generate=False)
+  assert not os.path.exists(tmp_path / 'w2')
 
 
 def test_an_existing_dataset_without_test_uses_its_validation_as_test(tmp_path):
@@ -335,24 +341,45 @@ def test_the_image_checkpoint_of_an_existing_dataset_learns_from_its_frames(tmp_
   np.testing.assert_array_equal(np.round(red / 40), images.labels)
 
 
-def test_an_existing_dataset_through_the_cli(tmp_path):
-  """--dataset_dir with --report_only: the hold-out is made and reported (classes from
-  label_map.txt), nothing is trained, and the docs say what is missing."""
+def test_an_existing_dataset_through_the_cli(tmp_path, monkeypatch):
+  """--dataset_dir: the hold-out is made and reported (classes from label_map.txt), and
+  with the runs stubbed out (nothing trains) the docs say what is missing."""
   source = str(tmp_path / 'src')
   write_dmvr(source, {'train': 30, 'test': 6})
   out = f'{tmp_path}/docs/abl'
+  asked = []
+  monkeypatch.setattr(ablation_run, 'ensure_run',
+                      lambda run, config, run_dir, train=True: asked.append(run_dir))
   report = ablation.main([f'--workdir={tmp_path}/runs', f'--out={out}', '--seeds=0',
                           '--rows=baseline', '--quick', f'--dataset_dir={source}',
-                          '--report_only'])
+                          '--image_checkpoint=given.npz'])
+  assert [os.path.basename(d) for d in asked] == [
+      'baseline_8f_lr0.001_s2_w1', 'baseline_8f_lr0.003_s2_w1']  # the grid, unfinished
   assert report['data']['label_names'] == list('abcdef')
   assert report['data']['splits'] == {'train': 27, 'validation': 3, 'test': 6}
   assert report['missing'] == ['baseline (sweep unfinished)']
-  assert report['image_checkpoint']['task'] == 'missing (not pretrained yet)'
   with open(out + '.md') as f:
     md = f.read()
   assert f'# Ablation on `{source}`' in md and '**PARTIAL**' in md
   assert '**Data note:** ' + report['data']['notes'][0] in md
   assert 'Every 10th training record (3 of 30) is held out' in md
+
+
+def test_report_only_with_nothing_to_report_is_a_one_line_error(tmp_path, monkeypatch,
+                                                                 capsys):
+  """No finished runs and no <out>.json: --report_only neither generates the data nor
+  trains; it says what to run."""
+  from data_pipelines import cli  # pylint: disable=g-import-not-at-top
+  workdir, out = f'{tmp_path}/runs', f'{tmp_path}/docs/abl'
+  monkeypatch.setattr('sys.argv', ['ablation', f'--workdir={workdir}', f'--out={out}',
+                                   '--quick', '--report_only'])
+  assert cli.run(ablation._main, program='vivit_adapter.ablation') == cli.USAGE_ERROR
+  err = capsys.readouterr().err
+  assert err == (f'vivit_adapter.ablation: error: --report_only: no finished runs in '
+                 f'{workdir} and no {out}.json to rewrite the docs from. Run the study '
+                 f'first: python -m vivit_adapter.ablation --workdir={workdir} --out={out} '
+                 '--quick\n')
+  assert not os.path.exists(workdir) and not os.path.exists(os.path.dirname(out))
 
 
 # ----------------------------------------------------------------------------------------
@@ -616,6 +643,13 @@ def test_quick_outputs_and_report_only(quick_run, capsys):
   with open(out + '.md') as f:
     md = f.read()
   assert 'keep me' in md and '**PARTIAL**' in md and '--report_only' not in md
+  # Finished runs but no data (here: --data of a folder that does not exist): an error,
+  # nothing generated.
+  with pytest.raises(ValueError, match='--report_only generates no data, and .*none/'
+                                       'metadata.json does not exist'):
+    ablation.main([f'--workdir={workdir}', f'--data={workdir}_none', '--report_only',
+                   *args])
+  assert not os.path.exists(f'{workdir}_none')
   # A clean clone (no runs): --report_only rewrites the docs from <out>.json.
   os.remove(out + '.png')
   from_json = ablation.main([f'--workdir={workdir}_none', '--report_only', *args])

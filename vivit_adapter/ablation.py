@@ -33,8 +33,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       'vivit_adapter.benchmark: the compute-only step ratios in the report')
   parser.add_argument('--quick', action='store_true', help='tiny model, data and steps')
   parser.add_argument('--report_only', action='store_true',
-                      help='train nothing: write the tables from the finished runs '
-                      '(with no runs in --workdir: from the last <out>.json)')
+                      help='generate and train nothing: write the tables from the '
+                      'finished runs (with none in --workdir: from the last <out>.json; '
+                      'with neither: an error)')
   cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
   if args.data and args.dataset_dir:

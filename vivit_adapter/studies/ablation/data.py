@@ -34,7 +34,7 @@ class StudyData:
 # ----------------------------------------------------------------------------------------
 
 def prepare_synthetic(data_dir: str, generate_args: Dict, *, owned: bool,
-                      has_runs: bool) -> StudyData:
+                      has_runs: bool, generate: bool = True) -> StudyData:
   """Reuses `data_dir` when its metadata.json is what `generate_args` would write, else
   generates it there.
 
@@ -43,10 +43,12 @@ def prepare_synthetic(data_dir: str, generate_args: Dict, *, owned: bool,
     generate_args: keyword arguments of data_pipelines.synthetic.generate.
     owned: the folder is the study's own (<workdir>/data), which it may delete.
     has_runs: the workdir holds runs, trained on whatever the folder held.
+    generate: False (--report_only): the data must exist, nothing is written.
 
   Raises:
     ValueError: the folder holds other data and may not be replaced: it is not the
-      study's own, or runs were trained on it (they would be reused with new data).
+      study's own, or runs were trained on it (they would be reused with new data);
+      or it would have to be generated and `generate` is False.
   """
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   from vivit_adapter.studies import demo  # pylint: disable=g-import-not-at-top
@@ -57,6 +59,9 @@ def prepare_synthetic(data_dir: str, generate_args: Dict, *, owned: bool,
       raise ValueError(f'{why}: the study asks for other data (studies/ablation/plan.py). '
                        'Use another --workdir (or --data), or delete the old one.')
     shutil.rmtree(data_dir)
+  if why is not None and not generate:
+    raise ValueError(f'--report_only generates no data, and {why}. Run the study without '
+                     '--report_only (or pass --data=DIR of the runs\' dataset).')
   if why is not None:
     print(f'Generating the synthetic dataset in {data_dir} ...', flush=True)
     synthetic.generate(data_dir, progress=False, **generate_args)
@@ -83,14 +88,15 @@ def _count(table: str, base_dir: str) -> int:
   return reader.count_records(dmvr_format.expand_table(table, base_dir))
 
 
-def prepare_existing(dataset_dir: str, workdir: str) -> StudyData:
+def prepare_existing(dataset_dir: str, workdir: str, generate: bool = True) -> StudyData:
   """The study's view of a DMVR dataset it did not generate.
 
   The classes come from label_map.txt. Without a validation table, every 10th
   training record is held out as validation (written to <workdir>/data with the rest
   of the training split); without a test table, the dataset's validation table is the
   test split (and the held-out one the selection split); with neither, the held-out
-  split is both, which the notes say.
+  split is both, which the notes say. With generate=False (--report_only) the hold-out
+  must exist already.
   """
   names = dmvr_format.read_label_map(os.path.join(dataset_dir, dmvr_format.LABEL_MAP_FILE))
   dmvr_format.expand_table(TABLES['train'], dataset_dir)  # fails now, naming the table
@@ -100,7 +106,8 @@ def prepare_existing(dataset_dir: str, workdir: str) -> StudyData:
     base = os.path.join(workdir, 'data')
     missing = ' and '.join(s for s, has in (('validation', has_val), ('test', has_test))
                            if not has)
-    notes.append(f'{dataset_dir} has no {missing} split. ' + hold_out(dataset_dir, base, names))
+    notes.append(f'{dataset_dir} has no {missing} split. ' +
+                 hold_out(dataset_dir, base, names, generate))
   if has_test and not has_val:
     test_table = os.path.join(dataset_dir, TABLES['test'])
   elif has_val and not has_test:
@@ -121,11 +128,11 @@ def prepare_existing(dataset_dir: str, workdir: str) -> StudyData:
   return StudyData(base, overrides, description, False)
 
 
-def hold_out(source_dir: str, out_dir: str, names: List[str]) -> str:
+def hold_out(source_dir: str, out_dir: str, names: List[str], generate: bool = True) -> str:
   """Splits source_dir's training records into out_dir's train and validation tables.
 
-  Kept when out_dir already holds this split of the same source; returns the note
-  the report shows.
+  Kept when out_dir already holds this split of the same source (else, with
+  generate=False, a ValueError); returns the note the report shows.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   files = dmvr_format.expand_table(TABLES['train'], source_dir)
@@ -135,6 +142,10 @@ def hold_out(source_dir: str, out_dir: str, names: List[str]) -> str:
   if os.path.exists(meta_path):
     with open(meta_path) as f:
       meta = json.load(f)
+  if meta.get('held_out_from') != origin and not generate:
+    raise ValueError(f'--report_only generates no data, and {out_dir} does not hold the '
+                     f'validation split held out of {source_dir}. Run the study without '
+                     '--report_only.')
   if meta.get('held_out_from') != origin:
     shutil.rmtree(out_dir, ignore_errors=True)
     counts = {'train': 0, 'validation': 0}

@@ -21,21 +21,26 @@ from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation import plots
 from vivit_adapter.studies.ablation import report as ablation_report
 from vivit_adapter.studies.ablation.plan import Plan, Run, Schedule, Study
+from vivit_adapter.train_lib import reporting
 
 IMAGE_CHECKPOINT = 'vit_image.npz'
 SWEEP_SEED = 0  # the sweep's runs are the chosen schedules' seed-0 runs
 
 
-def prepare_data(workdir: str, data_dir: str, dataset_dir: str,
-                 quick: bool) -> study_data.StudyData:
+def prepare_data(workdir: str, data_dir: str, dataset_dir: str, quick: bool,
+                 train: bool = True) -> study_data.StudyData:
   """--dataset_dir (an existing DMVR dataset), else the synthetic data (--data or
-  <workdir>/data, generated when missing)."""
+  <workdir>/data, generated when missing, but never with train=False)."""
   if dataset_dir:
-    return study_data.prepare_existing(dataset_dir, workdir)
+    return study_data.prepare_existing(dataset_dir, workdir, generate=train)
   has_runs = bool(glob.glob(os.path.join(workdir, 'seed*')))
   return study_data.prepare_synthetic(
       data_dir or os.path.join(workdir, 'data'), ablation_plan.synthetic_data(quick),
-      owned=not data_dir, has_runs=has_runs)
+      owned=not data_dir, has_runs=has_runs, generate=train)
+
+
+def has_finished_runs(workdir: str) -> bool:
+  return bool(glob.glob(os.path.join(workdir, 'seed*', '*', reporting.SUMMARY_FILE)))
 
 
 def ensure_image_checkpoint(workdir: str, data: study_data.StudyData, given: str,
@@ -194,14 +199,20 @@ def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Seq
                  benchmark_json: str = '') -> Dict:
   """The whole study: data, image checkpoint, sweep, rows; writes and returns the report.
 
-  With train=False, no runs in `workdir` (a clean clone) and an <out>.json, the docs
-  are rewritten from that last report: a change to the tables needs no rerun.
+  With train=False nothing is generated or trained: with no finished runs in `workdir`
+  (a clean clone), the docs are rewritten from the last <out>.json (a change to the
+  tables needs no rerun), and without one it is an error.
+
+  Raises:
+    ValueError: train=False and there is nothing to report from.
   """
-  if (not train and not glob.glob(os.path.join(workdir, 'seed*'))
-      and os.path.exists(out + '.json')):
-    return rewrite_from_json(out, workdir)
+  if not train and not has_finished_runs(workdir):
+    if os.path.exists(out + '.json'):
+      return rewrite_from_json(out, workdir)
+    raise ValueError(f'--report_only: no finished runs in {workdir} and no {out}.json to '
+                     f'rewrite the docs from. Run the study first: {command}')
   started = ablation_report.machine_info()
-  data = prepare_data(workdir, data_dir, dataset_dir, quick)
+  data = prepare_data(workdir, data_dir, dataset_dir, quick, train)
   study = Study(workdir, data.base_dir, data.overrides)
   base_config = ablation_plan.experiment_config('baseline', study, quick)
   plan = ablation_plan.make_plan(quick, base_config.model.adapter.hidden_size)
