@@ -382,6 +382,42 @@ def test_report_only_with_nothing_to_report_is_a_one_line_error(tmp_path, monkey
   assert not os.path.exists(workdir) and not os.path.exists(os.path.dirname(out))
 
 
+def test_plan_only_prices_every_run_and_trains_nothing(tmp_path, capsys):
+  """--plan_only on two seeds of baseline and V, against a hand count: seed 0's rows are
+  sweep runs (the grids' longest schedules), seed 1 trains them again."""
+  workdir = f'{tmp_path}/runs'
+  est = ablation.main([f'--workdir={workdir}', f'--out={tmp_path}/abl', '--seeds=0,1',
+                       '--rows=baseline,V', '--plan_only'])
+  sweep = 3600 * 2.2 + 1800 * 0.55 + 7200 * 0.29  # the three 2x2 grids' steps
+  seed1 = 1200 * 2.2 + 600 * 0.55 + 2400 * 0.29  # baseline; V's stage 1 and stage 2
+  assert len(est['runs']) == 12 + 3 and est['total_s'] == pytest.approx(sweep + seed1)
+  assert [(r['phase'], r['key'], r['steps']) for r in est['runs'] if r['seed'] == 1] == [
+      ('row baseline', 'baseline_32f_lr0.003_s1200_w50', 1200),
+      ('row V', 'stage1_8f_lr0.003_s600_w50', 600),
+      ('row V', 'stage1_8f_lr0.003_s600_w50__stage2_attention_lr0.003_s2400_w50', 2400)]
+  assert est['caches'] == 2  # the chosen stage 1's, per seed
+  # Worst case of the grid edges: 4 more runs each for the baseline (3e-3 x 2400, 9e-3 x
+  # 1200, 3e-3 x 4800, 9e-3 x 2400) and stage 2 (4800, 2400, 9600, 4800 steps); seed 1's
+  # rows at 4800 and 9600 steps.
+  worst = (sweep + (2400 + 1200 + 4800 + 2400) * 2.2 + (4800 + 2400 + 9600 + 4800) * 0.29
+           + 4800 * 2.2 + 600 * 0.55 + 9600 * 0.29)
+  assert (est['worst_runs'], est['worst_total_s']) == (23, pytest.approx(worst))
+  out = capsys.readouterr().out
+  assert ('Total: 15 runs, 16800 steps, 4.1 h of training (baseline 2.9 h, stage1 0.4 h, '
+          'stage2 0.8 h).') in out
+  assert f'up to 23 runs, {worst / 3600:.1f} h.' in out
+  assert not os.path.exists(workdir)
+  # Other step times; stage 1 at fewer frames is priced by its frames.
+  est = ablation.main([f'--workdir={workdir}', f'--out={tmp_path}/abl', '--seeds=0',
+                       '--rows=stage1_2f', '--plan_only', '--step_seconds=stage1=0.4'])
+  assert {r['key']: r['step_s'] for r in est['runs'] if r['phase'] == 'row stage1_2f'} == {
+      'stage1_2f_lr0.003_s600_w50': pytest.approx(0.1),
+      'stage1_2f_lr0.003_s600_w50__stage2_attention_lr0.003_s2400_w50': 0.29}
+  with pytest.raises(ValueError, match=r"--step_seconds: 'stage3=1' is not ROUTE=SECONDS"):
+    ablation.main([f'--workdir={workdir}', f'--out={tmp_path}/abl', '--plan_only',
+                   '--step_seconds=stage3=1'])
+
+
 # ----------------------------------------------------------------------------------------
 # The sweep's selection, with a stand-in for the runs: validation decides, never test.
 # ----------------------------------------------------------------------------------------
@@ -415,7 +451,7 @@ def test_the_sweep_chooses_on_validation_and_stage2_trains_from_the_chosen_stage
                     'stage2': Schedule(0.027, 2400, 50)}
   assert [r.schedule for r, _ in tried['baseline']][4:] == [
       Schedule(9e-3, 1200, 50), Schedule(3e-3, 2400, 50), Schedule(0.027, 1200, 50)]
-  assert {seed for _, seed in runner.asked} == {ablation_run.SWEEP_SEED}
+  assert {seed for _, seed in runner.asked} == {ablation_plan.SWEEP_SEED}
   assert {r.init.schedule for r, _ in tried['stage2']} == {choice['stage1']}
   assert [len(tried[r]) for r in ablation_plan.ROUTES] == [7, 4, 7]
   sweep = ablation_report.sweep_report(tried, choice, {}, FULL_PLAN.grids)

@@ -25,5 +25,6 @@ whole route: its runs' training time plus its caches' extraction (wall and CPU).
 
 Modules: `plan` (settings, grids, selection rule, rows, each run's config), `data`,
 `run` (running them), `report` (the numbers: statistics, sweep, time to accuracy,
-targets), `markdown` and `plots` (docs/ablation.{md,png}).
+targets), `markdown` and `plots` (docs/ablation.{md,png}), `cost` (--plan_only: the runs
+and their estimated training time before the study starts).
 """

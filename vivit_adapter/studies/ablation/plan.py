@@ -49,6 +49,7 @@ WARMUP_STEPS = {'baseline': (50,), 'stage1': (50,), 'stage2': (50,)}
 EDGE_FACTORS = {'lr': 3.0, 'steps': 2.0}
 MAX_EXTENSIONS = 2
 EXTENDED_ROUTES = ('baseline', 'stage2')
+SWEEP_SEED = 0  # the sweep's runs are the chosen schedules' seed-0 runs
 # Steps between evaluations: the points of the time-to-accuracy curves.
 EVAL_EVERY = 50
 # Training views stored per clip in a feature cache. One: the miniature's training clip

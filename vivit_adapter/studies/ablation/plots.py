@@ -40,8 +40,8 @@ def plot_time_to_accuracy(report: Dict, path: str) -> bool:
   """Eval top-1 against training seconds (wall, and CPU), the baseline and V, per seed.
 
   V's stage 2 starts where its stage 1 and the extraction ended; stage 1's own curve
-  (few-frame clips) is drawn dotted, each seed's accuracy target dashed. Returns False (nothing written) when no seed has
-  the baseline and a two-stage row.
+  (few-frame clips) is drawn dotted, each seed's accuracy target dashed. Returns False
+  (nothing written) when no seed has the baseline and a two-stage row.
   """
   rows = {r['name']: r for r in report['rows']}
   base = rows.get('baseline')

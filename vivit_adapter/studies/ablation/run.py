@@ -24,7 +24,6 @@ from vivit_adapter.studies.ablation.plan import Plan, Run, Schedule, Study
 from vivit_adapter.train_lib import reporting
 
 IMAGE_CHECKPOINT = 'vit_image.npz'
-SWEEP_SEED = 0  # the sweep's runs are the chosen schedules' seed-0 runs
 
 
 def prepare_data(workdir: str, data_dir: str, dataset_dir: str, quick: bool,
@@ -181,7 +180,7 @@ def sweep_route(runner: Runner, route: str, choice: Dict[str, Schedule]):
   tried, schedules, chosen = [], list(grid), None
   for extension in range(rounds + 1):
     runs = ablation_plan.sweep_runs(plan, route, choice, schedules)
-    tried += [(r, runner.summary(r, SWEEP_SEED)) for r in runs]
+    tried += [(r, runner.summary(r, ablation_plan.SWEEP_SEED)) for r in runs]
     if any(s is None for _, s in tried):
       return tried, None
     chosen = ablation_plan.choose([(r.schedule, s['eval']['top1']) for r, s in tried])
