@@ -34,11 +34,11 @@ def test_requested_metadata_matches_what_generate_writes(tmp_path):
               test_per_class=1, num_shards=1, classes=['grow', 'shrink'],
               scene=synthetic.SceneConfig(noise_std=0.0))
   synthetic.generate(str(tmp_path), **data, progress=False)
-  assert demo._metadata_mismatch(str(tmp_path), demo.requested_metadata(data)) is None
+  assert demo.metadata_mismatch(str(tmp_path), demo.requested_metadata(data)) is None
   other = demo.requested_metadata(dict(data, train_per_class=2, seed=1))
-  assert demo._metadata_mismatch(str(tmp_path), other) == (
+  assert demo.metadata_mismatch(str(tmp_path), other) == (
       f'{tmp_path}/metadata.json differs in clips_per_class, seed')
-  assert demo._metadata_mismatch(str(tmp_path / 'none'), other) == (
+  assert demo.metadata_mismatch(str(tmp_path / 'none'), other) == (
       f'{tmp_path}/none/metadata.json does not exist')
 
 

@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(p for p in glob.glob(os.path.join(REPO, 'experiments', '*.py'))
                      if os.path.basename(p) != '__init__.py')
 NAMES = [os.path.basename(p)[:-3] for p in EXPERIMENTS]
-EXPECTED = {f'{d}_{s}' for d in ('synthetic', 'k400', 'ssv2')
+EXPECTED = {f'{d}_{s}' for d in ('synthetic', 'mini64', 'k400', 'ssv2')
             for s in ('stage1', 'stage2', 'baseline')}
 
 
@@ -64,7 +64,7 @@ def test_files_do_not_repeat_each_other():
     assert not shared, (a, b, shared)
 
 
-@pytest.mark.parametrize('dataset', ['synthetic', 'k400', 'ssv2'])
+@pytest.mark.parametrize('dataset', ['synthetic', 'mini64', 'k400', 'ssv2'])
 def test_stages_differ_only_where_the_method_says(dataset):
   s1, s2, base = (_load(f'{dataset}_{s}') for s in ('stage1', 'stage2', 'baseline'))
   assert (s1.stage, s2.stage, base.stage) == ('stage1', 'stage2', 'baseline')
@@ -88,6 +88,24 @@ def test_synthetic_is_tiny_and_never_flips():
     assert c.model.hidden_size <= 96 and c.dataset.crop_size == 32
     assert c.model.spatial_transformer.num_layers <= 6
     assert c.optimizer == 'adamw' and 16 <= c.batch_size <= 32
+
+
+def test_mini64_is_the_synthetic_recipe_at_64_px():
+  """64 tokens per frame (the spatial encoder dominates the step), else the same model."""
+  for s in ('stage1', 'stage2', 'baseline'):
+    c, small = _load(f'mini64_{s}'), _load(f'synthetic_{s}')
+    assert c.dataset.base_dir == 'data/mini64' and not c.dataset.flip
+    ds = c.dataset
+    assert (ds.min_resize, ds.crop_size, ds.min_scale, ds.max_scale, ds.stride) == (
+        64, 64, 1.0, 1.0, 2)
+    assert c.model.to_dict() == small.model.to_dict()
+    assert c.model.patches.size == (8, 8, 2) and c.model.hidden_size == 64
+    assert (c.batch_size, c.eval_batch_size, c.lr_configs.base_learning_rate) == (
+        16, 32, 3e-3)
+    assert (c.optimizer, c.optimizer_configs.weight_decay, c.lr_configs.warmup_steps) == (
+        'adamw', 0.05, 50)
+  assert [_load(f'mini64_{s}').num_training_steps for s in ('stage1', 'stage2', 'baseline')
+          ] == [600, 2400, 1200]
 
 
 def test_k400_is_scenics_recipe():

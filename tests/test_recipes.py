@@ -5,7 +5,7 @@ import pytest
 from vivit_adapter import configs
 from vivit_adapter import recipes
 
-DATASETS = (recipes.synthetic, recipes.kinetics400, recipes.ssv2)
+DATASETS = (recipes.synthetic, recipes.miniature, recipes.kinetics400, recipes.ssv2)
 
 
 def _config(*steps):

@@ -40,12 +40,17 @@ def fake_trainer(monkeypatch):
 
 def test_eval_curve_uses_recorded_times_and_estimates_older_ones(tmp_path):
   rows = [{'step': 5, 'kind': 'train', 'loss': 1.0},
-          {'step': 10, 'kind': 'eval', 'top1': 0.25, 'train_time_s': 3.5},
+          {'step': 10, 'kind': 'eval', 'top1': 0.25, 'train_time_s': 3.5,
+           'train_cpu_s': 3.0},
           {'step': 20, 'kind': 'eval', 'top1': 0.5}]  # written before times were recorded
   (tmp_path / reporting.HISTORY_FILE).write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  curve = runs.eval_curve(str(tmp_path), {'train_time_s': 8.0, 'train_cpu_s': 6.0,
+                                          'step': 40})
+  assert curve == [{'step': 10, 'top1': 25.0, 'train_time_s': 3.5, 'train_cpu_s': 3.0},
+                   {'step': 20, 'top1': 50.0, 'train_time_s': 4.0, 'train_cpu_s': 3.0}]
+  # A summary from before CPU time was recorded: no CPU estimate.
   curve = runs.eval_curve(str(tmp_path), {'train_time_s': 8.0, 'step': 40})
-  assert curve == [{'step': 10, 'top1': 25.0, 'train_time_s': 3.5},
-                   {'step': 20, 'top1': 50.0, 'train_time_s': 4.0}]
+  assert curve[1]['train_cpu_s'] is None
 
 
 def test_unfinished_run_restarts_from_scratch_then_is_reused(tmp_path, fake_trainer):
@@ -59,8 +64,9 @@ def test_unfinished_run_restarts_from_scratch_then_is_reused(tmp_path, fake_trai
   assert fake_trainer == [False]  # the unfinished run was deleted first
   assert not (run_dir / 'checkpoints').exists()
   assert 'Discarding the unfinished run' in logged[0]
-  assert summary['eval_curve'] == [{'step': 2, 'top1': 25.0, 'train_time_s': 3.0},
-                                   {'step': 4, 'top1': 50.0, 'train_time_s': 8.0}]
+  assert summary['eval_curve'] == [
+      {'step': 2, 'top1': 25.0, 'train_time_s': 3.0, 'train_cpu_s': None},
+      {'step': 4, 'top1': 50.0, 'train_time_s': 8.0, 'train_cpu_s': None}]
   assert runs.reusable_summary(config, str(run_dir)) == summary  # as a rerun reads it
 
 

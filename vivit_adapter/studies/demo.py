@@ -116,7 +116,7 @@ def requested_metadata(data: Dict[str, Any]) -> Dict[str, Any]:
   }
 
 
-def _metadata_mismatch(data_dir: str, wanted: Dict[str, Any]) -> Optional[str]:
+def metadata_mismatch(data_dir: str, wanted: Dict[str, Any]) -> Optional[str]:
   """Why the data in `data_dir` is not the requested data; None when it is."""
   path = os.path.join(data_dir, 'metadata.json')
   if not os.path.exists(path):
@@ -134,7 +134,7 @@ def prepare_data(workdir: str, settings: Settings) -> Tuple[str, bool]:
     (data_dir, regenerated).
   """
   data_dir = os.path.join(workdir, 'data')
-  why = _metadata_mismatch(data_dir, requested_metadata(settings.data))
+  why = metadata_mismatch(data_dir, requested_metadata(settings.data))
   if why is None:
     say(f'Reusing the dataset in {data_dir} (its metadata.json matches).')
     return data_dir, False

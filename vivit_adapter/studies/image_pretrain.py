@@ -14,6 +14,11 @@ loads it through the same surgery as a real checkpoint (`checkpoint_format='vit_
 `data_dir` names a synthetic video dataset whose metadata.json fixes the resolution
 and the scene knobs, so the images come from the same world as its videos; without
 it, the generator's defaults and the config's crop size are used.
+
+For a video dataset that is not synthetic, the task `video_frames` classifies single
+frames of the training videos (config.dataset's tables) labelled with their video's
+class, resized and centre-cropped as evaluation clips are: the best image task such a
+dataset offers without another image collection.
 """
 
 import dataclasses
@@ -115,6 +120,34 @@ TASKS = {
 }
 
 
+VIDEO_FRAMES = 'video_frames'  # frames of config.dataset's videos, labelled by video
+TASK_NAMES = (*TASKS, VIDEO_FRAMES)
+
+
+def video_frame_images(ds_cfg: ml_collections.ConfigDict, split: str,
+                       num: int) -> ImageData:
+  """About `num` frames of `split`'s videos ('train' or 'eval'), a few evenly spaced per
+  video, labelled with the video's class; resized and centre-cropped as eval clips are."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from data_pipelines import dmvr_format  # pylint: disable=g-import-not-at-top
+  from data_pipelines import reader, video_ops  # pylint: disable=g-import-not-at-top
+  files = dmvr_format.expand_table(ds_cfg[f'{split}_table'], ds_cfg.base_dir)
+  per_video = -(-num // max(reader.count_records(files), 1))
+  images, labels = [], []
+  for record in tf.data.TFRecordDataset(files):
+    encoded, label = reader.parse_dmvr(record)
+    count = tf.cast(tf.shape(encoded)[0], tf.float32)
+    indices = tf.cast((tf.range(per_video, dtype=tf.float32) + 0.5) * count / per_video,
+                      tf.int32)
+    frames = video_ops.resize_short_side(video_ops.decode_frames(encoded, indices),
+                                         ds_cfg.min_resize)
+    frames = video_ops.to_uint8(video_ops.centre_crop(frames, ds_cfg.crop_size))
+    # The pixels a clip hands the video model, normalised as the model does (on the host).
+    images.append(np.asarray(model_inputs.normalize(frames.numpy(), ds_cfg.normalization)))
+    labels += [int(label)] * per_video
+  return ImageData(np.concatenate(images).astype(np.float32), np.asarray(labels, np.int32))
+
+
 def make_images(num: int, *, seed: int, offset: int, resolution: int, scene,
                 normalization: str, task: str = 'position') -> ImageData:
   """`num` synthetic frames (JPEG round trip, as the videos have) and their labels."""
@@ -196,28 +229,43 @@ def save_npz(params, path: str) -> None:
   os.replace(tmp, path)
 
 
-def pretrain(output: str, config: ml_collections.ConfigDict, *, data_dir: str = '',
-             settings: PretrainSettings = PretrainSettings()) -> Dict:
-  """Makes images, trains the image ViT, writes `output` and `<output>.json` (returned)."""
-  t0 = time.time()
-  resolution, scene = world_of(data_dir, config.dataset.crop_size)
+def task_data(config: ml_collections.ConfigDict, data_dir: str,
+              settings: PretrainSettings) -> Tuple[ImageData, ImageData, int, Dict]:
+  """(train images, held-out images, classes, where they come from) of the task."""
+  if settings.task == VIDEO_FRAMES:
+    ds = config.dataset
+    from data_pipelines import reader  # pylint: disable=g-import-not-at-top
+    world = {'resolution': ds.crop_size, 'scene': None, 'data': ds.base_dir,
+             'held_out': f'frames of the {ds.eval_table} videos'}
+    return (video_frame_images(ds, 'train', settings.num_train_images),
+            video_frame_images(ds, 'eval', settings.num_eval_images),
+            reader.resolve_num_classes(ds), world)
   if settings.task not in TASKS:
-    raise ValueError(f'task={settings.task!r}; expected one of {sorted(TASKS)}.')
+    raise ValueError(f'task={settings.task!r}; expected one of {sorted(TASK_NAMES)}.')
+  resolution, scene = world_of(data_dir, config.dataset.crop_size)
   common = dict(seed=settings.seed, resolution=resolution, scene=scene,
                 normalization=config.dataset.normalization, task=settings.task)
   train_data = make_images(settings.num_train_images, offset=0, **common)
   eval_data = make_images(settings.num_eval_images, offset=settings.num_train_images,
                           **common)
-  model = image_model(config.model, TASKS[settings.task][0])
+  world = {'resolution': resolution, 'scene': dataclasses.asdict(scene), 'data': data_dir}
+  return train_data, eval_data, TASKS[settings.task][0], world
+
+
+def pretrain(output: str, config: ml_collections.ConfigDict, *, data_dir: str = '',
+             settings: PretrainSettings = PretrainSettings()) -> Dict:
+  """Makes images, trains the image ViT, writes `output` and `<output>.json` (returned)."""
+  t0 = time.time()
+  train_data, eval_data, num_classes, world = task_data(config, data_dir, settings)
+  model = image_model(config.model, num_classes)
   params, train_time = train(model, train_data, settings)
   save_npz(params, output)
   report = {
-      'output': output, 'task': settings.task, 'num_classes': TASKS[settings.task][0],
+      'output': output, 'task': settings.task, 'num_classes': num_classes,
       'eval_top1': accuracy(model, params, eval_data),
       'train_top1': accuracy(model, params, ImageData(train_data.images[:1000],
                                                       train_data.labels[:1000])),
-      'train_time_s': train_time, 'total_time_s': time.time() - t0,
-      'resolution': resolution, 'scene': dataclasses.asdict(scene), 'data': data_dir,
+      'train_time_s': train_time, 'total_time_s': time.time() - t0, **world,
       'settings': dataclasses.asdict(settings),
       'model': {'hidden_size': model.hidden_size, 'patch_size': list(model.patch_size),
                 **model.encoder._asdict()}}

@@ -10,7 +10,7 @@ DEFAULT_EXPERIMENT = 'synthetic_stage1'
 @dataclasses.dataclass
 class PretrainSettings:
   """What one image-pretraining run does; the CLI's flags map onto these fields."""
-  task: str = 'position'  # a key of studies.image_pretrain.TASKS
+  task: str = 'position'  # a key of studies.image_pretrain.TASKS, or VIDEO_FRAMES
   steps: int = 400
   batch_size: int = 128
   learning_rate: float = 3e-3

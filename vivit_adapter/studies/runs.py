@@ -43,14 +43,20 @@ def finished_summary(run_dir: str) -> Optional[Dict[str, Any]]:
 
 
 def eval_curve(run_dir: str, summary: Dict[str, Any]) -> List[Dict[str, float]]:
-  """[{step, top1 (%), train_time_s}] of every evaluation of a finished run.
+  """[{step, top1 (%), train_time_s, train_cpu_s}] of every evaluation of a finished run.
 
-  The trainer records the training seconds of each evaluation; for runs from before
-  it did, they are estimated from the step (steps cost the same: time ∝ step).
+  The trainer records the training wall and CPU seconds of each evaluation; for runs
+  from before it did, they are estimated from the step (steps cost the same: time ∝
+  step; CPU None when the summary has none either).
   """
-  per_step = summary['train_time_s'] / max(summary['step'], 1)
+  steps = max(summary['step'], 1)
+  per_step = summary['train_time_s'] / steps
+  cpu_per_step = summary.get('train_cpu_s')
+  cpu_per_step = None if cpu_per_step is None else cpu_per_step / steps
   return [{'step': r['step'], 'top1': 100 * r['top1'],
-           'train_time_s': r.get('train_time_s', r['step'] * per_step)}
+           'train_time_s': r.get('train_time_s', r['step'] * per_step),
+           'train_cpu_s': r.get('train_cpu_s', None if cpu_per_step is None
+                                else r['step'] * cpu_per_step)}
           for r in reporting.History(run_dir).rows('eval') if 'top1' in r]
 
 

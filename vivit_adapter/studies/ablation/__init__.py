@@ -1,29 +1,30 @@
-r"""The paper's ablation table, in miniature, on the synthetic action dataset.
+r"""The paper's ablation, fairly tuned, on the 64-px miniature (recipes.miniature).
 
   python -m vivit_adapter.ablation --workdir=runs/ablation --out=docs/ablation \
-      [--seeds=0,1,2] [--rows=baseline,I,III,V,...] [--data=DIR] [--quick]
+      [--seeds=0,1,2] [--rows=baseline,I,III,V,...] [--data=DIR | --dataset_dir=DIR]
 
-Rows, all at the stage-2 frame count of experiments/synthetic_stage2.py:
-* baseline: end to end from the image checkpoint (experiments/synthetic_baseline.py);
-* I: frozen image-checkpoint spatial encoder, no adapter, random temporal init;
-* III: as I, with the attention adapter;
-* V: the two-stage recipe, stage 1 end to end on few frames, then stage 2 (frozen
-  spatial + adapter + temporal init from stage 1).
-Sub-tables: stage 1 at 2 / 4 / 8 frames (then the same stage 2), and the stage-2
-adapter type (attention / mlp / none). The image checkpoint, standing in for ImageNet,
-comes from `studies.image_pretrain` (made once, shared by every row and seed).
-Schedules: every end-to-end run (the baseline and each stage 1) trains for the steps of
-experiments/synthetic_stage1.py, every frozen run (I, III, each stage 2) for those of
-experiments/synthetic_stage2.py. The data is the demo's (studies.demo.FULL).
+1. Data: the synthetic actions at 64x64 px (generated into <workdir>/data), or an
+   existing DMVR dataset (--dataset_dir; a validation split is held out of train when
+   it has none: `data`).
+2. The image checkpoint (the ImageNet stand-in, `studies.image_pretrain`), made once.
+3. The sweep, seed 0 (docs/design.md §2c): the baseline's grid, stage 1's grid (chosen
+   by its own eval), then stage 2's grid from the chosen stage 1's feature cache; each
+   chosen on the validation split (`plan.choose`); the baseline and stage 2 try as many
+   configurations, and each grows its grid past an edge its choice sits on (`plan.extend`,
+   at most plan.MAX_EXTENSIONS times).
+4. The rows, on every seed, with the chosen schedules: baseline; I / III (frozen image
+   spatial encoder, from that checkpoint's cache); V (stage 1 -> extraction -> stage 2
+   from the cache); stage 1 at 2 / 4 / 8 frames; the adapter types; the adapter study
+   (width, learning rate, what it reads). Seed 0's chosen sweep runs are reused.
 
-Every run is an in-process `train_and_evaluate` in <workdir>/seed<k>/<run>, reused or
-trained by the rule of `studies.runs`: a run that finished with the same config is
-reused, so an interrupted ablation continues where it stopped (an unfinished run
-restarts from scratch, so that its time is whole). A row's wall time is the sum of its
-runs' train_time_s (V: stage 1 + stage 2). Rows run seed by seed, main table first,
-so a partial ablation is still a table.
+Every run is an in-process `train_and_evaluate` in <workdir>/seed<k>/<run key>, every
+feature cache in <workdir>/seed<k>/cache_<stage-1 run key or 'image'>, reused or made
+by the rule of `studies.runs` (a run that finished with the same config is reused; an
+unfinished one restarts from scratch, so that its time is whole). A row's time is its
+whole route: its runs' training time plus its caches' extraction (wall and CPU).
 
-Modules: `plan` (which runs and rows, and each run's config), `run` (running them),
-`report` (the numbers: statistics, targets, time to accuracy), `markdown` and `plots`
-(docs/ablation.{md,png}).
+Modules: `plan` (settings, grids, selection rule, rows, each run's config), `data`,
+`run` (running them), `report` (the numbers: statistics, sweep, time to accuracy,
+targets), `markdown` and `plots` (docs/ablation.{md,png}), `cost` (--plan_only: the runs
+and their estimated training time before the study starts).
 """

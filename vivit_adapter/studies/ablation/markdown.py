@@ -3,11 +3,16 @@
 import os
 from typing import Dict, List, Optional, Sequence
 
-from vivit_adapter.studies.ablation import report as ablation_report
-from vivit_adapter.studies.ablation.report import TABLES
+from vivit_adapter.studies.ablation.plan import EDGE_FACTORS, MAX_EXTENSIONS
+from vivit_adapter.studies.ablation.report import ACCURACY_MARGIN, TABLES
 
 # Hand-written notes between these markers survive regenerating the .md.
 NOTES_BEGIN, NOTES_END = '<!-- notes -->', '<!-- /notes -->'
+BENCHMARK_HINT = (
+    'not given: run `python -m vivit_adapter.benchmark --variants=Ti/8x2 --resolution=64 '
+    '--frames=8,32 --batch=16 --num_classes=12 --modes=baseline,stage2,stage2+cached '
+    '--time --model_overrides=hidden_size=64,... --out=OUT` and pass '
+    '`--benchmark_json=OUT.json`')
 
 
 def _fmt(stat: Optional[Dict], digits: int = 2) -> str:
@@ -17,50 +22,105 @@ def _fmt(stat: Optional[Dict], digits: int = 2) -> str:
   return f'{stat["mean"]:.{digits}f} ± {std}'
 
 
+def _num(value, spec: str = '.1f') -> str:
+  return '—' if value is None else format(value, spec)
+
+
 def table_markdown(rows: List[Dict], table: str) -> List[str]:
-  lines = ['| row | description | test top-1 (%) | test top-5 (%) | wall time (s) | seeds |',
-           '|---|---|---|---|---|---|']
+  lines = ['| row | description | test top-1 (%) | test top-5 (%) | time, wall (s) | '
+           'time, CPU (s) | seeds |', '|---|---|---|---|---|---|---|']
   for r in (r for r in rows if r['table'] == table):
     s = r['stats']
     lines.append(f'| {r["name"]} | {r["description"]} | {_fmt(s.get("test_top1"))} | '
                  f'{_fmt(s.get("test_top5"))} | {_fmt(s.get("wall_time_s"), 1)} | '
-                 f'{len(r["seeds"])} |')
+                 f'{_fmt(s.get("cpu_time_s"), 1)} | {len(r["seeds"])} |')
+  return lines
+
+
+def sweep_markdown(sweep: Dict) -> List[str]:
+  """Every configuration tried (the grid's, then its extensions'), the selection metric,
+  its cost, the choice and whether it is still at an edge of what was tried."""
+  lines = ['| route | learning rate | steps | warm-up | tried as | eval top-1 (%) | '
+           'train wall (s) | train CPU (s) | chosen |', '|---|---|---|---|---|---|---|---|---|']
+  for route, part in sweep.items():
+    for c in part['configs']:
+      lines.append(f'| {route} | {c["lr"]:.3g} | {c["steps"]} | {c["warmup"]} | '
+                   f'{"extension" if c["extension"] else "grid"} | '
+                   f'{_num(c.get("eval_top1"), ".2f")} | {_num(c.get("train_time_s"))} | '
+                   f'{_num(c.get("train_cpu_s"))} | {"**yes**" if c["chosen"] else ""} |')
+  lines.append('')
+  for route, part in sweep.items():
+    cost = part['cost']
+    extraction = (f' + one extraction of the chosen stage 1\'s cache, '
+                  f'{cost["extraction_s"]:.1f} s wall / {cost["extraction_cpu_s"]:.1f} s CPU'
+                  if route == 'stage2' else '')
+    edge = (f' **Still at an edge:** {", ".join(part["at_edge"])}: the best value may lie '
+            'beyond what was tried.' if part['at_edge'] else '')
+    lines.append(f'* {route}: {cost["runs"]} configuration(s), {cost["train_time_s"]:.1f} s '
+                 f'wall / {cost["train_cpu_s"]:.1f} s CPU of training{extraction}.{edge}')
   return lines
 
 
 def _setup_lines(report: Dict) -> List[str]:
-  plan, img, data = report['plan'], report['image_checkpoint'], report['data']
+  plan, data = report['plan'], report['data']
   m0, m1 = report['machine_at_start'], report['machine_at_end']
-  return [
+  size = (f', {data["resolution"]}x{data["resolution"]} px, {data["num_frames"]} frames '
+          f'per clip, scene {data["scene"]}' if data.get('resolution') else '')
+  lines = [
       f'* Command: `{report["command"]}`',
       f'* Machine: {m0["platform"]}, {m0["cpu_count"]} CPU cores, Python {m0["python"]}; '
       f'load average (1/5/15 min) {m0["load_average_1_5_15"]} at the start, '
-      f'{m1["load_average_1_5_15"]} at the end (the cores are shared, so wall times '
-      'carry that noise; all rows share it).',
-      f'* Data: `{report["data_dir"]}`, {data["num_classes"]} classes, splits '
-      f'{data["splits"]}, {data["resolution"]}x{data["resolution"]} px, '
-      f'{data["num_frames"]} frames per clip, scene {data["scene"]}.',
+      f'{m1["load_average_1_5_15"]} at the end (shared cores: wall times carry that noise; '
+      'the CPU times of the process much less).',
+      f'* Data: `{report["data_dir"]}` ({data["name"]}), {data["num_classes"]} classes, '
+      f'splits {data["splits"]}{size}.'] + [f'* **Data note:** {n}' for n in data['notes']]
+  lines += [
+      f'* Model: {_model_line(report["model"])}',
       f'* Frames: stage 2 / baseline {plan["stage2_frames"]}, row V\'s stage 1 '
-      f'{plan["stage1_frames"]}; steps per run kind, as run: {_steps_run(report)} (every '
-      'end-to-end run, the baseline included, trains for experiments/synthetic_stage1.py\'s '
-      'steps; every frozen run for experiments/synthetic_stage2.py\'s).',
-      f'* Image checkpoint (the ImageNet stand-in, shared by all rows and seeds, its cost '
-      f'not in any row): task `{img["task"]}` ({img["num_classes"]} classes), held-out '
-      f'top-1 {100 * img["eval_top1"]:.1f}%, {img["train_time_s"]:.0f}s training, '
-      f'{img["settings"]["steps"]} steps.',
-      '* Metrics: multi-view test top-1/top-5 (%) of the row\'s final model; mean ± '
-      'sample std (ddof=1) over seeds; wall time = the sum of the row\'s runs\' '
-      'train_time_s (compilation and evaluation excluded; V includes its stage 1).']
+      f'{plan["stage1_frames"]}; every frozen run trains from a feature cache of '
+      f'{plan["views"]} training view(s) per clip ({_views_why(data)}).',
+      _image_line(report['image_checkpoint']),
+      f'* Compute-only step time (the trainer\'s step alone): {_benchmark(report)}.',
+      '* Metrics: multi-view test top-1/top-5 (%) of the row\'s final model on raw video; '
+      'mean ± sample std (ddof=1) over seeds. A row\'s time is its whole route: every '
+      'run\'s training time plus the extraction of every feature cache it reads '
+      '(compilation and evaluation excluded); the image checkpoint is shared by all '
+      'routes and counted in none.']
+  return lines
 
 
-def _steps_run(report: Dict) -> Dict[str, List[int]]:
-  """{run kind: the step counts its finished runs used}: one each unless settings changed."""
-  steps = {}
-  for row in report['rows']:
-    for seed_result in row['per_seed'].values():
-      for record in seed_result['runs'].values():
-        steps.setdefault(record['kind'], set()).add(record['steps'])
-  return {k: sorted(v) for k, v in sorted(steps.items())}
+def _views_why(data: Dict) -> str:
+  if data['name'] == 'synthetic':
+    return ('the miniature\'s training clip is deterministic: no scale jitter, flip or '
+            'colour ops, and the clip covers the whole video, so further views would '
+            'repeat it')
+  return ('the miniature has no spatial augmentation; a video longer than the clip gets '
+          'a random start, and the cache keeps one such clip per video')
+
+
+def _model_line(m: Dict) -> str:
+  return (f'{m["crop_size"]}x{m["crop_size"]} px crops, patches {m["patches"]} '
+          f'({m["tokens_per_frame"]} tokens per frame), hidden {m["hidden_size"]}, spatial '
+          f'{m["spatial_layers"]} layers, temporal {m["temporal_layers"]}, adapter width '
+          f'{m["adapter_width"]}, batch {m["batch_size"]}, {m["optimizer"]}.')
+
+
+def _image_line(img: Dict) -> str:
+  if 'eval_top1' not in img:
+    return f'* Image checkpoint: `{img["output"]}`, {img["task"]}.'
+  return (f'* Image checkpoint (the ImageNet stand-in, shared by all rows and seeds): task '
+          f'`{img["task"]}` ({img["num_classes"]} classes), held-out top-1 '
+          f'{100 * img["eval_top1"]:.1f}%, {img["train_time_s"]:.0f}s training, '
+          f'{img["settings"]["steps"]} steps.')
+
+
+def _benchmark(report: Dict) -> str:
+  bench = report.get('benchmark')
+  if not bench:
+    return BENCHMARK_HINT
+  parts = [f'{name} ({r["mode"]}, {r["frames"]} frames) {_num(r["step_s"], ".4f")} s = '
+           f'{_num(r["x_baseline"], ".3f")}x' for name, r in bench['rows'].items()]
+  return '; '.join(parts) + f' (from `{bench["path"]}`: `{bench["command"]}`)'
 
 
 def _previous_notes(path: str) -> List[str]:
@@ -74,46 +134,75 @@ def _previous_notes(path: str) -> List[str]:
   return text[start:end].split('\n')
 
 
-def time_to_accuracy_markdown(entries: Sequence[Dict], row: str = 'V') -> List[str]:
+def time_to_accuracy_markdown(entries: Sequence[Dict], stats: Dict,
+                              row: str = 'V') -> List[str]:
   if not entries:
     return [f'(no seed with both the baseline and {row} finished)']
-  lines = [f'| seed | target eval top-1 (%) | baseline (s) | {row}: stage 1 + stage 2 (s) | '
-           f'{row} / baseline | evaluations (baseline, stage 2) |', '|---|---|---|---|---|---|']
+  lines = [f'| seed | target eval top-1 (%) | baseline, wall (s) | {row}: stage 1 + '
+           f'extraction + stage 2 = total, wall (s) | ratio, wall | baseline, CPU (s) | '
+           f'{row}, CPU (s) | ratio, CPU | evaluations (baseline, stage 2) |',
+           '|---|---|---|---|---|---|---|---|---|']
   for e in entries:
-    lines.append(f'| {e["seed"]} | {e["target_eval_top1"]:.2f} | {e["baseline_s"]:.1f} | '
-                 f'{e["v_stage1_s"]:.1f} + {e["v_s"] - e["v_stage1_s"]:.1f} = '
-                 f'{e["v_s"]:.1f} | {e["ratio"]:.3f} | '
-                 f'{", ".join(str(n) for n in e.get("evaluations", []))} |')
-  if len(entries) > 1:
-    mean, std = ablation_report.mean_std([e['ratio'] for e in entries])
-    lines.append(f'| mean ± std | | | | {mean:.3f} ± {std:.3f} | |')
+    w, c = e['wall'], e['cpu']
+    if e['reached']:
+      stage2 = f'{w["total_s"] - w["stage1_s"] - w["extraction_s"]:.1f}'
+      total, ratio, cpu, cpu_ratio = (f'{w["total_s"]:.1f}', f'{w["ratio"]:.3f}',
+                                      f'{c["total_s"]:.1f}', f'{c["ratio"]:.3f}')
+    else:
+      stage2, total, ratio, cpu, cpu_ratio = ('not reached', '—', '—', 'not reached', '—')
+    lines.append(f'| {e["seed"]} | {e["target_eval_top1"]:.2f} | {w["baseline_s"]:.1f} | '
+                 f'{w["stage1_s"]:.1f} + {w["extraction_s"]:.1f} + {stage2} = {total} | '
+                 f'{ratio} | {c["baseline_s"]:.1f} | {cpu} | {cpu_ratio} | '
+                 f'{", ".join(str(n) for n in e["evaluations"])} |')
+  reached = sum(e['reached'] for e in entries)
+  lines.append(f'| mean ± std ({reached} of {len(entries)} seeds reached) | | | | '
+               f'{_fmt(stats.get("wall"), 3)} | | | {_fmt(stats.get("cpu"), 3)} | |')
+  return lines
+
+
+def _time_lines(report: Dict, previous_path: str) -> List[str]:
+  lines = ['', '## Whole-recipe cost: training time to the baseline\'s accuracy', '',
+           'Per seed, the accuracy target\'s level (the baseline\'s best eval top-1 less '
+           f'the {ACCURACY_MARGIN}-point tolerance of the accuracy target) and the training '
+           'seconds each route needs to first reach it (two-stage: all of stage 1, all of '
+           'the extraction, then stage 2 until the target). A two-stage route that never '
+           'reaches it is "not reached": it misses the time target, whatever its time. A '
+           'curve is known only at its evaluations, so the times are upper bounds, as '
+           'coarse as the evaluation counts in the last column.']
+  timed = report.get('time_to_accuracy', {})
+  for row, entries in timed.items():
+    lines += ['', f'Row {row} against the baseline:', '']
+    lines += time_to_accuracy_markdown(entries, report['time_to_accuracy_stats'][row], row)
+  if any(timed.values()):
+    name = os.path.splitext(os.path.basename(previous_path))[0] or 'ablation'
+    lines += ['', f'![time to accuracy]({name}_curves.png)']
   return lines
 
 
 def markdown(report: Dict, previous_path: str = '') -> str:
   status = ('complete' if report['complete'] else
-            f'**PARTIAL** — missing {len(report["missing"])} row x seed results: '
+            f'**PARTIAL** — missing {len(report["missing"])} results: '
             f'{", ".join(report["missing"])}. Rerun the command above to complete it '
             '(finished runs are reused).')
-  lines = ['# Ablation on the synthetic action dataset' +
-           (' (--quick smoke run)' if report['quick'] else ''), '',
-           f'Status: {status}', ''] + _setup_lines(report)
+  where = ('the synthetic action dataset' if report['data']['name'] == 'synthetic'
+           else f'`{report["data"]["name"]}`')
+  lines = [f'# Ablation on {where}' + (' (--quick smoke run)' if report['quick'] else ''),
+           '', f'Status: {status}', ''] + _setup_lines(report)
+  lines += ['', '## Sweep (seed 0; chosen on the validation split)', '',
+            'Every configuration tried. Selection: the best final eval top-1 on the '
+            'validation split; a tie goes to the cheaper configuration (fewer steps). '
+            'When the baseline\'s or stage 2\'s choice is the highest or lowest learning '
+            'rate or step count tried, that value grows one step past it (x or / '
+            f'{EDGE_FACTORS["lr"]:g} the learning rate, {EDGE_FACTORS["steps"]:g} the '
+            f'steps) and the route chooses again, at most {MAX_EXTENSIONS} times '
+            '("extension" rows). '
+            'Stage 1 is chosen by its own few-frame eval top-1, stage 2 trains from the '
+            'chosen stage 1\'s cache. The test split is not looked at.', '']
+  lines += sweep_markdown(report['sweep'])
   for table, title in TABLES:
     if any(r['table'] == table for r in report['rows']):
       lines += ['', f'## {title}', ''] + table_markdown(report['rows'], table)
-  lines += ['', '## Whole-recipe cost: training time to the same accuracy', '',
-            'Per seed, the eval top-1 both the baseline and the two-stage row reach (the '
-            'lower of their best), and the training seconds each needs to first reach it '
-            '(two-stage: all of stage 1, then stage 2 until the target). A curve is known '
-            'only at its evaluations, so the times are upper bounds, as coarse as the '
-            'evaluation counts in the last column.']
-  timed = report.get('time_to_accuracy', {})
-  for row, entries in timed.items():
-    lines += ['', f'Row {row} against the baseline:', '']
-    lines += time_to_accuracy_markdown(entries, row)
-  if any(timed.values()):
-    name = os.path.splitext(os.path.basename(previous_path))[0] or 'ablation'
-    lines += ['', f'![time to accuracy]({name}_curves.png)']
+  lines += _time_lines(report, previous_path)
   lines += ['', '## Targets', '', '| target | measured | met |', '|---|---|---|']
   lines += [f'| {t["target"]} | {t["measured"]} | {"yes" if t["met"] else "NO"} |'
             for t in report['targets']]

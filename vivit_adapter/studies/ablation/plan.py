@@ -1,194 +1,403 @@
-"""The ablation's plan: its runs, its rows (which runs each row needs) and each run's config.
+"""The ablation's plan: its settings, the sweep grids, the rows and each run's config.
 
-Rows share runs (row V's stage 1 serves five rows), so runs are planned once, by key.
+Two phases (docs/design.md §2c). The sweep, on seed 0, tries every schedule (learning
+rate x steps x warm-up) of a grid for the baseline, for stage 1 (chosen by its own
+few-frame eval top-1) and for stage 2 (from the chosen stage 1's feature cache, with the
+attention adapter), and chooses on the validation split (`choose`); the baseline's and
+stage 2's grids grow past an edge their choice sits on (`extend`). The rows then train
+with the chosen schedules on every seed; seed 0's sweep runs of the chosen schedules
+are those rows' seed-0 runs (same key, same config: reused, not retrained).
+
+Every frozen run (rows I/III, every stage 2) trains from a feature cache: the frozen
+part run once per clip (`studies.runs.ensure_cache`), its time part of the row's.
 """
 
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 
 from vivit_adapter import recipes
 from vivit_adapter.studies import experiment_configs
 
-# Run kind -> the experiment (experiments/synthetic_<kind>.py) it starts from.
-EXPERIMENTS = {kind: f'synthetic_{kind}' for kind in ('baseline', 'stage1', 'stage2')}
+# ----------------------------------------------------------------------------------------
+# The study's settings (a pilot sets the final values; docs/ablation.md records them).
+# ----------------------------------------------------------------------------------------
+
+# Synthetic data: clips per class and split, 64-px frames, 64-frame clips.
+TRAIN_PER_CLASS = 100
+VAL_PER_CLASS = 20
+TEST_PER_CLASS = 20
+RESOLUTION = 64
+CLIP_FRAMES = 64
+# Frames: the baseline and every stage 2; row V's stage 1; the init-frames sub-table.
+STAGE2_FRAMES = 32
+STAGE1_FRAMES = 8
+INIT_FRAMES = (2, 4, 8)
+# The sweep's grids, per route: every learning rate x steps x warm-up is one run.
+# Equal budget: the baseline and stage 2 try as many configurations (make_plan checks).
+LEARNING_RATES = {'baseline': (1e-3, 3e-3), 'stage1': (1e-3, 3e-3), 'stage2': (1e-3, 3e-3)}
+STEPS = {'baseline': (600, 1200), 'stage1': (300, 600), 'stage2': (1200, 2400)}
+WARMUP_STEPS = {'baseline': (50,), 'stage1': (50,), 'stage2': (50,)}
+# Grid edges: when a route's choice sits on an edge of a swept axis (one with two or
+# more values in its grid), that axis grows one step past the edge around the choice
+# (x or / the factor) and the route chooses again, at most MAX_EXTENSIONS times, so that
+# neither the baseline nor stage 2 is under-tuned by where its grid happened to stop.
+# Stage 1 is not grown: its own few-frame eval says what suits stage 1, not what the
+# final model needs, and growing it would only lengthen the two-stage recipe.
+EDGE_FACTORS = {'lr': 3.0, 'steps': 2.0}
+MAX_EXTENSIONS = 2
+EXTENDED_ROUTES = ('baseline', 'stage2')
+SWEEP_SEED = 0  # the sweep's runs are the chosen schedules' seed-0 runs
+# Steps between evaluations: the points of the time-to-accuracy curves.
+EVAL_EVERY = 50
+# Training views stored per clip in a feature cache. One: the miniature's training clip
+# is deterministic (no scale jitter, no flip, no colour ops, and 32 frames at stride 2
+# cover the whole 64-frame clip), so every further view would repeat the first.
+CACHE_VIEWS = 1
+# The adapter study: widths (the recipe's is among them: its rows are III and V) and
+# multiples of the chosen stage-2 learning rate for row III.
+ADAPTER_WIDTHS = (16, 32, 64)
+LR_FACTORS = (1 / 3, 3.0)
+ADAPTERS = ('attention', 'mlp', 'none')
+
+# --quick: every row kind, the sweep and the caches, at no cost.
+QUICK = dict(stage2_frames=8, stage1_frames=4, init_frames=(2, 4),
+             learning_rates={'baseline': (1e-3, 3e-3), 'stage1': (3e-3,),
+                             'stage2': (1e-3, 3e-3)},
+             steps={'baseline': (2,), 'stage1': (2,), 'stage2': (2,)},
+             warmup_steps={'baseline': (1,), 'stage1': (1,), 'stage2': (1,)},
+             adapter_widths=(4, 8, 16), eval_every=1)
+QUICK_DATA = dict(resolution=16, num_frames=16, train_per_class=3, val_per_class=1,
+                  test_per_class=1, num_shards=1)
+
+ROUTES = ('baseline', 'stage1', 'stage2')
+# Run kind -> the experiment (experiments/<name>.py) its config starts from.
+EXPERIMENTS = {'baseline': 'mini64_baseline', 'stage1': 'mini64_stage1',
+               'stage2': 'mini64_stage2', 'frozen_image': 'mini64_stage2'}
+IMAGE_CACHE = 'image'  # the cache of rows I/III: the image checkpoint's frozen part
+
+
+def synthetic_data(quick: bool) -> Dict:
+  """Keyword arguments of data_pipelines.synthetic.generate for the study's data."""
+  from vivit_adapter.studies import demo  # pylint: disable=g-import-not-at-top
+  if quick:
+    return dict(QUICK_DATA, classes=list(demo.DEMO_CLASSES[:6]), scene=demo.DEMO_SCENE)
+  return dict(resolution=RESOLUTION, num_frames=CLIP_FRAMES, classes=list(demo.DEMO_CLASSES),
+              scene=demo.DEMO_SCENE, train_per_class=TRAIN_PER_CLASS,
+              val_per_class=VAL_PER_CLASS, test_per_class=TEST_PER_CLASS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """What the sweep tunes: peak learning rate, training steps, linear warm-up steps."""
+  lr: float
+  steps: int
+  warmup: int
+
+  @property
+  def tag(self) -> str:
+    return f'lr{self.lr:.3g}_s{self.steps}_w{self.warmup}'
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One training run. kind: 'baseline', 'frozen_image' (rows I/III), 'stage1', 'stage2'."""
-  key: str
-  kind: str
+  """One training run; its key is its folder under <workdir>/seed<k>/."""
+  kind: str  # 'baseline', 'stage1', 'stage2' or 'frozen_image' (rows I/III)
   frames: int
+  schedule: Schedule
   adapter: str = 'none'
-  init_run: str = ''  # stage2: the key of the stage-1 run it starts from
-  schedule: str = ''  # the Plan.steps entry it trains for ('' = its kind's)
+  adapter_width: int = 0  # 0: the recipe's
+  init: Optional['Run'] = None  # stage2: the stage-1 run it starts from
+
+  @property
+  def frozen(self) -> bool:
+    return self.kind in ('stage2', 'frozen_image')
+
+  @property
+  def cache(self) -> str:
+    """The feature cache a frozen run trains from ('' for an end-to-end run)."""
+    if not self.frozen:
+      return ''
+    return IMAGE_CACHE if self.kind == 'frozen_image' else self.init.key
+
+  @property
+  def key(self) -> str:
+    if not self.frozen:
+      return f'{self.kind}_{self.frames}f_{self.schedule.tag}'
+    width = f'_w{self.adapter_width}' if self.adapter_width else ''
+    return f'{self.cache}__stage2_{self.adapter}{width}_{self.schedule.tag}'
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
   name: str
-  table: str  # 'main', 'init_frames', 'adapter' or 'stage2_steps'
+  table: str  # a key of report.TABLES
   description: str
-  runs: Tuple[str, ...]  # run keys, in the order they must run
+  runs: Tuple[Run, ...]  # in the order they must run; the last one is evaluated
+
+  @property
+  def caches(self) -> Tuple[str, ...]:
+    return tuple(dict.fromkeys(r.cache for r in self.runs if r.cache))
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """Frame counts and step counts shared by all rows (explicit, so rows are comparable)."""
+  """Frame counts, grids and study settings shared by all rows."""
   stage2_frames: int
-  stage1_frames: int  # row V's stage 1
-  init_frames: Tuple[int, ...]  # the init-frames sub-table's stage-1 frame counts
-  steps: Dict[str, int]  # kind -> num_training_steps
+  stage1_frames: int
+  init_frames: Tuple[int, ...]
+  grids: Dict[str, Tuple[Schedule, ...]]  # route -> the schedules its sweep tries
+  adapter_width: int  # the recipe's
+  adapter_widths: Tuple[int, ...]
+  lr_factors: Tuple[float, ...] = LR_FACTORS
+  views: int = CACHE_VIEWS
+  eval_every: int = EVAL_EVERY
   quick: bool = False
-  eval_every: int = 50  # steps between evaluations: the time-to-accuracy curves' points
+
+
+def _grid(lrs, steps, warmups) -> Tuple[Schedule, ...]:
+  return tuple(Schedule(lr, s, w) for lr in lrs for s in steps for w in warmups)
+
+
+def make_plan(quick: bool, adapter_width: int) -> Plan:
+  """The plan from the constants above (QUICK's with quick); checks the equal budget."""
+  s = QUICK if quick else dict(
+      stage2_frames=STAGE2_FRAMES, stage1_frames=STAGE1_FRAMES, init_frames=INIT_FRAMES,
+      learning_rates=LEARNING_RATES, steps=STEPS, warmup_steps=WARMUP_STEPS,
+      adapter_widths=ADAPTER_WIDTHS, eval_every=EVAL_EVERY)
+  grids = {r: _grid(s['learning_rates'][r], s['steps'][r], s['warmup_steps'][r])
+           for r in ROUTES}
+  if len(grids['baseline']) != len(grids['stage2']):
+    raise ValueError(f'Unequal tuning budget: the baseline grid has {len(grids["baseline"])} '
+                     f'configurations, stage 2\'s {len(grids["stage2"])}; give both as many '
+                     '(LEARNING_RATES, STEPS, WARMUP_STEPS in studies/ablation/plan.py).')
+  return Plan(stage2_frames=s['stage2_frames'], stage1_frames=s['stage1_frames'],
+              init_frames=tuple(s['init_frames']), grids=grids, adapter_width=adapter_width,
+              adapter_widths=tuple(s['adapter_widths']), eval_every=s['eval_every'],
+              quick=quick)
 
 
 # ----------------------------------------------------------------------------------------
-# Rows and runs.
+# The sweep and its selection rule.
 # ----------------------------------------------------------------------------------------
 
-def _stage1_key(frames: int) -> str:
-  return f'stage1_{frames}f'
-
-
-def _stage2_key(frames: int, adapter: str) -> str:
-  return f'stage2_from{frames}f_{adapter}'
-
-
-def _stage2_long_key(frames: int) -> str:
-  """V's stage 2 (attention adapter) trained for the baseline's steps."""
-  return _stage2_key(frames, 'attention') + '_long'
-
-
-def make_runs(plan: Plan) -> Dict[str, Run]:
-  """Every run any row needs, by key; rows share runs (V's stage 1 is in 5 rows)."""
-  f2 = plan.stage2_frames
-  runs = [Run('baseline', 'baseline', f2),
-          Run('frozen_image_none', 'frozen_image', f2, 'none'),
-          Run('frozen_image_attention', 'frozen_image', f2, 'attention')]
-  for f1 in sorted({plan.stage1_frames, *plan.init_frames}):
-    runs += [Run(_stage1_key(f1), 'stage1', f1),
-             Run(_stage2_key(f1, 'attention'), 'stage2', f2, 'attention', _stage1_key(f1))]
-  for adapter in ('mlp', 'none'):
-    runs.append(Run(_stage2_key(plan.stage1_frames, adapter), 'stage2', f2, adapter,
-                    _stage1_key(plan.stage1_frames)))
-  # V's stage 2 as long as the baseline: is V short of training or of features?
-  runs.append(Run(_stage2_long_key(plan.stage1_frames), 'stage2', f2,
-                  'attention', _stage1_key(plan.stage1_frames), schedule='baseline'))
-  return {r.key: r for r in runs}
-
-
-def _two_stage(f1: int, adapter: str) -> Tuple[str, str]:
-  return (_stage1_key(f1), _stage2_key(f1, adapter))
-
-
-def make_rows(plan: Plan) -> List[Row]:
+def sweep_runs(plan: Plan, route: str, choice: Dict[str, Schedule],
+               schedules: Optional[Sequence[Schedule]] = None) -> List[Run]:
+  """The seed-0 runs of one route's grid, or of `schedules` (stage 2's from the chosen
+  stage 1)."""
   f1, f2 = plan.stage1_frames, plan.stage2_frames
-  rows = [
-      Row('baseline', 'main', f'end to end at {f2} frames from the image checkpoint',
-          ('baseline',)),
-      Row('I', 'main', 'frozen image spatial, no adapter, random temporal init',
-          ('frozen_image_none',)),
-      Row('III', 'main', 'frozen image spatial + attention adapter, random temporal init',
-          ('frozen_image_attention',)),
-      Row('V', 'main', f'stage 1 end to end at {f1} frames, then stage 2 (frozen + '
-          'attention adapter + temporal init)', _two_stage(f1, 'attention'))]
-  rows += [Row(f'stage1_{f}f', 'init_frames', f'stage 1 at {f} frames, then stage 2 '
-               '(attention adapter)', _two_stage(f, 'attention'))
-           for f in plan.init_frames]
-  rows += [Row(f'adapter_{a}', 'adapter', f'V with the {a!r} adapter in stage 2',
-               _two_stage(f1, a)) for a in ('attention', 'mlp', 'none')]
-  rows += [Row('stage2_short', 'stage2_steps', f'V: stage 2 for {plan.steps["stage2"]} '
-               'steps (its experiment file)', _two_stage(f1, 'attention')),
-           Row('stage2_long', 'stage2_steps', f'V with stage 2 as long as the baseline '
-               f'({plan.steps["baseline"]} steps)',
-               (_stage1_key(f1), _stage2_long_key(f1)))]
+  schedules = plan.grids[route] if schedules is None else schedules
+  if route == 'baseline':
+    return [Run('baseline', f2, s) for s in schedules]
+  if route == 'stage1':
+    return [Run('stage1', f1, s) for s in schedules]
+  stage1 = Run('stage1', f1, choice['stage1'])
+  return [Run('stage2', f2, s, 'attention', init=stage1) for s in schedules]
+
+
+def choose(candidates: Sequence[Tuple[Schedule, float]]) -> Schedule:
+  """The best final eval top-1 (validation split); a tie goes to the cheaper schedule.
+
+  Cheaper: fewer steps (a step costs the same within a route), then fewer warm-up
+  steps, then the lower learning rate (so that the choice never depends on the order
+  the runs finished in). Test results are never an argument.
+  """
+  if not candidates:
+    raise ValueError('choose: no finished candidate.')
+  return min(candidates, key=lambda c: (-c[1], c[0].steps, c[0].warmup, c[0].lr))[0]
+
+
+def edges(grid: Sequence[Schedule], tried: Sequence[Schedule],
+          chosen: Schedule) -> List[Tuple[str, str]]:
+  """[(axis, 'high' or 'low')]: the swept axes on which `chosen` is the highest or the
+  lowest value tried."""
+  out = []
+  for axis in EDGE_FACTORS:
+    if len({getattr(s, axis) for s in grid}) < 2:
+      continue  # not swept
+    values, value = sorted({getattr(s, axis) for s in tried}), getattr(chosen, axis)
+    if value in (values[0], values[-1]):
+      out.append((axis, 'high' if value == values[-1] else 'low'))
+  return out
+
+
+def extend(grid: Sequence[Schedule], tried: Sequence[Schedule],
+           chosen: Schedule) -> List[Schedule]:
+  """The schedules one step past each edge `chosen` sits on, not tried yet."""
+  new = []
+  for axis, side in edges(grid, tried, chosen):
+    factor = EDGE_FACTORS[axis] if side == 'high' else 1 / EDGE_FACTORS[axis]
+    value = getattr(chosen, axis) * factor
+    value = int(round(value)) if axis == 'steps' else float(f'{value:.3g}')  # as tagged
+    schedule = dataclasses.replace(chosen, **{axis: value})
+    if schedule.steps > schedule.warmup and schedule not in (*tried, *new):
+      new.append(schedule)
+  return new
+
+
+# ----------------------------------------------------------------------------------------
+# Rows: built from the chosen schedules.
+# ----------------------------------------------------------------------------------------
+
+def _needs(name: str) -> Tuple[str, ...]:
+  """The routes whose choice a row needs."""
+  return ('baseline',) if name == 'baseline' else ('stage1', 'stage2')
+
+
+def routes_for(row_names: Sequence[str]) -> Tuple[str, ...]:
+  needed = {r for n in row_names for r in _needs(n)}
+  return tuple(r for r in ROUTES if r in needed)
+
+
+def _width(plan: Plan, width: int) -> int:
+  return 0 if width == plan.adapter_width else width
+
+
+def make_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
+  """Every row whose routes are in `choice`, in table order."""
+  rows = []
+  if 'baseline' in choice:
+    rows.append(Row('baseline', 'main', f'end to end at {plan.stage2_frames} frames from '
+                    'the image checkpoint', (Run('baseline', plan.stage2_frames,
+                                                 choice['baseline']),)))
+  if 'stage1' in choice and 'stage2' in choice:
+    rows += _two_stage_rows(plan, choice)
   return rows
 
 
-def select_rows(rows: List[Row], names: Sequence[str]) -> List[Row]:
-  if not names:
-    return rows
-  known = {r.name: r for r in rows}
+def _two_stage_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
+  f1, f2, s2 = plan.stage1_frames, plan.stage2_frames, choice['stage2']
+  stage1 = {f: Run('stage1', f, choice['stage1']) for f in {f1, *plan.init_frames}}
+
+  def image(adapter, width=0, schedule=s2):
+    return (Run('frozen_image', f2, schedule, adapter, _width(plan, width)),)
+
+  def two_stage(f, adapter='attention', width=0):
+    return (stage1[f], Run('stage2', f2, s2, adapter, _width(plan, width), stage1[f]))
+  v = f'stage 1 end to end at {f1} frames, extraction, stage 2 from the cache'
+  rows = [Row('I', 'main', 'frozen image spatial, no adapter, random temporal init',
+              image('none')),
+          Row('III', 'main', 'frozen image spatial + attention adapter, random temporal '
+              'init', image('attention')),
+          Row('V', 'main', v + ' (frozen + attention adapter + temporal init)',
+              two_stage(f1))]
+  rows += [Row(f'stage1_{f}f', 'init_frames', f'stage 1 at {f} frames, then stage 2 '
+               '(attention adapter)', two_stage(f)) for f in plan.init_frames]
+  rows += [Row(f'adapter_{a}', 'adapter', f'V with the {a!r} adapter in stage 2',
+               two_stage(f1, a)) for a in ADAPTERS]
+  return rows + _adapter_study_rows(plan, choice, image, two_stage)
+
+
+def _adapter_study_rows(plan, choice, image, two_stage) -> List[Row]:
+  """Why III <= I, and what changes it: width, learning rate, what the adapter reads."""
+  f1, s2 = plan.stage1_frames, choice['stage2']
+  rows = [Row(f'III_w{w}', 'adapter_study', f'III with adapter width {w}',
+              image('attention', w)) for w in plan.adapter_widths]
+  for factor in plan.lr_factors:
+    lr = s2.lr * factor
+    rows.append(Row(f'III_lr_x{factor:.2g}', 'adapter_study', f'III at {factor:.2g}x the chosen '
+                    f'stage-2 learning rate ({lr:.3g})',
+                    image('attention', schedule=dataclasses.replace(s2, lr=lr))))
+  rows.append(Row('I_mlp', 'adapter_study', 'frozen image spatial + the mlp adapter '
+                  '(reads only the CLS token; the attention adapter reads every token)',
+                  image('mlp')))
+  rows += [Row(f'V_w{w}', 'adapter_study', f'V with adapter width {w}',
+               two_stage(f1, 'attention', w)) for w in plan.adapter_widths]
+  return rows
+
+
+def row_names(plan: Plan) -> List[str]:
+  """Every row's name, in table order (the schedules do not change the names' set)."""
+  some = {r: plan.grids[r][0] for r in ROUTES}
+  return [r.name for r in make_rows(plan, some)]
+
+
+def select_row_names(plan: Plan, names: Sequence[str]) -> List[str]:
+  known = row_names(plan)
   unknown = [n for n in names if n not in known]
   if unknown:
-    raise ValueError(f'--rows: unknown row(s) {unknown}; choose from {list(known)}.')
-  return [r for r in rows if r.name in names]
+    raise ValueError(f'--rows: unknown row(s) {unknown}; choose from {known}.')
+  return [n for n in known if n in names] if names else known
 
 
 # ----------------------------------------------------------------------------------------
-# Configs: the synthetic experiment files, then this run's overrides.
+# Configs: the miniature experiment files, then this run's overrides.
 # ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """Where the study's runs read their data and write their folders."""
+  workdir: str
+  data_dir: str
+  dataset_overrides: Tuple[str, ...] = ()  # 'dataset.key=value' (an existing dataset)
+  image_checkpoint: str = ''
+
+  def run_dir(self, seed: int, key: str) -> str:
+    return os.path.join(self.workdir, f'seed{seed}', key)
+
+  def cache_dir(self, seed: int, name: str) -> str:
+    return os.path.join(self.workdir, f'seed{seed}', f'cache_{name}')
+
 
 def _apply_quick(config: ml_collections.ConfigDict) -> None:
-  """A tiny model and batch: the whole ablation's plumbing in well under a minute."""
+  """A tiny model, frames and batch: the whole study's plumbing in about a minute."""
   m = config.model
   m.hidden_size = 16
   for enc in (m.spatial_transformer, m.temporal_transformer):
     enc.num_layers, enc.num_heads, enc.mlp_dim = 1, 2, 32
   m.adapter.hidden_size, m.adapter.num_heads = 8, 2
-  config.batch_size = config.eval_batch_size = 8
+  config.dataset.min_resize = config.dataset.crop_size = 16
+  config.batch_size = config.eval_batch_size = 4
   config.dataset.shuffle_buffer = 16
   config.log_summary_steps = 1
 
 
-def experiment_config(kind: str, data_dir: str, quick: bool) -> ml_collections.ConfigDict:
-  """experiments/synthetic_<kind>.py on `data_dir` (with the quick overrides)."""
-  config = experiment_configs.load(EXPERIMENTS[kind], [f'dataset.base_dir={data_dir}'])
+def experiment_config(kind: str, study: Study, quick: bool) -> ml_collections.ConfigDict:
+  """experiments/mini64_<kind>.py on the study's data (with the quick overrides)."""
+  config = experiment_configs.load(
+      EXPERIMENTS[kind], [f'dataset.base_dir={study.data_dir}', *study.dataset_overrides])
   if quick:
     _apply_quick(config)
   return config
 
 
-def make_plan(data_dir: str, quick: bool) -> Plan:
-  """Frame counts from the experiment files; their schedules as explicit step counts."""
-  import data_pipelines  # pylint: disable=g-import-not-at-top
-  from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
-  cfgs = {k: experiment_config(k, data_dir, quick) for k in EXPERIMENTS}
-  info = data_pipelines.dataset_info(cfgs['baseline'].dataset)
-  steps = {k: trainer.setup_lengths(c, info)[1] for k, c in cfgs.items()}
-  # One schedule per training kind: every end-to-end run (the baseline, each stage 1)
-  # trains for stage 1's steps, every frozen run (I, III, each stage 2) for stage 2's.
-  # experiments/synthetic_baseline.py is shorter only to fit the demo's 15 minutes.
-  steps = {'baseline': steps['stage1'], 'stage1': steps['stage1'],
-           'stage2': steps['stage2'], 'frozen_image': steps['stage2']}
-  f2 = cfgs['stage2'].dataset.num_frames
-  if cfgs['baseline'].dataset.num_frames != f2:
-    raise ValueError(f'{experiment_configs.path(EXPERIMENTS["baseline"])} uses '
-                     f'{cfgs["baseline"].dataset.num_frames} frames, '
-                     f'{experiment_configs.path(EXPERIMENTS["stage2"])} {f2}: the rows '
-                     'need one stage-2 count.')
-  if quick:  # Short clips and 2 steps: every row's plumbing, none of its cost.
-    return Plan(stage2_frames=8, stage1_frames=4, init_frames=(2, 4),
-                steps={k: 2 for k in steps}, quick=True, eval_every=1)
-  return Plan(stage2_frames=f2, stage1_frames=cfgs['stage1'].dataset.num_frames,
-              init_frames=(2, 4, 8), steps=steps)
-
-
-def run_config(run: Run, plan: Plan, *, seed: int, data_dir: str, image_checkpoint: str,
-               run_dirs: Dict[str, str]) -> ml_collections.ConfigDict:
-  """The config of one run: an experiment file, a recipe stage, explicit steps and seed."""
-  kind_file = {'frozen_image': 'stage2'}.get(run.kind, run.kind)
-  config = experiment_config(kind_file, data_dir, plan.quick)
+def run_config(run: Run, plan: Plan, *, seed: int, study: Study) -> ml_collections.ConfigDict:
+  """The config of one run: an experiment file, a recipe stage, its schedule and seed."""
+  config = experiment_config(run.kind, study, plan.quick)
+  image = study.image_checkpoint
   if run.kind == 'baseline':
-    recipes.baseline(config, run.frames, image_checkpoint)
+    recipes.baseline(config, run.frames, image)
   elif run.kind == 'stage1':
-    recipes.stage1(config, image_checkpoint, run.frames)
+    recipes.stage1(config, image, run.frames)
   elif run.kind == 'stage2':
-    recipes.stage2(config, run_dirs[run.init_run], run.frames, run.adapter)
-  else:  # Rows I/III: stage 2's training, but from the image checkpoint, temporal random.
-    recipes.baseline(config, run.frames, image_checkpoint)
+    recipes.stage2(config, study.run_dir(seed, run.init.key), run.frames, run.adapter)
+  else:  # Rows I/III: stage 2's training, from the image checkpoint, temporal random.
+    recipes.baseline(config, run.frames, image)
     config.stage = 'stage2'
     config.model.freeze_spatial = True
     config.model.adapter.type = run.adapter
   if run.kind != 'stage2':
     config.init_from.checkpoint_format = 'vit_npz'
+  if run.adapter_width:
+    config.model.adapter.hidden_size = run.adapter_width
+  if run.cache:
+    config.feature_cache.dir = study.cache_dir(seed, run.cache)
   config.experiment_name = f'ablation_{run.key}_seed{seed}'
   config.rng_seed = seed
-  config.num_training_steps = plan.steps[run.schedule or run.kind]
+  config.num_training_steps = run.schedule.steps
+  config.lr_configs.base_learning_rate = run.schedule.lr
+  config.lr_configs.warmup_steps = run.schedule.warmup
   # Evaluation time is not training time (the trainer excludes it), so frequent
   # evaluations only add points to the time-to-accuracy curves.
   config.log_eval_steps = plan.eval_every
   return config
+
+
+def cache_config(run: Run, plan: Plan, *, seed: int,
+                 study: Study) -> ml_collections.ConfigDict:
+  """The config a frozen run's cache is extracted with: every token (the attention
+  adapter's input), so that 'mlp' and 'none' runs read the same cache."""
+  return run_config(dataclasses.replace(run, adapter='attention', adapter_width=0), plan,
+                    seed=seed, study=study)

@@ -1,55 +1,75 @@
-"""Running the ablation: the data, the image checkpoint, then each row's runs, seed by seed.
+"""Running the ablation: data, image checkpoint, the sweep, then each row's runs, seed by seed.
 
-Each run is reused or trained by `studies.runs`'s rule; `run_ablation` is the whole
-study, from the data to docs/ablation.{json,md,png} (`write_outputs`).
+Each run is reused or trained by `studies.runs`'s rule, each feature cache reused or
+extracted by `studies.runs.ensure_cache`; `run_ablation` is the whole study, from the
+data to docs/ablation.{json,md,png} (`write_outputs`).
 """
 
+import dataclasses
+import glob
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 
 from vivit_adapter.studies import runs as study_runs
+from vivit_adapter.studies.ablation import data as study_data
 from vivit_adapter.studies.ablation import markdown as ablation_markdown
 from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation import plots
 from vivit_adapter.studies.ablation import report as ablation_report
-from vivit_adapter.studies.ablation.plan import Plan, Row, Run
+from vivit_adapter.studies.ablation.plan import Plan, Run, Schedule, Study
+from vivit_adapter.train_lib import reporting
 
 IMAGE_CHECKPOINT = 'vit_image.npz'
 
 
-def ensure_data(data_dir: str, quick: bool) -> None:
-  """Generates the synthetic dataset if absent: the demo's (the one recipes.synthetic is
-  tuned for), or a tiny one with quick."""
-  if os.path.exists(os.path.join(data_dir, 'metadata.json')):
-    return
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
-  from vivit_adapter.studies import demo  # pylint: disable=g-import-not-at-top
-  sizes = (dict(resolution=32, num_frames=16, train_per_class=4, val_per_class=1,
-                test_per_class=1, classes=list(synthetic.ACTION_NAMES[:6]), num_shards=2)
-           if quick else demo.FULL.data)
-  print(f'Generating the synthetic dataset in {data_dir} ...', flush=True)
-  synthetic.generate(data_dir, progress=False, **sizes)
+def prepare_data(workdir: str, data_dir: str, dataset_dir: str, quick: bool,
+                 train: bool = True) -> study_data.StudyData:
+  """--dataset_dir (an existing DMVR dataset), else the synthetic data (--data or
+  <workdir>/data, generated when missing, but never with train=False)."""
+  if dataset_dir:
+    return study_data.prepare_existing(dataset_dir, workdir, generate=train)
+  has_runs = bool(glob.glob(os.path.join(workdir, 'seed*')))
+  return study_data.prepare_synthetic(
+      data_dir or os.path.join(workdir, 'data'), ablation_plan.synthetic_data(quick),
+      owned=not data_dir, has_runs=has_runs, generate=train)
 
 
-def ensure_image_checkpoint(workdir: str, data_dir: str, quick: bool) -> Dict:
-  """Pretrains the image ViT once (the ImageNet stand-in) and returns its report."""
+def has_finished_runs(workdir: str) -> bool:
+  return bool(glob.glob(os.path.join(workdir, 'seed*', '*', reporting.SUMMARY_FILE)))
+
+
+def ensure_image_checkpoint(workdir: str, data: study_data.StudyData, given: str,
+                            quick: bool, train: bool) -> Dict:
+  """The image ViT the baseline, stage 1 and rows I/III start from, and its report.
+
+  --image_checkpoint when given; else pretrained once (the ImageNet stand-in): on
+  synthetic images for the synthetic data, on single frames of the training videos
+  labelled with the video's class for any other dataset.
+  """
+  if given:
+    return {'output': given, 'task': 'given (--image_checkpoint)'}
   from vivit_adapter.studies import image_pretrain  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, IMAGE_CHECKPOINT)
   report_path = os.path.splitext(path)[0] + '.json'
   if os.path.exists(path) and os.path.exists(report_path):
     with open(report_path) as f:
       return json.load(f)
-  settings = image_pretrain.PretrainSettings()
+  if not train:
+    return {'output': path, 'task': 'missing (not pretrained yet)'}
+  task = 'position' if data.synthetic else image_pretrain.VIDEO_FRAMES
+  settings = image_pretrain.PretrainSettings(task=task)
   if quick:
-    settings = image_pretrain.PretrainSettings(steps=3, batch_size=8, num_train_images=16,
-                                               num_eval_images=8)
-  print(f'Pretraining the image ViT -> {path} ...', flush=True)
-  config = ablation_plan.experiment_config('stage1', data_dir, quick)
-  return image_pretrain.pretrain(path, config, data_dir=data_dir, settings=settings)
+    settings = image_pretrain.PretrainSettings(task=task, steps=3, batch_size=8,
+                                               num_train_images=16, num_eval_images=8)
+  print(f'Pretraining the image ViT ({task}) -> {path} ...', flush=True)
+  config = ablation_plan.experiment_config(
+      'stage1', Study(workdir, data.base_dir, data.overrides), quick)
+  return image_pretrain.pretrain(path, config, settings=settings,
+                                 data_dir=data.base_dir if data.synthetic else '')
 
 
 def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str,
@@ -73,49 +93,154 @@ def _train(run: Run, config: ml_collections.ConfigDict, run_dir: str) -> Dict:
   t = time.time()
   summary = study_runs.train_from_scratch(
       config, run_dir, log=lambda message: print(f'  {run.key}: {message}', flush=True))
-  print(f'  {run.key}: test top-1 {summary["test"].get("top1", float("nan")):.3f}, '
+  print(f'  {run.key}: eval top-1 {summary["eval"].get("top1", float("nan")):.3f}, '
         f'{summary["train_time_s"]:.1f}s training ({time.time() - t:.0f}s wall)', flush=True)
   return summary
 
 
-def run_all(rows: List[Row], plan: Plan, seeds: Sequence[int], *, workdir: str,
-            data_dir: str, image_checkpoint: str,
-            train: bool = True) -> Dict[int, Dict[str, Dict]]:
-  """{seed: {run key: summary}} for the runs the rows need, seed by seed.
+class Runner:
+  """Each run and feature cache of the study, reused or made once per process.
 
-  With train=False only finished runs are read (a report of what exists so far).
+  A run waits for what it needs (its stage-1 run, its cache); with train=False only
+  what finished is read, and a run whose inputs are missing is missing too.
   """
-  runs = ablation_plan.make_runs(plan)
-  results = {}
-  for seed in seeds:
-    run_dirs = {k: os.path.join(workdir, f'seed{seed}', k) for k in runs}
-    done = results.setdefault(seed, {})
-    for row in rows:
-      for key in row.runs:
-        if key not in done:
-          config = ablation_plan.run_config(runs[key], plan, seed=seed, data_dir=data_dir,
-                                            image_checkpoint=image_checkpoint,
-                                            run_dirs=run_dirs)
-          summary = ensure_run(runs[key], config, run_dirs[key], train)
-          if summary is not None:
-            done[key] = summary
-  return results
+
+  def __init__(self, plan: Plan, study: Study, train: bool):
+    self.plan, self.study, self.train = plan, study, train
+    self.summaries: Dict[Tuple[int, str], Optional[Dict]] = {}
+    self.caches: Dict[Tuple[int, str], Optional[Dict]] = {}
+
+  def summary(self, run: Run, seed: int) -> Optional[Dict]:
+    if (seed, run.key) not in self.summaries:
+      self.summaries[seed, run.key] = self._ensure(run, seed)
+    return self.summaries[seed, run.key]
+
+  def _ensure(self, run: Run, seed: int) -> Optional[Dict]:
+    if run.init is not None and self.summary(run.init, seed) is None:
+      return None
+    if run.cache and self.cache(run, seed) is None:
+      return None
+    config = ablation_plan.run_config(run, self.plan, seed=seed, study=self.study)
+    return ensure_run(run, config, self.study.run_dir(seed, run.key), self.train)
+
+  def cache(self, run: Run, seed: int) -> Optional[Dict]:
+    """The extraction record of the cache `run` trains from (its time is the row's)."""
+    if (seed, run.cache) not in self.caches:
+      self.caches[seed, run.cache] = self._ensure_cache(run, seed)
+    return self.caches[seed, run.cache]
+
+  def _ensure_cache(self, run: Run, seed: int) -> Optional[Dict]:
+    cache_dir = self.study.cache_dir(seed, run.cache)
+    if not self.train:
+      record = os.path.join(cache_dir, study_runs.EXTRACTION_FILE)
+      if not os.path.exists(record):
+        return None
+      with open(record) as f:
+        return json.load(f)
+    config = ablation_plan.cache_config(run, self.plan, seed=seed, study=self.study)
+    print(f'  cache_{run.cache} (seed {seed}): {self.plan.views} view(s) per training '
+          'clip', flush=True)
+    return study_runs.ensure_cache(config, cache_dir, views=self.plan.views,
+                                   log=lambda m: print(f'  cache_{run.cache}: {m}', flush=True))
+
+  def results(self) -> Dict[int, Dict[str, Dict]]:
+    """{seed: {'runs': {key: summary}, 'caches': {name: extraction record}}}."""
+    out = {}
+    for part, done in (('runs', self.summaries), ('caches', self.caches)):
+      for (seed, key), value in done.items():
+        if value is not None:
+          out.setdefault(seed, {'runs': {}, 'caches': {}})[part][key] = value
+    return out
+
+
+def run_sweep(runner: Runner, routes: Sequence[str]):
+  """Seed 0's grid of each route, in order; returns (tried, choice).
+
+  tried: {route: [(Run, summary or None)]}, every configuration tried, the grid's and
+  its extensions'; choice: {route: Schedule} for each route whose whole grid finished
+  (a partial grid chooses nothing: it would not be the equal-budget search).
+  """
+  tried: Dict[str, List[Tuple[Run, Optional[Dict]]]] = {}
+  choice: Dict[str, Schedule] = {}
+  for route in routes:
+    if route == 'stage2' and 'stage1' not in choice:
+      break  # stage 2's grid trains from the chosen stage 1
+    tried[route], chosen = sweep_route(runner, route, choice)
+    if chosen is not None:
+      choice[route] = chosen
+      print(f'Sweep {route}: chose {chosen.tag} (validation top-1).', flush=True)
+  return tried, choice
+
+
+def sweep_route(runner: Runner, route: str, choice: Dict[str, Schedule]):
+  """One route's grid, grown past an edge its choice sits on (`plan.extend`, at most
+  MAX_EXTENSIONS times for EXTENDED_ROUTES); returns (tried, chosen or None)."""
+  plan, grid = runner.plan, runner.plan.grids[route]
+  rounds = ablation_plan.MAX_EXTENSIONS if route in ablation_plan.EXTENDED_ROUTES else 0
+  tried, schedules, chosen = [], list(grid), None
+  for extension in range(rounds + 1):
+    runs = ablation_plan.sweep_runs(plan, route, choice, schedules)
+    tried += [(r, runner.summary(r, ablation_plan.SWEEP_SEED)) for r in runs]
+    if any(s is None for _, s in tried):
+      return tried, None
+    chosen = ablation_plan.choose([(r.schedule, s['eval']['top1']) for r, s in tried])
+    schedules = ablation_plan.extend(grid, [r.schedule for r, _ in tried], chosen)
+    if not schedules or extension == rounds:
+      break
+    print(f'Sweep {route}: {chosen.tag} is at an edge of the grid; trying '
+          f'{", ".join(s.tag for s in schedules)}.', flush=True)
+  return tried, chosen
 
 
 def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Sequence[str],
-                 data_dir: str, quick: bool, train: bool, command: str) -> Dict:
-  """The whole study: data, plan, image checkpoint, runs; writes and returns the report."""
+                 data_dir: str, quick: bool, train: bool, command: str,
+                 dataset_dir: str = '', image_checkpoint: str = '',
+                 benchmark_json: str = '') -> Dict:
+  """The whole study: data, image checkpoint, sweep, rows; writes and returns the report.
+
+  With train=False nothing is generated or trained: with no finished runs in `workdir`
+  (a clean clone), the docs are rewritten from the last <out>.json (a change to the
+  tables needs no rerun), and without one it is an error.
+
+  Raises:
+    ValueError: train=False and there is nothing to report from.
+  """
+  if not train and not has_finished_runs(workdir):
+    if os.path.exists(out + '.json'):
+      return rewrite_from_json(out, workdir)
+    raise ValueError(f'--report_only: no finished runs in {workdir} and no {out}.json to '
+                     f'rewrite the docs from. Run the study first: {command}')
   started = ablation_report.machine_info()
-  data_dir = data_dir or os.path.join(workdir, 'data')
-  ensure_data(data_dir, quick)
-  plan = ablation_plan.make_plan(data_dir, quick)
-  rows = ablation_plan.select_rows(ablation_plan.make_rows(plan), row_names)
-  image_report = ensure_image_checkpoint(workdir, data_dir, quick)
-  results = run_all(rows, plan, seeds, workdir=workdir, data_dir=data_dir,
-                    image_checkpoint=os.path.join(workdir, IMAGE_CHECKPOINT), train=train)
-  report = ablation_report.build_report(rows, plan, seeds, results,
-                                        image_report=image_report, data_dir=data_dir,
-                                        command=command, started=started)
+  data = prepare_data(workdir, data_dir, dataset_dir, quick, train)
+  study = Study(workdir, data.base_dir, data.overrides)
+  base_config = ablation_plan.experiment_config('baseline', study, quick)
+  plan = ablation_plan.make_plan(quick, base_config.model.adapter.hidden_size)
+  names = ablation_plan.select_row_names(plan, row_names)
+  image = ensure_image_checkpoint(workdir, data, image_checkpoint, quick, train)
+  runner = Runner(plan, dataclasses.replace(study, image_checkpoint=image['output']), train)
+  tried, choice = run_sweep(runner, ablation_plan.routes_for(names))
+  rows = [r for r in ablation_plan.make_rows(plan, choice) if r.name in names]
+  for seed in seeds:  # seed by seed, rows in table order: a partial study is a table
+    for row in rows:
+      for run in row.runs:
+        runner.summary(run, seed)
+  report = ablation_report.build_report(
+      rows, plan, seeds, runner.results(), tried=tried, choice=choice, wanted=names,
+      data=data, model=ablation_report.model_info(base_config), image_report=image,
+      command=command, started=started,
+      benchmark=ablation_report.read_benchmark(benchmark_json, plan))
+  for path in write_outputs(report, out):
+    print(f'Wrote {path}')
+  return report
+
+
+def rewrite_from_json(out: str, workdir: str) -> Dict:
+  """<out>.md and the plots again from <out>.json (the notes of <out>.md kept)."""
+  with open(out + '.json') as f:
+    report = json.load(f)
+  for row in report['rows']:  # JSON made the seeds strings; the plots look them up as ints
+    row['per_seed'] = {int(seed): v for seed, v in row['per_seed'].items()}
+  print(f'No runs in {workdir}: rewriting the docs from {out}.json.', flush=True)
   for path in write_outputs(report, out):
     print(f'Wrote {path}')
   return report
