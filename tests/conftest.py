@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 # Several CPU devices for sharding tests; must be set before jax is imported.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -17,13 +19,13 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into groups
 def pytest_collection_modifyitems(config, items):
   """Under pytest-xdist's `--dist loadgroup` (the Makefile's test command), tests spread
   over the workers one by one, except that a file whose tests share a module- or
   session-scoped fixture of its own (a tiny training run, a dataset) stays on one worker,
   so that fixture is built once."""
   del config  # unused
-  import pytest  # pylint: disable=g-import-not-at-top
   for item in items:
     info = getattr(item, '_fixtureinfo', None)
     defs = info.name2fixturedefs.values() if info is not None else [()]

@@ -244,6 +244,16 @@ def test_chunked_stage2_temp_grows_less_with_frames(figures):
   assert chunked[16] - chunked[8] < 0.5 * plain_growth, (chunked, plain_growth)
 
 
+def test_model_overrides_win_over_the_mode_and_adapter_keys_skip_the_baseline():
+  overrides = TINY + (('adapter.type', 'mlp'), ('adapter.hidden_size', 8))
+  cached = step_cases.build(tiny_case('stage2+cached', model_overrides=overrides))
+  assert cached.config.model.adapter.type == 'mlp'
+  assert cached.config.model.adapter.hidden_size == 8
+  assert cached.batch['inputs'].shape == (2, 4, 192)  # an mlp adapter reads pooled vectors
+  baseline = step_cases.case_config(tiny_case('baseline', model_overrides=overrides))
+  assert baseline.model.adapter.type == 'none' and not baseline.model.freeze_spatial
+
+
 def test_cached_mode_steps_on_stored_features_and_times_extraction():
   case = tiny_case('stage2+cached')
   built = step_cases.build(case)

@@ -171,8 +171,9 @@ def define_flags() -> None:
   flags.DEFINE_integer(
       'search_max_frames', 4096, 'The frame search stops at this count.')
   flags.DEFINE_list(
-      'model_overrides', [], 'config.model keys set after the variant, e.g. '
-      'spatial_transformer.num_layers=2 (quick what-ifs and tests).')
+      'model_overrides', [], 'config.model keys set after the variant and the mode, so '
+      'they win, e.g. spatial_transformer.num_layers=2 or adapter.type=mlp (adapter.* '
+      'keys apply to the stage2 modes only; the baseline has no adapter).')
   flags.DEFINE_string('out', None, 'Output path prefix: OUT.json, OUT.md, OUT_*.png.')
 
 

@@ -44,8 +44,8 @@ class Case:
   resolution: int
   num_classes: int = 400
   chunk_size: int = 4  # temporal indices per chunk in 'stage2+chunked'
-  # (dotted config.model key, value) pairs applied after the variant, e.g.
-  # (('spatial_transformer.num_layers', 2),): tests and quick what-ifs.
+  # (dotted config.model key, value) pairs applied after the variant and the mode's
+  # settings, e.g. (('spatial_transformer.num_layers', 2),): tests and quick what-ifs.
   model_overrides: Tuple[Tuple[str, object], ...] = ()
 
   def replace(self, **changes) -> 'Case':
@@ -84,8 +84,6 @@ def case_config(case: Case) -> ml_collections.ConfigDict:
   config = configs.base_config()
   # The variant is expanded here (not in create_model) so model_overrides apply on top.
   variants.apply_variant(config.model, case.variant)
-  for key, value in case.model_overrides:
-    _set_model_key(config.model, key, value)
   config.batch_size = case.batch
   config.dataset.num_frames = case.frames
   config.dataset.crop_size = case.resolution
@@ -98,6 +96,12 @@ def case_config(case: Case) -> ml_collections.ConfigDict:
   config.model.adapter.type = 'attention' if stage2 else 'none'
   config.model.remat = case.mode == 'baseline+remat'
   config.model.spatial_chunk_size = case.chunk_size if case.mode == 'stage2+chunked' else 0
+  # The overrides come last, so they win over the mode's defaults (an adapter type named
+  # in them is the one measured). `adapter.*` keys apply to the stage-2 modes only: the
+  # baseline is the end-to-end model without an adapter, as in the ablation.
+  for key, value in case.model_overrides:
+    if stage2 or not key.startswith('adapter.'):
+      _set_model_key(config.model, key, value)
   configs.validate(config)
   return config
 
