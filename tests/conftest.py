@@ -4,8 +4,14 @@ import os
 
 import pytest
 
-# Several CPU devices for sharding tests; must be set before jax is imported.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+# Several CPU devices for sharding tests; must be set before jax is imported. The tests'
+# models are tiny, so compiling them costs far more than running them: XLA:CPU's code
+# generator runs without LLVM's optimisations (about half the compile time; the HLO, and
+# so results, buffer sizes and compiled memory figures, are unaffected). trainer_utils.env
+# passes these flags on to the CLI subprocesses.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4 '
+                      '--xla_backend_optimization_level=0 '
+                      '--xla_llvm_disable_expensive_passes=true')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # One persistent XLA compilation cache for the whole run, shared by the test processes

@@ -9,6 +9,7 @@ import textwrap
 import jax
 import pytest
 
+from tests import trainer_utils as tu
 from vivit_adapter import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,8 +72,7 @@ def test_two_cpu_processes_see_each_other():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=tu.xla_flags(2))
   procs = [subprocess.Popen([sys.executable, '-c', CHILD, f'127.0.0.1:{port}', str(i)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for i in range(2)]

@@ -63,9 +63,16 @@ def main_command(config_path, workdir, *overrides):
           f'--workdir={workdir}', *overrides]
 
 
+def xla_flags(devices: int) -> str:
+  """This process's XLA_FLAGS (conftest's compile settings) with `devices` CPU devices."""
+  kept = [f for f in os.environ.get('XLA_FLAGS', '').split()
+          if not f.startswith('--xla_force_host_platform_device_count')]
+  return ' '.join([f'--xla_force_host_platform_device_count={devices}'] + kept)
+
+
 def env(devices: int = 1):
   e = dict(os.environ)
-  e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  e['XLA_FLAGS'] = xla_flags(devices)
   e['TF_CPP_MIN_LOG_LEVEL'] = '2'
   e['PYTHONPATH'] = REPO
   return e
