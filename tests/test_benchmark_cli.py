@@ -223,16 +223,18 @@ def test_chunked_attention_adapter_equals_unchunked():
   plain = create_model(step_cases.case_config(tiny_case('stage2')).model, 10)
   chunked = create_model(step_cases.case_config(tiny_case('stage2+chunked')).model, 10)
   video = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 32, 32, 3))
-  params = plain.init(jax.random.PRNGKey(1), video)['params']
-  assert (jax.tree.structure(chunked.init(jax.random.PRNGKey(1), video)['params'])
+  params = jax.jit(plain.init)(jax.random.PRNGKey(1), video)['params']
+  assert (jax.tree.structure(jax.eval_shape(chunked.init, jax.random.PRNGKey(1), video)['params'])
           == jax.tree.structure(params))
   # Non-zero 'up' projections, so the adapter's output actually matters.
   params = jax.tree.map(
       lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape), params)
+  # Jitted: op-by-op dispatch of the chunk loop is far slower on CPU than compiling it.
   def grads(model):
-    return jax.grad(lambda p: (model.apply({'params': p}, video, train=True) ** 2).sum())(params)
-  assert jnp.abs(plain.apply({'params': params}, video)
-                 - chunked.apply({'params': params}, video)).max() < 1e-5
+    loss = lambda p: (model.apply({'params': p}, video, train=True) ** 2).sum()
+    return jax.jit(jax.grad(loss))(params)
+  apply = lambda model: jax.jit(lambda p: model.apply({'params': p}, video))(params)
+  assert jnp.abs(apply(plain) - apply(chunked)).max() < 1e-5
   for a, b in zip(jax.tree.leaves(grads(plain)), jax.tree.leaves(grads(chunked))):
     assert jnp.abs(a - b).max() < 1e-4
 

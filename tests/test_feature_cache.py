@@ -18,6 +18,7 @@ import pytest
 
 import data_pipelines
 from data_pipelines import feature_cache
+from tests import helpers
 from tests import trainer_utils as tu
 from vivit_adapter import config_loading
 from vivit_adapter import extract_features
@@ -91,8 +92,8 @@ def test_cached_logits_equal_raw_logits(world):
     np.testing.assert_array_equal(video['label'], feats['label'])
     np.testing.assert_array_equal(video['batch_mask'], feats['batch_mask'])
     real = video['batch_mask'] > 0  # padding rows: a zero video vs zero features
-    want = model.apply({'params': params}, video['inputs'])
-    got = model.apply({'params': params}, feats['inputs'], part=models.TRAINABLE_PART)
+    want = helpers.run(model, params, video['inputs'])
+    got = helpers.run(model, params, feats['inputs'], part=models.TRAINABLE_PART)
     np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], rtol=0,
                                atol=1e-5)
 
@@ -106,8 +107,8 @@ def test_bfloat16_cache_logits_within_documented_tolerance(world, tmp_path):
   cached = next(feature_cache.make_eval_iterator(str(tmp_path), manifest, 'eval', 8))
   assert cached['inputs'].dtype.name == 'bfloat16'
   video = next(data_pipelines.make_eval_iterator(config.dataset, split='eval', batch_size=8))
-  want = np.asarray(model.apply({'params': params}, video['inputs']))
-  got = np.asarray(model.apply({'params': params}, cached['inputs'].astype(np.float32),
+  want = np.asarray(helpers.run(model, params, video['inputs']))
+  got = np.asarray(helpers.run(model, params, cached['inputs'].astype(np.float32),
                                part=models.TRAINABLE_PART))
   # bfloat16 keeps 8 bits of mantissa (relative rounding <= 2^-9 per feature); the
   # README documents |logit error| <= 0.02 * (1 + |logit|) for cached bf16 features.
