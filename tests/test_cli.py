@@ -15,11 +15,33 @@ import pytest
 from data_pipelines import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROGRAMS = ('vivit_adapter.main', 'vivit_adapter.predict', 'vivit_adapter.extract_features',
+# The programs a user starts; `_programs()` must find each of them.
+KNOWN_PROGRAMS = ('vivit_adapter.main', 'vivit_adapter.predict', 'vivit_adapter.extract_features',
             'vivit_adapter.benchmark', 'vivit_adapter.benchmark_data', 'vivit_adapter.demo',
             'vivit_adapter.ablation', 'vivit_adapter.image_pretrain',
             'data_pipelines.validate', 'data_pipelines.convert_videos',
             'data_pipelines.synthetic')
+
+
+def _programs():
+  """Every module of the two packages that runs as a program (`python -m ...`), the
+  benchmark tools included."""
+  found = []
+  for package in ('vivit_adapter', 'data_pipelines'):
+    for root, _, names in os.walk(os.path.join(REPO, package)):
+      for name in names:
+        path = os.path.join(root, name)
+        with open(path, errors='replace') as f:
+          if name.endswith('.py') and "if __name__ == '__main__':" in f.read():
+            found.append(os.path.relpath(path, REPO)[:-3].replace(os.sep, '.'))
+  return sorted(found)
+
+
+PROGRAMS = _programs()
+
+
+def test_every_known_program_is_found():
+  assert set(KNOWN_PROGRAMS) <= set(PROGRAMS), sorted(set(KNOWN_PROGRAMS) - set(PROGRAMS))
 
 
 def _raising(error):

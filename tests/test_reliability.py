@@ -4,7 +4,6 @@ or fault as the user meets it (the program's exit code and its one line), kept f
 import os
 import re
 import subprocess
-import sys
 
 import av
 import numpy as np
@@ -157,41 +156,6 @@ def test_a_zero_frame_video_is_skipped_by_the_converter_and_refused_by_predict(t
   with pytest.raises(ValueError, match=re.escape(
       f'--video={video!r} could not be decoded as a video: ValueError: no frames decoded')):
     predict.read_video(video)
-
-
-def _programs():
-  """Every module of the two packages that runs as a program (`python -m ...`)."""
-  found = []
-  for package in ('vivit_adapter', 'data_pipelines'):
-    for root, _, names in os.walk(os.path.join(tu.REPO, package)):
-      for name in names:
-        path = os.path.join(root, name)
-        if name.endswith('.py') and "if __name__ == '__main__':" in open(path).read():
-          found.append(os.path.relpath(path, tu.REPO)[:-3].replace(os.sep, '.'))
-  return sorted(found)
-
-
-# As tests/test_cli.py's check, for every program found (the benchmark tools included).
-_HELP = '''
-import runpy, sys
-module = sys.argv[1]
-sys.argv = [module, '--help']
-try:
-  runpy.run_module(module, run_name='__main__', alter_sys=True)
-except SystemExit as e:
-  code = e.code
-heavy = [m for m in ('tensorflow', 'jax', 'flax', 'orbax', 'torch')
-         if type(sys.modules.get(m)).__name__ not in ('NoneType', '_LazyModule')]
-print('RESULT', code or 0, ','.join(heavy) or 'none')
-'''
-
-
-@pytest.mark.parametrize('program', _programs())
-def test_help_of_every_program_exits_0_without_tensorflow_jax_or_torch(program):
-  proc = subprocess.run([sys.executable, '-c', _HELP, program], cwd=tu.REPO, text=True,
-                        capture_output=True, timeout=60, check=False)
-  result = proc.stdout.strip().splitlines()[-1]
-  assert result == 'RESULT 0 none', (result, proc.stderr[-2000:])
 
 
 def test_the_doc_has_the_exit_codes_and_cites_tests_that_exist():
