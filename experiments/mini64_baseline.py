@@ -15,6 +15,6 @@ def get_config():
   config.experiment_name = 'mini64_baseline'
   recipes.miniature(config)
   recipes.baseline(config, num_frames=32)
-  # The longest of the ablation's baseline grid (studies/ablation/plan.py).
+  # Twice the 32-px study's longest baseline (a 64-px clip has 4x the tokens).
   config.num_training_steps = 1200
   return config

@@ -38,9 +38,9 @@ QUICK_ROWS = 'baseline,I,V,adapter_none,III_w4'
 def test_grids_are_every_combination_with_an_equal_budget(monkeypatch):
   grids = FULL_PLAN.grids
   assert grids['baseline'] == tuple(Schedule(lr, s, 50) for lr in (1e-3, 3e-3)
-                                    for s in (600, 1200))
+                                    for s in (300, 600))
   assert len(grids['baseline']) == len(grids['stage2']) == 4
-  assert [s.steps for s in grids['stage2']] == [1200, 2400, 1200, 2400]
+  assert [s.steps for s in grids['stage2']] == [600, 1200, 600, 1200]
   monkeypatch.setitem(ablation_plan.STEPS, 'stage2', (1200,))
   with pytest.raises(ValueError, match='Unequal tuning budget: the baseline grid has 4 '
                                        "configurations, stage 2's 2"):
@@ -96,7 +96,7 @@ def test_sweep_runs_train_stage2_from_the_chosen_stage1():
   assert [r.schedule for r in runs] == list(FULL_PLAN.grids['stage2'])
   assert {r.init for r in runs} == {Run('stage1', 8, CHOICE['stage1'])}
   assert {r.adapter for r in runs} == {'attention'}
-  assert [r.frames for r in ablation_plan.sweep_runs(FULL_PLAN, 'stage1', {})] == [8] * 4
+  assert [r.frames for r in ablation_plan.sweep_runs(FULL_PLAN, 'stage1', {})] == [8] * 2
 
 
 def test_run_configs_carry_schedule_cache_and_init():
@@ -108,7 +108,7 @@ def test_run_configs_carry_schedule_cache_and_init():
   assert config.init_from.checkpoint_path == os.path.join('w', 'seed1', s1.key)
   assert config.feature_cache.dir == os.path.join('w', 'seed1', f'cache_{s1.key}')
   assert (config.model.freeze_spatial, config.model.adapter.hidden_size) == (True, 16)
-  assert (config.rng_seed, config.log_eval_steps, config.dataset.crop_size) == (1, 50, 64)
+  assert (config.rng_seed, config.log_eval_steps, config.dataset.crop_size) == (1, 50, 32)
   assert config.dataset.base_dir == 'd'
   cache = ablation_plan.cache_config(s2, FULL_PLAN, seed=1, study=STUDY)
   assert (cache.model.adapter.type, cache.model.adapter.hidden_size) == ('attention', 32)
@@ -119,7 +119,7 @@ def test_run_configs_carry_schedule_cache_and_init():
   assert (iii.model.adapter.type, iii.stage, iii.dataset.num_frames) == ('mlp', 'stage2', 32)
   base = ablation_plan.run_config(rows['baseline'].runs[0], FULL_PLAN, seed=0, study=STUDY)
   assert (base.feature_cache.dir, base.model.freeze_spatial, base.batch_size) == ('', False,
-                                                                                  16)
+                                                                                  32)
 
 
 # ----------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def test_sweep_report_marks_the_choice_and_sums_its_cost():
   configs = out['stage2']['configs']
   assert [c['chosen'] for c in configs] == [False, True, False, False]
   assert [c['extension'] for c in configs] == [False] * 4
-  assert runs[1].schedule == Schedule(1e-3, 2400, 50)
+  assert runs[1].schedule == Schedule(1e-3, 1200, 50)
   assert out['stage2']['at_edge'] == ['lr (lowest tried)', 'steps (highest tried)']
   assert [c['finished'] for c in configs] == [True, True, True, False]
   assert configs[0]['eval_top1'] == 25.0
@@ -388,31 +388,32 @@ def test_plan_only_prices_every_run_and_trains_nothing(tmp_path, capsys):
   workdir = f'{tmp_path}/runs'
   est = ablation.main([f'--workdir={workdir}', f'--out={tmp_path}/abl', '--seeds=0,1',
                        '--rows=baseline,V', '--plan_only'])
-  sweep = 3600 * 2.2 + 1800 * 0.55 + 7200 * 0.29  # the three 2x2 grids' steps
-  seed1 = 1200 * 2.2 + 600 * 0.55 + 2400 * 0.29  # baseline; V's stage 1 and stage 2
-  assert len(est['runs']) == 12 + 3 and est['total_s'] == pytest.approx(sweep + seed1)
+  # The grids' steps: the baseline's and stage 2's 2x2, stage 1's two learning rates.
+  sweep = 1800 * 0.74 + 900 * 0.116 + 3600 * 0.156
+  seed1 = 600 * 0.74 + 450 * 0.116 + 1200 * 0.156  # baseline; V's stage 1 and stage 2
+  assert len(est['runs']) == 10 + 3 and est['total_s'] == pytest.approx(sweep + seed1)
   assert [(r['phase'], r['key'], r['steps']) for r in est['runs'] if r['seed'] == 1] == [
-      ('row baseline', 'baseline_32f_lr0.003_s1200_w50', 1200),
-      ('row V', 'stage1_8f_lr0.003_s600_w50', 600),
-      ('row V', 'stage1_8f_lr0.003_s600_w50__stage2_attention_lr0.003_s2400_w50', 2400)]
+      ('row baseline', 'baseline_32f_lr0.003_s600_w50', 600),
+      ('row V', 'stage1_8f_lr0.003_s450_w50', 450),
+      ('row V', 'stage1_8f_lr0.003_s450_w50__stage2_attention_lr0.003_s1200_w50', 1200)]
   assert est['caches'] == 2  # the chosen stage 1's, per seed
-  # Worst case of the grid edges: 4 more runs each for the baseline (3e-3 x 2400, 9e-3 x
-  # 1200, 3e-3 x 4800, 9e-3 x 2400) and stage 2 (4800, 2400, 9600, 4800 steps); seed 1's
-  # rows at 4800 and 9600 steps.
-  worst = (sweep + (2400 + 1200 + 4800 + 2400) * 2.2 + (4800 + 2400 + 9600 + 4800) * 0.29
-           + 4800 * 2.2 + 600 * 0.55 + 9600 * 0.29)
-  assert (est['worst_runs'], est['worst_total_s']) == (23, pytest.approx(worst))
+  # Worst case of the grid edges (one extension): 2 more runs each for the baseline
+  # (3e-3 x 1200, 9e-3 x 600) and stage 2 (2400, 1200 steps); seed 1's rows at 1200
+  # and 2400 steps.
+  worst = (sweep + (1200 + 600) * 0.74 + (2400 + 1200) * 0.156
+           + 1200 * 0.74 + 450 * 0.116 + 2400 * 0.156)
+  assert (est['worst_runs'], est['worst_total_s']) == (17, pytest.approx(worst))
   out = capsys.readouterr().out
-  assert ('Total: 15 runs, 16800 steps, 4.1 h of training (baseline 2.9 h, stage1 0.4 h, '
-          'stage2 0.8 h).') in out
-  assert f'up to 23 runs, {worst / 3600:.1f} h.' in out
+  assert ('Total: 13 runs, 8550 steps, 0.7 h of training (baseline 0.5 h, stage1 0.0 h, '
+          'stage2 0.2 h).') in out
+  assert f'up to 17 runs, {worst / 3600:.1f} h.' in out
   assert not os.path.exists(workdir)
   # Other step times; stage 1 at fewer frames is priced by its frames.
   est = ablation.main([f'--workdir={workdir}', f'--out={tmp_path}/abl', '--seeds=0',
                        '--rows=stage1_2f', '--plan_only', '--step_seconds=stage1=0.4'])
   assert {r['key']: r['step_s'] for r in est['runs'] if r['phase'] == 'row stage1_2f'} == {
-      'stage1_2f_lr0.003_s600_w50': pytest.approx(0.1),
-      'stage1_2f_lr0.003_s600_w50__stage2_attention_lr0.003_s2400_w50': 0.29}
+      'stage1_2f_lr0.003_s450_w50': pytest.approx(0.1),
+      'stage1_2f_lr0.003_s450_w50__stage2_attention_lr0.003_s1200_w50': 0.156}
   with pytest.raises(ValueError, match=r"--step_seconds: 'stage3=1' is not ROUTE=SECONDS"):
     ablation.main([f'--workdir={workdir}', f'--out={tmp_path}/abl', '--plan_only',
                    '--step_seconds=stage3=1'])
@@ -445,46 +446,44 @@ class FakeRunner:
 def test_the_sweep_chooses_on_validation_and_stage2_trains_from_the_chosen_stage1():
   runner = FakeRunner(FULL_PLAN)
   tried, choice = ablation_run.run_sweep(runner, ablation_plan.ROUTES)
-  # The baseline's and stage 2's grids grew twice past their edges (x3 the learning
+  # The baseline's and stage 2's grids grew once past their edges (x3 the learning
   # rate, x2 the steps) and are still at one; stage 1's grid does not grow.
-  assert choice == {'baseline': Schedule(0.027, 1200, 50), 'stage1': Schedule(3e-3, 600, 50),
-                    'stage2': Schedule(0.027, 2400, 50)}
+  assert choice == {'baseline': Schedule(9e-3, 600, 50), 'stage1': Schedule(3e-3, 450, 50),
+                    'stage2': Schedule(9e-3, 1200, 50)}
   assert [r.schedule for r, _ in tried['baseline']][4:] == [
-      Schedule(9e-3, 1200, 50), Schedule(3e-3, 2400, 50), Schedule(0.027, 1200, 50)]
+      Schedule(9e-3, 600, 50), Schedule(3e-3, 1200, 50)]
   assert {seed for _, seed in runner.asked} == {ablation_plan.SWEEP_SEED}
   assert {r.init.schedule for r, _ in tried['stage2']} == {choice['stage1']}
-  assert [len(tried[r]) for r in ablation_plan.ROUTES] == [7, 4, 7]
+  assert [len(tried[r]) for r in ablation_plan.ROUTES] == [6, 2, 6]
   sweep = ablation_report.sweep_report(tried, choice, {}, FULL_PLAN.grids)
-  assert [c['extension'] for c in sweep['baseline']['configs']] == [False] * 4 + [True] * 3
+  assert [c['extension'] for c in sweep['baseline']['configs']] == [False] * 4 + [True] * 2
   assert (sweep['baseline']['at_edge'], sweep['stage1']['at_edge']) == (
-      ['lr (highest tried)'], ['lr (highest tried)', 'steps (highest tried)'])
+      ['lr (highest tried)'], ['lr (highest tried)'])
   md = '\n'.join(ablation_markdown.sweep_markdown(sweep))
-  assert '| baseline | 0.027 | 1200 | 50 | extension | 282.00 |' in md
-  assert '* baseline: 7 configuration(s)' in md
+  assert '| baseline | 0.009 | 600 | 50 | extension | 96.00 |' in md
+  assert '* baseline: 6 configuration(s)' in md
   assert '**Still at an edge:** lr (highest tried): the best value may lie beyond' in md
   # The rows then train with the chosen schedules: the baseline its best, in full.
   rows = {r.name: r for r in ablation_plan.make_rows(FULL_PLAN, choice)}
   assert rows['baseline'].runs[0].schedule == choice['baseline']
   config = ablation_plan.run_config(rows['baseline'].runs[0], FULL_PLAN, seed=2, study=STUDY)
-  assert (config.num_training_steps, config.lr_configs.base_learning_rate) == (1200, 0.027)
+  assert (config.num_training_steps, config.lr_configs.base_learning_rate) == (600, 9e-3)
 
 
 def test_the_grids_grow_until_the_validation_score_turns_down():
-  """The baseline's validation score peaks past its step grid (2400 steps): its grid
-  grows to 2400, then 4800, which is worse, and stops with its choice inside what was
-  tried. Stage 2's peaks below its grid's low corner: the grid grows down."""
-  peaks = {'baseline': Schedule(3e-3, 2400, 50), 'stage1': Schedule(1e-3, 300, 50),
+  """The baseline's validation score peaks at its grid's high corner: its grid grows
+  past it (9e-3, 1200 steps), both worse, and the choice is then inside what was tried.
+  Stage 2's peaks at its grid's low corner: the grid grows down, both worse too."""
+  peaks = {'baseline': Schedule(3e-3, 600, 50), 'stage1': Schedule(1e-3, 450, 50),
            'stage2': Schedule(1e-3, 600, 50)}
   runner = FakeRunner(FULL_PLAN, peaks)
   tried, choice = ablation_run.run_sweep(runner, ablation_plan.ROUTES)
-  assert choice == {'baseline': peaks['baseline'], 'stage1': Schedule(1e-3, 300, 50),
-                    'stage2': peaks['stage2']}
-  grown = {route: [r.schedule for r, _ in tried[route]][4:] for route in tried}
-  assert grown == {'baseline': [Schedule(9e-3, 1200, 50), Schedule(3e-3, 2400, 50),
-                                Schedule(3e-3, 4800, 50)],
+  assert choice == peaks
+  grown = {route: [r.schedule for r, _ in tried[route]][len(FULL_PLAN.grids[route]):]
+           for route in tried}
+  assert grown == {'baseline': [Schedule(9e-3, 600, 50), Schedule(3e-3, 1200, 50)],
                    'stage1': [],
-                   'stage2': [Schedule(0.000333, 1200, 50), Schedule(1e-3, 600, 50),
-                              Schedule(1e-3, 300, 50)]}
+                   'stage2': [Schedule(0.000333, 600, 50), Schedule(1e-3, 300, 50)]}
   sweep = ablation_report.sweep_report(tried, choice, {}, FULL_PLAN.grids)
   assert sweep['baseline']['at_edge'] == sweep['stage2']['at_edge'] == []
   # Never fewer steps than the warm-up: 60 steps do not halve to 30.

@@ -1,9 +1,9 @@
-r"""The paper's ablation, tuned fairly, on the 64-px miniature (or an existing dataset).
+r"""The paper's ablation, tuned fairly, on the 32-px miniature (or an existing dataset).
 
   python -m vivit_adapter.ablation --workdir=runs/ablation --out=docs/ablation \
       [--seeds=0,1,2] [--rows=baseline,I,III,V,...] [--data=DIR | --dataset_dir=DIR] \
       [--image_checkpoint=PATH.npz] [--benchmark_json=OUT.json] [--quick] [--report_only]
-      [--plan_only [--step_seconds=baseline=2.2,stage1=0.55,stage2=0.29]]
+      [--plan_only [--step_seconds=baseline=0.74,stage1=0.116,stage2=0.156]]
 
 The program: flags, then `vivit_adapter.studies.ablation.run.run_ablation`; the sweep,
 the rows, the caches and the reuse rule are described in
@@ -42,8 +42,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       'estimate of their training time, then stop (nothing generated or '
                       'trained)')
   parser.add_argument('--step_seconds', default='', help='with --plan_only: seconds per '
-                      'step, e.g. baseline=2.2,stage1=0.55,stage2=0.29 (the default: the '
-                      'miniature on a 2-core CPU, batch 16)')
+                      'step, e.g. baseline=0.74,stage1=0.116,stage2=0.156 (the default: '
+                      'the 32-px miniature on a 2-core CPU, batch 32)')
   cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
   if args.data and args.dataset_dir:

@@ -212,13 +212,13 @@ right_then_up,right_then_down,up_then_right,down_then_right \
 
 
 def miniature(config: ml_collections.ConfigDict, base_dir: str = 'data/mini64') -> None:
-  """The synthetic recipe at 64x64 px: a miniature with ViViT-B's cost structure.
+  """The synthetic recipe at 64x64 px: 64 tokens per frame, a larger miniature.
 
-  At 32x32 px (16 tokens per frame) the spatial encoder is too cheap for freezing it to
-  save much; at 64x64 px with 8-px patches a frame has 64 tokens, so, as in ViViT-B at
-  224 px (196 tokens), the spatial encoder dominates the step and stage 1 / stage 2 /
-  stage 2 from cached features cost a fraction of an end-to-end 32-frame step. The
-  study (`vivit_adapter.ablation`) generates its data:
+  With 8-px patches a 64-px frame has 64 tokens (ViViT-B at 224 px: 196). Measured with
+  the benchmark CLI on a 2-core CPU (docs/results.md section 6), a clip costs ~6x the
+  32-px recipe's, and stage 2 is 0.435x of the end-to-end 32-frame step against the
+  32-px recipe's 0.30x and ViViT-B's 0.29-0.32x. So the ablation runs the 32-px
+  recipe (`synthetic`); this one is for a machine that can afford it. Its data:
 
     python -m data_pipelines.synthetic --output=data/mini64 --resolution=64 \
         --train_per_class=100 \

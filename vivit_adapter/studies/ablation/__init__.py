@@ -1,9 +1,10 @@
-r"""The paper's ablation, fairly tuned, on the 64-px miniature (recipes.miniature).
+r"""The paper's ablation, fairly tuned, on the 32-px miniature (recipes.synthetic;
+plan.py says why not the 64-px one).
 
   python -m vivit_adapter.ablation --workdir=runs/ablation --out=docs/ablation \
       [--seeds=0,1,2] [--rows=baseline,I,III,V,...] [--data=DIR | --dataset_dir=DIR]
 
-1. Data: the synthetic actions at 64x64 px (generated into <workdir>/data), or an
+1. Data: the synthetic actions at 32x32 px (generated into <workdir>/data), or an
    existing DMVR dataset (--dataset_dir; a validation split is held out of train when
    it has none: `data`).
 2. The image checkpoint (the ImageNet stand-in, `studies.image_pretrain`), made once.

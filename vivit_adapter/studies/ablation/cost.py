@@ -12,13 +12,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation.plan import Plan, Run, Schedule
 
-# Seconds per training step of the miniature (batch 16, a 2-core CPU), measured with the
-# benchmark CLI: the baseline at 32 frames, stage 1 at 8, stage 2 from the feature cache.
-STEP_SECONDS = {'baseline': 2.2, 'stage1': 0.55, 'stage2': 0.29}
+# Seconds per training step of the 32-px miniature (batch 32, a 2-core CPU under load
+# 4-6), measured in one run of the benchmark CLI (docs/results/mini32_time.md): the
+# baseline at 32 frames, stage 1 at 8, stage 2 from the feature cache.
+STEP_SECONDS = {'baseline': 0.74, 'stage1': 0.116, 'stage2': 0.156}
 
 
 def parse_step_seconds(text: str) -> Dict[str, float]:
-  """'baseline=2.2,stage1=0.55,stage2=0.29' (any subset) over STEP_SECONDS."""
+  """'baseline=0.74,stage1=0.116,stage2=0.156' (any subset) over STEP_SECONDS."""
   out = dict(STEP_SECONDS)
   for item in (i for i in text.split(',') if i.strip()):
     route, _, value = item.partition('=')
