@@ -208,6 +208,36 @@ def test_time_to_accuracy_is_to_the_baselines_accuracy_target():
       '| mean ± std (0 of 2 seeds reached) | | | | — |')
 
 
+def test_time_to_accuracy_priced_at_the_benchmarks_compute_only_steps():
+  """The third clock: each route's steps x the benchmark's step time, clips x its
+  extraction time per clip-view, so that another job's load does not move it."""
+  results = _results()
+  for seed in results:
+    for cache in results[seed]['caches'].values():
+      cache['written'] = {'train': 100, 'eval': 20, 'test': 20}
+  benchmark = {'rows': {'baseline': {'step_s': 2.5}, 'stage 1': {'step_s': 0.5},
+                        'stage 2 from cache': {'step_s': 0.3}}, 'extract_s_per_clip': 0.01}
+  prices = ablation_report.step_prices(benchmark, stage1_frames=4)
+  out = ablation_report.time_to_accuracy(_v_and_baseline(results), prices=prices)
+  # The baseline first reaches 79.5 at its evaluation of step 2: 2 x 2.5 = 5 s. Seed 1:
+  # stage 1, 2 steps at 8 frames (twice the benchmark's 4): 2 x 0.5 x 2 = 2; extraction
+  # 140 clip-views x 0.01 = 1.4; stage 2 reaches it at step 1: 0.3. Total 3.7.
+  assert [(e['priced']['baseline_s'], e['priced']['total_s']) for e in out] == [
+      (5.0, None), (5.0, pytest.approx(3.7))]
+  assert out[1]['priced']['ratio'] == pytest.approx(3.7 / 5)
+  assert out[1]['priced']['extraction_s'] == pytest.approx(1.4)
+  stats = ablation_report.ratio_stats(out)
+  assert stats['priced']['mean'] == pytest.approx(3.7 / 5)
+  table = ablation_markdown.time_to_accuracy_markdown(out, stats)
+  assert table[3].endswith('| 5.0 | 3.7 | 0.740 | 4, 3 |')
+  assert table[2].endswith('| 5.0 | not reached | — | 4, 3 |')
+  assert table[-1].endswith('| | 0.740 ± — | |')
+  # Without a complete benchmark there is no third clock.
+  assert ablation_report.step_prices(None, 8) is None
+  assert ablation_report.step_prices(dict(benchmark, extract_s_per_clip=None), 8) is None
+  assert 'priced' not in ablation_report.time_to_accuracy(_v_and_baseline(results))[1]
+
+
 def test_targets():
   def row(top1):
     return {'stats': {'test_top1': {'mean': top1}}}

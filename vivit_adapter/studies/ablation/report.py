@@ -138,7 +138,39 @@ def _first_at(curve: Sequence[Dict], target: float, clock: str) -> Optional[floa
   return next((p[clock] for p in curve if p['top1'] >= target), None)
 
 
-def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V') -> List[Dict]:
+def step_prices(benchmark: Optional[Dict], stage1_frames: int) -> Optional[Dict]:
+  """The compute-only clock: seconds per step of each route and per extracted clip-view,
+  measured side by side in one benchmark run, so that no other job's load moves it.
+
+  None without a benchmark that timed the baseline, stage 1 and stage 2 from the cache.
+  Stage 1 at other frame counts is priced in proportion to its frames (its spatial
+  encoder dominates), as `cost` prices it; every stage 2 at the attention adapter's
+  cached step, an upper bound for the cheaper mlp and none adapters.
+  """
+  rows = (benchmark or {}).get('rows', {})
+  need = [rows.get(n, {}).get('step_s') for n in ('baseline', 'stage 1', 'stage 2 from cache')]
+  per_clip = (benchmark or {}).get('extract_s_per_clip')
+  if None in need or per_clip is None:
+    return None
+  return {'baseline': need[0], 'stage1': need[1], 'stage1_frames': stage1_frames,
+          'stage2': need[2], 'extract_per_clip': per_clip}
+
+
+def _priced(prices: Dict, b_curve, curve, before, caches, target) -> Dict:
+  """time_to_accuracy's clocks, in compute-only seconds (`step_prices`)."""
+  stage1 = sum(r['steps'] * prices['stage1'] * r['num_frames'] / prices['stage1_frames']
+               for r in before)
+  clips = sum(sum(c['written'].values()) for c in caches.values())
+  extraction = clips * prices['extract_per_clip']
+  base_step, stage2_step = _first_at(b_curve, target, 'step'), _first_at(curve, target, 'step')
+  base_t = None if base_step is None else base_step * prices['baseline']
+  two_t = None if stage2_step is None else stage1 + extraction + stage2_step * prices['stage2']
+  return {'baseline_s': base_t, 'stage1_s': stage1, 'extraction_s': extraction,
+          'total_s': two_t, 'ratio': None if two_t is None else two_t / base_t}
+
+
+def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V',
+                     prices: Optional[Dict] = None) -> List[Dict]:
   """Per seed: seconds until the baseline and `row` first reach the baseline's accuracy.
 
   The target is the accuracy target's level: the baseline's best eval top-1 (%) of that
@@ -147,7 +179,8 @@ def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V') -> List[Dict]:
   accuracy. A two-stage row's time is its whole stage 1 and whole extraction, then
   stage 2 until the target (stage 1 is judged on its few-frame clips, so only stage 2's
   evaluations count); a stage 2 that never reaches it is 'not reached' (total and ratio
-  None). Wall and CPU seconds alike.
+  None). Wall and CPU seconds alike, and with `prices` (`step_prices`) compute-only
+  seconds too.
   """
   base, two = by_name.get('baseline'), by_name.get(row)
   if not base or not two:
@@ -173,6 +206,8 @@ def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V') -> List[Dict]:
       entry[clock] = {'baseline_s': base_t, 'stage1_s': stage1,
                       'extraction_s': p[extraction], 'total_s': two_t,
                       'ratio': None if two_t is None else two_t / base_t}
+    if prices:
+      entry['priced'] = _priced(prices, b_curve, curve, before, p['caches'], target)
     out.append(entry)
   return out
 
@@ -180,7 +215,8 @@ def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V') -> List[Dict]:
 def ratio_stats(entries: Sequence[Dict]) -> Dict[str, Dict]:
   """Mean/std of the ratios over the seeds that reached the target."""
   reached = [e for e in entries if e['reached']]
-  return {c: _stat([e[c]['ratio'] for e in reached]) for c in ('wall', 'cpu') if reached}
+  return {c: _stat([e[c]['ratio'] for e in reached]) for c in ('wall', 'cpu', 'priced')
+          if reached and all(c in e for e in reached)}
 
 
 def check_targets(by_name: Dict[str, Dict], timed: Sequence[Dict]) -> List[Dict]:
@@ -202,7 +238,8 @@ def check_targets(by_name: Dict[str, Dict], timed: Sequence[Dict]) -> List[Dict]
   if timed:
     r = ratio_stats(timed)
     missed = [e['seed'] for e in timed if not e['reached']]
-    measured = [f'wall {_ratio(r["wall"])}, CPU {_ratio(r["cpu"])} '
+    priced = f', compute-only {_ratio(r["priced"])}' if 'priced' in r else ''
+    measured = [f'wall {_ratio(r["wall"])}, CPU {_ratio(r["cpu"])}{priced} '
                 f'({len(timed) - len(missed)} seeds)'] if r else []
     if missed:
       measured.append(f'not reached on seed(s) {", ".join(map(str, missed))}')
@@ -245,7 +282,10 @@ def read_benchmark(path: str, plan: Plan) -> Optional[Dict]:
                  'x_baseline': (steps[(m, f)] / base if base and steps.get((m, f))
                                 else None)}
           for name, (m, f) in wanted.items()}
-  return {'path': path, 'command': result.get('meta', {}).get('command'), 'rows': rows}
+  cached = next((c for c in result['cases']
+                 if (c['mode'], c['frames']) == wanted['stage 2 from cache']), {})
+  return {'path': path, 'command': result.get('meta', {}).get('command'), 'rows': rows,
+          'extract_s_per_clip': (cached.get('timing') or {}).get('extract_s_per_clip')}
 
 
 # ----------------------------------------------------------------------------------------
@@ -286,7 +326,8 @@ def build_report(rows: List[Row], plan: Plan, seeds: Sequence[int], results, *, 
   if 'stage2' in tried:  # every stage-2 sweep run reads the chosen stage 1's cache
     sweep_caches['stage2'] = results.get(0, {}).get('caches', {}).get(
         tried['stage2'][0][0].cache)
-  timed = {row: time_to_accuracy(by_name, row) for row in TIME_ROWS if row in by_name}
+  prices = step_prices(benchmark, plan.stage1_frames)
+  timed = {row: time_to_accuracy(by_name, row, prices) for row in TIME_ROWS if row in by_name}
   return {
       'command': command, 'complete': not missing, 'missing': missing,
       'seeds': list(seeds), 'quick': plan.quick, 'plan': dataclasses.asdict(plan),
