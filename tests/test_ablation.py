@@ -47,6 +47,12 @@ def test_grids_are_every_combination_with_an_equal_budget(monkeypatch):
     ablation_plan.make_plan(quick=False, adapter_width=32)
 
 
+def test_phases_train_every_table_once_the_targets_rows_first():
+  phases = [t for phase in ablation_plan.PHASES for t in phase]
+  assert sorted(phases) == sorted(t for t, _ in ablation_report.TABLES)
+  assert len(phases) == len(set(phases)) and ablation_plan.PHASES[0] == ('main',)
+
+
 def test_choose_takes_the_best_validation_score_then_the_cheaper_schedule():
   a, b, c = Schedule(1e-3, 600, 50), Schedule(3e-3, 1200, 50), Schedule(3e-3, 600, 50)
   assert ablation_plan.choose([(a, 0.80), (b, 0.85), (c, 0.84)]) == b

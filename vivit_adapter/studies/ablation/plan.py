@@ -69,9 +69,10 @@ CACHE_VIEWS = 1
 ADAPTER_WIDTHS = (16, 32, 64)
 LR_FACTORS = (1 / 3, 3.0)
 ADAPTERS = ('attention', 'mlp', 'none')
-# The adapter study's table: its rows train after every seed of the others (they feed
-# no target).
 ADAPTER_STUDY_TABLE = 'adapter_study'
+# The order the rows train in, phase by phase, each on every seed: the rows the targets
+# read (baseline, I, III, V), then the sub-tables, then the adapter study.
+PHASES = (('main',), ('init_frames', 'adapter'), (ADAPTER_STUDY_TABLE,))
 
 # --quick: every row kind, the sweep and the caches, at no cost.
 QUICK = dict(stage2_frames=8, stage1_frames=4, init_frames=(2, 4),

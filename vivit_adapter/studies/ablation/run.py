@@ -220,12 +220,11 @@ def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Seq
   runner = Runner(plan, dataclasses.replace(study, image_checkpoint=image['output']), train)
   tried, choice = run_sweep(runner, ablation_plan.routes_for(names))
   rows = [r for r in ablation_plan.make_rows(plan, choice) if r.name in names]
-  # Seed by seed, rows in table order, so that a partial study is a table; the adapter
-  # study (why III <= I) after every seed of the others, which the targets read.
-  late = [r for r in rows if r.table == ablation_plan.ADAPTER_STUDY_TABLE]
-  for part in ([r for r in rows if r not in late], late):
+  # Phase by phase (ablation_plan.PHASES), each seed by seed in table order, so that a
+  # partial study is a table and the targets' rows finish first on every seed.
+  for tables in ablation_plan.PHASES:
     for seed in seeds:
-      for row in part:
+      for row in (r for r in rows if r.table in tables):
         for run in row.runs:
           runner.summary(run, seed)
   report = ablation_report.build_report(
