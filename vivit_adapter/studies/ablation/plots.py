@@ -75,15 +75,19 @@ def _seed_curves(ax, base, others, seed, clock: str, extraction: str, first: boo
   b_curve = base['per_seed'][seed]['runs'][base['runs'][-1]]['eval_curve']
   ax.plot([p[clock] for p in b_curve], [p['top1'] for p in b_curve], color='tab:red',
           marker='.', label=label('baseline (end to end)'))
-  for row in others:
+  colors = ('tab:blue', 'tab:green', 'tab:purple', 'tab:orange', 'tab:brown', 'tab:pink',
+            'tab:olive', 'tab:cyan')
+  for color, row in zip(colors * len(others), others):
     if seed not in row['per_seed']:
       continue
     per_seed = row['per_seed'][seed]
-    s1, s2 = (per_seed['runs'][k] for k in row['runs'])
-    if row is others[0]:
+    *before, last = (per_seed['runs'][k] for k in row['runs'])  # I/III: no stage 1
+    if before and row is others[0]:
+      s1 = before[0]
       ax.plot([p[clock] for p in s1['eval_curve']], [p['top1'] for p in s1['eval_curve']],
               color='tab:gray', linestyle=':', label=label('stage 1 (its own few-frame eval)'))
-    shift = s1[clock] + per_seed[extraction]
-    ax.plot([shift + p[clock] for p in s2['eval_curve']], [p['top1'] for p in s2['eval_curve']],
-            color='tab:blue', marker='.',
-            label=label(f'{row["name"]}: stage 2, after stage 1 + extraction'))
+    shift = sum(r[clock] for r in before) + per_seed[extraction]
+    ax.plot([shift + p[clock] for p in last['eval_curve']], [p['top1'] for p in last['eval_curve']],
+            color=color, marker='.', markersize=3,
+            label=label(f'{row["name"]}: stage 2, after ' +
+                        ('stage 1 + extraction' if before else 'extraction')))
