@@ -47,6 +47,12 @@ def init(model, video, seed=0):
   return jax.jit(model.init)(jax.random.PRNGKey(seed), video)['params']
 
 
+def abstract_params(model, video, seed=0):
+  """The shapes and dtypes `init` would give, without compiling or running it: enough
+  to lower and compile a step (compile-only memory figures) or compare tree structures."""
+  return jax.eval_shape(model.init, jax.random.PRNGKey(seed), video)['params']
+
+
 def run(model, params, video, **kwargs):
   """Jitted forward pass: op-by-op dispatch is far slower on CPU."""
   return jax.jit(lambda p, v: model.apply({'params': p}, v, **kwargs))(params, video)

@@ -44,7 +44,7 @@ def test_benchmark_cli_on_a_config_file(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'vivit_adapter.benchmark_data', f'--config={config_file}',
        '--num_batches=3', '--warmup_batches=1', '--config.dataset.crop_size=10'],
-      capture_output=True, text=True, timeout=120)
+      capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
   match = re.search(r'train input pipeline: ([\d.]+) clips/s \(3 batches of 4 clips of '
                     r'4x10x10 in', proc.stdout)

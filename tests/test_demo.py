@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from data_pipelines import synthetic
+from tests import trainer_utils as tu
 from vivit_adapter.studies import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,10 +89,11 @@ def test_stage2_starts_from_the_demos_stage1():
 
 
 def _demo(workdir):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  # One CPU device, as `make demo` has on a CPU machine (conftest gives the test
+  # processes 4 for the sharding tests); it also compiles faster.
   proc = subprocess.run(
       [sys.executable, '-m', 'vivit_adapter.demo', f'--workdir={workdir}', '--quick'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+      cwd=REPO, env=tu.env(1), capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout
 

@@ -289,7 +289,7 @@ def test_frozen_gradient_compiles_to_far_less_memory():
                'adapter.type': 'attention'}
   video = jnp.zeros((2, 16, 32, 32, 3))
   e2e = create_model(tiny_config(**overrides), 5)
-  params = init(e2e, video, 0)
+  params = helpers.abstract_params(e2e, video)
   frozen = create_model(tiny_config(freeze_spatial=True, **overrides), 5)
   e2e_bytes = compiled_temp_bytes(e2e, params, video, trainable_only=False)
   frozen_bytes = compiled_temp_bytes(frozen, params, video, trainable_only=True)
@@ -315,7 +315,7 @@ def test_chunked_spatial_equals_unchunked(freeze):
   params = perturbed_params(base, video)
   assert_same_function(chunked, base, params, video, atol=1e-5)
   # Same parameter tree whichever way the model is built.
-  p_chunked = init(chunked, video, 0)
+  p_chunked = helpers.abstract_params(chunked, video)
   assert jax.tree.structure(p_chunked) == jax.tree.structure(params)
 
 
@@ -326,7 +326,7 @@ def test_chunked_frozen_spatial_memory_does_not_grow_with_frames():
   for chunk in (0, 2):
     model = create_model(tiny_config(spatial_chunk_size=chunk, **overrides), 5)
     video = jnp.zeros((1, 32, 32, 32, 3))
-    params = init(model, video, 0)
+    params = helpers.abstract_params(model, video)
     temps[chunk] = compiled_temp_bytes(model, params, video, trainable_only=True)
   assert temps[2] < 0.5 * temps[0], temps
 
@@ -362,7 +362,7 @@ def test_recompute_frozen_equals_the_chunked_stage2_model(adapter):
   fused = create_model(tiny_config(recompute_frozen=True, **overrides), 5)
   params = perturbed_params(chunked, video)
   assert_same_function(fused, chunked, params, video, atol=1e-5)
-  assert jax.tree.structure(init(fused, video, 0)) == jax.tree.structure(params)
+  assert jax.tree.structure(helpers.abstract_params(fused, video)) == jax.tree.structure(params)
 
 
 def test_recompute_frozen_keeps_no_frozen_tokens():
@@ -376,7 +376,7 @@ def test_recompute_frozen_keeps_no_frozen_tokens():
     temps = []
     for frames in (16, 64):
       video = jnp.zeros((2, frames, 32, 32, 3))
-      temps.append(compiled_temp_bytes(model, init(model, video, 0), video,
+      temps.append(compiled_temp_bytes(model, helpers.abstract_params(model, video), video,
                                        trainable_only=True))
     growth[recompute] = temps[1] - temps[0]
   # 48 more frames = 24 temporal indices x 65 tokens x 32 wide x 2 clips, 4 bytes each.

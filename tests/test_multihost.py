@@ -1,4 +1,5 @@
-"""Multi-host semantics, with 2 CPU processes on localhost (jax.distributed over gloo).
+"""Multi-host semantics, with 2 CPU processes on localhost (jax.distributed over gloo),
+each the training CLI with --coordinator_address, --num_processes and --process_id.
 
 What a Cloud TPU slice does with one process per host: each process reads its own,
 disjoint share of every table's files; evaluation counts every example exactly once
@@ -25,21 +26,19 @@ from data_pipelines import reader
 from data_pipelines import synthetic
 from tests import trainer_utils as tu
 
-# One process of the run: the trainer in-process, with its writers spied on, then what
-# this process reads of the training and test tables.
+# One process of the run: the real CLI (vivit_adapter.main run as the program, with
+# --coordinator_address, --num_processes and --process_id), with the trainer's writers
+# spied on, then what this process reads of the training and test tables.
 CHILD = textwrap.dedent('''
-    import hashlib, json, sys
-    from vivit_adapter import distributed
-    address, index, base_dir, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    distributed.initialize(address, 2, index, environ={})
+    import hashlib, json, runpy, sys
+    address, index, config_path, workdir = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     import jax
     import data_pipelines
     from data_pipelines import reader
-    from vivit_adapter import configs
+    from vivit_adapter import config_loading, configs
     from vivit_adapter.train_lib import checkpointing, reporting, trainer
-    from tests import trainer_utils as tu
 
-    calls = []
+    calls, summaries = [], []
     def spy(module, name):
       real = getattr(module, name)
       def wrapped(*args, **kwargs):
@@ -49,10 +48,23 @@ CHILD = textwrap.dedent('''
     for module, name in [(configs, 'save'), (reporting, 'write_summary'),
                          (reporting, 'plot_curves'), (checkpointing, 'save')]:
       spy(module, name)
+    real_train = trainer.train_and_evaluate
+    def train(*args, **kwargs):
+      summaries.append(real_train(*args, **kwargs))
+      return summaries[-1]
+    trainer.train_and_evaluate = train
 
-    config = tu.tiny_config(base_dir)
-    config.num_training_steps, config.run_test = 3, True
-    summary = trainer.train_and_evaluate(config, workdir)
+    overrides = ['num_training_steps=3', 'run_test=True']
+    sys.argv = ['vivit_adapter.main', f'--config={config_path}', f'--workdir={workdir}',
+                f'--coordinator_address={address}', '--num_processes=2',
+                f'--process_id={index}', *[f'--config.{o}' for o in overrides]]
+    try:
+      runpy.run_module('vivit_adapter.main', run_name='__main__', alter_sys=True)
+    except SystemExit as e:
+      if e.code:
+        raise
+    (summary,) = summaries
+    config = config_loading.load_config(config_path, overrides)
     source = reader.make_source(config.dataset, 'train')
     train_files = reader.host_files(source.files, jax.process_index(), jax.process_count())
     test = [hashlib.sha1(b['inputs'][i].tobytes() + bytes([b['label'][i]])).hexdigest()
@@ -101,9 +113,10 @@ def two_process_run(tmp_path_factory):
   # 3 shards over 2 processes: process 0 reads two, process 1 one, so their shares of
   # each split differ in size and the smaller one must pad.
   base_dir = _dataset(tmp_path_factory.mktemp('data'), num_shards=3)
+  config_path = tu.write_config(tmp_path_factory.mktemp('config'), base_dir)
   workdir = str(tmp_path_factory.mktemp('run'))
   results = _run_two(lambda i, port: [sys.executable, '-c', CHILD, f'127.0.0.1:{port}',
-                                      str(i), base_dir, workdir])
+                                      str(i), config_path, workdir])
   for code, _, err in results:
     assert code == 0, err[-4000:]
   outputs = [json.loads(line[len('RESULT '):]) for _, out, _ in results
@@ -143,6 +156,13 @@ def test_only_process_0_writes_reports_and_both_save_checkpoints(two_process_run
   assert len([n for n in os.listdir(workdir) if n.startswith('events.out')]) == 1
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['3']
   assert set(tu.final_params(workdir)) >= {'embedding/kernel'}
+
+
+def test_two_processes_on_localhost_train_and_checkpoint_through_the_cli(two_process_run):
+  _, workdir, _ = two_process_run
+  with fs.open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['processes'] == 2 and summary['step'] == 3
 
 
 def test_fewer_shards_than_processes_stops_every_process_at_start(tmp_path):
