@@ -25,7 +25,7 @@ from vivit_adapter.studies import experiment_configs
 # The study's settings (a pilot sets the final values; docs/ablation.md records them).
 # ----------------------------------------------------------------------------------------
 
-# The miniature (docs/ablation.md, "The miniature"): the synthetic recipe's ViViT at
+# The miniature (docs/ablation.md, Notes): the synthetic recipe's ViViT at
 # 32x32 px (experiments/synthetic_*.py), whose compute-only step ratios match
 # ViViT-B/16x2's at 224 px (stage 2 ~0.30x of the end-to-end step, measured by the
 # benchmark CLI) at a sixth of the 64-px miniature's (experiments/mini64_*.py) cost per
@@ -69,10 +69,9 @@ CACHE_VIEWS = 1
 ADAPTER_WIDTHS = (16, 32, 64)
 LR_FACTORS = (1 / 3, 3.0)
 ADAPTERS = ('attention', 'mlp', 'none')
-ADAPTER_STUDY_TABLE = 'adapter_study'
 # The order the rows train in, phase by phase, each on every seed: the rows the targets
 # read (baseline, I, III, V), then the sub-tables, then the adapter study.
-PHASES = (('main',), ('init_frames', 'adapter'), (ADAPTER_STUDY_TABLE,))
+PHASES = (('main',), ('init_frames', 'adapter'), ('adapter_study',))
 
 # --quick: every row kind, the sweep and the caches, at no cost.
 QUICK = dict(stage2_frames=8, stage1_frames=4, init_frames=(2, 4),
@@ -305,17 +304,17 @@ def _two_stage_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
 def _adapter_study_rows(plan, choice, image, two_stage) -> List[Row]:
   """Why III <= I, and what changes it: width, learning rate, what the adapter reads."""
   f1, s2 = plan.stage1_frames, choice['stage2']
-  rows = [Row(f'III_w{w}', ADAPTER_STUDY_TABLE, f'III with adapter width {w}',
+  rows = [Row(f'III_w{w}', 'adapter_study', f'III with adapter width {w}',
               image('attention', w)) for w in plan.adapter_widths]
   for factor in plan.lr_factors:
     lr = s2.lr * factor
-    rows.append(Row(f'III_lr_x{factor:.2g}', ADAPTER_STUDY_TABLE,
+    rows.append(Row(f'III_lr_x{factor:.2g}', 'adapter_study',
                     f'III at {factor:.2g}x the chosen stage-2 learning rate ({lr:.3g})',
                     image('attention', schedule=dataclasses.replace(s2, lr=lr))))
-  rows.append(Row('I_mlp', ADAPTER_STUDY_TABLE, 'frozen image spatial + the mlp adapter '
+  rows.append(Row('I_mlp', 'adapter_study', 'frozen image spatial + the mlp adapter '
                   '(reads only the CLS token; the attention adapter reads every token)',
                   image('mlp')))
-  rows += [Row(f'V_w{w}', ADAPTER_STUDY_TABLE, f'V with adapter width {w}',
+  rows += [Row(f'V_w{w}', 'adapter_study', f'V with adapter width {w}',
                two_stage(f1, 'attention', w)) for w in plan.adapter_widths]
   return rows
 

@@ -1,5 +1,6 @@
 """docs/ablation.png (accuracy and time per row) and _curves.png (time to accuracy)."""
 
+import itertools
 from typing import Dict
 
 from vivit_adapter.studies.ablation.report import ACCURACY_MARGIN, TABLES, TIME_ROWS
@@ -77,7 +78,7 @@ def _seed_curves(ax, base, others, seed, clock: str, extraction: str, first: boo
           marker='.', label=label('baseline (end to end)'))
   colors = ('tab:blue', 'tab:green', 'tab:purple', 'tab:orange', 'tab:brown', 'tab:pink',
             'tab:olive', 'tab:cyan')
-  for color, row in zip(colors * len(others), others):
+  for color, row in zip(itertools.cycle(colors), others):
     if seed not in row['per_seed']:
       continue
     per_seed = row['per_seed'][seed]
