@@ -66,8 +66,9 @@ def test_rows_use_the_intended_runs():
   rows = {r.name: r for r in ablation_plan.make_rows(FULL_PLAN, CHOICE)}
   assert list(rows) == ablation_plan.row_names(FULL_PLAN) == [
       'baseline', 'I', 'III', 'V', 'stage1_2f', 'stage1_4f', 'stage1_8f',
-      'adapter_attention', 'adapter_mlp', 'adapter_none', 'III_w16', 'III_w32', 'III_w64',
-      'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32', 'V_w64']
+      'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_from_baseline',
+      'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
+      'V_w64']
   s1 = Run('stage1', 8, CHOICE['stage1'])
   assert rows['V'].runs == (s1, Run('stage2', 32, CHOICE['stage2'], 'attention', 0, s1))
   assert rows['V'].runs == rows['stage1_8f'].runs == rows['adapter_attention'].runs
@@ -91,6 +92,17 @@ def test_rows_use_the_intended_runs():
     ablation_plan.select_row_names(FULL_PLAN, ['I', 'II'])
   assert ablation_plan.routes_for(['baseline']) == ('baseline',)
   assert ablation_plan.routes_for(['III_w16']) == ('stage1', 'stage2')
+  # What limits V: stage 1 three times as long; stage 2 on the baseline's own encoder.
+  long1 = Run('stage1', 8, Schedule(1e-3, 1800, 50))
+  assert rows['V_long_stage1'].runs == (long1, Run('stage2', 32, CHOICE['stage2'],
+                                                   'attention', 0, long1))
+  base = rows['baseline'].runs[0]
+  assert rows['V_from_baseline'].runs == (base, Run('stage2', 32, CHOICE['stage2'],
+                                                    'attention', 0, base))
+  assert rows['V_from_baseline'].caches == ('baseline_32f_lr0.003_s1200_w50',)
+  assert ablation_plan.routes_for(['V_from_baseline']) == ('baseline', 'stage1', 'stage2')
+  assert 'V_from_baseline' not in [r.name for r in ablation_plan.make_rows(
+      FULL_PLAN, {'stage1': CHOICE['stage1'], 'stage2': CHOICE['stage2']})]
   # Without a stage-2 choice (an unfinished sweep) only the baseline row exists.
   assert [r.name for r in ablation_plan.make_rows(FULL_PLAN, {'baseline': CHOICE['baseline'],
                                                               'stage1': CHOICE['stage1']})
@@ -123,6 +135,12 @@ def test_run_configs_carry_schedule_cache_and_init():
                                                                               'vit_npz')
   assert iii.feature_cache.dir == os.path.join('w', 'seed0', 'cache_image')
   assert (iii.model.adapter.type, iii.stage, iii.dataset.num_frames) == ('mlp', 'stage2', 32)
+  ceiling = ablation_plan.run_config(rows['V_from_baseline'].runs[1], FULL_PLAN, seed=2,
+                                     study=STUDY)
+  assert (ceiling.init_from.checkpoint_path, ceiling.init_from.checkpoint_format,
+          ceiling.feature_cache.dir) == (
+              os.path.join('w', 'seed2', 'baseline_32f_lr0.003_s1200_w50'), 'workdir',
+              os.path.join('w', 'seed2', 'cache_baseline_32f_lr0.003_s1200_w50'))
   base = ablation_plan.run_config(rows['baseline'].runs[0], FULL_PLAN, seed=0, study=STUDY)
   assert (base.feature_cache.dir, base.model.freeze_spatial, base.batch_size) == ('', False,
                                                                                   32)

@@ -69,9 +69,14 @@ CACHE_VIEWS = 1
 ADAPTER_WIDTHS = (16, 32, 64)
 LR_FACTORS = (1 / 3, 3.0)
 ADAPTERS = ('attention', 'mlp', 'none')
+# What limits V (docs/ablation.md, Notes): stage 1 trained this many times the chosen
+# stage-1 steps (row V_long_stage1), and stage 2 on the baseline's own spatial encoder
+# (row V_from_baseline: a ceiling for any stage 1, not a recipe).
+LONG_STAGE1_FACTOR = 3
 # The order the rows train in, phase by phase, each on every seed: the rows the targets
-# read (baseline, I, III, V), then the sub-tables, then the adapter study.
-PHASES = (('main',), ('init_frames', 'adapter'), ('adapter_study',))
+# read (baseline, I, III, V), then the sub-tables, then what limits V, then the adapter
+# study.
+PHASES = (('main',), ('init_frames', 'adapter'), ('limits',), ('adapter_study',))
 
 # --quick: every row kind, the sweep and the caches, at no cost.
 QUICK = dict(stage2_frames=8, stage1_frames=4, init_frames=(2, 4),
@@ -254,7 +259,9 @@ def extend(grid: Sequence[Schedule], tried: Sequence[Schedule],
 
 def _needs(name: str) -> Tuple[str, ...]:
   """The routes whose choice a row needs."""
-  return ('baseline',) if name == 'baseline' else ('stage1', 'stage2')
+  if name == 'baseline':
+    return ('baseline',)
+  return ROUTES if name == 'V_from_baseline' else ('stage1', 'stage2')
 
 
 def routes_for(row_names: Sequence[str]) -> Tuple[str, ...]:
@@ -278,6 +285,23 @@ def make_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
   return rows
 
 
+def _limit_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
+  """What limits V: better frozen features from a longer stage 1, and the ceiling of the
+  baseline's own spatial encoder frozen under stage 2 (needs the baseline's choice)."""
+  f1, f2, s1, s2 = plan.stage1_frames, plan.stage2_frames, choice['stage1'], choice['stage2']
+  long1 = Run('stage1', f1, dataclasses.replace(s1, steps=s1.steps * LONG_STAGE1_FACTOR))
+  rows = [Row('V_long_stage1', 'limits', f'V with stage 1 trained {LONG_STAGE1_FACTOR}x '
+              f'longer ({long1.schedule.steps} steps)',
+              (long1, Run('stage2', f2, s2, 'attention', init=long1)))]
+  if 'baseline' in choice:
+    base = Run('baseline', f2, choice['baseline'])
+    rows.append(Row('V_from_baseline', 'limits', 'stage 2 (attention adapter) on the '
+                    'baseline\'s own spatial encoder, frozen: a ceiling for any stage 1, '
+                    'not a recipe (its time includes the whole baseline)',
+                    (base, Run('stage2', f2, s2, 'attention', init=base))))
+  return rows
+
+
 def _two_stage_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
   f1, f2, s2 = plan.stage1_frames, plan.stage2_frames, choice['stage2']
   stage1 = {f: Run('stage1', f, choice['stage1']) for f in {f1, *plan.init_frames}}
@@ -298,6 +322,7 @@ def _two_stage_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
                '(attention adapter)', two_stage(f)) for f in plan.init_frames]
   rows += [Row(f'adapter_{a}', 'adapter', f'V with the {a!r} adapter in stage 2',
                two_stage(f1, a)) for a in ADAPTERS]
+  rows += _limit_rows(plan, choice)
   return rows + _adapter_study_rows(plan, choice, image, two_stage)
 
 
