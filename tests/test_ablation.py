@@ -282,6 +282,14 @@ def test_targets():
   assert not time['met']
   (time,) = ablation_report.check_targets({}, timed(None))
   assert (time['measured'], time['met']) == ('not reached on seed(s) 0', False)
+  # A recipe variant gets V's accuracy and time checks under its own name, not I < III < V.
+  accuracy, time = ablation_report.check_targets(
+      {'baseline': row(60), 'I': row(20), 'III': row(30), 'V_long_stage1': row(59.6)},
+      timed(0.4), 'V_long_stage1')
+  assert accuracy['target'].startswith('V_long_stage1 test top-1 >= baseline - 0.5')
+  assert accuracy['measured'] == 'V_long_stage1 59.60 vs baseline 60.00 (-0.40)'
+  assert time['target'].startswith('V_long_stage1, whole recipe (stage 1 + extraction')
+  assert accuracy['met'] and time['met']
 
 
 def test_sweep_report_marks_the_choice_and_sums_its_cost():
