@@ -290,6 +290,15 @@ def test_targets():
   assert accuracy['measured'] == 'V_long_stage1 59.60 vs baseline 60.00 (-0.40)'
   assert time['target'].startswith('V_long_stage1, whole recipe (stage 1 + extraction')
   assert accuracy['met'] and time['met']
+  # With the benchmark's compute-only clock, that clock decides (wall and CPU shown).
+  def priced(wall, compute):
+    (entry,) = timed(wall)
+    return [dict(entry, priced={'ratio': compute})]
+  (time,) = ablation_report.check_targets({}, priced(0.9, 0.4))
+  assert time['met'] and 'mean compute-only ratio' in time['target']
+  assert time['measured'] == 'wall 0.900x, CPU 0.450x, compute-only 0.400x (1 seeds)'
+  (time,) = ablation_report.check_targets({}, priced(0.3, 0.5))
+  assert not time['met']
 
 
 def test_sweep_report_marks_the_choice_and_sums_its_cost():

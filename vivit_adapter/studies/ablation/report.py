@@ -251,13 +251,19 @@ def check_targets(by_name: Dict[str, Dict], timed: Sequence[Dict],
                 f'({len(timed) - len(missed)} seeds)'] if r else []
     if missed:
       measured.append(f'not reached on seed(s) {", ".join(map(str, missed))}')
+    # The clock that decides: compute-only (the benchmark's step times, measured side by
+    # side in one run) when there is one, since no other job's load moves it; wall
+    # otherwise. Every clock is shown.
+    clock = 'priced' if 'priced' in r else 'wall'
     whole = 'whole recipe' if row == 'V' else f'{row}, whole recipe'
     targets.append({'target': f'{whole} (stage 1 + extraction + stage 2) <= '
                               f'{TIME_TARGET}x the baseline\'s time to the baseline\'s '
                               f'accuracy target (its best eval top-1 - {ACCURACY_MARGIN}), '
-                              'reached on every seed (mean wall ratio over seeds)',
+                              'reached on every seed (mean '
+                              f'{"compute-only" if clock == "priced" else "wall"} ratio '
+                              'over seeds)',
                     'measured': '; '.join(measured),
-                    'met': not missed and r['wall']['mean'] <= TIME_TARGET})
+                    'met': not missed and r[clock]['mean'] <= TIME_TARGET})
   if row == 'V' and None not in (i, iii, v):
     targets.append({'target': 'test top-1: I < III < V',
                     'measured': f'I {i:.2f}, III {iii:.2f}, V {v:.2f}',
