@@ -182,7 +182,8 @@ def _time_lines(report: Dict, previous_path: str) -> List[str]:
            '(--benchmark_json), a third clock prices the same steps at the compute-only '
            'step times measured side by side in one run (and the extraction at its '
            'seconds per clip-view), which no other job\'s load moves; it leaves out the '
-           'input pipeline and host work the wall clock includes.']
+           'input pipeline and host work the wall clock includes. That clock, when present, '
+           'decides the time target (the Targets table says which clock did).']
   timed = report.get('time_to_accuracy', {})
   for row, entries in timed.items():
     lines += ['', f'Row {row} against the baseline:', '']
