@@ -66,8 +66,8 @@ def test_rows_use_the_intended_runs():
   rows = {r.name: r for r in ablation_plan.make_rows(FULL_PLAN, CHOICE)}
   assert list(rows) == ablation_plan.row_names(FULL_PLAN) == [
       'baseline', 'I', 'III', 'V', 'stage1_2f', 'stage1_4f', 'stage1_8f',
-      'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_from_baseline',
-      'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
+      'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_long_stage1_mlp',
+      'V_from_baseline', 'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
       'V_w64']
   s1 = Run('stage1', 8, CHOICE['stage1'])
   assert rows['V'].runs == (s1, Run('stage2', 32, CHOICE['stage2'], 'attention', 0, s1))
@@ -96,6 +96,10 @@ def test_rows_use_the_intended_runs():
   long1 = Run('stage1', 8, Schedule(1e-3, 1800, 50))
   assert rows['V_long_stage1'].runs == (long1, Run('stage2', 32, CHOICE['stage2'],
                                                    'attention', 0, long1))
+  # ... and with the mlp adapter, from the same (every-token) cache.
+  assert rows['V_long_stage1_mlp'].runs == (long1, Run('stage2', 32, CHOICE['stage2'],
+                                                       'mlp', 0, long1))
+  assert rows['V_long_stage1_mlp'].caches == rows['V_long_stage1'].caches == (long1.key,)
   base = rows['baseline'].runs[0]
   assert rows['V_from_baseline'].runs == (base, Run('stage2', 32, CHOICE['stage2'],
                                                     'attention', 0, base))
@@ -299,6 +303,11 @@ def test_targets():
   assert time['measured'] == 'wall 0.900x, CPU 0.450x, compute-only 0.400x (1 seeds)'
   (time,) = ablation_report.check_targets({}, priced(0.3, 0.5))
   assert not time['met']
+  # No seed reached: the label still names the clock the benchmark gives.
+  (time,) = ablation_report.check_targets({}, priced(None, None))
+  assert 'mean compute-only ratio' in time['target'] and not time['met']
+  (time,) = ablation_report.check_targets({}, timed(None))
+  assert 'mean wall ratio' in time['target']
 
 
 def test_sweep_report_marks_the_choice_and_sums_its_cost():

@@ -292,7 +292,10 @@ def _limit_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
   long1 = Run('stage1', f1, dataclasses.replace(s1, steps=s1.steps * LONG_STAGE1_FACTOR))
   rows = [Row('V_long_stage1', 'limits', f'V with stage 1 trained {LONG_STAGE1_FACTOR}x '
               f'longer ({long1.schedule.steps} steps)',
-              (long1, Run('stage2', f2, s2, 'attention', init=long1)))]
+              (long1, Run('stage2', f2, s2, 'attention', init=long1))),
+          Row('V_long_stage1_mlp', 'limits', 'V_long_stage1 with the mlp adapter in '
+              'stage 2 (the adapter type with the best validation top-1, mean over seeds, '
+              'in the adapter table)', (long1, Run('stage2', f2, s2, 'mlp', init=long1)))]
   if 'baseline' in choice:
     base = Run('baseline', f2, choice['baseline'])
     rows.append(Row('V_from_baseline', 'limits', 'stage 2 (attention adapter) on the '
