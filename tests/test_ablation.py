@@ -260,6 +260,19 @@ def test_time_to_accuracy_priced_at_the_benchmarks_compute_only_steps():
   assert table[3].endswith('| 5.0 | 3.7 | 0.740 | 4, 3 |')
   assert table[2].endswith('| 5.0 | not reached | — | 4, 3 |')
   assert table[-1].endswith('| | 0.740 ± — | |')
+  # A stage 2 is priced at its own adapter's cached step when the benchmark measured it
+  # (python -m vivit_adapter.benchmark --adapters=...), else at the attention adapter's.
+  assert prices['stage2'] == {'attention': 0.3, 'mlp': 0.3, 'none': 0.3}
+  mlp_prices = ablation_report.step_prices(
+      dict(benchmark, rows=dict(benchmark['rows'],
+                                **{'stage 2 from cache (mlp)': {'step_s': 0.1}})), 4)
+  assert mlp_prices['stage2'] == {'attention': 0.3, 'mlp': 0.1, 'none': 0.3}
+  v = _v_and_baseline(results)
+  mlp_run = v['V']['runs'][-1]
+  for seed in v['V']['per_seed'].values():
+    seed['runs'][mlp_run]['adapter'] = 'mlp'
+  out = ablation_report.time_to_accuracy(v, prices=mlp_prices)
+  assert out[1]['priced']['total_s'] == pytest.approx(2 + 1.4 + 0.1)
   # Without a complete benchmark there is no third clock.
   assert ablation_report.step_prices(None, 8) is None
   assert ablation_report.step_prices(dict(benchmark, extract_s_per_clip=None), 8) is None
@@ -337,6 +350,17 @@ def test_benchmark_ratios_are_against_the_baseline_at_the_stage2_frames(tmp_path
   out = ablation_report.read_benchmark(str(path), FULL_PLAN)
   assert {k: round(v['x_baseline'], 3) for k, v in out['rows'].items()} == {
       'baseline': 1.0, 'stage 1': 0.25, 'stage 2': 0.3, 'stage 2 from cache': 0.05}
+  # Cases measured with other adapters (--adapters, or adapter.type in the overrides of
+  # an older benchmark) add their own stage-2-from-cache rows.
+  path.write_text(json.dumps({'meta': {'command': 'bench'}, 'cases': [
+      *({'mode': m, 'frames': f, 'timing': {'step_s': s}} for m, f, s in cases),
+      {'mode': 'stage2+cached', 'frames': 32, 'adapter': 'mlp', 'timing': {'step_s': 0.01}},
+      {'mode': 'stage2+cached', 'frames': 32, 'model_overrides': {'adapter.type': 'none'},
+       'timing': {'step_s': 0.008}}]}))
+  rows = ablation_report.read_benchmark(str(path), FULL_PLAN)['rows']
+  assert rows['stage 2 from cache']['step_s'] == 0.02
+  assert (rows['stage 2 from cache (mlp)']['step_s'], rows['stage 2 from cache (none)']['step_s']
+          ) == (0.01, 0.008)
   assert ablation_report.read_benchmark('', FULL_PLAN) is None
 
 

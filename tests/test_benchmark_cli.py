@@ -220,6 +220,30 @@ def test_markdown_ratios_use_the_same_frames_baseline():
   assert '| B | stage2 | 8 |' in step_report.cases_table(rows)
 
 
+def test_adapters_measure_each_stage2_mode_once_per_adapter_type():
+  cases = benchmark.make_cases(['Ti/16x2'], ['baseline', 'stage2+cached'], [4, 8], 2, 32,
+                               10, 2, TINY, adapters=['attention', 'mlp'])
+  assert [(c.mode, c.frames, dict(c.model_overrides).get('adapter.type')) for c in cases] == [
+      ('baseline', 4, None), ('baseline', 8, None), ('stage2+cached', 4, 'attention'),
+      ('stage2+cached', 8, 'attention'), ('stage2+cached', 4, 'mlp'), ('stage2+cached', 8, 'mlp')]
+  # The adapter comes after the overrides, so it wins over an adapter.type among them.
+  (case,) = benchmark.make_cases(['Ti/16x2'], ['stage2'], [8], 2, 32, 10, 2,
+                                 TINY + (('adapter.type', 'none'),), adapters=['mlp'])
+  assert step_cases.case_config(case).model.adapter.type == 'mlp'
+  with pytest.raises(ValueError, match=r"--adapters: unknown adapter type\(s\) \['gru'\]"):
+    benchmark.make_cases(['Ti/16x2'], ['stage2'], [8], 2, 32, 10, 2, adapters=['gru'])
+  # The table names the adapter where it is not the mode's own.
+  rows = [{'variant': 'B', 'mode': m, 'adapter': a, 'frames': 8, 'batch': 1,
+           'resolution': 32, 'memory': {'temp': 1, 'argument': 0, 'output': 0, 'total': 1},
+           'params': {'trainable': 1, 'frozen': 0}, 'timing': {'step_s': 1.0}}
+          for m, a in (('baseline', 'none'), ('stage2+cached', 'attention'),
+                       ('stage2+cached', 'mlp'))]
+  step_report.add_ratios(rows)
+  table = step_report.cases_table(rows)
+  assert '| B | stage2+cached | 8 |' in table and '| B | stage2+cached (mlp) | 8 |' in table
+  assert '| B | baseline | 8 |' in table
+
+
 # The chunked attention adapter (models/vivit.py) that these measurements motivated;
 # these belong with tests/test_models.py, which is another engineer's file.
 

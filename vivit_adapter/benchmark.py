@@ -28,7 +28,7 @@ import ast
 import os
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -71,12 +71,22 @@ def parse_overrides(values: List[str]) -> Tuple[Tuple[str, object], ...]:
 
 def make_cases(variants: List[str], modes: List[str], frames: List[int], batch: int,
                resolution: int, num_classes: int, chunk_size: int,
-               overrides=()) -> List[step_cases.Case]:
-  """Every variant x mode x frame count, checked before anything compiles."""
+               overrides=(), adapters: Sequence[str] = ()) -> List[step_cases.Case]:
+  """Every variant x mode x frame count, checked before anything compiles; with
+  `adapters`, every stage-2 mode once per adapter type (after the overrides, so it wins)."""
   if not variants or not modes:
     raise ValueError('--variants and --modes must each name at least one value.')
-  cases = [step_cases.Case(v, m, f, batch, resolution, num_classes, chunk_size, overrides)
-           for v in variants for m in modes for f in frames]
+  unknown = [a for a in adapters if a not in step_cases.ADAPTER_TYPES]
+  if unknown:
+    raise ValueError(f'--adapters: unknown adapter type(s) {unknown}; expected some of '
+                     f'{list(step_cases.ADAPTER_TYPES)}.')
+
+  def per_adapter(mode):
+    if not adapters or not mode.startswith('stage2'):
+      return [overrides]
+    return [(*overrides, ('adapter.type', a)) for a in adapters]
+  cases = [step_cases.Case(v, m, f, batch, resolution, num_classes, chunk_size, o)
+           for v in variants for m in modes for o in per_adapter(m) for f in frames]
   for case in cases:
     step_cases.check_case(case)
   if overrides:
@@ -105,6 +115,7 @@ def run_case(case: step_cases.Case, time_steps: int, warmup: int,
   cache[case] = figures
   row = {'variant': case.variant, 'mode': case.mode, 'frames': case.frames,
          'batch': case.batch, 'resolution': case.resolution, 'chunk_size': case.chunk_size,
+         'adapter': built.config.model.adapter.type,
          'model_overrides': dict(case.model_overrides), **figures, 'timing': None}
   if time_steps:
     needed = row['memory']['total'] / step_report.GIB
@@ -122,9 +133,9 @@ def run_search(cases: List[step_cases.Case], budget_gib: float, max_frames: int,
   """The frame search for each distinct (variant, mode) of `cases`."""
   results, seen = [], set()
   for case in cases:
-    if (case.variant, case.mode) in seen:
+    if (case.variant, case.mode, case.model_overrides) in seen:
       continue
-    seen.add((case.variant, case.mode))
+    seen.add((case.variant, case.mode, case.model_overrides))
     progress.set_description(f'search {case.variant} {case.mode}')
     found = frame_search.search_case(case, int(budget_gib * step_report.GIB), max_frames,
                                       cache)
@@ -174,6 +185,10 @@ def define_flags() -> None:
       'model_overrides', [], 'config.model keys set after the variant and the mode, so '
       'they win, e.g. spatial_transformer.num_layers=2 or adapter.type=mlp (adapter.* '
       'keys apply to the stage2 modes only; the baseline has no adapter).')
+  flags.DEFINE_list(
+      'adapters', [], 'Adapter types each stage2 mode is measured with, one case each '
+      '(attention, mlp, none); default: the mode\'s own (attention) or adapter.type in '
+      '--model_overrides.')
   flags.DEFINE_string('out', None, 'Output path prefix: OUT.json, OUT.md, OUT_*.png.')
 
 
@@ -188,13 +203,14 @@ def main(argv):
     cases = make_cases(FLAGS.variants, FLAGS.modes or list(step_cases.MODES),
                        parse_frames(FLAGS.frames),
                        FLAGS.batch, FLAGS.resolution, FLAGS.num_classes,
-                       FLAGS.chunk_size, parse_overrides(FLAGS.model_overrides))
+                       FLAGS.chunk_size, parse_overrides(FLAGS.model_overrides),
+                       FLAGS.adapters)
     if FLAGS.time and (FLAGS.steps <= 0 or FLAGS.warmup < 0):
       raise ValueError(f'--steps={FLAGS.steps} must be positive and --warmup='
                        f'{FLAGS.warmup} >= 0.')
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  searches = len({(c.variant, c.mode) for c in cases}) if FLAGS.fit_budget_gib else 0
+  searches = len({(c.variant, c.mode, c.model_overrides) for c in cases}) if FLAGS.fit_budget_gib else 0
   time_max = FLAGS.time_max_gib or 0.8 * device_memory_gib()
   result = {'meta': _meta(), 'cases': [], 'search': []}
   cache = {}

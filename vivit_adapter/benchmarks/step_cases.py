@@ -29,6 +29,7 @@ from vivit_adapter.train_lib import assembly, compiled_memory, optimizers, steps
 # whose batch is what the frozen part stored (bfloat16, the cache's default).
 MODES = ('baseline', 'baseline+remat', 'stage2', 'stage2+chunked', 'stage2+cached')
 CACHE_DTYPE = jnp.bfloat16
+ADAPTER_TYPES = models.ADAPTER_TYPES  # what --adapters may name
 # The schedule's length only shapes the learning rate, never the step's memory or time;
 # torch_compare's trainer step uses the same.
 SCHEDULE_STEPS_PER_EPOCH, SCHEDULE_TOTAL_STEPS = 100, 1000

@@ -34,6 +34,13 @@ def _step(row: Dict) -> Optional[float]:
   return timing.get('step_s')
 
 
+def mode_label(row: Dict) -> str:
+  """The mode, and the adapter type where it is not the mode's own (stage 2: attention)."""
+  own = 'attention' if row['mode'].startswith('stage2') else 'none'
+  adapter = row.get('adapter', own)
+  return row['mode'] if adapter == own else f"{row['mode']} ({adapter})"
+
+
 def _gib(nbytes: int) -> str:
   return f'{nbytes / GIB:.3f}'
 
@@ -53,7 +60,7 @@ def cases_table(rows: List[Dict]) -> str:
     timing = r.get('timing') or {}
     step_text = f'{step:.3f}' if step is not None else timing.get('skipped', '')
     lines.append(
-        f"| {r['variant']} | {r['mode']} | {r['frames']} | {_gib(m['temp'])} | "
+        f"| {r['variant']} | {mode_label(r)} | {r['frames']} | {_gib(m['temp'])} | "
         f"{_gib(m['argument'])} | {_gib(m['output'])} | {_gib(m['total'])} | "
         f"{_ratio(r['memory_x_baseline'])} | {p['trainable'] / 1e6:.2f} | "
         f"{p['frozen'] / 1e6:.2f} | {step_text} | {_ratio(r['step_x_baseline'])} |")
@@ -94,7 +101,7 @@ def _series(rows: List[Dict], value):
     y = value(r)
     if y is None:
       continue
-    label = r['mode'] if len(variants) == 1 else f"{r['variant']} {r['mode']}"
+    label = mode_label(r) if len(variants) == 1 else f"{r['variant']} {mode_label(r)}"
     xs, ys = series.setdefault(label, ([], []))
     xs.append(r['frames'])
     ys.append(y)

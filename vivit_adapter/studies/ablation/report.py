@@ -150,19 +150,22 @@ def step_prices(benchmark: Optional[Dict], stage1_frames: int) -> Optional[Dict]
 
   None without a benchmark that timed the baseline, stage 1 and stage 2 from the cache.
   Stage 1 at other frame counts is priced in proportion to its frames (its spatial
-  encoder dominates), as `cost` prices it; every stage 2 at the attention adapter's
-  cached step, an upper bound for the cheaper mlp and none adapters.
+  encoder dominates), as `cost` prices it; a stage 2 at its adapter's cached step where
+  the benchmark measured it (`--adapters`), else at the attention adapter's, an upper
+  bound for the cheaper mlp and none adapters.
   """
   rows = (benchmark or {}).get('rows', {})
   need = [rows.get(n, {}).get('step_s') for n in ('baseline', 'stage 1', 'stage 2 from cache')]
   per_clip = (benchmark or {}).get('extract_s_per_clip')
   if None in need or per_clip is None:
     return None
+  stage2 = {a: rows.get(f'stage 2 from cache ({a})', {}).get('step_s') or need[2]
+            for a in ablation_plan.ADAPTERS}
   return {'baseline': need[0], 'stage1': need[1], 'stage1_frames': stage1_frames,
-          'stage2': need[2], 'extract_per_clip': per_clip}
+          'stage2': dict(stage2, attention=need[2]), 'extract_per_clip': per_clip}
 
 
-def _priced(prices: Dict, b_curve, curve, before, caches, target) -> Dict:
+def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter) -> Dict:
   """time_to_accuracy's clocks, in compute-only seconds (`step_prices`)."""
   stage1 = sum(r['steps'] * prices['stage1'] * r['num_frames'] / prices['stage1_frames']
                for r in before)
@@ -170,7 +173,8 @@ def _priced(prices: Dict, b_curve, curve, before, caches, target) -> Dict:
   extraction = clips * prices['extract_per_clip']
   base_step, stage2_step = _first_at(b_curve, target, 'step'), _first_at(curve, target, 'step')
   base_t = None if base_step is None else base_step * prices['baseline']
-  two_t = None if stage2_step is None else stage1 + extraction + stage2_step * prices['stage2']
+  two_t = (None if stage2_step is None
+           else stage1 + extraction + stage2_step * prices['stage2'][adapter])
   return {'baseline_s': base_t, 'stage1_s': stage1, 'extraction_s': extraction,
           'total_s': two_t, 'ratio': None if two_t is None else two_t / base_t}
 
@@ -213,7 +217,8 @@ def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V',
                       'extraction_s': p[extraction], 'total_s': two_t,
                       'ratio': None if two_t is None else two_t / base_t}
     if prices:
-      entry['priced'] = _priced(prices, b_curve, curve, before, p['caches'], target)
+      adapter = p['runs'][two['runs'][-1]]['adapter']
+      entry['priced'] = _priced(prices, b_curve, curve, before, p['caches'], target, adapter)
     out.append(entry)
   return out
 
@@ -288,18 +293,25 @@ def read_benchmark(path: str, plan: Plan) -> Optional[Dict]:
     return None
   with open(path) as f:
     result = json.load(f)
-  steps = {(c['mode'], c['frames']): (c.get('timing') or {}).get('step_s')
+  def adapter(case):  # older benchmarks name it only where it was overridden
+    own = 'attention' if case['mode'].startswith('stage2') else 'none'
+    return case.get('adapter') or case.get('model_overrides', {}).get('adapter.type', own)
+  steps = {(c['mode'], c['frames'], adapter(c)): (c.get('timing') or {}).get('step_s')
            for c in result['cases']}
   f1, f2 = plan.stage1_frames, plan.stage2_frames
-  wanted = {'baseline': ('baseline', f2), 'stage 1': ('baseline', f1),
-            'stage 2': ('stage2', f2), 'stage 2 from cache': ('stage2+cached', f2)}
+  wanted = {'baseline': ('baseline', f2, 'none'), 'stage 1': ('baseline', f1, 'none'),
+            'stage 2': ('stage2', f2, 'attention'),
+            'stage 2 from cache': ('stage2+cached', f2, 'attention')}
+  wanted.update({f'stage 2 from cache ({a})': ('stage2+cached', f2, a)
+                 for a in ablation_plan.ADAPTERS if a != 'attention'
+                 and steps.get(('stage2+cached', f2, a))})
   base = steps.get(wanted['baseline'])
-  rows = {name: {'mode': m, 'frames': f, 'step_s': steps.get((m, f)),
-                 'x_baseline': (steps[(m, f)] / base if base and steps.get((m, f))
+  rows = {name: {'mode': m, 'frames': f, 'adapter': a, 'step_s': steps.get((m, f, a)),
+                 'x_baseline': (steps[(m, f, a)] / base if base and steps.get((m, f, a))
                                 else None)}
-          for name, (m, f) in wanted.items()}
+          for name, (m, f, a) in wanted.items()}
   cached = next((c for c in result['cases']
-                 if (c['mode'], c['frames']) == wanted['stage 2 from cache']), {})
+                 if (c['mode'], c['frames'], adapter(c)) == wanted['stage 2 from cache']), {})
   return {'path': path, 'command': result.get('meta', {}).get('command'), 'rows': rows,
           'extract_s_per_clip': (cached.get('timing') or {}).get('extract_s_per_clip')}
 
