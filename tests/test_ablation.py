@@ -67,7 +67,7 @@ def test_rows_use_the_intended_runs():
   assert list(rows) == ablation_plan.row_names(FULL_PLAN) == [
       'baseline', 'I', 'III', 'V', 'stage1_2f', 'stage1_4f', 'stage1_8f',
       'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_long_stage1_mlp',
-      'V_from_baseline', 'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
+      'V_stage1_x4_mlp', 'baseline_2x_steps', 'V_from_baseline', 'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
       'V_w64']
   s1 = Run('stage1', 8, CHOICE['stage1'])
   assert rows['V'].runs == (s1, Run('stage2', 32, CHOICE['stage2'], 'attention', 0, s1))
@@ -90,8 +90,8 @@ def test_rows_use_the_intended_runs():
   assert rows['I_mlp'].runs[0].adapter == 'mlp' and rows['V_w64'].runs[1].adapter_width == 64
   with pytest.raises(ValueError, match=r"unknown row\(s\) \['II'\]; choose from"):
     ablation_plan.select_row_names(FULL_PLAN, ['I', 'II'])
-  assert ablation_plan.routes_for(['baseline']) == ('baseline',)
-  assert ablation_plan.routes_for(['III_w16']) == ('stage1', 'stage2')
+  assert ablation_plan.routes_for(FULL_PLAN, ['baseline']) == ('baseline',)
+  assert ablation_plan.routes_for(FULL_PLAN, ['III_w16']) == ('stage1', 'stage2')
   # What limits V: stage 1 three times as long; stage 2 on the baseline's own encoder.
   long1 = Run('stage1', 8, Schedule(1e-3, 1800, 50))
   assert rows['V_long_stage1'].runs == (long1, Run('stage2', 32, CHOICE['stage2'],
@@ -104,7 +104,10 @@ def test_rows_use_the_intended_runs():
   assert rows['V_from_baseline'].runs == (base, Run('stage2', 32, CHOICE['stage2'],
                                                     'attention', 0, base))
   assert rows['V_from_baseline'].caches == ('baseline_32f_lr0.003_s1200_w50',)
-  assert ablation_plan.routes_for(['V_from_baseline']) == ('baseline', 'stage1', 'stage2')
+  assert ablation_plan.routes_for(FULL_PLAN, ['V_from_baseline']) == ('baseline', 'stage1', 'stage2')
+  # The baseline at twice its chosen steps needs the baseline's sweep only.
+  assert rows['baseline_2x_steps'].runs == (Run('baseline', 32, Schedule(3e-3, 2400, 50)),)
+  assert ablation_plan.routes_for(FULL_PLAN, ['baseline_2x_steps', 'I']) == ablation_plan.ROUTES
   assert 'V_from_baseline' not in [r.name for r in ablation_plan.make_rows(
       FULL_PLAN, {'stage1': CHOICE['stage1'], 'stage2': CHOICE['stage2']})]
   # Without a stage-2 choice (an unfinished sweep) only the baseline row exists.

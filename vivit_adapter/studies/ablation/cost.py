@@ -80,7 +80,7 @@ def planned_runs(plan: Plan, seeds: Sequence[int], names: Sequence[str],
     if (seed, run.key) not in seen:
       seen.add((seed, run.key))
       out.append((phase, seed, run))
-  for route in ablation_plan.routes_for(names):
+  for route in ablation_plan.routes_for(plan, names):
     schedules = [*plan.grids[route], *(extra or {}).get(route, [])]
     for run in ablation_plan.sweep_runs(plan, route, choice, schedules):
       add(f'sweep {route}', ablation_plan.SWEEP_SEED, run)

@@ -262,15 +262,21 @@ def extend(grid: Sequence[Schedule], tried: Sequence[Schedule],
 # Rows: built from the chosen schedules.
 # ----------------------------------------------------------------------------------------
 
-def _needs(name: str) -> Tuple[str, ...]:
-  """The routes whose choice a row needs."""
-  if name == 'baseline':
-    return ('baseline',)
-  return ROUTES if name == 'V_from_baseline' else ('stage1', 'stage2')
+# Run kind -> the routes whose choice its schedule comes from: a stage 2 (and rows I/III)
+# trains with stage 2's choice, which is tuned from the chosen stage 1's cache.
+_KIND_ROUTES = {'baseline': ('baseline',), 'stage1': ('stage1',),
+                'stage2': ('stage1', 'stage2'), 'frozen_image': ('stage1', 'stage2')}
 
 
-def routes_for(row_names: Sequence[str]) -> Tuple[str, ...]:
-  needed = {r for n in row_names for r in _needs(n)}
+def _run_routes(run: Optional[Run]) -> set:
+  return set() if run is None else {*_KIND_ROUTES[run.kind], *_run_routes(run.init)}
+
+
+def routes_for(plan: Plan, row_names: Sequence[str]) -> Tuple[str, ...]:
+  """The routes whose sweep the named rows need, read from the runs they train."""
+  some = {r: plan.grids[r][0] for r in ROUTES}
+  needed = {route for row in make_rows(plan, some) if row.name in row_names
+            for run in row.runs for route in _run_routes(run)}
   return tuple(r for r in ROUTES if r in needed)
 
 
@@ -309,6 +315,12 @@ def _limit_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
                                                          init=longest1)))]
   if 'baseline' in choice:
     base = Run('baseline', f2, choice['baseline'])
+    longer = dataclasses.replace(choice['baseline'], steps=int(
+        choice['baseline'].steps * EDGE_FACTORS['steps']))
+    rows.append(Row('baseline_2x_steps', 'limits', f'the baseline trained '
+                    f'{EDGE_FACTORS["steps"]:g}x the chosen steps ({longer.steps}): is it '
+                    'still short of steps at its grid edge?',
+                    (Run('baseline', f2, longer),)))
     rows.append(Row('V_from_baseline', 'limits', 'stage 2 (attention adapter) on the '
                     'baseline\'s own spatial encoder, frozen: a ceiling for any stage 1, '
                     'not a recipe (its time includes the whole baseline)',

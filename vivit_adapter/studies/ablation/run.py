@@ -218,7 +218,7 @@ def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Seq
   names = ablation_plan.select_row_names(plan, row_names)
   image = ensure_image_checkpoint(workdir, data, image_checkpoint, quick, train)
   runner = Runner(plan, dataclasses.replace(study, image_checkpoint=image['output']), train)
-  tried, choice = run_sweep(runner, ablation_plan.routes_for(names))
+  tried, choice = run_sweep(runner, ablation_plan.routes_for(plan, names))
   rows = [r for r in ablation_plan.make_rows(plan, choice) if r.name in names]
   # Phase by phase (ablation_plan.PHASES), each seed by seed in table order, so that a
   # partial study is a table and the targets' rows finish first on every seed.
