@@ -67,8 +67,8 @@ def test_rows_use_the_intended_runs():
   assert list(rows) == ablation_plan.row_names(FULL_PLAN) == [
       'baseline', 'I', 'III', 'V', 'stage1_2f', 'stage1_4f', 'stage1_8f',
       'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_long_stage1_mlp',
-      'V_stage1_x4_mlp', 'baseline_2x_steps', 'V_from_baseline', 'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
-      'V_w64']
+      'V_stage1_x4_mlp', 'V_from_baseline', 'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33',
+      'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32', 'V_w64', 'baseline_2x_steps']
   s1 = Run('stage1', 8, CHOICE['stage1'])
   assert rows['V'].runs == (s1, Run('stage2', 32, CHOICE['stage2'], 'attention', 0, s1))
   assert rows['V'].runs == rows['stage1_8f'].runs == rows['adapter_attention'].runs
@@ -110,10 +110,10 @@ def test_rows_use_the_intended_runs():
   assert ablation_plan.routes_for(FULL_PLAN, ['baseline_2x_steps', 'I']) == ablation_plan.ROUTES
   assert 'V_from_baseline' not in [r.name for r in ablation_plan.make_rows(
       FULL_PLAN, {'stage1': CHOICE['stage1'], 'stage2': CHOICE['stage2']})]
-  # Without a stage-2 choice (an unfinished sweep) only the baseline row exists.
+  # Without a stage-2 choice (an unfinished sweep) only the baseline's rows exist.
   assert [r.name for r in ablation_plan.make_rows(FULL_PLAN, {'baseline': CHOICE['baseline'],
                                                               'stage1': CHOICE['stage1']})
-          ] == ['baseline']
+          ] == ['baseline', 'baseline_2x_steps']
 
 
 def test_sweep_runs_train_stage2_from_the_chosen_stage1():

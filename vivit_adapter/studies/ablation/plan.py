@@ -293,6 +293,13 @@ def make_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
                                                  choice['baseline']),)))
   if 'stage1' in choice and 'stage2' in choice:
     rows += _two_stage_rows(plan, choice)
+  if 'baseline' in choice:  # what limits V: is the baseline short of steps at its edge?
+    longer = dataclasses.replace(choice['baseline'], steps=int(
+        choice['baseline'].steps * EDGE_FACTORS['steps']))
+    rows.append(Row('baseline_2x_steps', 'limits', f'the baseline trained '
+                    f'{EDGE_FACTORS["steps"]:g}x the chosen steps ({longer.steps}): is it '
+                    'still short of steps at its grid edge?',
+                    (Run('baseline', plan.stage2_frames, longer),)))
   return rows
 
 
@@ -315,12 +322,6 @@ def _limit_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
                                                          init=longest1)))]
   if 'baseline' in choice:
     base = Run('baseline', f2, choice['baseline'])
-    longer = dataclasses.replace(choice['baseline'], steps=int(
-        choice['baseline'].steps * EDGE_FACTORS['steps']))
-    rows.append(Row('baseline_2x_steps', 'limits', f'the baseline trained '
-                    f'{EDGE_FACTORS["steps"]:g}x the chosen steps ({longer.steps}): is it '
-                    'still short of steps at its grid edge?',
-                    (Run('baseline', f2, longer),)))
     rows.append(Row('V_from_baseline', 'limits', 'stage 2 (attention adapter) on the '
                     'baseline\'s own spatial encoder, frozen: a ceiling for any stage 1, '
                     'not a recipe (its time includes the whole baseline)',
