@@ -25,12 +25,15 @@ def time_iterator(make_iterator: Callable, batch_size: int, num_batches: int,
   cache's) after `warmup_batches`, on this host."""
   start = time.perf_counter()
   iterator = make_iterator()
-  for _ in range(warmup_batches):
-    next(iterator)
-  warm = time.perf_counter()
-  for _ in range(num_batches):
-    next(iterator)
-  elapsed = time.perf_counter() - warm
+  try:
+    for _ in range(warmup_batches):
+      next(iterator)
+    warm = time.perf_counter()
+    for _ in range(num_batches):
+      next(iterator)
+    elapsed = time.perf_counter() - warm
+  finally:
+    iterator.close()  # its input threads stop now, not at the interpreter's exit
   return {'clips_per_s': num_batches * batch_size / elapsed, 'seconds': elapsed,
           'startup_seconds': warm - start, 'num_seen': iterator.num_seen,
           'num_bad': iterator.num_bad}

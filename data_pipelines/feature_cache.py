@@ -226,7 +226,7 @@ def _view_fn(manifest: Dict, split: str, choose: Optional[Callable]):
   return parse
 
 
-class CacheTrainIterator:
+class CacheTrainIterator(reader.ClosableIterator):
   """Infinite, resumable training batches from a cache (the TrainIterator interface).
 
   Epoch e visits every video of this host's shards once, in the reader's shuffled,
@@ -243,7 +243,7 @@ class CacheTrainIterator:
     self._state = reader._initial_state(seed, process_index, process_count, state)  # pylint: disable=protected-access
     self.num_bad = 0
     base_seed = tf.constant([seed, process_index], tf.int64)
-    self._iterator = iter(self._dataset(manifest, batch_size, base_seed, shuffle_buffer))
+    self._open(self._dataset(manifest, batch_size, base_seed, shuffle_buffer))
 
   @property
   def state(self) -> dict:
@@ -257,7 +257,7 @@ class CacheTrainIterator:
     return self
 
   def __next__(self) -> Dict[str, np.ndarray]:
-    batch = {k: v.numpy() for k, v in next(self._iterator).items()}
+    batch = self._next_batch()
     n = len(batch['label'])
     self._state.update(epoch=int(batch['epoch'][-1]), position=int(batch['position'][-1]) + 1,
                        num_seen=self._state['num_seen'] + n)

@@ -24,11 +24,13 @@ holds more bad records than config.dataset.max_bad_fraction of its records, and 
 one bad record is allowed (`bad_budget`).
 """
 
+import atexit
 import functools
 import json
 import os
 import re
 from typing import Callable, Dict, List, Optional
+import weakref
 
 from absl import logging
 import numpy as np
@@ -484,7 +486,40 @@ def _initial_state(seed: int, process_index: int, process_count: int,
   return {k: int(v) for k, v in state.items()}
 
 
-class TrainIterator:
+# The training iterators not closed yet, closed at exit (`ClosableIterator`).
+_OPEN_ITERATORS = weakref.WeakSet()
+
+
+@atexit.register
+def close_open_iterators() -> None:
+  """Closes every training iterator still open. At exit, before the interpreter tears
+  down: a tf.data iterator whose threads run Python (the bad-record logger's
+  py_function) and that is collected during teardown can wait forever on them."""
+  for iterator in list(_OPEN_ITERATORS):
+    iterator.close()
+
+
+class ClosableIterator:
+  """The training iterators' tf.data iterator, with `close()`: it stops the input
+  pipeline's threads now, while they can still finish; every open one is closed at exit."""
+  _iterator = None
+
+  def _open(self, dataset: tf.data.Dataset) -> None:
+    self._iterator = iter(dataset)
+    _OPEN_ITERATORS.add(self)
+
+  def close(self) -> None:
+    self._iterator = None
+    _OPEN_ITERATORS.discard(self)
+
+  def _next_batch(self) -> Dict[str, np.ndarray]:
+    if self._iterator is None:
+      raise ValueError(f'This {type(self).__name__} is closed; make a new one (with its '
+                       'state to continue where it stopped).')
+    return {k: v.numpy() for k, v in next(self._iterator).items()}
+
+
+class TrainIterator(ClosableIterator):
   """Infinite iterator of training batches with a resumable `state`.
 
   Attributes:
@@ -510,7 +545,7 @@ class TrainIterator:
     self.bad_examples: List[str] = []  # up to _MAX_BAD_EXAMPLES, each record once
     self._described = set()
     _require_records(self._files, self._source.table)
-    self._iterator = iter(self._dataset(batch_size, seed, process_index))
+    self._open(self._dataset(batch_size, seed, process_index))
 
   @property
   def state(self) -> dict:
@@ -528,7 +563,7 @@ class TrainIterator:
     return self
 
   def __next__(self) -> Dict[str, np.ndarray]:
-    batch = {k: v.numpy() for k, v in next(self._iterator).items()}
+    batch = self._next_batch()
     if batch['bad'].any():
       raise self._too_many_bad(batch)
     self._state.update(epoch=int(batch['epoch'][-1]), position=int(batch['position'][-1]) + 1,

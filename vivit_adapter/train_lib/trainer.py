@@ -257,7 +257,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state=data_state)
   writer = reporting.metric_writer(workdir, is_main)
   history = reporting.History(workdir, enabled=is_main)
-  state, timing = train_loop(s, train_iter, manager, writer, history)
+  try:
+    state, timing = train_loop(s, train_iter, manager, writer, history)
+  finally:
+    train_iter.close()  # the input threads stop now: evaluation does not need them
   if timing['preempted']:
     logging.warning('Stopped early (%s) at step %d; rerun the same command to resume.',
                     timing['preempted'], int(jax.device_get(state.step)))
