@@ -119,7 +119,8 @@ def _benchmark(report: Dict) -> str:
   if not bench:
     return BENCHMARK_HINT
   parts = [f'{name} ({r["mode"]}, {r["frames"]} frames) {_num(r["step_s"], ".4f")} s = '
-           f'{_num(r["x_baseline"], ".3f")}x' for name, r in bench['rows'].items()]
+           f'{_num(r["x_baseline"], ".3f")}x' for name, r in bench['rows'].items()
+           if r['step_s'] is not None]  # a mode the benchmark did not time is left out
   return '; '.join(parts) + f' (from `{bench["path"]}`: `{bench["command"]}`)'
 
 

@@ -73,10 +73,12 @@ ADAPTERS = ('attention', 'mlp', 'none')
 # stage-1 steps (row V_long_stage1), and stage 2 on the baseline's own spatial encoder
 # (row V_from_baseline: a ceiling for any stage 1, not a recipe).
 LONG_STAGE1_FACTOR = 3
-# Row V_stage1_x4_mlp: the longest stage 1 (in multiples of the chosen steps) whose whole
-# recipe still fits the time target at compute-only prices when stage 2 uses the mlp
-# adapter (stage 1 at 4x 450 steps ~0.31x the baseline's 1200 steps, extraction ~0.02x,
-# an mlp stage 2 of 1200 steps from the cache ~0.05x; 6x would spend 0.47x on stage 1).
+# Row V_stage1_x4_mlp: stage 1 this many times the chosen steps, stage 2 with the mlp
+# adapter. Sized as the longest stage 1 whose whole recipe fit the time target at the
+# compute-only prices of docs/results/mini32_time.json (stage 1 0.157x the baseline's
+# step: 4x 450 steps ~0.31x of its 1200). At the later, quieter measurement
+# (mini32_time_adapters.json, stage 1 0.233x) that stage 1 alone costs ~0.35x
+# (docs/ablation_limits.md, Notes).
 LONGEST_STAGE1_FACTOR = 4
 # The order the rows train in, phase by phase, each on every seed: the rows the targets
 # read (baseline, I, III, V), then the sub-tables, then what limits V, then the adapter
