@@ -364,6 +364,12 @@ def test_benchmark_ratios_are_against_the_baseline_at_the_stage2_frames(tmp_path
   assert rows['stage 2 from cache']['step_s'] == 0.02
   assert (rows['stage 2 from cache (mlp)']['step_s'], rows['stage 2 from cache (none)']['step_s']
           ) == (0.01, 0.008)
+  # The setup line names every timed mode and leaves out one the benchmark did not time.
+  bench = ablation_report.read_benchmark(str(path), FULL_PLAN)
+  bench['rows']['stage 2']['step_s'] = None
+  line = ablation_markdown._benchmark({'benchmark': bench})  # pylint: disable=protected-access
+  assert 'stage 2 from cache (mlp) (stage2+cached, 32 frames) 0.0100 s = 0.025x' in line
+  assert 'stage 2 (stage2' not in line and line.endswith('(from `' + str(path) + '`: `bench`)')
   assert ablation_report.read_benchmark('', FULL_PLAN) is None
 
 
