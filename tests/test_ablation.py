@@ -67,7 +67,8 @@ def test_rows_use_the_intended_runs():
   assert list(rows) == ablation_plan.row_names(FULL_PLAN) == [
       'baseline', 'I', 'III', 'V', 'stage1_2f', 'stage1_4f', 'stage1_8f',
       'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_long_stage1_mlp',
-      'V_stage1_x4_mlp', 'V_from_baseline', 'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33',
+      'V_stage1_4f_long_mlp', 'V_stage1_x4_mlp', 'V_from_baseline', 'III_w16', 'III_w32',
+      'III_w64', 'III_lr_x0.33',
       'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32', 'V_w64', 'baseline_2x_steps']
   s1 = Run('stage1', 8, CHOICE['stage1'])
   assert rows['V'].runs == (s1, Run('stage2', 32, CHOICE['stage2'], 'attention', 0, s1))
@@ -100,11 +101,18 @@ def test_rows_use_the_intended_runs():
   assert rows['V_long_stage1_mlp'].runs == (long1, Run('stage2', 32, CHOICE['stage2'],
                                                        'mlp', 0, long1))
   assert rows['V_long_stage1_mlp'].caches == rows['V_long_stage1'].caches == (long1.key,)
+  # Stage 1 at 4 frames for 6x the chosen steps; the longest 8-frame one at 4x; both mlp.
+  few1 = Run('stage1', 4, Schedule(1e-3, 3600, 50))
+  x4 = Run('stage1', 8, Schedule(1e-3, 2400, 50))
+  assert rows['V_stage1_4f_long_mlp'].runs == (few1, Run('stage2', 32, CHOICE['stage2'], 'mlp',
+                                                         0, few1))
+  assert rows['V_stage1_x4_mlp'].runs == (x4, Run('stage2', 32, CHOICE['stage2'], 'mlp', 0, x4))
   base = rows['baseline'].runs[0]
   assert rows['V_from_baseline'].runs == (base, Run('stage2', 32, CHOICE['stage2'],
                                                     'attention', 0, base))
   assert rows['V_from_baseline'].caches == ('baseline_32f_lr0.003_s1200_w50',)
-  assert ablation_plan.routes_for(FULL_PLAN, ['V_from_baseline']) == ('baseline', 'stage1', 'stage2')
+  assert ablation_plan.routes_for(FULL_PLAN, ['V_from_baseline']) == ('baseline', 'stage1',
+                                                                     'stage2')
   # The baseline at twice its chosen steps needs the baseline's sweep only.
   assert rows['baseline_2x_steps'].runs == (Run('baseline', 32, Schedule(3e-3, 2400, 50)),)
   assert ablation_plan.routes_for(FULL_PLAN, ['baseline_2x_steps', 'I']) == ablation_plan.ROUTES

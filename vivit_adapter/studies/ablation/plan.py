@@ -80,6 +80,11 @@ LONG_STAGE1_FACTOR = 3
 # (mini32_time_adapters.json, stage 1 0.233x) that stage 1 alone costs ~0.35x
 # (docs/ablation_limits.md, Notes).
 LONGEST_STAGE1_FACTOR = 4
+# Row V_stage1_4f_long_mlp: stage 1 at 4 frames (half the price of an 8-frame step; V did
+# not depend on stage 1's frames in docs/ablation.md) for this many times the chosen
+# steps, so that its spatial encoder trains longer for the price of a 3x 8-frame stage 1,
+# then stage 2 with the mlp adapter.
+FEW_FRAMES_STAGE1 = (4, 6)  # (frames, steps factor)
 # The order the rows train in, phase by phase, each on every seed: the rows the targets
 # read (baseline, I, III, V), then the sub-tables, then what limits V, then the adapter
 # study.
@@ -312,12 +317,17 @@ def _limit_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
   long1 = Run('stage1', f1, dataclasses.replace(s1, steps=s1.steps * LONG_STAGE1_FACTOR))
   longest1 = Run('stage1', f1,
                  dataclasses.replace(s1, steps=s1.steps * LONGEST_STAGE1_FACTOR))
+  few = FEW_FRAMES_STAGE1
+  few1 = Run('stage1', few[0], dataclasses.replace(s1, steps=s1.steps * few[1]))
   rows = [Row('V_long_stage1', 'limits', f'V with stage 1 trained {LONG_STAGE1_FACTOR}x '
               f'longer ({long1.schedule.steps} steps)',
               (long1, Run('stage2', f2, s2, 'attention', init=long1))),
           Row('V_long_stage1_mlp', 'limits', 'V_long_stage1 with the mlp adapter in '
               'stage 2 (the adapter type with the best validation top-1, mean over seeds, '
               'in the adapter table)', (long1, Run('stage2', f2, s2, 'mlp', init=long1))),
+          Row(f'V_stage1_{few[0]}f_long_mlp', 'limits', f'V with stage 1 at {few[0]} '
+              f'frames for {few[1]}x the chosen steps ({few1.schedule.steps}) and the mlp '
+              'adapter in stage 2', (few1, Run('stage2', f2, s2, 'mlp', init=few1))),
           Row(f'V_stage1_x{LONGEST_STAGE1_FACTOR}_mlp', 'limits', f'V with stage 1 '
               f'trained {LONGEST_STAGE1_FACTOR}x longer ({longest1.schedule.steps} steps) and '
               'the mlp adapter in stage 2', (longest1, Run('stage2', f2, s2, 'mlp',
