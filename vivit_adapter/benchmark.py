@@ -128,14 +128,19 @@ def run_case(case: step_cases.Case, time_steps: int, warmup: int,
   return row
 
 
+def _search_key(case: step_cases.Case):
+  """One frame search per variant, mode and overrides (--adapters adds the adapter type)."""
+  return case.variant, case.mode, case.model_overrides
+
+
 def run_search(cases: List[step_cases.Case], budget_gib: float, max_frames: int,
                progress, cache: Dict) -> List[Dict]:
   """The frame search for each distinct (variant, mode) of `cases`."""
   results, seen = [], set()
   for case in cases:
-    if (case.variant, case.mode, case.model_overrides) in seen:
+    if _search_key(case) in seen:
       continue
-    seen.add((case.variant, case.mode, case.model_overrides))
+    seen.add(_search_key(case))
     progress.set_description(f'search {case.variant} {case.mode}')
     found = frame_search.search_case(case, int(budget_gib * step_report.GIB), max_frames,
                                       cache)
@@ -210,7 +215,7 @@ def main(argv):
                        f'{FLAGS.warmup} >= 0.')
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  searches = len({(c.variant, c.mode, c.model_overrides) for c in cases}) if FLAGS.fit_budget_gib else 0
+  searches = len({_search_key(c) for c in cases}) if FLAGS.fit_budget_gib else 0
   time_max = FLAGS.time_max_gib or 0.8 * device_memory_gib()
   result = {'meta': _meta(), 'cases': [], 'search': []}
   cache = {}

@@ -34,11 +34,21 @@ def _step(row: Dict) -> Optional[float]:
   return timing.get('step_s')
 
 
+def _own_adapter(mode: str) -> str:
+  return 'attention' if mode.startswith('stage2') else 'none'
+
+
+def case_adapter(row: Dict) -> str:
+  """A row's adapter type. Older benchmark files name it only where --model_overrides set
+  it; otherwise it is the mode's own (stage 2: attention; the baseline: none)."""
+  return (row.get('adapter') or row.get('model_overrides', {}).get('adapter.type')
+          or _own_adapter(row['mode']))
+
+
 def mode_label(row: Dict) -> str:
   """The mode, and the adapter type where it is not the mode's own (stage 2: attention)."""
-  own = 'attention' if row['mode'].startswith('stage2') else 'none'
-  adapter = row.get('adapter', own)
-  return row['mode'] if adapter == own else f"{row['mode']} ({adapter})"
+  adapter = case_adapter(row)
+  return row['mode'] if adapter == _own_adapter(row['mode']) else f"{row['mode']} ({adapter})"
 
 
 def _gib(nbytes: int) -> str:

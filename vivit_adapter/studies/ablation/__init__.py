@@ -16,10 +16,10 @@ plan.py says why not the 64-px one).
 4. The rows, on every seed, with the chosen schedules: baseline; I / III (frozen image
    spatial encoder, from that checkpoint's cache); V (stage 1 -> extraction -> stage 2
    from the cache); stage 1 at 2 / 4 / 8 frames; the adapter types; what limits V (stage 1
-   trained 3x longer, with the attention or the mlp adapter, or 4x longer with the mlp
-   adapter; the baseline at twice its chosen steps; stage 2 on the baseline's own frozen
-   spatial encoder, a ceiling); the adapter study (width, learning rate, what it reads). Seed 0's chosen sweep runs
-   are reused.
+   trained 3x longer, with the attention or the mlp adapter, 4x longer or at 4 frames 6x
+   longer with the mlp adapter; the baseline at twice its chosen steps; stage 2 on the
+   baseline's own frozen spatial encoder, a ceiling); the adapter study (width, learning
+   rate, what it reads). Seed 0's chosen sweep runs are reused.
 
 Every run is an in-process `train_and_evaluate` in <workdir>/seed<k>/<run key>, every
 feature cache in <workdir>/seed<k>/cache_<stage-1 run key or 'image'>, reused or made

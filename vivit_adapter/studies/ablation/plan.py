@@ -279,10 +279,15 @@ def _run_routes(run: Optional[Run]) -> set:
   return set() if run is None else {*_KIND_ROUTES[run.kind], *_run_routes(run.init)}
 
 
+def _any_choice(plan: Plan) -> Dict[str, Schedule]:
+  """A schedule per route: enough to build every row when only names and runs' kinds
+  matter (the schedules do not change which rows exist)."""
+  return {r: plan.grids[r][0] for r in ROUTES}
+
+
 def routes_for(plan: Plan, row_names: Sequence[str]) -> Tuple[str, ...]:
   """The routes whose sweep the named rows need, read from the runs they train."""
-  some = {r: plan.grids[r][0] for r in ROUTES}
-  needed = {route for row in make_rows(plan, some) if row.name in row_names
+  needed = {route for row in make_rows(plan, _any_choice(plan)) if row.name in row_names
             for run in row.runs for route in _run_routes(run)}
   return tuple(r for r in ROUTES if r in needed)
 
@@ -384,9 +389,8 @@ def _adapter_study_rows(plan, choice, image, two_stage) -> List[Row]:
 
 
 def row_names(plan: Plan) -> List[str]:
-  """Every row's name, in table order (the schedules do not change the names' set)."""
-  some = {r: plan.grids[r][0] for r in ROUTES}
-  return [r.name for r in make_rows(plan, some)]
+  """Every row's name, in table order."""
+  return [r.name for r in make_rows(plan, _any_choice(plan))]
 
 
 def select_row_names(plan: Plan, names: Sequence[str]) -> List[str]:

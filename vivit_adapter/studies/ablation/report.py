@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from vivit_adapter.benchmarks import step_report
 from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation.plan import Plan, Row, Run, Schedule
 
@@ -163,7 +164,7 @@ def step_prices(benchmark: Optional[Dict], stage1_frames: int) -> Optional[Dict]
   stage2 = {a: rows.get(f'stage 2 from cache ({a})', {}).get('step_s') or need[2]
             for a in ablation_plan.ADAPTERS}
   return {'baseline': need[0], 'stage1': need[1], 'stage1_frames': stage1_frames,
-          'stage2': dict(stage2, attention=need[2]), 'extract_per_clip': per_clip}
+          'stage2': stage2, 'extract_per_clip': per_clip}
 
 
 def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter) -> Dict:
@@ -294,11 +295,8 @@ def read_benchmark(path: str, plan: Plan) -> Optional[Dict]:
     return None
   with open(path) as f:
     result = json.load(f)
-  def adapter(case):  # older benchmarks name it only where it was overridden
-    own = 'attention' if case['mode'].startswith('stage2') else 'none'
-    return case.get('adapter') or case.get('model_overrides', {}).get('adapter.type', own)
-  steps = {(c['mode'], c['frames'], adapter(c)): (c.get('timing') or {}).get('step_s')
-           for c in result['cases']}
+  cases = {(c['mode'], c['frames'], step_report.case_adapter(c)): c for c in result['cases']}
+  steps = {key: (c.get('timing') or {}).get('step_s') for key, c in cases.items()}
   f1, f2 = plan.stage1_frames, plan.stage2_frames
   wanted = {'baseline': ('baseline', f2, 'none'), 'stage 1': ('baseline', f1, 'none'),
             'stage 2': ('stage2', f2, 'attention'),
@@ -311,8 +309,7 @@ def read_benchmark(path: str, plan: Plan) -> Optional[Dict]:
                  'x_baseline': (steps[(m, f, a)] / base if base and steps.get((m, f, a))
                                 else None)}
           for name, (m, f, a) in wanted.items()}
-  cached = next((c for c in result['cases']
-                 if (c['mode'], c['frames'], adapter(c)) == wanted['stage 2 from cache']), {})
+  cached = cases.get(wanted['stage 2 from cache'], {})
   return {'path': path, 'command': result.get('meta', {}).get('command'), 'rows': rows,
           'extract_s_per_clip': (cached.get('timing') or {}).get('extract_s_per_clip')}
 
