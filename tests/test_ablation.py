@@ -69,7 +69,7 @@ def test_rows_use_the_intended_runs():
       'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_long_stage1_mlp',
       'V_stage1_4f_long_mlp', 'V_stage1_x4_mlp', 'V_from_baseline', 'III_w16', 'III_w32',
       'III_w64', 'III_lr_x0.33',
-      'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32', 'V_w64', 'baseline_2x_steps']
+      'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32', 'V_w64']
   s1 = Run('stage1', 8, CHOICE['stage1'])
   assert rows['V'].runs == (s1, Run('stage2', 32, CHOICE['stage2'], 'attention', 0, s1))
   assert rows['V'].runs == rows['stage1_8f'].runs == rows['adapter_attention'].runs
@@ -113,15 +113,13 @@ def test_rows_use_the_intended_runs():
   assert rows['V_from_baseline'].caches == ('baseline_32f_lr0.003_s1200_w50',)
   assert ablation_plan.routes_for(FULL_PLAN, ['V_from_baseline']) == ('baseline', 'stage1',
                                                                      'stage2')
-  # The baseline at twice its chosen steps needs the baseline's sweep only.
-  assert rows['baseline_2x_steps'].runs == (Run('baseline', 32, Schedule(3e-3, 2400, 50)),)
-  assert ablation_plan.routes_for(FULL_PLAN, ['baseline_2x_steps', 'I']) == ablation_plan.ROUTES
+  assert ablation_plan.routes_for(FULL_PLAN, ['baseline', 'I']) == ablation_plan.ROUTES
   assert 'V_from_baseline' not in [r.name for r in ablation_plan.make_rows(
       FULL_PLAN, {'stage1': CHOICE['stage1'], 'stage2': CHOICE['stage2']})]
   # Without a stage-2 choice (an unfinished sweep) only the baseline's rows exist.
   assert [r.name for r in ablation_plan.make_rows(FULL_PLAN, {'baseline': CHOICE['baseline'],
                                                               'stage1': CHOICE['stage1']})
-          ] == ['baseline', 'baseline_2x_steps']
+          ] == ['baseline']
 
 
 def test_sweep_runs_train_stage2_from_the_chosen_stage1():
@@ -518,16 +516,16 @@ def test_plan_only_prices_every_run_and_trains_nothing(tmp_path, capsys):
       ('row V', 'stage1_8f_lr0.003_s450_w50', 450),
       ('row V', 'stage1_8f_lr0.003_s450_w50__stage2_attention_lr0.003_s1200_w50', 1200)]
   assert est['caches'] == 2  # the chosen stage 1's, per seed
-  # Worst case of the grid edges (one extension): 2 more runs each for the baseline
-  # (3e-3 x 1200, 9e-3 x 600) and stage 2 (2400, 1200 steps); seed 1's rows at 1200
-  # and 2400 steps.
-  worst = (sweep + (1200 + 600) * 0.74 + (2400 + 1200) * 0.156
-           + 1200 * 0.74 + 450 * 0.116 + 2400 * 0.156)
-  assert (est['worst_runs'], est['worst_total_s']) == (17, pytest.approx(worst))
+  # Worst case of the grid edges (two extensions): 2 more runs per round for the baseline
+  # (3e-3 x 1200, 9e-3 x 600; then 2400, 9e-3 x 1200) and stage 2 (2400 and 9e-3 x 1200;
+  # then 4800, 9e-3 x 2400); seed 1's rows at 2400 and 4800 steps.
+  worst = (sweep + (1200 + 600 + 2400 + 1200) * 0.74 + (2400 + 1200 + 4800 + 2400) * 0.156
+           + 2400 * 0.74 + 450 * 0.116 + 4800 * 0.156)
+  assert (est['worst_runs'], est['worst_total_s']) == (21, pytest.approx(worst))
   out = capsys.readouterr().out
   assert ('Total: 13 runs, 8550 steps, 0.7 h of training (baseline 0.5 h, stage1 0.0 h, '
           'stage2 0.2 h).') in out
-  assert f'up to 17 runs, {worst / 3600:.1f} h.' in out
+  assert f'up to 21 runs, {worst / 3600:.1f} h.' in out
   assert not os.path.exists(workdir)
   # Other step times; stage 1 at fewer frames is priced by its frames.
   est = ablation.main([f'--workdir={workdir}', f'--out={tmp_path}/abl', '--seeds=0',
@@ -567,28 +565,30 @@ class FakeRunner:
 def test_the_sweep_chooses_on_validation_and_stage2_trains_from_the_chosen_stage1():
   runner = FakeRunner(FULL_PLAN)
   tried, choice = ablation_run.run_sweep(runner, ablation_plan.ROUTES)
-  # The baseline's and stage 2's grids grew once past their edges (x3 the learning
-  # rate, x2 the steps) and are still at one; stage 1's grid does not grow.
-  assert choice == {'baseline': Schedule(9e-3, 600, 50), 'stage1': Schedule(3e-3, 450, 50),
-                    'stage2': Schedule(9e-3, 1200, 50)}
+  # The baseline's and stage 2's grids grew twice past their edges (x3 the learning
+  # rate, x2 the steps; the second time only the learning rate was still at an edge) and
+  # are still at one; stage 1's grid does not grow.
+  assert choice == {'baseline': Schedule(0.027, 600, 50), 'stage1': Schedule(3e-3, 450, 50),
+                    'stage2': Schedule(0.027, 1200, 50)}
   assert [r.schedule for r, _ in tried['baseline']][4:] == [
-      Schedule(9e-3, 600, 50), Schedule(3e-3, 1200, 50)]
+      Schedule(9e-3, 600, 50), Schedule(3e-3, 1200, 50), Schedule(0.027, 600, 50)]
   assert {seed for _, seed in runner.asked} == {ablation_plan.SWEEP_SEED}
   assert {r.init.schedule for r, _ in tried['stage2']} == {choice['stage1']}
-  assert [len(tried[r]) for r in ablation_plan.ROUTES] == [6, 2, 6]
+  assert [len(tried[r]) for r in ablation_plan.ROUTES] == [7, 2, 7]
   sweep = ablation_report.sweep_report(tried, choice, {}, FULL_PLAN.grids)
-  assert [c['extension'] for c in sweep['baseline']['configs']] == [False] * 4 + [True] * 2
+  assert [c['extension'] for c in sweep['baseline']['configs']] == [False] * 4 + [True] * 3
   assert (sweep['baseline']['at_edge'], sweep['stage1']['at_edge']) == (
       ['lr (highest tried)'], ['lr (highest tried)'])
   md = '\n'.join(ablation_markdown.sweep_markdown(sweep))
   assert '| baseline | 0.009 | 600 | 50 | extension | 96.00 |' in md
-  assert '* baseline: 6 configuration(s)' in md
+  assert '| baseline | 0.027 | 600 | 50 | extension | 276.00 |' in md
+  assert '* baseline: 7 configuration(s)' in md
   assert '**Still at an edge:** lr (highest tried): the best value may lie beyond' in md
   # The rows then train with the chosen schedules: the baseline its best, in full.
   rows = {r.name: r for r in ablation_plan.make_rows(FULL_PLAN, choice)}
   assert rows['baseline'].runs[0].schedule == choice['baseline']
   config = ablation_plan.run_config(rows['baseline'].runs[0], FULL_PLAN, seed=2, study=STUDY)
-  assert (config.num_training_steps, config.lr_configs.base_learning_rate) == (600, 9e-3)
+  assert (config.num_training_steps, config.lr_configs.base_learning_rate) == (600, 0.027)
 
 
 def test_the_grids_grow_until_the_validation_score_turns_down():

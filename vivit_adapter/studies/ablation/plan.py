@@ -55,7 +55,7 @@ WARMUP_STEPS = {'baseline': (50,), 'stage1': (50,), 'stage2': (50,)}
 # Stage 1 is not grown: its own few-frame eval says what suits stage 1, not what the
 # final model needs, and growing it would only lengthen the two-stage recipe.
 EDGE_FACTORS = {'lr': 3.0, 'steps': 2.0}
-MAX_EXTENSIONS = 1
+MAX_EXTENSIONS = 2
 EXTENDED_ROUTES = ('baseline', 'stage2')
 SWEEP_SEED = 0  # the sweep's runs are the chosen schedules' seed-0 runs
 # Steps between evaluations: the points of the time-to-accuracy curves.
@@ -305,13 +305,6 @@ def make_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
                                                  choice['baseline']),)))
   if 'stage1' in choice and 'stage2' in choice:
     rows += _two_stage_rows(plan, choice)
-  if 'baseline' in choice:  # what limits V: is the baseline short of steps at its edge?
-    longer = dataclasses.replace(choice['baseline'], steps=int(
-        choice['baseline'].steps * EDGE_FACTORS['steps']))
-    rows.append(Row('baseline_2x_steps', 'limits', f'the baseline trained '
-                    f'{EDGE_FACTORS["steps"]:g}x the chosen steps ({longer.steps}): is it '
-                    'still short of steps at its grid edge?',
-                    (Run('baseline', plan.stage2_frames, longer),)))
   return rows
 
 
