@@ -67,9 +67,9 @@ def test_rows_use_the_intended_runs():
   assert list(rows) == ablation_plan.row_names(FULL_PLAN) == [
       'baseline', 'I', 'III', 'V', 'stage1_2f', 'stage1_4f', 'stage1_8f',
       'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_long_stage1_mlp',
-      'V_stage1_4f_long_mlp', 'V_stage1_x4_mlp', 'V_from_baseline', 'III_w16', 'III_w32',
-      'III_w64', 'III_lr_x0.33',
-      'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32', 'V_w64']
+      'V_stage1_4f_long_mlp', 'V_stage1_x4_mlp', 'V_stage1_x6_mlp', 'V_from_baseline',
+      'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
+      'V_w64']
   s1 = Run('stage1', 8, CHOICE['stage1'])
   assert rows['V'].runs == (s1, Run('stage2', 32, CHOICE['stage2'], 'attention', 0, s1))
   assert rows['V'].runs == rows['stage1_8f'].runs == rows['adapter_attention'].runs
@@ -107,6 +107,8 @@ def test_rows_use_the_intended_runs():
   assert rows['V_stage1_4f_long_mlp'].runs == (few1, Run('stage2', 32, CHOICE['stage2'], 'mlp',
                                                          0, few1))
   assert rows['V_stage1_x4_mlp'].runs == (x4, Run('stage2', 32, CHOICE['stage2'], 'mlp', 0, x4))
+  x6 = Run('stage1', 8, Schedule(1e-3, 3600, 50))
+  assert rows['V_stage1_x6_mlp'].runs == (x6, Run('stage2', 32, CHOICE['stage2'], 'mlp', 0, x6))
   base = rows['baseline'].runs[0]
   assert rows['V_from_baseline'].runs == (base, Run('stage2', 32, CHOICE['stage2'],
                                                     'attention', 0, base))
