@@ -59,6 +59,11 @@ def _model_defaults() -> ml_collections.ConfigDict:
       'mlp_dim': 0,  # 0 -> 4 * adapter.hidden_size (attention adapter only)
   })
   model.freeze_spatial = False
+  # The spatial dial (docs/design.md §2d), with freeze_spatial: train the top k of the
+  # spatial_transformer.num_layers layers (and the encoder norm) above the frozen
+  # embedding and lower layers; a feature cache then stores every token below them.
+  # 0 = every spatial layer frozen (the paper's stage 2).
+  model.trainable_spatial_layers = 0
   # Temporal indices per chunk of the frozen spatial pass (and of the attention
   # adapter, rematerialised); 0 runs all indices at once.
   model.spatial_chunk_size = 0
@@ -187,7 +192,7 @@ def base_config() -> ml_collections.ConfigDict:
 STATE_SHAPE_KEYS = (
     'model.variant', 'model.hidden_size', 'model.patches', 'model.spatial_transformer',
     'model.temporal_transformer', 'model.classifier', 'model.adapter',
-    'model.freeze_spatial', 'dataset.num_frames', 'dataset.crop_size',
+    'model.freeze_spatial', 'model.trainable_spatial_layers', 'dataset.num_frames', 'dataset.crop_size',
     'dataset.num_classes', 'optimizer', 'gradient_accumulation_steps')
 # Keys that never change what a run computes: logging, checkpoint and evaluation
 # cadence, and where the same data lives (a moved dataset or feature cache). init_from
@@ -273,6 +278,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_model_sizes(config) -> None:
+  _validate_dial(config.model)
   if config.model.recompute_frozen and not (config.model.freeze_spatial and
                                             config.model.spatial_chunk_size > 0):
     raise ValueError('config.model.recompute_frozen=True needs config.model.freeze_spatial'
@@ -286,6 +292,16 @@ def _validate_model_sizes(config) -> None:
     raise ValueError(
         f'config.dataset.num_frames={config.dataset.num_frames} must be a multiple of the '
         f'tubelet length config.model.patches.size[2]={patch_t}.')
+
+
+def _validate_dial(model) -> None:
+  k, layers = model.trainable_spatial_layers, model.spatial_transformer.num_layers
+  if not 0 <= k <= layers:
+    raise ValueError(f'config.model.trainable_spatial_layers={k} must be in [0, {layers}] '
+                     '(config.model.spatial_transformer.num_layers).')
+  if k and not model.freeze_spatial:
+    raise ValueError(f'config.model.trainable_spatial_layers={k} needs config.model.'
+                     'freeze_spatial=True (without it every spatial layer trains).')
 
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:

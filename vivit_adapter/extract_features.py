@@ -103,7 +103,7 @@ def run(config, cache_dir: str, *, views: int, dtype: str, splits, videos_per_ba
   model = models.create_model(config.model, info.num_classes, config.dataset.normalization)
   params, message = start_params(config, model)
   logging.info('Frozen part from: %s', message)
-  frozen = optimizers.frozen_keys(params, True)
+  frozen = optimizers.frozen_keys(params, True, config.model.trainable_spatial_layers)
   plans = [extraction.plan_split(config.dataset, s, extraction.split_views(config, s, views),
                                  jax.process_index(), jax.process_count())
            for s in extraction.available_splits(config, splits)]

@@ -45,8 +45,11 @@ def frozen_params_hash(params: Mapping, frozen: List[str]) -> str:
   """sha256 over the frozen subtrees: names, dtypes, shapes and bytes, in name order."""
   digest = hashlib.sha256()
   flat = {}
-  for key in frozen:
-    _flatten(params[key], key, flat)
+  for key in frozen:  # a top-level name, or a path such as 'SpatialTransformer/encoderblock_0'
+    tree = params
+    for name in key.split('/'):
+      tree = tree[name]
+    _flatten(tree, key, flat)
   for name in sorted(flat):
     value = np.ascontiguousarray(np.asarray(flat[name]))
     digest.update(f'{name}|{value.dtype}|{value.shape}|'.encode())

@@ -5,7 +5,7 @@ Pre-norm blocks, LayerNorm epsilon 1e-6 (flax's default), tanh-approximated GELU
 prepended, and a final `encoder_norm`.
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -95,6 +95,12 @@ class Encoder(nn.Module):
   Stochastic depth ramps linearly from 0 at the first block to
   `stochastic_droplayer_rate` at the last. `remat` recomputes each block's
   activations in the backward pass instead of storing them.
+
+  A call may run a range of blocks, `[start, stop)`: the position embedding comes with
+  block 0 and `encoder_norm` with the last block. The spatial dial (docs/design.md §2d)
+  calls one instance twice, the frozen blocks below the dial and the trainable ones above
+  it, so both halves keep scenic's parameter names; `deterministic` overrides the field
+  for one call (the frozen half never drops out).
   """
   num_layers: int
   mlp_dim: int
@@ -108,30 +114,39 @@ class Encoder(nn.Module):
   query_chunk_size: int = 0  # > 0: attention over blocks of this many queries
 
   @nn.compact
-  def __call__(self, x):
-    return _encode(self, x)
+  def __call__(self, x, *, start: int = 0, stop: Optional[int] = None,
+               deterministic: Optional[bool] = None):
+    stop = self.num_layers if stop is None else stop
+    if not 0 <= start <= stop <= self.num_layers:
+      raise ValueError(f'Encoder blocks [{start}, {stop}) are not within its '
+                       f'{self.num_layers} layers.')
+    det = self.deterministic if deterministic is None else deterministic
+    return _encode(self, x, start, stop, det)
 
 
-def _encode(mdl: Encoder, x):
-  """The body of `Encoder`; called inside its compact scope."""
+def _encode(mdl: Encoder, x, start: int, stop: int, deterministic: bool):
+  """The body of `Encoder` over blocks [start, stop); called inside its compact scope."""
   if x.ndim != 3:
     raise ValueError(f'Encoder expects (batch, tokens, width), got shape {x.shape}.')
-  x = AddPositionEmbs(name=names.POSEMB_MODULE)(x)
-  x = nn.Dropout(mdl.dropout_rate)(x, deterministic=mdl.deterministic)
+  if start == 0:
+    x = AddPositionEmbs(name=names.POSEMB_MODULE)(x)
+    x = nn.Dropout(mdl.dropout_rate)(x, deterministic=deterministic)
   # nn.remat keeps flax's default prevent_cse=True. The blocks are unrolled in a Python
   # loop, and outside a scan XLA's common-subexpression elimination could merge the
   # recomputation with the forward pass and store the activations after all. (False is
   # safe only inside a scan body, as on the chunked spatial path; one setting serves both.)
   block_cls = nn.remat(EncoderBlock) if mdl.remat else EncoderBlock
-  for i in range(mdl.num_layers):
+  for i in range(start, stop):
     droplayer_p = i / max(mdl.num_layers - 1, 1) * mdl.stochastic_droplayer_rate
     x = block_cls(
         mlp_dim=mdl.mlp_dim, num_heads=mdl.num_heads,
         dropout_rate=mdl.dropout_rate,
         attention_dropout_rate=mdl.attention_dropout_rate,
-        droplayer_p=droplayer_p, deterministic=mdl.deterministic,
+        droplayer_p=droplayer_p, deterministic=deterministic,
         dtype=mdl.dtype, query_chunk_size=mdl.query_chunk_size,
         name=names.encoder_block(i))(x)
+  if stop < mdl.num_layers:
+    return x
   return nn.LayerNorm(dtype=mdl.dtype, name=names.ENCODER_NORM)(x)
 
 

@@ -62,6 +62,10 @@ class ViViTFactorisedEncoder(nn.Module):
   stochastic_droplayer_rate: float = 0.0
   adapter: AdapterSpec = AdapterSpec()
   freeze_spatial: bool = False
+  # The spatial dial (docs/design.md §2d), with freeze_spatial: the top k spatial layers
+  # and the encoder norm train, the embedding and the layers below them stay frozen.
+  # 0 = every spatial layer frozen (the paper's stage 2).
+  trainable_spatial_layers: int = 0
   spatial_chunk_size: int = 0
   remat: bool = False
   temporal_remat: bool = False
@@ -82,10 +86,11 @@ class ViViTFactorisedEncoder(nn.Module):
       inputs: video (B, T, H, W, 3) for WHOLE and FROZEN_PART (pixels, uint8, when the
         model has a `normalization`; else normalised float); for TRAINABLE_PART,
         what FROZEN_PART returned: every token (B, T', 1+N, D) or, for an adapter that
-        reads the pooled vector only, (B, T', D).
+        reads the pooled vector only and no trainable spatial layer, (B, T', D).
       train: dropout and stochastic depth on (never in the frozen part when frozen).
-      part: WHOLE (logits), FROZEN_PART (embedding + spatial encoder: what the adapter
-        consumes) or TRAINABLE_PART (adapter + temporal encoder + head: logits).
+      part: WHOLE (logits), FROZEN_PART (embedding + the frozen spatial layers: what
+        the trainable part consumes) or TRAINABLE_PART (the trainable spatial layers,
+        if any, + adapter + temporal encoder + head: logits).
     """
     if part not in PARTS:
       raise ValueError(f'part={part!r}; expected one of {PARTS}.')
@@ -95,20 +100,33 @@ class ViViTFactorisedEncoder(nn.Module):
       raise ValueError(f'ViViT expects video of shape (B, T, H, W, 3), got {inputs.shape}.')
     if part == WHOLE and self.recompute_frozen:
       return self._temporal_and_head(self._recomputed_chunks(inputs, train), train)
-    tokens = self._spatial_tokens(inputs, train)  # (B, T', 1+N, D) or (B, T', N, D)
-    if self.freeze_spatial:
-      # Frozen spatial path: no gradient flows into it, so autodiff keeps no residuals
-      # for the embedding and spatial encoder and XLA emits no backward pass for them.
-      tokens = jax.lax.stop_gradient(tokens)
+    # (B, T', 1+N, D) or (B, T', N, D)
+    tokens = self._spatial_tokens(inputs, train, below_dial=part == FROZEN_PART)
     if part == FROZEN_PART:
-      if adapter_lib.reads_tokens(self.adapter.type):
+      if self.trainable_spatial_layers or adapter_lib.reads_tokens(self.adapter.type):
         return tokens
       return adapter_lib.pool_tokens(tokens, self.classifier)
-    return self._trainable(tokens, train)
+    return self._adapt_temporal_head(tokens, train)
+
+  @property
+  def dial(self) -> int:
+    """The first spatial layer that trains; num_layers when every layer is frozen (or
+    none is: the dial splits a frozen spatial encoder only)."""
+    if not self.freeze_spatial:
+      return self.spatial.num_layers
+    return self.spatial.num_layers - self.trainable_spatial_layers
 
   def _trainable(self, features, train):
-    """Adapter, temporal encoder and head, from the spatial encoder's output."""
-    return self._temporal_and_head(self._adapt(features, train), train)
+    """The trainable spatial layers (above the dial), adapter, temporal encoder and
+    head, from what FROZEN_PART returned."""
+    if self.dial < self.spatial.num_layers:
+      b, t, n, d = features.shape
+      top = _spatial_encoder(self, train).above_dial(features.reshape(b * t, n, d))
+      features = top.reshape(b, t, n, d)
+    return self._adapt_temporal_head(features, train)
+
+  def _adapt_temporal_head(self, tokens, train):
+    return self._temporal_and_head(self._adapt(tokens, train), train)
 
   def _temporal_and_head(self, frames, train):
     """(B, T', D), one vector per temporal index -> logits."""
@@ -116,13 +134,13 @@ class ViViTFactorisedEncoder(nn.Module):
     return nn.Dense(self.num_classes, kernel_init=HEAD_INITS[self.head_kernel_init],
                     name=names.HEAD)(x)
 
-  def _spatial_tokens(self, video, train):
-    """(B, T, H, W, 3) video -> the spatial encoder's tokens (B, T', [1+]N, D)."""
-    spatial_train = train and not self.freeze_spatial
+  def _spatial_tokens(self, video, train, below_dial=False):
+    """(B, T, H, W, 3) video -> the spatial encoder's tokens (B, T', [1+]N, D); or,
+    `below_dial`, the tokens after the frozen layers (the input of the trainable ones)."""
     chunk = self.spatial_chunk_size
     if chunk and chunk < video.shape[1] // self.patches[2]:
-      return self._chunked_spatial(video, spatial_train)
-    return _embed_and_encode(self, video, spatial_train)
+      return self._chunked_spatial(video, train, below_dial)
+    return _embed_and_encode(self, video, train, below_dial)
 
   def _model_input(self, video):
     """The video as the embedding reads it: normalised on the device (models/inputs.py)
@@ -149,20 +167,24 @@ class ViViTFactorisedEncoder(nn.Module):
       x = jnp.concatenate([cls, x], axis=2)
     return x
 
-  def _chunked_spatial(self, video, train):
+  def _chunked_spatial(self, video, train, below_dial):
     """Normalises, embeds and encodes `chunk` temporal indices at a time (a scan).
 
     Live activations then scale with the chunk, not with the number of frames, and
     so does the normalised (float) copy of the input: the scan reads the video as it
     came (uint8 from the pipelines) and slices its frames per iteration, so a long
-    clip is never converted, transposed or copied as a whole.
+    clip is never converted, transposed or copied as a whole. With the dial, the
+    trainable top layers run in the same iteration, above the chunk's frozen tokens:
+    each spatial layer sees one temporal index at a time, so chunking changes nothing
+    for them, and their backward pass runs per chunk too (the scan's, above the
+    stop_gradient) while the frozen layers below still get none.
     """
     b, num_frames = video.shape[:2]
     frames = self._frames_per_chunk(num_frames)
 
     def body(mdl, carry, clip, i):
       part = jax.lax.dynamic_slice_in_dim(clip, i * frames, frames, axis=1)
-      return carry, _embed_and_encode(mdl, part, train)
+      return carry, _embed_and_encode(mdl, part, train, below_dial)
 
     scanned = nn.scan(body, variable_broadcast='params',
                       split_rngs={'params': False, 'dropout': True},
@@ -195,7 +217,7 @@ class ViViTFactorisedEncoder(nn.Module):
 
     def body(mdl, carry, clip, i):
       part = jax.lax.dynamic_slice_in_dim(clip, i * frames, frames, axis=1)
-      tokens = jax.lax.stop_gradient(_embed_and_encode(mdl, part, False))
+      tokens = _embed_and_encode(mdl, part, train)
       return carry, mdl._adapt(tokens, train)  # pylint: disable=protected-access
 
     scanned = nn.scan(nn.remat(body, prevent_cse=False), variable_broadcast='params',
@@ -267,14 +289,49 @@ class ViViTFactorisedEncoder(nn.Module):
         dtype=self.dtype, query_chunk_size=query_chunk_size, name=name)
 
 
-def _embed_and_encode(mdl: ViViTFactorisedEncoder, video, train):
-  """Embedding + spatial encoder over every temporal index of `video`: (B, T', n, D).
+def _embed_and_encode(mdl: ViViTFactorisedEncoder, video, train, below_dial=False):
+  """Embedding + spatial encoder over every temporal index of `video`: (B, T', n, D);
+  `below_dial`: the frozen layers only.
 
   A function of the module rather than a method, so that the chunked path can lift it
   into `nn.scan` with the parameters keeping their top-level (scenic) names.
   """
   x = mdl._embed(video)  # pylint: disable=protected-access
   b, t, n, d = x.shape
-  x = mdl._encoder(mdl.spatial, names.SPATIAL, train)(  # pylint: disable=protected-access
-      x.reshape(b * t, n, d))
+  enc = _spatial_encoder(mdl, train)
+  x = enc.below_dial(x.reshape(b * t, n, d))
+  if not below_dial:
+    x = enc.above_dial(x)
   return x.reshape(b, t, n, d)
+
+
+class _SplitSpatial(NamedTuple):
+  """The spatial encoder cut at the dial: one `layers.Encoder` instance called on each
+  side, so both sides keep scenic's names (`SpatialTransformer/encoderblock_i`)."""
+  encoder: Any
+  dial: int
+  num_layers: int
+  train: bool
+  frozen: bool
+
+  def below_dial(self, x):
+    """Embedded tokens -> the output of layer dial - 1 (of the whole encoder, norm
+    included, when nothing is frozen or every layer is)."""
+    if not self.frozen:
+      return self.encoder(x, deterministic=not self.train)
+    # Frozen: no gradient flows into this side, so autodiff keeps no residuals for the
+    # embedding and the frozen layers and XLA emits no backward pass for them; nor do
+    # they drop out, so their output is a pure function of the view (cacheable).
+    return jax.lax.stop_gradient(self.encoder(x, stop=self.dial, deterministic=True))
+
+  def above_dial(self, x):
+    """The dial's tokens -> the encoder's output: the trainable top layers and norm."""
+    if self.dial == self.num_layers:
+      return x
+    return self.encoder(x, start=self.dial, deterministic=not self.train)
+
+
+def _spatial_encoder(mdl: ViViTFactorisedEncoder, train) -> _SplitSpatial:
+  # pylint: disable=protected-access
+  return _SplitSpatial(mdl._encoder(mdl.spatial, names.SPATIAL, train), mdl.dial,
+                       mdl.spatial.num_layers, train, mdl.freeze_spatial)

@@ -121,7 +121,8 @@ def build(config, model, params, *, num_classes: int, steps_per_epoch: int,
   (e.g. one that starts from cached frozen features) passes its own and keeps the
   frozen split, optimizer and state of every other run.
   """
-  frozen = optimizers.frozen_keys(params, config.model.freeze_spatial)
+  frozen = optimizers.frozen_keys(params, config.model.freeze_spatial,
+                                  config.model.trainable_spatial_layers)
   tx, schedule = optimizers.make_optimizer(config, params, frozen, steps_per_epoch,
                                            total_steps)
   train_step = step_factory(config, model, tx, schedule, frozen=frozen,

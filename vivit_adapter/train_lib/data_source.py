@@ -66,7 +66,8 @@ class CachedSource:
   def check_params(self, params, frozen) -> None:
     """Refuses a cache made from other frozen parameters or settings (one line)."""
     import jax  # pylint: disable=g-import-not-at-top
-    host = jax.device_get({k: params[k] for k in frozen})
+    from vivit_adapter.train_lib import optimizers  # pylint: disable=g-import-not-at-top
+    host = jax.device_get(optimizers.split_params(params, frozen)[1])
     want = manifest_lib.expected(self.config, params_hash=manifest_lib.frozen_params_hash(
         host, list(frozen)), kind=manifest_lib.feature_kind(self.config.model.adapter.type))
     manifest_lib.check(self.dir, self.manifest, want, self.config.model.adapter.type,

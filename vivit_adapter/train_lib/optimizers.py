@@ -25,25 +25,68 @@ SPATIAL_KEYS = names.SPATIAL_GROUP
 TRAINABLE, FROZEN = 'trainable', 'frozen'
 
 
-def frozen_keys(params: Dict, freeze_spatial: bool) -> Tuple[str, ...]:
-  """Top-level parameter names that stay fixed during training."""
+def frozen_keys(params: Dict, freeze_spatial: bool,
+                trainable_spatial_layers: int = 0) -> Tuple[str, ...]:
+  """The parameter subtrees that stay fixed during training, as '/'-joined paths.
+
+  A top-level name ('embedding', 'SpatialTransformer', ...) freezes all of it. With the
+  spatial dial (`trainable_spatial_layers` = k > 0, docs/design.md §2d) the spatial
+  encoder is split: its position embedding and blocks [0, L-k) are frozen
+  ('SpatialTransformer/encoderblock_0', ...), its top k blocks and norm train.
+  """
   if not freeze_spatial:
     return ()
-  return tuple(k for k in params if k in SPATIAL_KEYS)
+  out = []
+  for key in (k for k in params if k in SPATIAL_KEYS):
+    if key != names.SPATIAL or not trainable_spatial_layers:
+      out.append(key)
+      continue
+    dial = len([n for n in params[key] if n.startswith(names.BLOCK_PREFIX)]) - (
+        trainable_spatial_layers)
+    below = (names.POSEMB_MODULE,) + tuple(names.encoder_block(i) for i in range(dial))
+    out += [f'{key}/{n}' for n in params[key] if n in below]
+  return tuple(out)
+
+
+def is_frozen(path: Tuple[str, ...], frozen: Tuple[str, ...]) -> bool:
+  """Whether the parameter at `path` (a tuple of names) lies in a frozen subtree."""
+  return any(tuple(f.split('/')) == path[:f.count('/') + 1] for f in frozen)
+
+
+def _label_tree(params: Dict, frozen: Tuple[str, ...], fn) -> Dict:
+  flat = traverse_util.flatten_dict(params)
+  return traverse_util.unflatten_dict(
+      {path: fn(path, leaf, is_frozen(path, frozen)) for path, leaf in flat.items()})
 
 
 def param_labels(params: Dict, frozen: Tuple[str, ...]) -> Dict:
   """A tree like `params` with TRAINABLE / FROZEN at every leaf."""
-  return {k: jax.tree.map(lambda _, k=k: FROZEN if k in frozen else TRAINABLE, v)
-          for k, v in params.items()}
+  return _label_tree(params, frozen, lambda _, __, f: FROZEN if f else TRAINABLE)
+
+
+def split_params(params: Dict, frozen: Tuple[str, ...]) -> Tuple[Dict, Dict]:
+  """(trainable, fixed): the parameters outside and inside the frozen subtrees, each a
+  tree of the same names as `params` (a split module appears in both)."""
+  flat = traverse_util.flatten_dict(params)
+  parts = ({}, {})
+  for path, leaf in flat.items():
+    parts[is_frozen(path, frozen)][path] = leaf
+  return tuple(traverse_util.unflatten_dict(p) for p in parts)
+
+
+def merge_params(*trees: Dict) -> Dict:
+  """The union of disjoint parameter trees (the inverse of `split_params`)."""
+  flat = {}
+  for tree in trees:
+    flat.update(traverse_util.flatten_dict(tree))
+  return traverse_util.unflatten_dict(flat)
 
 
 def count_params(params: Dict, frozen: Tuple[str, ...]) -> Dict[str, int]:
   """{'trainable': n, 'frozen': m} parameter counts."""
   counts = {TRAINABLE: 0, FROZEN: 0}
-  for k, v in params.items():
-    counts[FROZEN if k in frozen else TRAINABLE] += sum(
-        math.prod(x.shape) for x in jax.tree.leaves(v))
+  for path, leaf in traverse_util.flatten_dict(params).items():
+    counts[FROZEN if is_frozen(path, frozen) else TRAINABLE] += math.prod(leaf.shape)
   return counts
 
 

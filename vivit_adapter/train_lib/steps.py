@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from vivit_adapter.train_lib import losses
+from vivit_adapter.train_lib import optimizers
 
 
 @flax.struct.dataclass
@@ -21,12 +22,6 @@ class TrainState:
   params: Dict[str, Any]
   opt_state: Any
   rng: jnp.ndarray  # base key; the key of step s is fold_in(rng, s)
-
-
-def split_params(params: Dict, frozen: Tuple[str, ...]):
-  trainable = {k: v for k, v in params.items() if k not in frozen}
-  fixed = {k: v for k, v in params.items() if k in frozen}
-  return trainable, fixed
 
 
 def _micro_batches(x, k: int):
@@ -51,7 +46,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: Callable,
     targets = losses.one_hot_targets(labels, num_classes, label_smoothing)
     if mixup_alpha > 0:
       inputs, targets = losses.mixup(mix_rng, inputs, targets, mixup_alpha)
-    logits = model.apply({'params': {**trainable, **fixed}}, inputs, train=True,
+    logits = model.apply({'params': optimizers.merge_params(trainable, fixed)}, inputs,
+                         train=True,
                          rngs={'dropout': drop_rng})
     ones = jnp.ones(labels.shape, jnp.float32)
     loss = losses.weighted_cross_entropy(logits, targets, ones) / labels.shape[0]
@@ -78,14 +74,16 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: Callable,
 
   def train_step(state: TrainState, batch) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
     rng = jax.random.fold_in(state.rng, state.step)
-    trainable, fixed = split_params(state.params, frozen)
+    trainable, fixed = optimizers.split_params(state.params, frozen)
     (loss, correct), grads = gradients(trainable, fixed, batch, rng)
     # The frozen branch of the optimizer is set_to_zero and its updates are never
     # applied, so these zeros are dead code that XLA removes.
-    full_grads = {**grads, **jax.tree.map(jnp.zeros_like, fixed)}
+    full_grads = optimizers.merge_params(grads, jax.tree.map(jnp.zeros_like, fixed))
     updates, opt_state = tx.update(full_grads, state.opt_state, state.params)
-    new_trainable = optax.apply_updates(trainable, {k: updates[k] for k in trainable})
-    new_state = state.replace(step=state.step + 1, params={**fixed, **new_trainable},
+    new_trainable = optax.apply_updates(
+        trainable, optimizers.split_params(updates, frozen)[0])
+    new_state = state.replace(step=state.step + 1,
+                              params=optimizers.merge_params(fixed, new_trainable),
                               opt_state=opt_state)
     metrics = {'loss': loss, 'accuracy': correct / batch['label'].shape[0],
                'grad_norm': optax.tree.norm(grads),
