@@ -449,3 +449,106 @@ def test_trainable_part_of_attention_adapter_refuses_pooled_features():
     model.apply({'params': params}, jnp.zeros((2, 4, 32)), part='trainable')
   with pytest.raises(ValueError, match="part='spatial'"):
     model.apply({'params': params}, video, part='spatial')
+
+
+# --------------------------------------------------- the spatial dial (k) ---
+# config.model.trainable_spatial_layers = k: the embedding and spatial layers [0, L-k)
+# frozen, layers [L-k, L) and the encoder norm trained (docs/design.md §2d).
+
+DIAL = {'freeze_spatial': True, 'adapter.type': 'mlp', 'spatial_transformer.num_layers': 3,
+        'temporal_transformer.num_layers': 1}
+
+
+def is_below_dial(path, k, layers=3):
+  """Frozen at dial k: the embedding, the spatial CLS, posemb and blocks [0, L-k)."""
+  if path[0] in ('embedding', 'cls_SpatialTransformer'):
+    return True
+  if path[0] != 'SpatialTransformer':
+    return False
+  if path[1] == 'posembed_input':
+    return True
+  return path[1].startswith('encoderblock_') and int(path[1].split('_')[1]) < layers - k
+
+
+@pytest.mark.parametrize('k,chunk', [(1, 0), (2, 2), (3, 0)])
+def test_dial_gradient_of_trained_layers_equals_end_to_end(k, chunk):
+  # Same loss, same parameters: the dial's gradient of every trained parameter (the
+  # top k spatial layers and the norm included) is the end-to-end model's, and every
+  # parameter below the dial gets exactly zero (stop_gradient), chunked or not.
+  video = random_video()
+  dial = create_model(tiny_config(trainable_spatial_layers=k, spatial_chunk_size=chunk,
+                                  **DIAL), 5)
+  e2e = create_model(tiny_config(**{**DIAL, 'freeze_spatial': False}), 5)
+  params = perturbed_params(e2e, video)
+  np.testing.assert_allclose(run(dial, params, video), run(e2e, params, video), atol=1e-5)
+  got, want = flat(grad(dial, params, video)), flat(grad(e2e, params, video))
+  assert set(got) == set(want)
+  trained = 0
+  for name, g in got.items():
+    path = tuple(name.split('/'))
+    if is_below_dial(path, k):
+      assert np.all(np.asarray(g) == 0), name
+    else:
+      np.testing.assert_allclose(g, want[name], rtol=1e-4, atol=1e-6, err_msg=name)
+      trained += name.startswith('SpatialTransformer/')
+  # 16 leaves per block (2 norms, q/k/v/out, 2 dense: scale/kernel and bias each) + the
+  # encoder norm's 2.
+  assert trained == 16 * k + 2
+
+
+def test_dial_zero_is_the_frozen_stage2_model_bit_for_bit():
+  # k = 0 (the default) computes exactly what the frozen stage 2 computes, which in the
+  # forward pass is exactly the end-to-end model: the same operations in the same order.
+  video = random_video()
+  stage2 = create_model(tiny_config(trainable_spatial_layers=0, **DIAL), 5)
+  e2e = create_model(tiny_config(**{**DIAL, 'freeze_spatial': False}), 5)
+  params = perturbed_params(e2e, video)
+  np.testing.assert_array_equal(run(stage2, params, video), run(e2e, params, video))
+  assert run(stage2, params, video, part='frozen').shape == (2, 4, 32)  # pooled, as before
+
+
+@pytest.mark.parametrize('k', [1, 3])
+def test_dial_frozen_part_is_every_token_below_the_dial(k):
+  # The cache below the dial: every token after layer L-k (the top layers attend over
+  # all of them), whatever the adapter; the trainable part then runs the top layers.
+  video = random_video()
+  model = create_model(tiny_config(trainable_spatial_layers=k, **DIAL), 5)
+  params = perturbed_params(model, video)
+  tokens = run(model, params, video, part='frozen')
+  assert tokens.shape == (2, 4, 1 + 16, 32)
+  # Independently, in numpy float64: embedding, CLS, posemb and blocks [0, L-k).
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  x = np.asarray(video, np.float64).reshape(2, 4, 2, 4, 4, 4, 4, 3)  # b,t',pt,y,ph,x,pw,c
+  x = np.einsum('btiyjxkc,ijkcd->btyxd', x, p['embedding']['kernel']).reshape(2, 4, 16, 32)
+  x = x + p['embedding']['bias']
+  cls = np.broadcast_to(p['cls_SpatialTransformer'], (2, 4, 1, 32))
+  x = np.concatenate([cls, x], 2) + p['SpatialTransformer']['posembed_input']['pos_embedding']
+  for i in range(3 - k):
+    b = p['SpatialTransformer'][f'encoderblock_{i}']
+    for seq in np.ndindex(2, 4):
+      y = x[seq] + np_attention(np_layernorm(x[seq], b['LayerNorm_0']),
+                                b['MultiHeadDotProductAttention_0'])
+      mlp = b['MlpBlock_0']
+      h = np_gelu(np_layernorm(y, b['LayerNorm_1']) @ mlp['Dense_0']['kernel'] +
+                  mlp['Dense_0']['bias'])
+      x[seq] = y + h @ mlp['Dense_1']['kernel'] + mlp['Dense_1']['bias']
+  np.testing.assert_allclose(tokens, x, atol=1e-4)
+  np.testing.assert_allclose(run(model, params, tokens, part='trainable'),
+                             run(model, params, video), rtol=1e-5, atol=1e-6)
+
+
+def test_dial_settings_fail_with_one_line_naming_the_key():
+  c = configs.base_config()
+  helpers.tiny_model(c.model, **{'spatial_transformer.num_layers': 3})
+  c.model.trainable_spatial_layers = 1
+  with pytest.raises(ValueError, match=r'^config.model.trainable_spatial_layers=1 needs '
+                                       r'config.model.freeze_spatial=True'):
+    configs.validate(c)
+  c.model.freeze_spatial, c.model.trainable_spatial_layers = True, 4
+  with pytest.raises(ValueError, match=r'trainable_spatial_layers=4 must be in \[0, 3\]'):
+    configs.validate(c)
+  c.model.trainable_spatial_layers = -1
+  with pytest.raises(ValueError, match=r'trainable_spatial_layers=-1 must be in'):
+    configs.validate(c)
+  c.model.trainable_spatial_layers = 3
+  configs.validate(c)

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from tests import helpers
@@ -13,7 +14,7 @@ from vivit_adapter.train_lib import assembly, losses, optimizers, steps
 
 
 def setup(freeze=False, optimizer='sgd', accumulation=1, lr=0.1, dtype='float32',
-          pixels=False):
+          pixels=False, **model_overrides):
   """A tiny model's state and jitted step, assembled as the trainer assembles them;
   `pixels`: uint8 video that the model normalises, as the trainer feeds it."""
   c = configs.base_config()
@@ -22,7 +23,7 @@ def setup(freeze=False, optimizer='sgd', accumulation=1, lr=0.1, dtype='float32'
   c.lr_configs.schedule, c.lr_configs.warmup_steps = 'constant', 0
   c.lr_configs.base_learning_rate = lr
   helpers.tiny_model(c.model, freeze_spatial=freeze, dtype=dtype,
-                     **{'adapter.type': 'mlp' if freeze else 'none'})
+                     **{'adapter.type': 'mlp' if freeze else 'none', **model_overrides})
   model = create_model(c.model, 5, c.dataset.normalization if pixels else '')
   video = random_video((4, 8, 16, 16, 3))
   if pixels:
@@ -33,12 +34,12 @@ def setup(freeze=False, optimizer='sgd', accumulation=1, lr=0.1, dtype='float32'
   state = parts.init_state(params, jax.random.PRNGKey(0))
   step = jax.jit(parts.train_step)  # not donated: the tests reuse `state`
   batch = {'inputs': video, 'label': jnp.array([0, 1, 2, 3])}
-  return model, state, step, batch
+  return model, state, step, batch, parts
 
 
 def test_gradient_accumulation_equals_the_full_batch():
-  _, state, full, batch = setup(accumulation=1)
-  _, _, accumulated, _ = setup(accumulation=2)
+  _, state, full, batch, _ = setup(accumulation=1)
+  _, _, accumulated, _, _ = setup(accumulation=2)
   s1, m1 = full(state, batch)
   s2, m2 = accumulated(state, batch)
   np.testing.assert_allclose(m2['loss'], m1['loss'], rtol=1e-5)
@@ -48,7 +49,7 @@ def test_gradient_accumulation_equals_the_full_batch():
 
 
 def test_training_steps_fit_a_fixed_batch_and_leave_frozen_params_alone():
-  _, state, step, batch = setup(freeze=True, optimizer='adamw', lr=3e-3)
+  _, state, step, batch, _ = setup(freeze=True, optimizer='adamw', lr=3e-3)
   start = jax.tree.map(np.asarray, state.params)
   losses_seen = []
   for _ in range(15):
@@ -61,10 +62,76 @@ def test_training_steps_fit_a_fixed_batch_and_leave_frozen_params_alone():
       np.testing.assert_array_equal(a, b)
 
 
+def reference_stage2_step(model, tx, frozen):
+  """The frozen stage-2 step as it was before the dial, written out: top-level names
+  split the parameters, gradients of the trainable ones only (no dropout, no mixup)."""
+
+  def step(params, opt_state, batch):
+    trainable = {k: v for k, v in params.items() if k not in frozen}
+    fixed = {k: v for k, v in params.items() if k in frozen}
+
+    def loss_fn(t):
+      logits = model.apply({'params': {**t, **fixed}}, batch['inputs'], train=True)
+      targets = losses.one_hot_targets(batch['label'], 5)
+      ones = jnp.ones(batch['label'].shape)
+      return losses.weighted_cross_entropy(logits, targets, ones) / batch['label'].shape[0]
+
+    grads = jax.grad(loss_fn)(trainable)
+    full = {**grads, **jax.tree.map(jnp.zeros_like, fixed)}
+    updates, opt_state = tx.update(full, opt_state, params)
+    trained = optax.apply_updates(trainable, {k: updates[k] for k in trainable})
+    return {**fixed, **trained}, opt_state
+
+  return jax.jit(step)
+
+
+def test_dial_zero_trains_bit_for_bit_as_the_frozen_stage2():
+  model, state, step, batch, parts = setup(freeze=True, optimizer='adamw', lr=3e-3,
+                                           trainable_spatial_layers=0)
+  assert sorted(parts.frozen) == ['SpatialTransformer', 'cls_SpatialTransformer', 'embedding']
+  reference = reference_stage2_step(model, parts.tx, parts.frozen)
+  params, opt_state = state.params, state.opt_state
+  for _ in range(3):
+    state, _ = step(state, batch)
+    params, opt_state = reference(params, opt_state, batch)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state.params),
+                          jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def test_dial_trains_the_top_layers_and_leaves_the_frozen_ones_bit_identical():
+  # k = 1 of 2 spatial layers, bfloat16 activations, chunked frozen pass, adamw.
+  _, state, step, batch, parts = setup(
+      freeze=True, optimizer='adamw', lr=3e-3, dtype='bfloat16', pixels=True,
+      trainable_spatial_layers=1, spatial_chunk_size=2)
+  assert sorted(parts.frozen) == ['SpatialTransformer/encoderblock_0',
+                                  'SpatialTransformer/posembed_input',
+                                  'cls_SpatialTransformer', 'embedding']
+  start = jax.tree.map(np.asarray, state.params)
+  for _ in range(3):
+    state, _ = step(state, batch)
+  end = jax.tree.map(np.asarray, state.params)
+  trained, frozen = optimizers.split_params(end, parts.frozen)
+  before, frozen_before = optimizers.split_params(start, parts.frozen)
+  assert jax.tree.structure(frozen) == jax.tree.structure(frozen_before)
+  for a, b in zip(jax.tree.leaves(frozen_before), jax.tree.leaves(frozen)):
+    np.testing.assert_array_equal(a, b)
+  for name in ('encoderblock_1', 'encoder_norm'):
+    moved = [np.abs(a - b).max() for a, b in zip(
+        jax.tree.leaves(before['SpatialTransformer'][name]),
+        jax.tree.leaves(trained['SpatialTransformer'][name]))]
+    assert max(moved) > 0, name
+  # No optimizer state for the frozen part: Adam's two moments cover the trained
+  # parameters only.
+  counts = optimizers.count_params(end, parts.frozen)
+  moments = sum(x.size for x in jax.tree.leaves(state.opt_state) if x.ndim > 0)
+  assert counts['frozen'] > 0 and moments == 2 * counts['trainable']
+
+
 def test_bfloat16_training_keeps_float32_state_and_lowers_the_loss():
   # Activations bfloat16; parameters, optimizer state and loss float32 (the update
   # would lose small steps in bfloat16).
-  _, state, step, batch = setup(optimizer='adamw', lr=3e-3, dtype='bfloat16', pixels=True)
+  _, state, step, batch, _ = setup(optimizer='adamw', lr=3e-3, dtype='bfloat16', pixels=True)
   assert batch['inputs'].dtype == jnp.uint8
   losses_seen = []
   for _ in range(15):
@@ -78,7 +145,7 @@ def test_bfloat16_training_keeps_float32_state_and_lowers_the_loss():
 
 
 def test_eval_step_counts_only_unmasked_examples():
-  model, state, _, batch = setup()
+  model, state, _, batch, _ = setup()
   fn = jax.jit(steps.make_eval_step(model, 5))
   mask = jnp.array([1.0, 1.0, 0.0, 1.0])
   out = fn(state.params, dict(batch, batch_mask=mask))
@@ -93,7 +160,7 @@ def test_eval_step_counts_only_unmasked_examples():
 
 
 def test_test_step_averages_probabilities_over_views():
-  model, state, _, batch = setup()
+  model, state, _, batch, _ = setup()
   views = jnp.stack([batch['inputs'], batch['inputs'][:, ::-1], -batch['inputs']], axis=1)
   fn = jax.jit(steps.make_test_step(model))
   out = fn(state.params, {'inputs': views, 'label': batch['label'],

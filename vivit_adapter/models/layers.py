@@ -96,11 +96,13 @@ class Encoder(nn.Module):
   `stochastic_droplayer_rate` at the last. `remat` recomputes each block's
   activations in the backward pass instead of storing them.
 
-  A call may run a range of blocks, `[start, stop)`: the position embedding comes with
-  block 0 and `encoder_norm` with the last block. The spatial dial (docs/design.md §2d)
-  calls one instance twice, the frozen blocks below the dial and the trainable ones above
-  it, so both halves keep scenic's parameter names; `deterministic` overrides the field
-  for one call (the frozen half never drops out).
+  A call may run a range of blocks, `[start, stop)`: the position embedding comes before
+  block 0 (in the call that starts there) and `encoder_norm` after the last block. The
+  spatial dial (docs/design.md §2d) calls one instance twice, the frozen blocks below
+  the dial and the trainable ones above it, so both halves keep scenic's parameter
+  names; the call above the dial is `above=True` (its start may be 0: nothing below the
+  dial but the position embedding), and `deterministic` overrides the field for one
+  call (the frozen half never drops out).
   """
   num_layers: int
   mlp_dim: int
@@ -115,20 +117,24 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, start: int = 0, stop: Optional[int] = None,
-               deterministic: Optional[bool] = None):
+               above: bool = False, deterministic: Optional[bool] = None):
     stop = self.num_layers if stop is None else stop
     if not 0 <= start <= stop <= self.num_layers:
       raise ValueError(f'Encoder blocks [{start}, {stop}) are not within its '
                        f'{self.num_layers} layers.')
+    if start and not above:
+      raise ValueError(f'Encoder blocks from {start}: only the call above the dial '
+                       '(above=True) starts after the position embedding.')
     det = self.deterministic if deterministic is None else deterministic
-    return _encode(self, x, start, stop, det)
+    return _encode(self, x, start, stop, not above, det)
 
 
-def _encode(mdl: Encoder, x, start: int, stop: int, deterministic: bool):
-  """The body of `Encoder` over blocks [start, stop); called inside its compact scope."""
+def _encode(mdl: Encoder, x, start: int, stop: int, posemb: bool, deterministic: bool):
+  """The body of `Encoder` over blocks [start, stop), after the position embedding if
+  `posemb`; called inside its compact scope."""
   if x.ndim != 3:
     raise ValueError(f'Encoder expects (batch, tokens, width), got shape {x.shape}.')
-  if start == 0:
+  if posemb:
     x = AddPositionEmbs(name=names.POSEMB_MODULE)(x)
     x = nn.Dropout(mdl.dropout_rate)(x, deterministic=deterministic)
   # nn.remat keeps flax's default prevent_cse=True. The blocks are unrolled in a Python

@@ -328,7 +328,7 @@ class _SplitSpatial(NamedTuple):
     """The dial's tokens -> the encoder's output: the trainable top layers and norm."""
     if self.dial == self.num_layers:
       return x
-    return self.encoder(x, start=self.dial, deterministic=not self.train)
+    return self.encoder(x, start=self.dial, above=True, deterministic=not self.train)
 
 
 def _spatial_encoder(mdl: ViViTFactorisedEncoder, train) -> _SplitSpatial:
