@@ -272,3 +272,41 @@ def test_data_benchmark_reads_the_cache_beside_the_videos(world):
   assert re.search(r'train input pipeline: [\d.]+ clips/s', proc.stdout)
   assert re.search(rf'feature cache {re.escape(world["cache"])}: [\d.]+ clips/s '
                    r'\([\d.]+x the videos; 3 batches of 4 stored views\)', proc.stdout)
+
+
+def test_cache_below_the_dial_gives_the_logits_of_stage2_from_video(world, tmp_path):
+  # trainable_spatial_layers = 1 of the tiny model's 1 spatial layer: the cache holds
+  # every token after the position embedding (T' x (1+N) x D, even for the mlp
+  # adapter), and the trainable part runs the spatial layer, norm, adapter, temporal
+  # encoder and head on it: the logits of the same model on the video.
+  dial = ('model.trainable_spatial_layers=1', 'model.adapter.type=mlp')
+  config = stage2_config(world, *dial)
+  extract_features.run(config, str(tmp_path), views=1, dtype='float32',
+                       splits=['train', 'eval'], videos_per_batch=8, command='dial')
+  manifest = feature_cache.read_manifest(str(tmp_path))
+  assert manifest['model']['trainable_spatial_layers'] == 1 and manifest['kind'] == 'tokens'
+  assert manifest['splits']['eval']['view_shape'] == [8, 17, 32]
+  model = models.create_model(config.model, 14, config.dataset.normalization)
+  params = extract_features.start_params(config, model)[0]
+  video = next(data_pipelines.make_eval_iterator(config.dataset, split='eval', batch_size=8))
+  cached = next(feature_cache.make_eval_iterator(str(tmp_path), manifest, 'eval', 8))
+  np.testing.assert_allclose(
+      np.asarray(helpers.run(model, params, cached['inputs'], part=models.TRAINABLE_PART)),
+      np.asarray(helpers.run(model, params, video['inputs'])), rtol=0, atol=1e-5)
+  # The run at the same dial accepts it and trains from it (the split frozen set).
+  summary = trainer.train_and_evaluate(
+      stage2_config(world, *dial, f'feature_cache.dir={tmp_path}', 'num_training_steps=2',
+                    'run_test=False'), str(tmp_path / 'run'))
+  assert summary['step'] == 2
+  assert 'SpatialTransformer/posembed_input' in summary['frozen_modules']
+  # A run at another layer refuses it, in one line naming the layer.
+  for k, adapter in ((0, 'attention'), (0, 'mlp')):
+    other = stage2_config(world, f'model.trainable_spatial_layers={k}',
+                          f'model.adapter.type={adapter}', f'feature_cache.dir={tmp_path}')
+    frozen = ('embedding', 'cls_SpatialTransformer', 'SpatialTransformer')
+    with pytest.raises(feature_cache.CacheError,
+                       match=r'^Feature cache .* does not match this run \([^\n]*'
+                             r'model.trainable_spatial_layers: cache 1, this run 0[^\n]*'
+                             r'Make one for this run: python -m vivit_adapter.extract_features'
+                             r'[^\n]*$'):
+      data_source.CachedSource(other).check_params(params, frozen)

@@ -12,8 +12,9 @@ The stage-2 config decides everything that shapes the features: the model, the i
 checkpoint (the stage-1 run) and the dataset's clip and augmentation settings. The
 training split is stored as --views augmented views per video (a different random view
 per view index), eval and test with their deterministic views. What is stored is what
-the configured adapter reads: every token for 'attention', the pooled vector otherwise
-(docs/design.md §2b). A rerun of the same command skips the finished shards.
+the model's trainable part reads: every token for 'attention', the pooled vector otherwise
+(docs/design.md §2b); with config.model.trainable_spatial_layers = k > 0, every token
+after spatial layer L-k, whatever the adapter (§2d). A rerun of the same command skips the finished shards.
 Several processes (--coordinator_address, --num_processes, --process_id, or a Cloud TPU
 slice) each extract their own shards.
 """

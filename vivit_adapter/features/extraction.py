@@ -1,4 +1,5 @@
-"""Extraction: the frozen tubelet embedding + spatial encoder run once per clip and view.
+"""Extraction: the frozen tubelet embedding + spatial encoder run once per clip and view
+(with the spatial dial, the frozen layers below it: docs/design.md §2d).
 
 For each split, every source shard becomes one cache shard (`data_pipelines.feature_cache`
 names and formats them). Each process extracts the source shards it would read in
@@ -233,7 +234,8 @@ def build_manifest(config, info, params, frozen, *, views: int, dtype: str,
   """What the stage-2 check needs (manifest.expected) plus what a reader needs."""
   want = manifest_lib.expected(
       config, params_hash=manifest_lib.frozen_params_hash(params, list(frozen)),
-      kind=manifest_lib.feature_kind(config.model.adapter.type))
+      kind=manifest_lib.feature_kind(config.model.adapter.type,
+                                     config.model.trainable_spatial_layers))
   return dict(
       want, views=views, dtype=dtype, seed=config.rng_seed,
       num_classes=info.num_classes, label_names=info.label_names,
@@ -248,7 +250,7 @@ def build_manifest(config, info, params, frozen, *, views: int, dtype: str,
 def check_existing(cache_dir: str, manifest: Dict) -> None:
   """A cache directory holds one cache: refuses to mix in views of another run."""
   try:
-    have = feature_cache.read_manifest(cache_dir)
+    have = manifest_lib.with_implicit_keys(feature_cache.read_manifest(cache_dir))
   except feature_cache.CacheError:
     return
   want = {k: v for k, v in manifest.items() if k not in ('command', 'splits')}

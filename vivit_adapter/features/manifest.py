@@ -16,10 +16,14 @@ import numpy as np
 from data_pipelines import feature_cache
 from vivit_adapter.models import adapter as adapter_lib
 
-# config.model keys whose values change the frozen output.
+# config.model keys whose values change the frozen output. trainable_spatial_layers (the
+# dial, docs/design.md §2d) is the layer the cache was taken at: after layer L-k.
 MODEL_KEYS = ('hidden_size', 'patches.size', 'spatial_transformer.num_layers',
               'spatial_transformer.num_heads', 'spatial_transformer.mlp_dim', 'classifier',
-              'dtype')
+              'dtype', 'trainable_spatial_layers')
+# Values a manifest written before a key existed holds implicitly: every cache made
+# before the dial was taken at the top of the spatial encoder.
+_ABSENT_MEANS = {'trainable_spatial_layers': 0}
 # config.dataset keys that decide the pixels of a view (train augmentation included).
 DATASET_KEYS = ('name', 'base_dir', 'tfds_name', 'tfds_data_dir', 'train_table',
                 'eval_table', 'test_table', 'tfds_train_split', 'tfds_eval_split',
@@ -30,9 +34,12 @@ DATASET_KEYS = ('name', 'base_dir', 'tfds_name', 'tfds_data_dir', 'train_table',
 TOKENS, POOLED = 'tokens', 'pooled'
 
 
-def feature_kind(adapter_type: str) -> str:
-  """What the model's frozen part returns for this adapter (models/adapter.py)."""
-  return TOKENS if adapter_lib.reads_tokens(adapter_type) else POOLED
+def feature_kind(adapter_type: str, trainable_spatial_layers: int = 0) -> str:
+  """What the model's frozen part returns for this adapter (models/adapter.py); below
+  the dial, every token, which the trainable spatial layers attend over."""
+  if trainable_spatial_layers or adapter_lib.reads_tokens(adapter_type):
+    return TOKENS
+  return POOLED
 
 
 def _get(config, dotted: str):
@@ -76,6 +83,11 @@ def expected(config, *, params_hash: str, kind: str) -> Dict:
   }
 
 
+def with_implicit_keys(manifest: Dict) -> Dict:
+  """`manifest` with the model keys an older manifest holds implicitly, made explicit."""
+  return dict(manifest, model={**_ABSENT_MEANS, **manifest.get('model', {})})
+
+
 def compatible_kind(cache_kind: str, adapter_type: str) -> bool:
   """Pooled vectors can feed 'mlp'/'none'; the attention adapter needs every token."""
   return cache_kind == TOKENS or feature_kind(adapter_type) == POOLED
@@ -108,7 +120,8 @@ def check(cache_dir: str, manifest: Dict, want: Dict, adapter_type: str,
 
   `rebuild` is the command that makes a cache for this run, quoted in the error.
   """
-  problems = differences({k: v for k, v in want.items() if k != 'kind'}, manifest)
+  problems = differences({k: v for k, v in want.items() if k != 'kind'},
+                         with_implicit_keys(manifest))
   if not compatible_kind(manifest.get('kind'), adapter_type):
     problems.append(f"kind: cache {manifest.get('kind')!r} (pooled vectors), this run's "
                     f"adapter {adapter_type!r} needs {TOKENS!r}")

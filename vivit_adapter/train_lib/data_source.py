@@ -68,8 +68,10 @@ class CachedSource:
     import jax  # pylint: disable=g-import-not-at-top
     from vivit_adapter.train_lib import optimizers  # pylint: disable=g-import-not-at-top
     host = jax.device_get(optimizers.split_params(params, frozen)[1])
+    model = self.config.model
     want = manifest_lib.expected(self.config, params_hash=manifest_lib.frozen_params_hash(
-        host, list(frozen)), kind=manifest_lib.feature_kind(self.config.model.adapter.type))
+        host, list(frozen)), kind=manifest_lib.feature_kind(
+            model.adapter.type, model.trainable_spatial_layers))
     manifest_lib.check(self.dir, self.manifest, want, self.config.model.adapter.type,
                        rebuild=manifest_lib.rebuild_command(self.config))
     logging.info('Feature cache %s matches this run (frozen parameters sha256 %s...).',
