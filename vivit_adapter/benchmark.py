@@ -9,7 +9,10 @@ Modes (docs/design.md §1-§2): `baseline` trains the factorised encoder end to 
 `baseline+remat` adds per-block rematerialisation; `stage2` freezes the tubelet
 embedding and spatial encoder and trains the attention adapter + temporal encoder +
 head; `stage2+chunked` also runs the frozen spatial pass `--chunk_size` temporal
-indices at a time.
+indices at a time; `stage2+cached` trains from cached frozen features (and, timed, prices
+the extraction per clip-view). `--trainable_spatial_layers=0,1,2` measures every stage2
+mode at each point of the spatial dial (k top spatial layers trained; a cached step reads
+the tokens below them), beside the baseline in the same run.
 
 For every variant x mode x frame count the step is lowered and compiled with an
 abstract state (nothing is allocated), and its `memory_analysis()` is reported per
@@ -71,9 +74,11 @@ def parse_overrides(values: List[str]) -> Tuple[Tuple[str, object], ...]:
 
 def make_cases(variants: List[str], modes: List[str], frames: List[int], batch: int,
                resolution: int, num_classes: int, chunk_size: int,
-               overrides=(), adapters: Sequence[str] = ()) -> List[step_cases.Case]:
+               overrides=(), adapters: Sequence[str] = (),
+               dials: Sequence[int] = ()) -> List[step_cases.Case]:
   """Every variant x mode x frame count, checked before anything compiles; with
-  `adapters`, every stage-2 mode once per adapter type (after the overrides, so it wins)."""
+  `adapters`, every stage-2 mode once per adapter type (after the overrides, so it wins),
+  and with `dials`, once per number of trainable spatial layers (the dial, k)."""
   if not variants or not modes:
     raise ValueError('--variants and --modes must each name at least one value.')
   unknown = [a for a in adapters if a not in step_cases.ADAPTER_TYPES]
@@ -82,15 +87,18 @@ def make_cases(variants: List[str], modes: List[str], frames: List[int], batch: 
                      f'{list(step_cases.ADAPTER_TYPES)}.')
 
   def per_adapter(mode):
-    if not adapters or not mode.startswith('stage2'):
+    if not mode.startswith('stage2'):
       return [overrides]
-    return [(*overrides, ('adapter.type', a)) for a in adapters]
+    kinds = [(('adapter.type', a),) for a in adapters] or [()]
+    ks = [(('trainable_spatial_layers', k),) for k in dials] or [()]
+    return [(*overrides, *a, *k) for a in kinds for k in ks]
   cases = [step_cases.Case(v, m, f, batch, resolution, num_classes, chunk_size, o)
            for v in variants for m in modes for o in per_adapter(m) for f in frames]
   for case in cases:
     step_cases.check_case(case)
-  if overrides:
-    step_cases.case_config(cases[0])  # names an undeclared override key now
+  if overrides or dials:  # names an undeclared key or an impossible dial now
+    for case in {c.model_overrides: c for c in cases}.values():
+      step_cases.case_config(case)
   return cases
 
 
@@ -116,6 +124,7 @@ def run_case(case: step_cases.Case, time_steps: int, warmup: int,
   row = {'variant': case.variant, 'mode': case.mode, 'frames': case.frames,
          'batch': case.batch, 'resolution': case.resolution, 'chunk_size': case.chunk_size,
          'adapter': built.config.model.adapter.type,
+         'trainable_spatial_layers': built.config.model.trainable_spatial_layers,
          'model_overrides': dict(case.model_overrides), **figures, 'timing': None}
   if time_steps:
     needed = row['memory']['total'] / step_report.GIB
@@ -194,6 +203,10 @@ def define_flags() -> None:
       'adapters', [], 'Adapter types each stage2 mode is measured with, one case each '
       '(attention, mlp, none); default: the mode\'s own (attention) or adapter.type in '
       '--model_overrides.')
+  flags.DEFINE_list(
+      'trainable_spatial_layers', [], 'The spatial dial: each stage2 mode is measured '
+      'once per k in this list (e.g. 0,1,2), the top k spatial layers trained, a cached '
+      'step reading the tokens below them (docs/design.md §2d).')
   flags.DEFINE_string('out', None, 'Output path prefix: OUT.json, OUT.md, OUT_*.png.')
 
 
@@ -209,7 +222,7 @@ def main(argv):
                        parse_frames(FLAGS.frames),
                        FLAGS.batch, FLAGS.resolution, FLAGS.num_classes,
                        FLAGS.chunk_size, parse_overrides(FLAGS.model_overrides),
-                       FLAGS.adapters)
+                       FLAGS.adapters, [int(k) for k in FLAGS.trainable_spatial_layers])
     if FLAGS.time and (FLAGS.steps <= 0 or FLAGS.warmup < 0):
       raise ValueError(f'--steps={FLAGS.steps} must be positive and --warmup='
                        f'{FLAGS.warmup} >= 0.')

@@ -45,10 +45,19 @@ def case_adapter(row: Dict) -> str:
           or _own_adapter(row['mode']))
 
 
+def case_dial(row: Dict) -> int:
+  """A row's trainable spatial layers (the dial, docs/design.md §2d); 0 in older files."""
+  return int(row.get('trainable_spatial_layers') or
+             row.get('model_overrides', {}).get('trainable_spatial_layers') or 0)
+
+
 def mode_label(row: Dict) -> str:
-  """The mode, and the adapter type where it is not the mode's own (stage 2: attention)."""
-  adapter = case_adapter(row)
-  return row['mode'] if adapter == _own_adapter(row['mode']) else f"{row['mode']} ({adapter})"
+  """The mode, with the adapter type where it is not the mode's own (stage 2: attention)
+  and the dial where it is not 0 ('k=1')."""
+  adapter, dial = case_adapter(row), case_dial(row)
+  extra = [adapter] if adapter != _own_adapter(row['mode']) else []
+  extra += [f'k={dial}'] if dial else []
+  return f"{row['mode']} ({', '.join(extra)})" if extra else row['mode']
 
 
 def _gib(nbytes: int) -> str:

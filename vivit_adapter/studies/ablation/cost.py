@@ -16,6 +16,13 @@ from vivit_adapter.studies.ablation.plan import Plan, Run, Schedule
 # 4-6), measured in one run of the benchmark CLI (docs/results/mini32_time.md): the
 # baseline at 32 frames, stage 1 at 8, stage 2 from the feature cache.
 STEP_SECONDS = {'baseline': 0.74, 'stage1': 0.116, 'stage2': 0.156}
+# Stage 2 at the spatial dial (plan.DIAL_LAYERS), from a cache below the top k of the 4
+# spatial layers: an estimate until a benchmark run prices it (`python -m
+# vivit_adapter.benchmark ... --modes=baseline,stage2+cached --trainable_spatial_layers=
+# 0,1,2`, then --step_seconds): the cached step plus k/4 of the spatial forward and
+# backward, taken as all of the baseline's step but the cached step's temporal part.
+STEP_SECONDS.update({f'stage2_dial{k}': round(0.156 + k / 4 * (0.74 - 0.156), 3)
+                     for k in ablation_plan.DIAL_LAYERS})
 
 
 def parse_step_seconds(text: str) -> Dict[str, float]:
@@ -34,7 +41,7 @@ def step_seconds(run: Run, plan: Plan, per_step: Dict[str, float]) -> float:
   """A run's seconds per step. Every frozen run (rows I/III too) trains from a cache;
   an end-to-end run's step scales with its frames, as its spatial encoder dominates."""
   if run.frozen:
-    return per_step['stage2']
+    return per_step[f'stage2_dial{run.dial}' if run.dial else 'stage2']
   if run.kind == 'stage1':
     return per_step['stage1'] * run.frames / plan.stage1_frames
   return per_step['baseline'] * run.frames / plan.stage2_frames

@@ -56,7 +56,6 @@ WARMUP_STEPS = {'baseline': (50,), 'stage1': (50,), 'stage2': (50,)}
 # final model needs, and growing it would only lengthen the two-stage recipe.
 EDGE_FACTORS = {'lr': 3.0, 'steps': 2.0}
 MAX_EXTENSIONS = 2
-EXTENDED_ROUTES = ('baseline', 'stage2')
 SWEEP_SEED = 0  # the sweep's runs are the chosen schedules' seed-0 runs
 # Steps between evaluations: the points of the time-to-accuracy curves.
 EVAL_EVERY = 50
@@ -88,10 +87,19 @@ MLP_STAGE1_FACTORS = (4, 6)
 # steps, so that its spatial encoder trains longer for the price of a 3x 8-frame stage 1,
 # then stage 2 with the mlp adapter.
 FEW_FRAMES_STAGE1 = (4, 6)  # (frames, steps factor)
+# The spatial dial (docs/design.md §2d): rows with the top k of the miniature's 4 spatial
+# layers trained in stage 2, from a cache taken below them. With the recipe the last
+# study chose (V_stage1_x4_mlp: stage 1 DIAL_STAGE1_FACTOR x longer, the mlp adapter),
+# and without stage 1 (row I's image checkpoint as the encoder, temporal random). Each
+# k is its own route: stage 2's grid, swept on validation from that stage 1's k-cache
+# (and grown past an edge, as stage 2's), and the dial without stage 1 trains with it.
+DIAL_LAYERS = (1, 2)
+DIAL_STAGE1_FACTOR = MLP_STAGE1_FACTORS[0]
+DIAL_ADAPTER = 'mlp'
 # The order the rows train in, phase by phase, each on every seed: the rows the targets
-# read (baseline, I, III, V), then the sub-tables, then what limits V, then the adapter
-# study.
-PHASES = (('main',), ('init_frames', 'adapter'), ('limits',), ('adapter_study',))
+# read (baseline, I, III, V), then the sub-tables, then what limits V, then the dial,
+# then the adapter study.
+PHASES = (('main',), ('init_frames', 'adapter'), ('limits',), ('dial',), ('adapter_study',))
 
 # --quick: every row kind, the sweep and the caches, at no cost.
 QUICK = dict(stage2_frames=8, stage1_frames=4, init_frames=(2, 4),
@@ -103,7 +111,14 @@ QUICK = dict(stage2_frames=8, stage1_frames=4, init_frames=(2, 4),
 QUICK_DATA = dict(resolution=16, num_frames=16, train_per_class=3, val_per_class=1,
                   test_per_class=1, num_shards=1)
 
-ROUTES = ('baseline', 'stage1', 'stage2')
+def dial_route(k: int) -> str:
+  """The sweep route of stage 2 at dial k."""
+  return f'dial{k}'
+
+
+DIAL_ROUTES = tuple(dial_route(k) for k in DIAL_LAYERS)
+ROUTES = ('baseline', 'stage1', 'stage2', *DIAL_ROUTES)
+EXTENDED_ROUTES = ('baseline', 'stage2', *DIAL_ROUTES)
 # Run kind -> the experiment (experiments/<name>.py) its config starts from.
 EXPERIMENTS = {'baseline': 'synthetic_baseline', 'stage1': 'synthetic_stage1',
                'stage2': 'synthetic_stage2', 'frozen_image': 'synthetic_stage2'}
@@ -141,6 +156,7 @@ class Run:
   adapter: str = 'none'
   adapter_width: int = 0  # 0: the recipe's
   init: Optional['Run'] = None  # stage2: the stage-1 run it starts from
+  dial: int = 0  # frozen runs: config.model.trainable_spatial_layers
 
   @property
   def frozen(self) -> bool:
@@ -151,7 +167,8 @@ class Run:
     """The feature cache a frozen run trains from ('' for an end-to-end run)."""
     if not self.frozen:
       return ''
-    return IMAGE_CACHE if self.kind == 'frozen_image' else self.init.key
+    name = IMAGE_CACHE if self.kind == 'frozen_image' else self.init.key
+    return f'{name}_dial{self.dial}' if self.dial else name  # taken below the dial
 
   @property
   def key(self) -> str:
@@ -199,7 +216,8 @@ def make_plan(quick: bool, adapter_width: int) -> Plan:
       learning_rates=LEARNING_RATES, steps=STEPS, warmup_steps=WARMUP_STEPS,
       adapter_widths=ADAPTER_WIDTHS, eval_every=EVAL_EVERY)
   grids = {r: _grid(s['learning_rates'][r], s['steps'][r], s['warmup_steps'][r])
-           for r in ROUTES}
+           for r in ROUTES if r not in DIAL_ROUTES}
+  grids.update({r: grids['stage2'] for r in DIAL_ROUTES})  # stage 2's equal budget
   if len(grids['baseline']) != len(grids['stage2']):
     raise ValueError(f'Unequal tuning budget: the baseline grid has {len(grids["baseline"])} '
                      f'configurations, stage 2\'s {len(grids["stage2"])}; give both as many '
@@ -224,8 +242,19 @@ def sweep_runs(plan: Plan, route: str, choice: Dict[str, Schedule],
     return [Run('baseline', f2, s) for s in schedules]
   if route == 'stage1':
     return [Run('stage1', f1, s) for s in schedules]
+  if route in DIAL_ROUTES:
+    stage1, k = dial_stage1(plan, choice), DIAL_LAYERS[DIAL_ROUTES.index(route)]
+    return [Run('stage2', f2, s, DIAL_ADAPTER, init=stage1, dial=k) for s in schedules]
   stage1 = Run('stage1', f1, choice['stage1'])
   return [Run('stage2', f2, s, 'attention', init=stage1) for s in schedules]
+
+
+def dial_stage1(plan: Plan, choice: Dict[str, Schedule]) -> Run:
+  """The stage 1 the dial's rows start from: the chosen one, DIAL_STAGE1_FACTOR x longer
+  (the same run as row V_stage1_x<F>_mlp's)."""
+  s1 = choice['stage1']
+  return Run('stage1', plan.stage1_frames,
+             dataclasses.replace(s1, steps=s1.steps * DIAL_STAGE1_FACTOR))
 
 
 def choose(candidates: Sequence[Tuple[Schedule, float]]) -> Schedule:
@@ -279,7 +308,10 @@ _KIND_ROUTES = {'baseline': ('baseline',), 'stage1': ('stage1',),
 
 
 def _run_routes(run: Optional[Run]) -> set:
-  return set() if run is None else {*_KIND_ROUTES[run.kind], *_run_routes(run.init)}
+  if run is None:
+    return set()
+  dial = {dial_route(run.dial)} if run.dial else set()
+  return {*_KIND_ROUTES[run.kind], *dial, *_run_routes(run.init)}
 
 
 def _any_choice(plan: Plan) -> Dict[str, Schedule]:
@@ -364,7 +396,28 @@ def _two_stage_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
   rows += [Row(f'adapter_{a}', 'adapter', f'V with the {a!r} adapter in stage 2',
                two_stage(f1, a)) for a in ADAPTERS]
   rows += _limit_rows(plan, choice)
+  rows += _dial_rows(plan, choice)
   return rows + _adapter_study_rows(plan, choice, image, two_stage)
+
+
+def _dial_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
+  """The spatial dial at each k whose route was chosen: with the recipe's stage 1, and
+  without stage 1 (the image checkpoint's encoder, as row I)."""
+  rows, f2, stage1 = [], plan.stage2_frames, dial_stage1(plan, choice)
+  for k in DIAL_LAYERS:
+    schedule = choice.get(dial_route(k))
+    if schedule is None:
+      continue
+    rows.append(Row(f'V_stage1_x{DIAL_STAGE1_FACTOR}_mlp_dial{k}', 'dial',
+                    f'V_stage1_x{DIAL_STAGE1_FACTOR}_mlp with the top {k} spatial layers '
+                    'trained in stage 2 (from a cache taken below them)',
+                    (stage1, Run('stage2', f2, schedule, DIAL_ADAPTER, init=stage1,
+                                 dial=k))))
+    rows.append(Row(f'I_mlp_dial{k}', 'dial', f'no stage 1: the image checkpoint\'s '
+                    f'spatial encoder with its top {k} layers trained at {f2} frames, the '
+                    'mlp adapter, temporal random',
+                    (Run('frozen_image', f2, schedule, DIAL_ADAPTER, dial=k),)))
+  return rows
 
 
 def _adapter_study_rows(plan, choice, image, two_stage) -> List[Row]:
@@ -458,6 +511,7 @@ def run_config(run: Run, plan: Plan, *, seed: int, study: Study) -> ml_collectio
     config.init_from.checkpoint_format = 'vit_npz'
   if run.adapter_width:
     config.model.adapter.hidden_size = run.adapter_width
+  config.model.trainable_spatial_layers = run.dial
   if run.cache:
     config.feature_cache.dir = study.cache_dir(seed, run.cache)
   config.experiment_name = f'ablation_{run.key}_seed{seed}'

@@ -24,6 +24,7 @@ TABLES = (('main', 'Main rows (the paper\'s I / III / V against the baseline)'),
           ('init_frames', 'Stage-1 frame count (init-frames ablation)'),
           ('adapter', 'Stage-2 adapter type'),
           ('limits', 'What limits V: the frozen spatial features'),
+          ('dial', 'The spatial dial: the top k spatial layers trained in stage 2'),
           ('adapter_study', 'The adapter: width, learning rate, what it reads'))
 STATS = ('test_top1', 'test_top5', 'eval_top1', 'wall_time_s', 'cpu_time_s')
 # Recipe variants checked against the same accuracy and time targets as V, beside it.
@@ -31,8 +32,13 @@ TARGET_VARIANTS = ('V_long_stage1', 'V_long_stage1_mlp', 'V_stage1_4f_long_mlp',
                    *(f'V_stage1_x{f}_mlp' for f in ablation_plan.MLP_STAGE1_FACTORS))
 # Timed against the baseline: the two-stage rows, and I/III (the image checkpoint's
 # frozen features from a cache, the checkpoint shared with the baseline and not counted).
+# The dial's rows (plan.DIAL_LAYERS): with the recipe's stage 1 (a target variant too)
+# and without stage 1.
+DIAL_ROWS = tuple(f'V_stage1_x{ablation_plan.DIAL_STAGE1_FACTOR}_mlp_dial{k}'
+                  for k in ablation_plan.DIAL_LAYERS)
+TARGET_VARIANTS += DIAL_ROWS
 TIME_ROWS = ('V', 'I', 'III', 'adapter_mlp', 'adapter_none', 'stage1_4f', 'stage1_2f',
-             *TARGET_VARIANTS)
+             *TARGET_VARIANTS, *(f'I_mlp_dial{k}' for k in ablation_plan.DIAL_LAYERS))
 TIME_TARGET = 0.45  # the whole recipe's share of the baseline's time to accuracy
 ACCURACY_MARGIN = 0.5  # V may trail the baseline by this many top-1 points
 
@@ -54,6 +60,7 @@ def run_record(run: Run, summary: Dict) -> Dict:
       'kind': run.kind, 'num_frames': cfg['dataset']['num_frames'],
       'adapter': cfg['model']['adapter']['type'],
       'adapter_width': cfg['model']['adapter']['hidden_size'],
+      'trainable_spatial_layers': cfg['model'].get('trainable_spatial_layers', 0),
       'freeze_spatial': cfg['model']['freeze_spatial'], 'steps': summary['step'],
       'schedule': dataclasses.asdict(run.schedule),
       'feature_cache': cfg['feature_cache']['dir'],

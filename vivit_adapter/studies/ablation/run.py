@@ -163,8 +163,8 @@ def run_sweep(runner: Runner, routes: Sequence[str]):
   tried: Dict[str, List[Tuple[Run, Optional[Dict]]]] = {}
   choice: Dict[str, Schedule] = {}
   for route in routes:
-    if route == 'stage2' and 'stage1' not in choice:
-      break  # stage 2's grid trains from the chosen stage 1
+    if route not in ('baseline', 'stage1') and 'stage1' not in choice:
+      break  # stage 2's grids (the dial's too) train from the chosen stage 1
     tried[route], chosen = sweep_route(runner, route, choice)
     if chosen is not None:
       choice[route] = chosen
