@@ -26,9 +26,11 @@ from tests import helpers
 SPATIAL = {'embedding', 'cls_SpatialTransformer', 'SpatialTransformer'}
 FULL_PLAN = ablation_plan.make_plan(quick=False, adapter_width=32)
 CHOICE = {'baseline': Schedule(3e-3, 1200, 50), 'stage1': Schedule(1e-3, 600, 50),
-          'stage2': Schedule(3e-3, 1200, 50)}
+          'stage2': Schedule(3e-3, 1200, 50), 'dial1': Schedule(1e-3, 1200, 50),
+          'dial2': Schedule(1e-3, 600, 50)}
 STUDY = ablation_plan.Study('w', 'd', (), 'i.npz')
 QUICK_ROWS = 'baseline,I,V,adapter_none,III_w4'
+BASE_ROUTES = ('baseline', 'stage1', 'stage2')  # the sweep before the dial's routes
 
 
 # ----------------------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def test_rows_use_the_intended_runs():
       'baseline', 'I', 'III', 'V', 'stage1_2f', 'stage1_4f', 'stage1_8f',
       'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_long_stage1_mlp',
       'V_stage1_4f_long_mlp', 'V_stage1_x4_mlp', 'V_stage1_x6_mlp', 'V_from_baseline',
-      'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
+      'V_stage1_x4_mlp_dial1', 'I_mlp_dial1', 'V_stage1_x4_mlp_dial2', 'I_mlp_dial2', 'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
       'V_w64']
   s1 = Run('stage1', 8, CHOICE['stage1'])
   assert rows['V'].runs == (s1, Run('stage2', 32, CHOICE['stage2'], 'attention', 0, s1))
@@ -115,13 +117,72 @@ def test_rows_use_the_intended_runs():
   assert rows['V_from_baseline'].caches == ('baseline_32f_lr0.003_s1200_w50',)
   assert ablation_plan.routes_for(FULL_PLAN, ['V_from_baseline']) == ('baseline', 'stage1',
                                                                      'stage2')
-  assert ablation_plan.routes_for(FULL_PLAN, ['baseline', 'I']) == ablation_plan.ROUTES
+  assert ablation_plan.routes_for(FULL_PLAN, ['baseline', 'I']) == ('baseline', 'stage1',
+                                                                     'stage2')
   assert 'V_from_baseline' not in [r.name for r in ablation_plan.make_rows(
       FULL_PLAN, {'stage1': CHOICE['stage1'], 'stage2': CHOICE['stage2']})]
   # Without a stage-2 choice (an unfinished sweep) only the baseline's rows exist.
   assert [r.name for r in ablation_plan.make_rows(FULL_PLAN, {'baseline': CHOICE['baseline'],
                                                               'stage1': CHOICE['stage1']})
           ] == ['baseline']
+
+
+def test_dial_rows_train_the_top_layers_from_a_cache_below_them():
+  # k = 1 and 2 of the miniature's 4 spatial layers: the recipe the last study chose
+  # (stage 1 4x the chosen steps, the mlp adapter) and the dial without stage 1 (row I's
+  # image encoder), each k at its own route's choice, swept like stage 2.
+  rows = {r.name: r for r in ablation_plan.make_rows(FULL_PLAN, CHOICE)}
+  x4 = Run('stage1', 8, Schedule(1e-3, 2400, 50))
+  assert rows['V_stage1_x4_mlp'].runs[0] == x4
+  for k in (1, 2):
+    stage2 = Run('stage2', 32, CHOICE[f'dial{k}'], 'mlp', 0, x4, dial=k)
+    assert rows[f'V_stage1_x4_mlp_dial{k}'].runs == (x4, stage2)
+    assert rows[f'V_stage1_x4_mlp_dial{k}'].caches == (f'{x4.key}_dial{k}',)
+    assert stage2.key == f'{x4.key}_dial{k}__stage2_mlp_{CHOICE[f"dial{k}"].tag}'
+    image = rows[f'I_mlp_dial{k}'].runs
+    assert image == (Run('frozen_image', 32, CHOICE[f'dial{k}'], 'mlp', dial=k),)
+    assert image[0].key == f'image_dial{k}__stage2_mlp_{CHOICE[f"dial{k}"].tag}'
+    assert rows[f'I_mlp_dial{k}'].table == 'dial'
+    assert ablation_plan.routes_for(FULL_PLAN, [f'I_mlp_dial{k}']) == (
+        'stage1', 'stage2', f'dial{k}')
+    # The sweep of route dial<k>: stage 2's grid (equal budget), from the 4x stage 1.
+    runs = ablation_plan.sweep_runs(FULL_PLAN, f'dial{k}', CHOICE)
+    assert FULL_PLAN.grids[f'dial{k}'] == FULL_PLAN.grids['stage2']
+    assert [r.schedule for r in runs] == list(FULL_PLAN.grids['stage2'])
+    assert {(r.init, r.adapter, r.dial) for r in runs} == {(x4, 'mlp', k)}
+    assert f'dial{k}' in ablation_plan.EXTENDED_ROUTES
+  # A dial route not chosen yet: none of its rows.
+  partial = {r: s for r, s in CHOICE.items() if r != 'dial2'}
+  names = [r.name for r in ablation_plan.make_rows(FULL_PLAN, partial)]
+  assert 'I_mlp_dial1' in names and not [n for n in names if n.endswith('dial2')]
+  # The dial's rows are timed against the baseline; the recipe's are target variants.
+  assert 'V_stage1_x4_mlp_dial2' in ablation_report.TARGET_VARIANTS
+  assert 'I_mlp_dial1' in ablation_report.TIME_ROWS
+
+
+def test_dial_run_configs_set_the_dial_and_its_cache():
+  rows = {r.name: r for r in ablation_plan.make_rows(FULL_PLAN, CHOICE)}
+  stage2 = rows['V_stage1_x4_mlp_dial2'].runs[1]
+  config = ablation_plan.run_config(stage2, FULL_PLAN, seed=1, study=STUDY)
+  assert config.model.trainable_spatial_layers == 2 and config.model.freeze_spatial
+  assert config.model.spatial_transformer.num_layers == 4
+  assert config.feature_cache.dir == STUDY.cache_dir(1, f'{stage2.init.key}_dial2')
+  assert config.init_from.checkpoint_path == STUDY.run_dir(1, stage2.init.key)
+  assert config.num_training_steps == CHOICE['dial2'].steps
+  cache = ablation_plan.cache_config(stage2, FULL_PLAN, seed=1, study=STUDY)
+  assert cache.model.trainable_spatial_layers == 2  # the cache is taken below the dial
+  image = ablation_plan.run_config(rows['I_mlp_dial1'].runs[0], FULL_PLAN, seed=0,
+                                   study=STUDY)
+  assert (image.model.trainable_spatial_layers, image.model.adapter.type) == (1, 'mlp')
+  assert image.init_from.checkpoint_path == 'i.npz'
+  assert image.feature_cache.dir == STUDY.cache_dir(0, 'image_dial1')
+  assert image.dataset.num_frames == 32
+  # The price of a dial step, from the benchmark when given, else the estimate.
+  from vivit_adapter.studies.ablation import cost  # pylint: disable=g-import-not-at-top
+  per_step = cost.parse_step_seconds('stage2_dial2=0.5')
+  assert cost.step_seconds(stage2, FULL_PLAN, per_step) == 0.5
+  assert cost.step_seconds(rows['I_mlp_dial1'].runs[0], FULL_PLAN, per_step) == (
+      cost.STEP_SECONDS['stage2_dial1'])
 
 
 def test_sweep_runs_train_stage2_from_the_chosen_stage1():
@@ -566,7 +627,7 @@ class FakeRunner:
 
 def test_the_sweep_chooses_on_validation_and_stage2_trains_from_the_chosen_stage1():
   runner = FakeRunner(FULL_PLAN)
-  tried, choice = ablation_run.run_sweep(runner, ablation_plan.ROUTES)
+  tried, choice = ablation_run.run_sweep(runner, BASE_ROUTES)
   # The baseline's and stage 2's grids grew twice past their edges (x3 the learning
   # rate, x2 the steps; the second time only the learning rate was still at an edge) and
   # are still at one; stage 1's grid does not grow.
@@ -576,7 +637,7 @@ def test_the_sweep_chooses_on_validation_and_stage2_trains_from_the_chosen_stage
       Schedule(9e-3, 600, 50), Schedule(3e-3, 1200, 50), Schedule(0.027, 600, 50)]
   assert {seed for _, seed in runner.asked} == {ablation_plan.SWEEP_SEED}
   assert {r.init.schedule for r, _ in tried['stage2']} == {choice['stage1']}
-  assert [len(tried[r]) for r in ablation_plan.ROUTES] == [7, 2, 7]
+  assert [len(tried[r]) for r in BASE_ROUTES] == [7, 2, 7]
   sweep = ablation_report.sweep_report(tried, choice, {}, FULL_PLAN.grids)
   assert [c['extension'] for c in sweep['baseline']['configs']] == [False] * 4 + [True] * 3
   assert (sweep['baseline']['at_edge'], sweep['stage1']['at_edge']) == (
@@ -600,7 +661,7 @@ def test_the_grids_grow_until_the_validation_score_turns_down():
   peaks = {'baseline': Schedule(3e-3, 600, 50), 'stage1': Schedule(1e-3, 450, 50),
            'stage2': Schedule(1e-3, 600, 50)}
   runner = FakeRunner(FULL_PLAN, peaks)
-  tried, choice = ablation_run.run_sweep(runner, ablation_plan.ROUTES)
+  tried, choice = ablation_run.run_sweep(runner, BASE_ROUTES)
   assert choice == peaks
   grown = {route: [r.schedule for r, _ in tried[route]][len(FULL_PLAN.grids[route]):]
            for route in tried}
