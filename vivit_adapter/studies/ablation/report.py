@@ -170,20 +170,29 @@ def step_prices(benchmark: Optional[Dict], stage1_frames: int) -> Optional[Dict]
     return None
   stage2 = {a: rows.get(f'stage 2 from cache ({a})', {}).get('step_s') or need[2]
             for a in ablation_plan.ADAPTERS}
+  dial = {r['trainable_spatial_layers']: {'step': r['step_s'],
+                                          'extract_per_clip': r.get('extract_s_per_clip')}
+          for r in rows.values() if r.get('trainable_spatial_layers')}
   return {'baseline': need[0], 'stage1': need[1], 'stage1_frames': stage1_frames,
-          'stage2': stage2, 'extract_per_clip': per_clip}
+          'stage2': stage2, 'extract_per_clip': per_clip, 'dial': dial}
 
 
-def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter) -> Dict:
-  """time_to_accuracy's clocks, in compute-only seconds (`step_prices`)."""
+def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter,
+            dial: int = 0) -> Dict:
+  """time_to_accuracy's clocks, in compute-only seconds (`step_prices`); a stage 2 at
+  the spatial dial (k > 0) at its k's cached step and extraction."""
+  stage2_price, per_clip = prices['stage2'][adapter], prices['extract_per_clip']
+  if dial:
+    stage2_price, per_clip = (prices['dial'][dial]['step'],
+                              prices['dial'][dial]['extract_per_clip'] or per_clip)
   stage1 = sum(r['steps'] * prices['stage1'] * r['num_frames'] / prices['stage1_frames']
                for r in before)
   clips = sum(sum(c['written'].values()) for c in caches.values())
-  extraction = clips * prices['extract_per_clip']
+  extraction = clips * per_clip
   base_step, stage2_step = _first_at(b_curve, target, 'step'), _first_at(curve, target, 'step')
   base_t = None if base_step is None else base_step * prices['baseline']
   two_t = (None if stage2_step is None
-           else stage1 + extraction + stage2_step * prices['stage2'][adapter])
+           else stage1 + extraction + stage2_step * stage2_price)
   return {'baseline_s': base_t, 'stage1_s': stage1, 'extraction_s': extraction,
           'total_s': two_t, 'ratio': None if two_t is None else two_t / base_t}
 
@@ -225,9 +234,11 @@ def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V',
       entry[clock] = {'baseline_s': base_t, 'stage1_s': stage1,
                       'extraction_s': p[extraction], 'total_s': two_t,
                       'ratio': None if two_t is None else two_t / base_t}
-    if prices:
-      adapter = p['runs'][two['runs'][-1]]['adapter']
-      entry['priced'] = _priced(prices, b_curve, curve, before, p['caches'], target, adapter)
+    last = p['runs'][two['runs'][-1]]
+    dial = last.get('trainable_spatial_layers', 0)
+    if prices and (not dial or dial in prices.get('dial', {})):  # a dial the bench priced
+      entry['priced'] = _priced(prices, b_curve, curve, before, p['caches'], target,
+                                last['adapter'], dial)
     out.append(entry)
   return out
 
@@ -302,7 +313,11 @@ def read_benchmark(path: str, plan: Plan) -> Optional[Dict]:
     return None
   with open(path) as f:
     result = json.load(f)
-  cases = {(c['mode'], c['frames'], step_report.case_adapter(c)): c for c in result['cases']}
+  # A case at the spatial dial (k > 0) is a row of its own, never one of the k = 0 rows.
+  cases = {(c['mode'], c['frames'], step_report.case_adapter(c)): c for c in result['cases']
+           if not step_report.case_dial(c)}
+  dials = {(c['mode'], c['frames'], step_report.case_adapter(c), step_report.case_dial(c)): c
+           for c in result['cases'] if step_report.case_dial(c)}
   steps = {key: (c.get('timing') or {}).get('step_s') for key, c in cases.items()}
   f1, f2 = plan.stage1_frames, plan.stage2_frames
   wanted = {'baseline': ('baseline', f2, 'none'), 'stage 1': ('baseline', f1, 'none'),
@@ -316,6 +331,15 @@ def read_benchmark(path: str, plan: Plan) -> Optional[Dict]:
                  'x_baseline': (steps[(m, f, a)] / base if base and steps.get((m, f, a))
                                 else None)}
           for name, (m, f, a) in wanted.items()}
+  for k in ablation_plan.DIAL_LAYERS:  # the dial's cached step and its extraction
+    case = dials.get(('stage2+cached', f2, ablation_plan.DIAL_ADAPTER, k), {})
+    step = (case.get('timing') or {}).get('step_s')
+    if step:
+      rows[f'stage 2 from cache ({ablation_plan.DIAL_ADAPTER}, k={k})'] = {
+          'mode': 'stage2+cached', 'frames': f2, 'adapter': ablation_plan.DIAL_ADAPTER,
+          'trainable_spatial_layers': k, 'step_s': step,
+          'x_baseline': step / base if base else None,
+          'extract_s_per_clip': case['timing'].get('extract_s_per_clip')}
   cached = cases.get(wanted['stage 2 from cache'], {})
   return {'path': path, 'command': result.get('meta', {}).get('command'), 'rows': rows,
           'extract_s_per_clip': (cached.get('timing') or {}).get('extract_s_per_clip')}
