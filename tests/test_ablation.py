@@ -442,6 +442,39 @@ def test_benchmark_ratios_are_against_the_baseline_at_the_stage2_frames(tmp_path
   assert ablation_report.read_benchmark('', FULL_PLAN) is None
 
 
+def test_the_dials_prices_come_from_its_own_benchmark_cases(tmp_path):
+  # --trainable_spatial_layers=0,1,2: the k > 0 cases are rows of their own (never the
+  # k = 0 row's price), and the compute-only clock prices a dial row's stage 2 and its
+  # extraction at its k.
+  def case(mode, frames, step, k=0, adapter=None, extract=None):
+    timing = {'step_s': step, **({'extract_s_per_clip': extract} if extract else {})}
+    return {'mode': mode, 'frames': frames, 'adapter': adapter,
+            'trainable_spatial_layers': k, 'timing': timing}
+  path = tmp_path / 'b.json'
+  path.write_text(json.dumps({'meta': {'command': 'bench'}, 'cases': [
+      case('baseline', 32, 0.4), case('baseline', 8, 0.1),
+      case('stage2+cached', 32, 0.02, extract=0.002),
+      case('stage2+cached', 32, 0.01, 0, 'mlp'),
+      case('stage2+cached', 32, 0.1, 1, 'mlp', extract=0.0015),
+      case('stage2+cached', 32, 0.2, 2, 'mlp', extract=0.001)]}))
+  bench = ablation_report.read_benchmark(str(path), FULL_PLAN)
+  rows = bench['rows']
+  assert rows['stage 2 from cache (mlp)']['step_s'] == 0.01
+  assert rows['stage 2 from cache (mlp, k=1)']['x_baseline'] == pytest.approx(0.25)
+  assert rows['stage 2 from cache (mlp, k=2)']['step_s'] == 0.2
+  prices = ablation_report.step_prices(bench, 8)
+  assert prices['dial'] == {1: {'step': 0.1, 'extract_per_clip': 0.0015},
+                            2: {'step': 0.2, 'extract_per_clip': 0.001}}
+  assert prices['stage2']['mlp'] == 0.01 and prices['extract_per_clip'] == 0.002
+  curve = [{'step': 100, 'top1': 90.0}]
+  caches = {'c': {'written': {'train': 1000, 'eval': 100}}}
+  before = [{'steps': 800, 'num_frames': 8}]
+  priced = ablation_report._priced(  # pylint: disable=protected-access
+      prices, curve, curve, before, caches, 89.5, 'mlp', dial=2)
+  assert priced['total_s'] == pytest.approx(800 * 0.1 + 1100 * 0.001 + 100 * 0.2)
+  assert priced['baseline_s'] == pytest.approx(100 * 0.4)
+
+
 # ----------------------------------------------------------------------------------------
 # An existing DMVR dataset: hold-out and substitutions.
 # ----------------------------------------------------------------------------------------

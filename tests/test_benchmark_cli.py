@@ -302,3 +302,29 @@ def test_cached_mode_steps_on_stored_features_and_times_extraction():
   assert np.isfinite(timing['loss']) and timing['step_s'] > 0
   extraction = step_cases.time_extraction(case, built, steps_timed=2, warmup=1)
   assert extraction['extract_s_per_clip'] > 0 and len(extraction['extract_times_s']) == 2
+
+
+def test_dials_measure_each_stage2_mode_once_per_k():
+  # --trainable_spatial_layers=0,1,2: every stage2 mode once per k (the baseline once),
+  # the cached step reading every token below the dial and training k more layers.
+  cases = benchmark.make_cases(['Ti/16x2'], ['baseline', 'stage2+cached'], [8], 2, 32, 10,
+                               2, TINY, adapters=['mlp'], dials=[0, 1, 2])
+  assert [(c.mode, dict(c.model_overrides).get('trainable_spatial_layers')) for c in cases
+          ] == [('baseline', None), ('stage2+cached', 0), ('stage2+cached', 1),
+                ('stage2+cached', 2)]
+  built = [step_cases.build(c) for c in cases[1:]]
+  width = built[0].config.model.hidden_size
+  # k = 0 with the mlp adapter stores the pooled vector; k > 0 every token (1 + 2x2).
+  assert [b.batch['inputs'].shape for b in built] == [
+      (2, 4, width), (2, 4, 5, width), (2, 4, 5, width)]
+  counts = [optimizers.count_params(b.state.params, b.parts.frozen) for b in built]
+  per_block = counts[2]['trainable'] - counts[1]['trainable']
+  assert per_block > 0 and counts[1]['trainable'] - counts[0]['trainable'] > per_block  # + norm
+  assert len({c['trainable'] + c['frozen'] for c in counts}) == 1
+  with pytest.raises(ValueError, match=r'trainable_spatial_layers=3 must be in \[0, 2\]'):
+    benchmark.make_cases(['Ti/16x2'], ['stage2'], [8], 2, 32, 10, 2, TINY, dials=[3])
+  rows = [{'mode': 'stage2+cached', 'adapter': 'mlp', 'trainable_spatial_layers': 2},
+          {'mode': 'stage2+cached', 'model_overrides': {'trainable_spatial_layers': 1}},
+          {'mode': 'stage2'}]
+  assert [step_report.mode_label(r) for r in rows] == [
+      'stage2+cached (mlp, k=2)', 'stage2+cached (k=1)', 'stage2']

@@ -299,6 +299,18 @@ def test_cache_below_the_dial_gives_the_logits_of_stage2_from_video(world, tmp_p
                     'run_test=False'), str(tmp_path / 'run'))
   assert summary['step'] == 2
   assert 'SpatialTransformer/posembed_input' in summary['frozen_modules']
+  # Resumed in the same workdir (the optimizer state of the split spatial encoder
+  # restored), then `predict` runs the whole model of the checkpoint on a video file.
+  from tests.test_predict import _write_mp4  # pylint: disable=g-import-not-at-top
+  from vivit_adapter import predict  # pylint: disable=g-import-not-at-top
+  summary = trainer.train_and_evaluate(
+      stage2_config(world, *dial, f'feature_cache.dir={tmp_path}', 'num_training_steps=3',
+                    'run_test=False'), str(tmp_path / 'run'))
+  assert summary['step'] == 3 and summary['start'].startswith('resumed from ')
+  video_file = str(tmp_path / 'clip.mp4')
+  _write_mp4(video_file, num_frames=40)
+  result = predict.predict(str(tmp_path / 'run'), video_file, k=3)
+  assert len(result.top) == 3
   # A run at another layer refuses it, in one line naming the layer.
   for k, adapter in ((0, 'attention'), (0, 'mlp')):
     other = stage2_config(world, f'model.trainable_spatial_layers={k}',
