@@ -305,7 +305,7 @@ def test_cache_below_the_dial_gives_the_logits_of_stage2_from_video(world, tmp_p
   from vivit_adapter import predict  # pylint: disable=g-import-not-at-top
   summary = trainer.train_and_evaluate(
       stage2_config(world, *dial, f'feature_cache.dir={tmp_path}', 'num_training_steps=3',
-                    'run_test=False'), str(tmp_path / 'run'))
+                    'run_test=False'), str(tmp_path / 'run'), allow_config_change=True)
   assert summary['step'] == 3 and summary['start'].startswith('resumed from ')
   video_file = str(tmp_path / 'clip.mp4')
   _write_mp4(video_file, num_frames=40)
