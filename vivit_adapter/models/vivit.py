@@ -210,7 +210,9 @@ class ViViTFactorisedEncoder(nn.Module):
     the body is rematerialised, so the backward pass recomputes the chunk's frozen
     tokens instead of keeping them. Unlike `_chunked_spatial` + `_chunked_adapter`,
     the (B, T', 1+N, D) frozen tokens never exist: at 4096 frames and batch 8 they are
-    4.6 GiB in bfloat16. The price is a second frozen forward pass per step.
+    4.6 GiB in bfloat16. The price is a second frozen forward pass per step. With the
+    dial, the trainable top spatial layers run in the same body (and are recomputed
+    with it), between the frozen tokens and the adapter.
     """
     b, num_frames = video.shape[:2]
     frames = self._frames_per_chunk(num_frames)
