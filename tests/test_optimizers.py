@@ -107,3 +107,30 @@ def test_unknown_optimizer_and_schedule_fail_with_the_key():
     optimizers.make_schedule(config(**{'lr_configs.schedule': 'step'}), 1, 10)
   assert isinstance(optimizers.make_optimizer(config(), p, (), 1, 10)[0],
                     optax.GradientTransformation)
+
+
+def test_the_dial_freezes_paths_inside_the_spatial_encoder():
+  # 12 spatial blocks, k = 3: posemb and blocks 0-8 frozen; 9-11 and the norm train.
+  # Paths match name by name: freezing encoderblock_1 leaves encoderblock_10 alone.
+  leaf = lambda: np.zeros((2,))  # pylint: disable=unnecessary-lambda-assignment
+  spatial = {f'encoderblock_{i}': {'b': leaf()} for i in range(12)}
+  spatial.update(posembed_input={'pos_embedding': leaf()}, encoder_norm={'scale': leaf()})
+  params = {'embedding': {'kernel': leaf()}, 'cls_SpatialTransformer': leaf(),
+            'SpatialTransformer': spatial, 'output_projection': {'kernel': leaf()}}
+  assert optimizers.frozen_keys(params, False, 3) == ()
+  assert optimizers.frozen_keys(params, True) == (
+      'embedding', 'cls_SpatialTransformer', 'SpatialTransformer')
+  frozen = optimizers.frozen_keys(params, True, 3)
+  assert sorted(frozen) == sorted(
+      ['embedding', 'cls_SpatialTransformer', 'SpatialTransformer/posembed_input',
+       *(f'SpatialTransformer/encoderblock_{i}' for i in range(9))])
+  trainable, fixed = optimizers.split_params(params, frozen)
+  assert sorted(trainable['SpatialTransformer']) == [
+      'encoder_norm', 'encoderblock_10', 'encoderblock_11', 'encoderblock_9']
+  assert 'encoderblock_1' in fixed['SpatialTransformer'] and 'output_projection' in trainable
+  assert jax.tree.structure(optimizers.merge_params(fixed, trainable)) == jax.tree.structure(
+      params)
+  labels = optimizers.param_labels(params, frozen)
+  assert labels['SpatialTransformer']['encoderblock_10']['b'] == optimizers.TRAINABLE
+  assert labels['SpatialTransformer']['encoderblock_1']['b'] == optimizers.FROZEN
+  assert optimizers.count_params(params, frozen) == {'trainable': 2 * 5, 'frozen': 2 * 12}
