@@ -177,6 +177,13 @@ def test_dial_run_configs_set_the_dial_and_its_cache():
   assert image.init_from.checkpoint_path == 'i.npz'
   assert image.feature_cache.dir == STUDY.cache_dir(0, 'image_dial1')
   assert image.dataset.num_frames == 32
+  # --quick runs every row kind: its tiny model has a spatial layer for every dial.
+  from vivit_adapter import configs  # pylint: disable=g-import-not-at-top
+  quick = ablation_plan.make_plan(quick=True, adapter_width=8)
+  quick_choice = {r: quick.grids[r][0] for r in ablation_plan.ROUTES}
+  for row in ablation_plan.make_rows(quick, quick_choice):
+    if row.table == 'dial':
+      configs.validate(ablation_plan.run_config(row.runs[-1], quick, seed=0, study=STUDY))
   # The price of a dial step, from the benchmark when given, else the estimate.
   from vivit_adapter.studies.ablation import cost  # pylint: disable=g-import-not-at-top
   per_step = cost.parse_step_seconds('stage2_dial2=0.5')

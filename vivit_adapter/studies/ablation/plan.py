@@ -476,6 +476,8 @@ def _apply_quick(config: ml_collections.ConfigDict) -> None:
   m.hidden_size = 16
   for enc in (m.spatial_transformer, m.temporal_transformer):
     enc.num_layers, enc.num_heads, enc.mlp_dim = 1, 2, 32
+  # As many spatial layers as the deepest dial, so that every row kind runs.
+  m.spatial_transformer.num_layers = max(DIAL_LAYERS)
   m.adapter.hidden_size, m.adapter.num_heads = 8, 2
   config.dataset.min_resize = config.dataset.crop_size = 16
   config.batch_size = config.eval_batch_size = 4
