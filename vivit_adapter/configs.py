@@ -278,7 +278,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_model_sizes(config) -> None:
-  _validate_dial(config.model)
+  from vivit_adapter import models  # pylint: disable=g-import-not-at-top
+  models.check_dial(config.model)
   if config.model.recompute_frozen and not (config.model.freeze_spatial and
                                             config.model.spatial_chunk_size > 0):
     raise ValueError('config.model.recompute_frozen=True needs config.model.freeze_spatial'
@@ -292,16 +293,6 @@ def _validate_model_sizes(config) -> None:
     raise ValueError(
         f'config.dataset.num_frames={config.dataset.num_frames} must be a multiple of the '
         f'tubelet length config.model.patches.size[2]={patch_t}.')
-
-
-def _validate_dial(model) -> None:
-  k, layers = model.trainable_spatial_layers, model.spatial_transformer.num_layers
-  if not 0 <= k <= layers:
-    raise ValueError(f'config.model.trainable_spatial_layers={k} must be in [0, {layers}] '
-                     '(config.model.spatial_transformer.num_layers).')
-  if k and not model.freeze_spatial:
-    raise ValueError(f'config.model.trainable_spatial_layers={k} needs config.model.'
-                     'freeze_spatial=True (without it every spatial layer trains).')
 
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -13,6 +13,18 @@ CLASSIFIERS = ('token', 'gap')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
+def check_dial(model_config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key when the spatial dial (trainable_spatial_layers)
+  cannot apply: more layers than the spatial encoder has, or no frozen encoder to split."""
+  k, layers = model_config.trainable_spatial_layers, model_config.spatial_transformer.num_layers
+  if not 0 <= k <= layers:
+    raise ValueError(f'config.model.trainable_spatial_layers={k} must be in [0, {layers}] '
+                     '(config.model.spatial_transformer.num_layers).')
+  if k and not model_config.freeze_spatial:
+    raise ValueError(f'config.model.trainable_spatial_layers={k} needs config.model.'
+                     'freeze_spatial=True (without it every spatial layer trains).')
+
+
 def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
                  normalization: str = '') -> ViViTFactorisedEncoder:
   """Builds the ViViT factorised encoder described by `config.model`.
@@ -53,7 +65,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       normalization=normalization)
 
 
-__all__ = ['create_model', 'ViViTFactorisedEncoder', 'EncoderSpec', 'AdapterSpec',
+__all__ = ['create_model', 'check_dial', 'ViViTFactorisedEncoder', 'EncoderSpec', 'AdapterSpec',
            'ADAPTER_TYPES', 'CLASSIFIERS', 'DTYPES', 'HEAD_INITS', 'NORMALIZATIONS',
            'normalize', 'variants',
            'WHOLE', 'FROZEN_PART', 'TRAINABLE_PART', 'PARTS']
