@@ -14,12 +14,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from data_pipelines import fs
+from data_pipelines import tf_runtime
 
 
 def _tf():
   # Imported on use: the converter and the dataset tools import this module, and their
   # --help must not wait for TensorFlow.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   return tf
 
 FRAMES_KEY = 'image/encoded'

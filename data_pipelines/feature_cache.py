@@ -30,12 +30,14 @@ import os
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from data_pipelines import cli
 from data_pipelines import fs
 from data_pipelines import reader
+from data_pipelines import tf_runtime
 from data_pipelines import video_ops
+
+tf = tf_runtime.import_tensorflow()
 
 MANIFEST_FILE = 'manifest.json'
 FORMAT_VERSION = 1

@@ -34,14 +34,16 @@ import weakref
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import fs
+from data_pipelines import tf_runtime
 from data_pipelines import video_ops
 from data_pipelines.source import DatasetInfo
 from data_pipelines.source import Source
+
+tf = tf_runtime.import_tensorflow()
 
 SPLITS = ('train', 'eval', 'test')
 DATASET_NAMES = ('dmvr', 'tfds')  # DMVR-format TFRecord shards, or a prepared tfds dataset

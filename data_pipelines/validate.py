@@ -26,14 +26,15 @@ from absl import flags
 from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import fs
+from data_pipelines import tf_runtime
 
 
 def _fully_decoded(record):
   """Parses and decodes every frame; any failure makes the record bad."""
   # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
   from data_pipelines import reader
   # pylint: enable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   frames, label = reader.parse_dmvr(record)
   decoded = tf.map_fn(lambda b: tf.io.decode_image(b, channels=3, expand_animations=False),
                       frames, fn_output_signature=tf.uint8)
@@ -44,9 +45,9 @@ def _flags(files: List[str], num_classes: int):
   """tf.data of {'shard', 'index', 'maybe_bad', 'problem'} per record; only flagged
   records are diagnosed. A damaged shard's tail comes as one record with its problem."""
   # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
   from data_pipelines import reader
   # pylint: enable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
 
   def check(el):
     def good(e):

@@ -30,6 +30,7 @@ from data_pipelines import cli
 from data_pipelines import convert_videos
 from data_pipelines import dmvr_format
 from data_pipelines import fs
+from data_pipelines import tf_runtime
 from vivit_adapter import configs
 
 
@@ -71,9 +72,9 @@ def eval_transform(frames: np.ndarray, ds_cfg) -> np.ndarray:
   encoding a copy.
   """
   # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
   from data_pipelines import video_ops
   # pylint: enable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   encoded = tf.map_fn(lambda f: tf.io.encode_png(f, compression=0),
                       tf.convert_to_tensor(frames), fn_output_signature=tf.string)
   return video_ops.eval_clip(encoded, ds_cfg).numpy()
