@@ -251,9 +251,12 @@ def quiet_library_logs() -> None:
 
 
 class _Stop:
-  """The signal that stopped the program, and the exit it arms."""
+  """The signal that stopped the program, the exit it arms, and the stderr it writes to:
+  the program's own, kept by `start` (a quiet import points fd 2 elsewhere for a moment,
+  see data_pipelines.tf_runtime, and the forced exit may come just then)."""
   signal = ''
   timer: Optional[threading.Timer] = None
+  stderr_fd = 2
 
 
 _stop = _Stop()
@@ -282,8 +285,8 @@ def _raise_preempted(signum, frame) -> None:
 
 
 def _exit_now(message: str) -> None:
-  sys.stderr.write(f'{program_name()}: {message}\n')
   sys.stderr.flush()
+  os.write(_stop.stderr_fd, f'{program_name()}: {message}\n'.encode())
   os._exit(PREEMPTED)  # pylint: disable=protected-access
 
 
@@ -308,6 +311,11 @@ def start() -> None:
   lines, and make SIGTERM exit PREEMPTED (Python's default is to die with 143 and no
   message). The training loop installs its own handler that saves first."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  if _stop.stderr_fd == 2:
+    try:
+      _stop.stderr_fd = os.dup(2)
+    except OSError:  # no stderr
+      pass
   try:
     for sig in (signal.SIGTERM, signal.SIGINT):
       signal.signal(sig, _raise_preempted)

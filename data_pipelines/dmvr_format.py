@@ -16,6 +16,11 @@ import numpy as np
 from data_pipelines import fs
 from data_pipelines import tf_runtime
 
+# What to do about a table with no files (said by the reader and by the run's start-up check).
+MAKE_DATA_HINT = ('Convert videos with `python -m data_pipelines.convert_videos`, generate the '
+                  'synthetic dataset with `python -m data_pipelines.synthetic`, or point '
+                  'config.dataset.base_dir at the folder that holds the shards.')
+
 
 def _tf():
   # Imported on use: the converter and the dataset tools import this module, and their
@@ -55,11 +60,7 @@ def expand_table(table: str, base_dir: str = '') -> List[str]:
   else:
     files = fs.glob(path)
   if not files:
-    raise FileNotFoundError(
-        f'Table {path!r} matches no file. Convert videos with '
-        '`python -m data_pipelines.convert_videos`, generate the synthetic dataset with '
-        '`python -m data_pipelines.synthetic`, or point config.dataset.base_dir at the '
-        'folder that holds the shards.')
+    raise FileNotFoundError(f'Table {path!r} matches no file. {MAKE_DATA_HINT}')
   return files
 
 

@@ -38,8 +38,9 @@ def _import_quietly(name: str) -> ModuleType:
 
   The redirect is at the descriptor, not sys.stderr: the lines come from C++. What the
   import wrote is dropped when it succeeds, and written to stderr before the error
-  propagates when it fails, so that a broken install still explains itself. Only the
-  first import pays for the redirect; later ones find the module in sys.modules.
+  propagates when it fails, so that a broken install still explains itself (a signal
+  during the import is no failure of it: nothing is replayed). Only the first import
+  pays for the redirect; later ones find the module in sys.modules.
   """
   if name in sys.modules:
     return sys.modules[name]
@@ -48,27 +49,24 @@ def _import_quietly(name: str) -> ModuleType:
     saved = os.dup(2)
   except OSError:  # no stderr at all: nothing to keep quiet
     return importlib.import_module(name)
+  failed = False
   with tempfile.TemporaryFile() as captured:
     os.dup2(captured.fileno(), 2)
     try:
-      module = importlib.import_module(name)
-    except BaseException:
-      _restore_stderr(saved)
-      captured.seek(0)
-      _write_stderr(captured.read())
+      return importlib.import_module(name)
+    except Exception:
+      failed = True
       raise
-    _restore_stderr(saved)
-  return module
-
-
-def _restore_stderr(saved: int) -> None:
-  sys.stderr.flush()
-  os.dup2(saved, 2)
-  os.close(saved)
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      if failed:
+        captured.seek(0)
+        _write_stderr(captured.read())
 
 
 def _write_stderr(data: bytes) -> None:
-  sys.stderr.flush()
   while data:
     data = data[os.write(2, data):]
 

@@ -21,9 +21,21 @@ def _data(tmp_path):
     writer.write(b'y')
 
 
-def test_missing_data_says_how_to_make_it(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r'matches no file\. Convert videos with'):
+def test_missing_data_names_every_missing_table_and_how_to_make_it(tmp_path):
+  with pytest.raises(FileNotFoundError) as e:
     preflight.check_run_inputs(_config(tmp_path))
+  assert str(e.value) == (
+      f"No training data in '{tmp_path}': no files for the tables train 'train.tfrecord@*', "
+      "eval 'validation.tfrecord@*', test 'test.tfrecord@*'. " + dmvr_format.MAKE_DATA_HINT)
+  prefix = str(tmp_path / 'validation.tfrecord')
+  with dmvr_format.ShardedWriter(prefix, 1) as writer:
+    writer.write(b'x')
+  (tmp_path / 'test.tfrecord-00000-of-00001').write_bytes(
+      (tmp_path / 'validation.tfrecord-00000-of-00001').read_bytes())
+  with pytest.raises(FileNotFoundError) as e:  # train alone is missing: the reader's words
+    preflight.check_run_inputs(_config(tmp_path))
+  assert str(e.value) == (f"Table '{tmp_path}/train.tfrecord@*' matches no file. "
+                          + dmvr_format.MAKE_DATA_HINT)
   _data(tmp_path)
   preflight.check_run_inputs(_config(tmp_path))  # data present, no init checkpoint: fine
 

@@ -1,7 +1,9 @@
 r"""Trains and evaluates one experiment.
 
   python -m vivit_adapter.main --config=experiments/synthetic_stage1.py \
-      --workdir=runs/synthetic_stage1 [--config.key=value ...]
+      [--workdir=runs/synthetic_stage1] [--config.key=value ...]
+
+Without --workdir the run goes to runs/<config.experiment_name> (its first line says so).
 
 Several processes (GPU hosts, or CPU processes in tests) add --coordinator_address,
 --num_processes and --process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
@@ -12,6 +14,8 @@ by a config that can continue them (--allow_config_change admits changes that ke
 parameter shapes, e.g. more steps). Exit codes: data_pipelines.cli (README "Exit codes");
 SIGTERM/SIGINT saves a checkpoint and exits 75 (requeue).
 """
+
+import os
 
 from absl import app
 from absl import flags
@@ -28,16 +32,28 @@ def define_flags() -> None:
   the module (tests, other tools) never collides with another program's flags."""
   config_loading.define_config_flag()
   flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, summaries, '
-                      'config.json.', required=True)
+                      'config.json. Default: runs/<config.experiment_name>.')
   flags.DEFINE_bool('allow_config_change', False, 'Resume a workdir whose config.json '
                     'differs from this config in keys that keep the parameter shapes '
                     '(e.g. more steps, another learning rate).')
   distributed.define_flags()
 
 
+def default_workdir(config) -> str:
+  """runs/<config.experiment_name>, for a run started without --workdir (said on stdout)."""
+  if not config.experiment_name:
+    raise cli.ConfigError('--workdir not given and config.experiment_name is empty: give '
+                          '--workdir, or --config.experiment_name to run in runs/<name>.')
+  workdir = os.path.join('runs', config.experiment_name)
+  print(f'workdir not given: using {workdir}', flush=True)
+  return workdir
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = FLAGS.config
+  workdir = FLAGS.workdir or default_workdir(config)  # said before anything else
   # JAX, TensorFlow and the trainer are imported here, not above: --help and flag
   # errors answer without them.
   # pylint: disable=g-import-not-at-top
@@ -47,7 +63,6 @@ def main(argv):
   from vivit_adapter.train_lib import trainer
   from vivit_adapter.train_lib import workdir_guard
   # pylint: enable=g-import-not-at-top
-  config, workdir = FLAGS.config, FLAGS.workdir
   tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
   cli.quiet_library_logs()
   # Before jax.distributed: a process that stops here must not leave the others

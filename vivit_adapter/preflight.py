@@ -7,6 +7,7 @@ line instead of a traceback minutes into compilation.
 
 import ml_collections
 
+from data_pipelines import dmvr_format
 from data_pipelines import feature_cache
 from data_pipelines import fs
 from data_pipelines import reader
@@ -30,12 +31,32 @@ def check_run_inputs(config: ml_collections.ConfigDict) -> None:
     cache = config.feature_cache.dir
     feature_cache.require_complete(cache, feature_cache.read_manifest(cache), ['train'])
   else:
-    reader.make_source(config.dataset, 'train')
+    _check_tables(config.dataset)
   path = config.init_from.checkpoint_path
   if path and not fs.exists(path):
     hint = ' Train stage 1 first (with that --workdir), or' if config.stage == 'stage2' else ''
     raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.'
                             f'{hint} set --config.init_from.checkpoint_path.')
+
+
+def _check_tables(ds_cfg: ml_collections.ConfigDict) -> None:
+  """The train table has files. Without it the error names every split's missing table:
+  a run pointed at the wrong folder (or at none, as a config's default base_dir is before
+  the data is made) hears it once, not split by split."""
+  missing = {}
+  for split in reader.SPLITS:
+    try:
+      reader.make_source(ds_cfg, split)
+    except FileNotFoundError as e:
+      missing[split] = e
+  if 'train' not in missing:
+    return
+  if len(missing) == 1 or ds_cfg.name == 'tfds':
+    raise missing['train']
+  where = f' in {ds_cfg.base_dir!r}' if ds_cfg.base_dir else ''
+  tables = ', '.join(f"{split} {ds_cfg[f'{split}_table']!r}" for split in missing)
+  raise FileNotFoundError(f'No training data{where}: no files for the tables {tables}. '
+                          f'{dmvr_format.MAKE_DATA_HINT}')
 
 
 def check_shards_per_host(config: ml_collections.ConfigDict, process_count: int) -> None:
