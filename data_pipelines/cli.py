@@ -14,7 +14,7 @@ TensorFlow, so `--help` stays fast):
 * INFO lines of libraries (orbax, jax, TensorFlow) are dropped unless --verbosity=1;
   the project's own INFO lines stay.
 
-The exit codes are the constants below; the README's "Exit codes" section lists them
+The exit codes are the constants below; docs/training.md ("Errors and exit codes") lists them
 (a test checks that it matches `code_table()`).
 """
 
@@ -352,6 +352,6 @@ def set_verbosity(level: Optional[int]) -> None:
 
 
 def code_table() -> str:
-  """The exit codes as a Markdown table (the README's copy is checked against it)."""
+  """The exit codes as a Markdown table (the copy in docs/training.md is checked against it)."""
   rows = [f'| {code} | {what} | {action} |' for code, (what, action) in EXIT_CODES.items()]
   return '\n'.join(['| exit code | meaning | then |', '|---|---|---|'] + rows)

@@ -173,8 +173,8 @@ def test_library_info_lines_are_dropped_ours_kept():
   assert keep(record(f'{REPO}/vivit_adapter/train_lib/trainer.py', logging.logging.INFO))
 
 
-def test_readme_lists_the_exit_codes():
-  with open(os.path.join(REPO, 'README.md')) as f:
+def test_the_training_doc_lists_the_exit_codes():
+  with open(os.path.join(REPO, 'docs', 'training.md')) as f:
     assert cli.code_table() in f.read()
 
 

@@ -111,7 +111,7 @@ def test_bfloat16_cache_logits_within_documented_tolerance(world, tmp_path):
   got = np.asarray(helpers.run(model, params, cached['inputs'].astype(np.float32),
                                part=models.TRAINABLE_PART))
   # bfloat16 keeps 8 bits of mantissa (relative rounding <= 2^-9 per feature); the
-  # README documents |logit error| <= 0.02 * (1 + |logit|) for cached bf16 features.
+  # docs/feature_cache.md documents |logit error| <= 0.02 * (1 + |logit|) for cached bf16 features.
   assert np.all(np.abs(got - want) <= 0.02 * (1 + np.abs(want)))
   assert np.abs(got - want).max() > 0  # really rounded: the tolerance is not vacuous
 

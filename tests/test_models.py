@@ -333,7 +333,7 @@ def test_chunked_frozen_spatial_memory_does_not_grow_with_frames():
 
 # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.2% per operation); over
 # the tiny model's two spatial and two temporal blocks the logits stay within 2% of
-# their range of the float32 model's. That is the documented tolerance (README, "On a
+# their range of the float32 model's. That is the documented tolerance (docs/training.md, "On a
 # GPU"); the head and the loss run in float32.
 BF16_LOGIT_TOLERANCE = 0.02
 

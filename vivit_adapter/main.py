@@ -11,7 +11,7 @@ JAX_PROCESS_ID); a multi-host Cloud TPU slice is detected from its environment.
 
 Rerunning a command resumes its workdir. A workdir with checkpoints is only continued
 by a config that can continue them (--allow_config_change admits changes that keep the
-parameter shapes, e.g. more steps). Exit codes: data_pipelines.cli (README "Exit codes");
+parameter shapes, e.g. more steps). Exit codes: data_pipelines.cli (docs/training.md);
 SIGTERM/SIGINT saves a checkpoint and exits 75 (requeue).
 """
 

@@ -14,7 +14,7 @@ The inputs (video, workdir, label map) are checked, and the video decoded, befor
 checkpoint is loaded; only the result is printed (--verbosity=0 for our INFO lines, 1
 for the libraries' too). Errors (missing or undecodable video, a workdir without
 config.json or checkpoint, a checkpoint that does not fit its config.json) print one line
-and exit with the codes of data_pipelines.cli (README "Exit codes").
+and exit with the codes of data_pipelines.cli (docs/training.md, "Errors and exit codes").
 """
 
 import dataclasses
