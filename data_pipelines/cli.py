@@ -182,7 +182,14 @@ def run(main: Callable[..., Optional[int]], *args, program: str = '') -> int:
   `main` returns None (success) or an exit code; user errors, signals and bugs become
   their codes here.
   """
-  program = program or program_name()
+  outer, _stop.in_run = _stop.in_run, True
+  try:
+    return _run(main, *args, program=program or program_name())
+  finally:
+    _stop.in_run = outer
+
+
+def _run(main: Callable[..., Optional[int]], *args, program: str) -> int:
   try:
     code = main(*args)
   except Preempted as e:
@@ -257,6 +264,7 @@ class _Stop:
   signal = ''
   timer: Optional[threading.Timer] = None
   stderr_fd = 2
+  in_run = False  # whether `run` is on the stack to report the stop
 
 
 _stop = _Stop()
@@ -273,10 +281,13 @@ def _raise_preempted(signum, frame) -> None:
   Python ignores an exception raised in a garbage-collection callback or a __del__
   (where a signal handler may happen to run), so the raise alone is not enough: the
   signal is remembered (`run` then exits PREEMPTED whatever `main` did next), and a timer
-  ends the process if it is still running after _EXIT_GRACE_S.
+  ends the process if it is still running after _EXIT_GRACE_S. Before `run` (imports,
+  flag parsing) nothing has started and nothing would report the stop: exit at once.
   """
   del frame
   _stop.signal = signal.Signals(signum).name
+  if not _stop.in_run:
+    _exit_now(_stop_message(_stop.signal))
   if _stop.timer is None:
     _stop.timer = threading.Timer(_EXIT_GRACE_S, _exit_now, [_stop_message(_stop.signal)])
     _stop.timer.daemon = True
