@@ -43,20 +43,28 @@ def _check_tables(ds_cfg: ml_collections.ConfigDict) -> None:
   """The train table has files. Without it the error names every split's missing table:
   a run pointed at the wrong folder (or at none, as a config's default base_dir is before
   the data is made) hears it once, not split by split."""
-  missing = {}
-  for split in reader.SPLITS:
-    try:
-      reader.make_source(ds_cfg, split)
-    except FileNotFoundError as e:
-      missing[split] = e
-  if 'train' not in missing:
+  try:
+    reader.make_source(ds_cfg, 'train')
     return
-  if len(missing) == 1 or ds_cfg.name == 'tfds':
-    raise missing['train']
+  except FileNotFoundError as e:
+    if ds_cfg.name == 'tfds':
+      raise
+    error = e
+  missing = ['train'] + [split for split in reader.SPLITS[1:] if _has_no_files(ds_cfg, split)]
+  if len(missing) == 1:
+    raise error
   where = f' in {ds_cfg.base_dir!r}' if ds_cfg.base_dir else ''
   tables = ', '.join(f"{split} {ds_cfg[f'{split}_table']!r}" for split in missing)
   raise FileNotFoundError(f'No training data{where}: no files for the tables {tables}. '
                           f'{dmvr_format.MAKE_DATA_HINT}')
+
+
+def _has_no_files(ds_cfg: ml_collections.ConfigDict, split: str) -> bool:
+  try:
+    reader.make_source(ds_cfg, split)
+  except FileNotFoundError:
+    return True
+  return False
 
 
 def check_shards_per_host(config: ml_collections.ConfigDict, process_count: int) -> None:
