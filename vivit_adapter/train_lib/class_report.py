@@ -107,8 +107,9 @@ def video_lines(rows: Dict[str, np.ndarray], batch: Dict[str, np.ndarray],
   """One JSON-ready dict per real (batch_mask 1) example of a batch."""
   lines = []
   for i in np.flatnonzero(np.asarray(batch['batch_mask']) > 0):
-    line = {'shard': str(sources['shard'][i]), 'record': int(sources['record'][i])} \
-        if 'shard' in sources else {}
+    line = {}
+    if 'shard' in sources:  # a feature cache keeps no record names
+      line = {'shard': str(sources['shard'][i]), 'record': int(sources['record'][i])}
     line['label'] = int(batch['label'][i])
     finite = bool(rows['finite'][i])
     line['top_k'] = [[int(c), float(p) if finite else None]
