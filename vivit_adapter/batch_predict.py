@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import sys
+import time
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -49,6 +50,7 @@ class Outcome:
 class Counts:
   scored: int
   failed: int
+  seconds: float = dataclasses.field(default=0., compare=False)  # decoding + scoring
 
 
 # ----------------------------------------------------------------------------------------
@@ -269,6 +271,7 @@ def run(workdir: str, videos: str, out: str, opts: Options = Options()) -> Count
   score = make_scorer(model, params, opts.batch_size, (num_views,) + clip_shape)
   writer = Writer(out, min(opts.k, num_classes))
   scored = failed = 0
+  start = time.time()
   bar = tqdm.tqdm(total=len(paths), unit='video', file=sys.stderr, dynamic_ncols=True,
                   disable=not opts.progress or not sys.stderr.isatty())
   try:
@@ -287,4 +290,4 @@ def run(workdir: str, videos: str, out: str, opts: Options = Options()) -> Count
   finally:
     bar.close()
     writer.close()
-  return Counts(scored, failed)
+  return Counts(scored, failed, time.time() - start)
