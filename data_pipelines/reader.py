@@ -60,6 +60,10 @@ _MAX_BAD_EXAMPLES = 10  # bad records kept for the BadDataError message
 _MAX_EPOCHS = 2**40
 # Tags that keep the random streams of different uses apart.
 _TAG_FILES, _TAG_BLOCK, _TAG_EXAMPLE = 1, 2, 3
+# Where each example of an evaluation batch came from: its shard (str; '' for padding)
+# and its record's index in that shard (-1 for padding). Host-side keys, never sent to
+# the device; the evaluation's per-video lines name the video with them.
+SOURCE_KEYS = ('shard', 'record')
 
 
 class BadDataError(cli.DataError, RuntimeError):
@@ -727,7 +731,7 @@ def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
                   batch_size)
     padded['batch_mask'][np.flatnonzero(bad)] = 0.  # a bad record counts as padding
     produced += 1
-    yield padded
+    yield _with_sources(padded, batch)
   if num_bad:
     logging.warning('%s: skipped %d bad of %d records on this host (each logged above; '
                     'within config.dataset.max_bad_fraction=%s).', split, num_bad, seen,
@@ -736,7 +740,16 @@ def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
                 'label': np.zeros(0, np.int32)}, batch_size)
   while num_batches is not None and produced < num_batches:
     produced += 1
-    yield empty
+    yield _with_sources(empty, {'shard': np.zeros(0, object), 'index': np.zeros(0, np.int64)})
+
+
+def _with_sources(padded: Dict[str, np.ndarray], batch) -> Dict[str, np.ndarray]:
+  """`padded` with SOURCE_KEYS: each example's shard and record index."""
+  pad = len(padded['label']) - len(batch['index'])
+  shards = [s.decode() if isinstance(s, bytes) else str(s) for s in batch['shard']]
+  return {**padded, 'shard': np.array(shards + [''] * pad, object),
+          'record': np.concatenate([np.asarray(batch['index'], np.int64),
+                                    np.full(pad, -1, np.int64)])}
 
 
 def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
@@ -746,7 +759,8 @@ def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
 
   'eval' gives inputs (B, T, H, W, 3) (centre clip, centre crop); 'test' gives
   (B, V, T, H, W, 3) with V = num_test_clips * num_test_crops views per video. Padding
-  examples have batch_mask 0. With several hosts every host yields the same number of
+  examples have batch_mask 0; SOURCE_KEYS say where each example came from (host-side
+  keys, not inputs of a step). With several hosts every host yields the same number of
   batches (the largest share; records are counted, not decoded, to know it).
   Bad records are logged and masked out (batch_mask 0), as padding is; BadDataError
   once they exceed `bad_budget` of this host's records (the training rule).

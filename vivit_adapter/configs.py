@@ -177,6 +177,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_to_keep = 3
   c.max_eval_batches = 0  # 0 -> the whole split
   c.run_test = True  # multi-view test at the end
+  # Per-class accuracy, the confusion matrix and one line per video (train_lib/class_report):
+  # always written for the final test; at every evaluation too with at_eval=True. top_k:
+  # the classes (with scores) each per-video line lists.
+  c.class_report = ml_collections.ConfigDict({'at_eval': False, 'top_k': 5})
   c.feature_cache = _feature_cache_defaults()
   c.lock()
   return c
@@ -194,7 +198,8 @@ STATE_SHAPE_KEYS = (
 # only matters before a workdir has a checkpoint.
 BOOKKEEPING_KEYS = (
     'experiment_name', 'log_summary_steps', 'log_eval_steps', 'checkpoint_steps',
-    'max_to_keep', 'max_eval_batches', 'run_test', 'eval_batch_size', 'feature_cache',
+    'max_to_keep', 'max_eval_batches', 'run_test', 'class_report', 'eval_batch_size',
+    'feature_cache',
     'init_from', 'dataset.base_dir', 'dataset.label_map', 'dataset.tfds_data_dir',
     'dataset.num_parallel_reads', 'dataset.max_bad_fraction')
 
@@ -255,7 +260,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if value not in names:
       raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
   reader.check_config(config.dataset)
-  for key in ('batch_size', 'eval_batch_size', 'gradient_accumulation_steps'):
+  for key in ('batch_size', 'eval_batch_size', 'gradient_accumulation_steps',
+              'class_report.top_k'):
     if _get(config, key) <= 0:
       raise ValueError(f'config.{key}={_get(config, key)} must be positive.')
   if config.num_training_steps <= 0 and config.num_training_epochs <= 0:

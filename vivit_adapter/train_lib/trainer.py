@@ -25,7 +25,8 @@ from data_pipelines import cli
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.models import create_model
-from vivit_adapter.train_lib import assembly, checkpointing, compiled_memory, data_source
+from vivit_adapter.train_lib import assembly, checkpointing, class_report, compiled_memory
+from vivit_adapter.train_lib import data_source
 from vivit_adapter.train_lib import evaluation
 from vivit_adapter.train_lib import optimizers, parallel, reporting, steps
 from vivit_adapter.train_lib import workdir_guard
@@ -48,6 +49,8 @@ class Setup:
   # Jitted eval/test steps, built on first use. On the Setup rather than in a module
   # cache, so runs in one process (the demo, the ablation) never share or leak them.
   eval_fns: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  # The latest class report of each kind ('eval', 'test', 'test_cached'), for confusion.png.
+  reports: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def setup_lengths(config, info) -> tuple:
@@ -220,7 +223,12 @@ def log_eval(s: Setup, writer, history, step, params,
   """Evaluates on the eval split; history also gets the training seconds so far
   (TrainClock.read(): wall and CPU, evaluation excluded, since this process started
   training), for time-to-accuracy."""
-  result = evaluation.evaluate(s, params, split='eval')
+  if s.config.class_report.at_eval:
+    result, report = evaluation.evaluate_in_detail(s, params, split='eval')
+    write_class_report(s, 'eval', step, report)
+    s.reports['eval'] = report
+  else:
+    result = evaluation.evaluate(s, params, split='eval')
   if result:
     writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
     history.add(step, 'eval', {**result, **(timing or {})})
@@ -272,31 +280,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return summary
 
 
-def final_tests(s: Setup, params) -> Dict[str, Dict[str, float]]:
+def write_class_report(s: Setup, kind: str, step: int, report) -> None:
+  """<kind>_per_class.json and <kind>_predictions.jsonl, from process 0."""
+  if report is not None and jax.process_index() == 0:
+    class_report.write(s.workdir, kind, step, report)
+
+
+def final_tests(s: Setup, params, step: int) -> Dict[str, Dict[str, float]]:
   """{'test': ...} from the run's source; a run trained from a feature cache is also
   tested on the raw videos with the whole model ('test', comparable with every other
-  run), its cached-feature test then reported as 'test_cached'."""
+  run), its cached-feature test then reported as 'test_cached'. Each test writes its
+  class report (class_report) to the workdir and returns it under 'reports'."""
   if not s.config.run_test:
     return {}
-  out = {}
+  out, reports = {}, {}
   if s.info.num_test_examples:
-    out['test'] = evaluation.evaluate(s, params, split='test')
+    out['test'], reports['test'] = evaluation.evaluate_in_detail(s, params, split='test')
   if isinstance(s.source, data_source.CachedSource) and s.config.feature_cache.test_on_video:
     try:
-      on_video = evaluation.evaluate(s, params, split='test', on_video=True)
+      on_video, report = evaluation.evaluate_in_detail(s, params, split='test',
+                                                       on_video=True)
     except FileNotFoundError as e:  # the cache travels without its videos: fine
       logging.warning('No test on the raw videos (%s); the test is from the cache only.', e)
-      on_video = {}
+      on_video, report = {}, None
     if on_video:
       out['test_cached'], out['test'] = out.pop('test', {}), on_video
+      reports['test_cached'], reports['test'] = reports.pop('test', None), report
+  for kind, report in reports.items():
+    write_class_report(s, kind, step, report)
+  s.reports.update(reports)
   return {k: v for k, v in out.items() if v}
+
+
+def plot_confusion(s: Setup) -> None:
+  """confusion.png beside the curves: the final test's matrix (on the videos), else the
+  final eval's when config.class_report.at_eval made one."""
+  report = s.reports.get('test') or s.reports.get('eval')
+  if report is not None:
+    kind = 'test' if s.reports.get('test') else 'eval'
+    class_report.plot_confusion(report, os.path.join(s.workdir, class_report.CONFUSION_PNG),
+                                f'{s.config.experiment_name or "run"} {kind}')
 
 
 def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
   step = int(jax.device_get(state.step))
   final_eval = log_eval(s, writer, history, step, state.params,
                         timing={k: timing[k] for k in ('train_time_s', 'train_cpu_s')})
-  test, tests = {}, final_tests(s, state.params)
+  test, tests = {}, final_tests(s, state.params, step)
   for kind, result in tests.items():
     writer.write_scalars(step, {f'{kind}/{k}': v for k, v in result.items()})
     history.add(step, kind, result)
@@ -318,6 +348,7 @@ def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
     reporting.write_summary(s.workdir, summary)
     reporting.plot_curves(history, os.path.join(s.workdir, reporting.CURVES_FILE),
                           s.config.experiment_name or s.workdir)
+    plot_confusion(s)
   logging.info('Done: eval %s, test %s, %.1fs training', final_eval, test,
                timing['train_time_s'])
   return summary
