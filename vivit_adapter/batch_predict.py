@@ -122,10 +122,11 @@ def load_views(path: str, ds_cfg, fps: float) -> np.ndarray:
   """(V, T, C, C, 3) uint8: the test transform on the decoded frames (PNG-encoded, as
   predict.eval_transform does, so the transform sees exactly the decoded pixels)."""
   # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
   from data_pipelines import convert_videos
+  from data_pipelines import tf_runtime
   from data_pipelines import video_ops
   # pylint: enable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   frames = convert_videos.decode_video(path, fps=fps)
   encoded = tf.map_fn(lambda f: tf.io.encode_png(f, compression=0),
                       tf.convert_to_tensor(frames), fn_output_signature=tf.string)
