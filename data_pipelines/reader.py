@@ -9,8 +9,10 @@ Training stream, per host (each host reads its own files; see `host_files`):
     -> parse + decode + augment with randomness drawn from (seed, e, p)
     -> bad records are dropped and counted, good ones batched.
 
-Because every random choice is a function of (seed, epoch, position), and the position of
-the record after the last one handed out is known, `TrainIterator.state` resumes exactly:
+The order and the positions are data_pipelines/train_stream.py's, which the feature
+cache's training iterator shares. Because every random choice is a function of (seed,
+epoch, position), and the position of the record after the last one handed out is known,
+`TrainIterator.state` resumes exactly:
 the new iterator skips raw (undecoded) records up to that position and continues bit for
 bit, however far tf.data had prefetched, and whether or not bad records were dropped.
 
@@ -24,13 +26,11 @@ holds more bad records than config.dataset.max_bad_fraction of its records, and 
 one bad record is allowed (`bad_budget`).
 """
 
-import atexit
 import functools
 import json
 import os
 import re
 from typing import Callable, Dict, List, Optional
-import weakref
 
 from absl import logging
 import numpy as np
@@ -39,9 +39,11 @@ from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import fs
 from data_pipelines import tf_runtime
+from data_pipelines import train_stream
 from data_pipelines import video_ops
 from data_pipelines.source import DatasetInfo
 from data_pipelines.source import Source
+from data_pipelines.train_stream import host_files
 
 tf = tf_runtime.import_tensorflow()
 
@@ -57,9 +59,7 @@ _METADATA_SPLIT = {'train': 'train', 'eval': 'validation', 'test': 'test'}
 # Bytes a TFRecord adds around each record: length (8), its CRC (4), the data's CRC (4).
 _TFRECORD_OVERHEAD = 16
 _MAX_BAD_EXAMPLES = 10  # bad records kept for the BadDataError message
-_MAX_EPOCHS = 2**40
-# Tags that keep the random streams of different uses apart.
-_TAG_FILES, _TAG_BLOCK, _TAG_EXAMPLE = 1, 2, 3
+_TAG_EXAMPLE = 3  # the augmentation stream (train_stream's tags keep theirs apart)
 # Where each example of an evaluation batch came from: its shard (str; '' for padding)
 # and its record's index in that shard (-1 for padding). Host-side keys, never sent to
 # the device; the evaluation's per-video lines name the video with them.
@@ -340,38 +340,11 @@ def make_source(ds_cfg, split: str) -> Source:
                 parse=parse_dmvr)
 
 
-def host_files(files: List[str], process_index: int, process_count: int,
-               table: str = '') -> List[str]:
-  """The files this host reads: every file goes to exactly one host."""
-  if len(files) < process_count:
-    raise ValueError(
-        f'Table {table!r} has {len(files)} file(s) but there are {process_count} hosts; '
-        'every host needs at least one file. Write the table with at least as many '
-        'shards as hosts (e.g. name.tfrecord@N with N a multiple of the host count).')
-  return files[process_index::process_count]
-
-
-def _process(process_index: Optional[int], process_count: Optional[int]):
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} outside [0, {process_count}).')
-  return process_index, process_count
-
-
-def _records(files, cycle_length: int) -> tf.data.Dataset:
+def interleaved_records(files, cycle_length: int) -> tf.data.Dataset:
   """`file_records` of files in the given order, interleaved."""
   return tf.data.Dataset.from_tensor_slices(files).interleave(
       file_records, cycle_length=cycle_length, block_length=1, num_parallel_calls=cycle_length,
       deterministic=True)
-
-
-def _options() -> tf.data.Options:
-  options = tf.data.Options()
-  options.deterministic = True
-  return options
 
 
 # ----------------------------------------------------------------------------------------
@@ -412,7 +385,10 @@ def _decode_or_flag(source: Source, num_classes: int, transform: Callable,
   return per_element
 
 
-def _decode_all(ds: tf.data.Dataset, per_element: Callable) -> tf.data.Dataset:
+def decode_records(ds: tf.data.Dataset, source: Source, num_classes: int,
+                   transform: Callable, output_shape, on_bad: Callable) -> tf.data.Dataset:
+  """Each element of `ds` decoded, or flagged `bad` (`_decode_or_flag`); in order."""
+  per_element = _decode_or_flag(source, num_classes, transform, output_shape, on_bad)
   # One-element datasets decoded in parallel, in order.
   return ds.interleave(per_element, cycle_length=tf.data.AUTOTUNE, block_length=1,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -421,32 +397,6 @@ def _decode_all(ds: tf.data.Dataset, per_element: Callable) -> tf.data.Dataset:
 # ----------------------------------------------------------------------------------------
 # Training.
 # ----------------------------------------------------------------------------------------
-
-def _fold(seed, *data):
-  for d in data:
-    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(d, tf.int64))
-  return seed
-
-
-def _epoch_order(files: List[str], epoch, base_seed, start, block: int, cycle: int):
-  """Records of one epoch in shuffled order, with positions, from position `start`."""
-  keys = tf.random.stateless_uniform([len(files)], _fold(base_seed, _TAG_FILES, epoch))
-  records = _records(tf.gather(tf.constant(files), tf.argsort(keys)), cycle)
-  first_block = start // block
-  # Whole blocks before the resume point are skipped as raw bytes, never parsed.
-  blocks = records.skip(first_block * block).batch(block).enumerate(first_block)
-
-  def permute(b, recs):
-    n = tf.shape(recs['index'])[0]
-    order = tf.argsort(tf.random.stateless_uniform([n], _fold(base_seed, _TAG_BLOCK,
-                                                                epoch, b)))
-    out = {k: tf.gather(v, order) for k, v in recs.items()}
-    out['position'] = b * block + tf.range(n, dtype=tf.int64)
-    out['epoch'] = tf.fill([n], epoch)
-    return out
-
-  return blocks.map(permute).unbatch().skip(start % block)
-
 
 def _count_and_filter(ds, state: Dict[str, int], budget: float):
   """Adds running num_seen/num_bad and this epoch's epoch_bad; drops bad records unless
@@ -473,59 +423,7 @@ def _count_and_filter(ds, state: Dict[str, int], budget: float):
   return ds.scan(initial, count).filter(keep)
 
 
-def _initial_state(seed: int, process_index: int, process_count: int,
-                   state: Optional[dict]) -> Dict[str, int]:
-  fresh = {'epoch': 0, 'position': 0, 'num_seen': 0, 'num_bad': 0, 'seed': seed,
-           'process_index': process_index, 'process_count': process_count}
-  if state is None:
-    return fresh
-  if set(state) != set(fresh):
-    raise ValueError(f'Input pipeline state has keys {sorted(state)}, expected '
-                     f'{sorted(fresh)}.')
-  for key in ('seed', 'process_index', 'process_count'):
-    if int(state[key]) != fresh[key]:
-      # The user's choice (another seed, another number of hosts), not a bug: one line.
-      raise cli.ConfigError(
-          f'Input pipeline state was saved with {key}={state[key]} but this run has '
-          f'{key}={fresh[key]}; the stream cannot be resumed. Resume with the seed and '
-          'number of processes the checkpoint was saved with, or use a new --workdir.')
-  return {k: int(v) for k, v in state.items()}
-
-
-# The training iterators not closed yet, closed at exit (`ClosableIterator`).
-_OPEN_ITERATORS = weakref.WeakSet()
-
-
-@atexit.register
-def close_open_iterators() -> None:
-  """Closes every training iterator still open. At exit, before the interpreter tears
-  down: a tf.data iterator whose threads run Python (the bad-record logger's
-  py_function) and that is collected during teardown can wait forever on them."""
-  for iterator in list(_OPEN_ITERATORS):
-    iterator.close()
-
-
-class ClosableIterator:
-  """The training iterators' tf.data iterator, with `close()`: it stops the input
-  pipeline's threads now, while they can still finish; every open one is closed at exit."""
-  _iterator = None
-
-  def _open(self, dataset: tf.data.Dataset) -> None:
-    self._iterator = iter(dataset)
-    _OPEN_ITERATORS.add(self)
-
-  def close(self) -> None:
-    self._iterator = None
-    _OPEN_ITERATORS.discard(self)
-
-  def _next_batch(self) -> Dict[str, np.ndarray]:
-    if self._iterator is None:
-      raise ValueError(f'This {type(self).__name__} is closed; make a new one (with its '
-                       'state to continue where it stopped).')
-    return {k: v.numpy() for k, v in next(self._iterator).items()}
-
-
-class TrainIterator(ClosableIterator):
+class TrainIterator(train_stream.StreamIterator):
   """Infinite iterator of training batches with a resumable `state`.
 
   Attributes:
@@ -542,7 +440,7 @@ class TrainIterator(ClosableIterator):
     self._source = make_source(ds_cfg, 'train')
     self._files = host_files(self._source.files, process_index, process_count,
                              self._source.table)
-    self._state = _initial_state(seed, process_index, process_count, state)
+    self._state = train_stream.initial_state(seed, process_index, process_count, state)
     self._num_classes = resolve_num_classes(ds_cfg)
     # This host's records per epoch, for the bad-record budget: its share of the split's
     # size as metadata.json (or config) gives it; counted only when neither does.
@@ -554,50 +452,34 @@ class TrainIterator(ClosableIterator):
     self._open(self._dataset(batch_size, seed, process_index))
 
   @property
-  def state(self) -> dict:
-    return dict(self._state)
-
-  @property
-  def num_seen(self) -> int:
-    return self._state['num_seen']
-
-  @property
   def num_bad(self) -> int:
     return self._state['num_bad']
-
-  def __iter__(self):
-    return self
 
   def __next__(self) -> Dict[str, np.ndarray]:
     batch = self._next_batch()
     if batch['bad'].any():
       raise self._too_many_bad(batch)
-    self._state.update(epoch=int(batch['epoch'][-1]), position=int(batch['position'][-1]) + 1,
-                       num_seen=int(batch['num_seen'][-1]), num_bad=int(batch['num_bad'][-1]))
+    self._advance(batch, num_seen=int(batch['num_seen'][-1]),
+                  num_bad=int(batch['num_bad'][-1]))
     return {'inputs': batch['inputs'], 'label': batch['label'],
             'batch_mask': np.ones(batch['label'].shape, np.float32)}
 
   def _dataset(self, batch_size: int, seed: int, process_index: int) -> tf.data.Dataset:
     cfg, start = self._cfg, self._state
-    base_seed = tf.constant([seed, process_index], tf.int64)
-    cycle = min(cfg.num_parallel_reads, len(self._files))
-
-    def epoch(e):
-      first = tf.where(e == start['epoch'], tf.constant(start['position'], tf.int64), 0)
-      return _epoch_order(self._files, e, base_seed, first, cfg.shuffle_buffer, cycle)
+    base_seed = train_stream.base_seed(seed, process_index)
+    read = functools.partial(interleaved_records,
+                             cycle_length=min(cfg.num_parallel_reads, len(self._files)))
 
     def transform(frames, el):
       return video_ops.train_clip(
-          frames, cfg, _fold(base_seed, _TAG_EXAMPLE, el['epoch'], el['position']))
+          frames, cfg, train_stream.fold(base_seed, _TAG_EXAMPLE, el['epoch'], el['position']))
 
-    per_element = _decode_or_flag(
-        self._source, self._num_classes, transform,
-        (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), self._log_bad)
-    ds = tf.data.Dataset.range(start['epoch'], _MAX_EPOCHS).flat_map(epoch)
-    ds = _count_and_filter(_decode_all(ds, per_element), start,
-                           bad_budget(self.epoch_size, cfg.max_bad_fraction))
+    ds = train_stream.epochs(self._files, start, base_seed, cfg.shuffle_buffer, read)
+    ds = decode_records(ds, self._source, self._num_classes, transform,
+                        (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), self._log_bad)
+    ds = _count_and_filter(ds, start, bad_budget(self.epoch_size, cfg.max_bad_fraction))
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
-    return ds.with_options(_options())
+    return ds.with_options(train_stream.deterministic_options())
 
   def _log_bad(self, el):
     def describe(record, shard, index, problem):
@@ -660,7 +542,7 @@ def make_train_iterator(ds_cfg, batch_size: int, seed: int, state: Optional[dict
   `bad_budget` allows raises BadDataError (one line: counts, the first, the command that
   lists them all). process_index/process_count default to JAX's.
   """
-  process_index, process_count = _process(process_index, process_count)
+  process_index, process_count = train_stream.resolve_process(process_index, process_count)
   return TrainIterator(ds_cfg, batch_size, seed, state, process_index, process_count)
 
 
@@ -681,11 +563,11 @@ def _eval_dataset(source: Source, files: List[str], ds_cfg, split: str, batch_si
     del shard, index
     return _reason(record, problem, source.parse, num_classes)
 
-  per_element = _decode_or_flag(source, num_classes, transform, shape, lambda el: tf.py_function(
+  ds = interleaved_records(files, min(ds_cfg.num_parallel_reads, len(files)))
+  ds = decode_records(ds, source, num_classes, transform, shape, lambda el: tf.py_function(
       describe, [el['record'], el['shard'], el['index'], el['problem']], tf.string))
-  ds = _records(files, min(ds_cfg.num_parallel_reads, len(files)))
-  ds = _decode_all(ds, per_element).batch(batch_size).prefetch(2)
-  return ds.with_options(_options())
+  ds = ds.batch(batch_size).prefetch(2)
+  return ds.with_options(train_stream.deterministic_options())
 
 
 def _num_eval_batches(source: Source, process_count: int, batch_size: int) -> Optional[int]:
@@ -695,16 +577,6 @@ def _num_eval_batches(source: Source, process_count: int, batch_size: int) -> Op
   largest = max(count_records(host_files(source.files, p, process_count, source.table))
                 for p in range(process_count))
   return -(-largest // batch_size)
-
-
-def _pad(batch: Dict[str, np.ndarray], batch_size: int) -> Dict[str, np.ndarray]:
-  n = len(batch['label'])
-  pad = [(0, batch_size - n)]
-  return {
-      'inputs': np.pad(batch['inputs'], pad + [(0, 0)] * (batch['inputs'].ndim - 1)),
-      'label': np.pad(batch['label'], pad).astype(np.int32),
-      'batch_mask': np.pad(np.ones(n, np.float32), pad),
-  }
 
 
 def _log_bad(batch: Dict[str, np.ndarray], split: str, examples: List[str]) -> None:
@@ -727,8 +599,8 @@ def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
     if num_bad > budget:
       raise bad_data_error(f'the {split} split', num_bad, size, ds_cfg, source.table,
                            examples)
-    padded = _pad({'inputs': batch['inputs'], 'label': np.where(bad, 0, batch['label'])},
-                  batch_size)
+    padded = train_stream.pad({'inputs': batch['inputs'],
+                               'label': np.where(bad, 0, batch['label'])}, batch_size)
     padded['batch_mask'][np.flatnonzero(bad)] = 0.  # a bad record counts as padding
     produced += 1
     yield _with_sources(padded, batch)
@@ -736,8 +608,7 @@ def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
     logging.warning('%s: skipped %d bad of %d records on this host (each logged above; '
                     'within config.dataset.max_bad_fraction=%s).', split, num_bad, seen,
                     ds_cfg.max_bad_fraction)
-  empty = _pad({'inputs': np.zeros((0,) + tuple(ds.element_spec['inputs'].shape[1:]), np.uint8),
-                'label': np.zeros(0, np.int32)}, batch_size)
+  empty = train_stream.empty_batch(ds.element_spec['inputs'].shape[1:], np.uint8, batch_size)
   while num_batches is not None and produced < num_batches:
     produced += 1
     yield _with_sources(empty, {'shard': np.zeros(0, object), 'index': np.zeros(0, np.int64)})
@@ -768,7 +639,7 @@ def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
   if split not in ('eval', 'test'):
     raise ValueError(f"split={split!r} must be 'eval' or 'test'.")
   check_config(ds_cfg)
-  process_index, process_count = _process(process_index, process_count)
+  process_index, process_count = train_stream.resolve_process(process_index, process_count)
   source = make_source(ds_cfg, split)
   files = host_files(source.files, process_index, process_count, source.table)
   num_classes = resolve_num_classes(ds_cfg)

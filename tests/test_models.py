@@ -115,7 +115,7 @@ def test_name_groups_partition_the_top_level_of_every_model():
 
 
 def test_make_adapter_refuses_an_unknown_type():
-  # Not only configs.validate: an unknown type must never fall through to a real adapter.
+  # Not only models.check_choices: an unknown type must never fall through to a real adapter.
   spec = tiny_config(**{'adapter.type': 'lstm'}).adapter
   with pytest.raises(ValueError, match=r"adapter.type='lstm'; expected one of"):
     adapter_lib.make_adapter(spec, 32, 'token', dropout_rate=0.0, attention_dropout_rate=0.0,

@@ -59,23 +59,21 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   import jax
   from data_pipelines import tf_runtime
-  from vivit_adapter import preflight
+  from vivit_adapter.train_lib import startup
   from vivit_adapter.train_lib import trainer
-  from vivit_adapter.train_lib import workdir_guard
   # pylint: enable=g-import-not-at-top
   tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
   cli.quiet_library_logs()
   # Before jax.distributed: a process that stops here must not leave the others
   # waiting for it at the coordinator. A ValueError here is the user's: one line.
   with cli.usage_errors():
-    workdir_guard.check_workdir(config, workdir, FLAGS.allow_config_change)
-    preflight.check_run_inputs(config)
-    workdir_guard.probe_writable(workdir)
+    checked = startup.check(config, workdir, FLAGS.allow_config_change)
     distributed.initialize_from_flags()
-    preflight.check_shards_per_host(config, jax.process_count())
+    startup.check_shards_per_host(config, jax.process_count())
   distributed.log_topology()
   summary = trainer.train_and_evaluate(config, workdir,
-                                       allow_config_change=FLAGS.allow_config_change)
+                                       allow_config_change=FLAGS.allow_config_change,
+                                       checked=checked)
   if summary.get('preempted'):
     raise cli.Preempted(f'stopped by {summary["preempted"]} at step {summary["step"]} '
                         'after saving a checkpoint; rerun the same command to resume.')

@@ -7,7 +7,9 @@ goes through the named surgery function its tests exercise (`vit_npz.vit_to_vivi
 `stage2.stage1_to_stage2`), whose account of restored/fresh names makes the message.
 """
 
+import functools
 import json
+import operator
 import os
 import re
 from typing import Optional, Sequence, Tuple
@@ -17,16 +19,31 @@ import numpy as np
 
 from data_pipelines import cli
 from data_pipelines import fs
-from vivit_adapter import config_diff
+from vivit_adapter import configs
 from vivit_adapter.checkpoints import merge, scenic, stage2, vit_npz, workdir
 from vivit_adapter.models import names
 
 FORMATS = ('auto', 'workdir', 'scenic', 'vit_npz')
+# config.init_from keys whose value is one of this package's names -> those names.
+CONFIG_CHOICES = {
+    'init_from.checkpoint_format': FORMATS,
+    'init_from.kernel_init_method': vit_npz.KERNEL_INIT_METHODS,
+    'init_from.missing_cls': vit_npz.MISSING_CLS,
+}
 # The model sizes a stage-1 run and the stage-2 run initialised from it share (stage 2
 # adds an adapter and changes the frame count on purpose).
 _SHARED_SIZE_KEYS = ('model.variant', 'model.hidden_size', 'model.patches',
                      'model.spatial_transformer', 'model.temporal_transformer',
                      'model.classifier')
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key when config.init_from names a checkpoint format or
+  conversion this package does not have. Run by the start-up check."""
+  for key, names in CONFIG_CHOICES.items():
+    value = functools.reduce(operator.getitem, key.split('.'), config)
+    if value not in names:
+      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
 
 
 def detect_format(path: str) -> str:
@@ -52,8 +69,8 @@ def detect_format(path: str) -> str:
 
 
 def _existing_path(init_cfg: ml_collections.ConfigDict) -> str:
-  # `configs.validate` checks the choices of checkpoint_format, kernel_init_method and
-  # missing_cls (against FORMATS, vit_npz.KERNEL_INIT_METHODS, vit_npz.MISSING_CLS).
+  # `check_config` checks the choices of checkpoint_format, kernel_init_method and
+  # missing_cls (CONFIG_CHOICES) at start-up.
   path = os.fspath(init_cfg.checkpoint_path)
   if not fs.exists(path):
     raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.')
@@ -119,15 +136,15 @@ def _from_vit_npz(init_cfg, path, target_params, target_grid) -> merge.Merged:
 def _size_changes(where: str, model_config: ml_collections.ConfigDict) -> str:
   """'model.hidden_size: 64 in RUN/config.json, 32 in this config' for a workdir
   checkpoint (`where` = RUN/checkpoints/STEP) whose run had other model sizes; else ''."""
-  path = os.path.join(os.path.dirname(os.path.dirname(where)), config_diff.CONFIG_FILE)
+  path = os.path.join(os.path.dirname(os.path.dirname(where)), configs.CONFIG_FILE)
   if not fs.exists(path):
     return ''
   with fs.open(path) as f:
     saved = json.load(f).get('model', {})
-  changes = config_diff.differences({'model': saved}, {'model': model_config.to_dict()})
+  changes = configs.differences({'model': saved}, {'model': model_config.to_dict()})
   return '; '.join(f'{k}: {old!r} in {path}, {new!r} in this config'
                    for k, (old, new) in changes.items()
-                   if config_diff.under(k, _SHARED_SIZE_KEYS))
+                   if configs.under(k, _SHARED_SIZE_KEYS))
 
 
 def _from_video(fmt, init_cfg, path, target_params,
@@ -157,7 +174,7 @@ def load_init_params(init_cfg: ml_collections.ConfigDict, target_params, *,
   Args:
     init_cfg: `config.init_from` (checkpoint_path, checkpoint_format, step,
       kernel_init_method, missing_cls, restore_temporal, restore_output_projection),
-      validated by `configs.validate`.
+      validated by `check_config` at start-up.
     target_params: the model's freshly initialised parameters; they fix every name
       and shape, and supply whatever the checkpoint does not.
     model_config: `config.model`, quoted in the message.

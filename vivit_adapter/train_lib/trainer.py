@@ -28,8 +28,7 @@ from vivit_adapter.models import create_model
 from vivit_adapter.train_lib import assembly, checkpointing, class_report, compiled_memory
 from vivit_adapter.train_lib import data_source
 from vivit_adapter.train_lib import evaluation
-from vivit_adapter.train_lib import optimizers, parallel, reporting, steps
-from vivit_adapter.train_lib import workdir_guard
+from vivit_adapter.train_lib import optimizers, parallel, reporting, startup, steps
 
 
 @dataclasses.dataclass
@@ -91,7 +90,7 @@ def setup_start(config, manager, state, parts, mesh):
 
 
 def setup(config, workdir) -> Setup:
-  configs.validate(config)
+  """The run's parts, for a config that passed the start-up check (startup.check)."""
   mesh = parallel.make_mesh()
   source = data_source.make_source(config)
   info = source.info
@@ -241,18 +240,21 @@ def quiet_third_party_logs() -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False) -> Dict[str, Any]:
+                       allow_config_change: bool = False,
+                       checked: Optional[startup.Checked] = None) -> Dict[str, Any]:
   """Trains and evaluates `config` in `workdir`; returns (and writes) the run summary.
 
-  A workdir with checkpoints of an incompatible config is refused before anything is
-  written (workdir_guard; `allow_config_change` admits changes that keep the shapes).
+  The start-up check (startup.check) runs first unless `checked`, what it returned to
+  the caller, covers this config and workdir: a workdir with checkpoints of an
+  incompatible config is refused before anything is written (workdir_guard;
+  `allow_config_change` admits changes that keep the shapes), bad values, missing data
+  and an unwritable workdir fail before anything compiles.
   config.json is written once the start (resume or init) succeeded. A run stopped by
   SIGTERM/SIGINT saves a checkpoint and returns {'preempted': signal name, 'step'}.
   """
   t0 = time.time()
   quiet_third_party_logs()
-  workdir_guard.check_workdir(config, workdir, allow_config_change)
-  workdir_guard.probe_writable(workdir)
+  startup.ensure_checked(config, workdir, allow_config_change, checked)
   s = setup(config, workdir)
   is_main = jax.process_index() == 0
   manager = checkpointing.make_manager(workdir, config.max_to_keep)
