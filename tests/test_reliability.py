@@ -169,3 +169,110 @@ def test_the_doc_has_the_exit_codes_and_cites_tests_that_exist():
   for path, name in cited:
     with open(os.path.join(tu.REPO, path)) as f:
       assert re.search(rf'^def {name}\(', f.read(), re.M), f'{path}::{name}'
+
+
+# ----------------------------------------------------------------------------------------
+# Finite or refused (issue 26): nothing non-finite is saved, scored or predicted.
+# ----------------------------------------------------------------------------------------
+
+def _nan_tree(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda x: np.full(np.shape(x), np.nan, np.float32), tree)
+
+
+def test_nonfinite_scores_never_count_as_correct_and_end_the_evaluation():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  from vivit_adapter.models import create_model  # pylint: disable=g-import-not-at-top
+  from vivit_adapter.train_lib import evaluation, losses, steps  # pylint: disable=g-import-not-at-top
+  scores = jnp.array([[np.nan, 0., 0.], [0., np.inf, 0.], [0., 1., 0.]])
+  labels, ones = jnp.array([0, 1, 1]), jnp.ones(3)
+  assert float(losses.topk_correct(scores, labels, 1, ones)) == 1.0  # only the finite row
+  assert float(losses.nonfinite_count(scores, ones)) == 2.0
+  c = helpers.tiny_config()
+  model = create_model(c.model, 5, '')
+  video = helpers.random_video((4, 8, 16, 16, 3))
+  params = _nan_tree(helpers.init(model, video))
+  batch = {'inputs': video, 'label': jnp.arange(4), 'batch_mask': jnp.array([1., 1., 1., 0.])}
+  out = jax.jit(steps.make_eval_step(model, 5))(params, batch)
+  assert (float(out['top1']), float(out['top5']), float(out['nonfinite'])) == (0., 0., 3.)
+  views = dict(batch, inputs=jnp.stack([video, video], axis=1))
+  out = jax.jit(steps.make_test_step(model))(params, views)
+  assert (float(out['top1']), float(out['top5']), float(out['nonfinite'])) == (0., 0., 3.)
+  with pytest.raises(cli.DivergedError) as e:
+    evaluation._refuse_nonfinite(3., 3., 'test')  # pylint: disable=protected-access
+  assert cli.exit_code(e.value) == cli.DIVERGED
+  assert str(e.value) == (
+      'The model gives NaN or infinite logits on 3 of 3 test examples: its parameters '
+      'diverged, so there is no test score. Lower config.lr_configs.base_learning_rate '
+      'or check the input data.')
+
+
+def _ckpt_state(value, step):
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  @flax.struct.dataclass
+  class State:
+    params: dict
+    opt_state: dict
+    step: jax.Array
+    rng: jax.Array
+
+  return State(params={'head': {'kernel': jnp.full((2, 3), value)}},
+               opt_state={'mu': jnp.zeros((2, 3))}, step=jnp.asarray(step),
+               rng=jax.random.PRNGKey(0))
+
+
+def test_a_nonfinite_state_is_never_saved_and_the_last_good_checkpoint_is_finite(tmp_path):
+  from vivit_adapter.train_lib import checkpointing  # pylint: disable=g-import-not-at-top
+  from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
+  manager = checkpointing.make_manager(str(tmp_path), max_to_keep=5)
+  checkpointing.save(manager, _ckpt_state(1., 1), {})
+  nan = _ckpt_state(np.nan, 2)
+  with pytest.raises(cli.DivergedError) as e:
+    trainer._check_state_finite(nan, 2, manager)  # pylint: disable=protected-access
+  assert str(e.value) == (
+      'The training state after step 2 is not finite (1 tensor holds NaN or inf, e.g. '
+      'params/head/kernel); it was not saved; stopping. The last good checkpoint is step '
+      f'1 in {tmp_path}/checkpoints. Lower config.lr_configs.base_learning_rate or check '
+      'the input data.')
+  assert manager.all_steps() == [1]
+  # A non-finite checkpoint written before saves were checked is skipped on resume.
+  checkpointing.save(manager, nan, {})
+  manager.wait_until_finished()
+  assert sorted(manager.all_steps()) == [1, 2]
+  state, _, step = checkpointing.restore_latest(manager, _ckpt_state(0., 0))
+  assert step == 1 and float(state.params['head']['kernel'][0, 0]) == 1.
+  manager.close()
+
+
+def test_predict_refuses_a_nonfinite_model_in_one_line():
+  from vivit_adapter import predict  # pylint: disable=g-import-not-at-top
+  params = {'output_projection': {'kernel': np.ones((2, 3), np.float32),
+                                  'bias': np.array([0., np.inf, 0.], np.float32)}}
+  predict.check_finite({'output_projection': {'kernel': np.ones((2, 3), np.float32)}},
+                       'W', 3)
+  with pytest.raises(cli.DivergedError) as e:
+    predict.check_finite(params, 'W', 3)
+  assert str(e.value) == (
+      'The checkpoint of step 3 in W is not finite (1 tensor holds NaN or inf, e.g. '
+      'output_projection/bias): its training diverged. Use an earlier --step, or retrain '
+      'with a lower config.lr_configs.base_learning_rate.')
+
+
+def test_main_exits_4_when_the_eval_logits_are_nan_instead_of_scoring_them(tmp_path):
+  # lr 1e39 is inf in float32: the state is NaN after step 1 while its loss was finite;
+  # the evaluation after step 1 scored NaN logits 100% top-1 before.
+  config_path = tu.write_config(tmp_path, tu.make_dataset(tmp_path / 'data'))
+  proc = _run_main(config_path, tmp_path / 'run', '--config.num_training_steps=2',
+                   '--config.log_eval_steps=1', '--config.lr_configs.base_learning_rate=1e39',
+                   '--config.lr_configs.warmup_steps=0')
+  assert proc.returncode == cli.DIVERGED, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'{PROGRAM}The model gives NaN or infinite logits on 14 of 14 eval examples: its '
+      'parameters diverged, so there is no eval score. Lower '
+      'config.lr_configs.base_learning_rate or check the input data.')
+  assert not (tmp_path / 'run' / 'checkpoints').exists()

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from data_pipelines import cli
 from vivit_adapter.train_lib import assembly, data_source, parallel, steps
 
 
@@ -54,7 +55,18 @@ def evaluate(s, params, split: str, *, on_video: bool = False) -> Dict[str, floa
     totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
   totals = jax.device_get(totals)
   count = float(totals.pop('count'))
+  _refuse_nonfinite(float(totals.pop('nonfinite', 0.)), count, split)
   return {k: float(v) / max(count, 1.0) for k, v in totals.items()} | {'count': count}
+
+
+def _refuse_nonfinite(nonfinite: float, count: float, split: str) -> None:
+  """NaN or infinite logits are a diverged model, never a score (top-1 would count them
+  correct): the run ends with cli.DIVERGED."""
+  if nonfinite:
+    raise cli.DivergedError(
+        f'The model gives NaN or infinite logits on {nonfinite:.0f} of {count:.0f} '
+        f'{split} examples: its parameters diverged, so there is no {split} score. '
+        'Lower config.lr_configs.base_learning_rate or check the input data.')
 
 
 def gather_json(obj) -> List[Any]:

@@ -26,7 +26,7 @@ from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.models import create_model
 from vivit_adapter.train_lib import assembly, checkpointing, compiled_memory, data_source
-from vivit_adapter.train_lib import evaluation
+from vivit_adapter.train_lib import evaluation, finite
 from vivit_adapter.train_lib import optimizers, parallel, reporting, steps
 from vivit_adapter.train_lib import workdir_guard
 
@@ -102,18 +102,32 @@ def setup(config, workdir) -> Setup:
                state=state, start='')
 
 
+def _diverged(what: str, manager) -> cli.DivergedError:
+  # A save of an earlier (finite) step may still be in flight: finish it before the
+  # error ends the process, so the checkpoint named below is complete. Every saved
+  # checkpoint passed _check_state_finite, so the latest one is good.
+  checkpointing.wait_until_finished(manager)
+  last = manager.latest_step()
+  where = (f'The last good checkpoint is step {last} in {manager.directory}'
+           if last is not None else 'No checkpoint was written yet')
+  return cli.DivergedError(
+      f'{what}; stopping. {where}. Lower config.lr_configs.base_learning_rate or check '
+      'the input data.')
+
+
 def _check_finite(metrics, step, manager):
   loss = float(jax.device_get(metrics['loss']))
   if not np.isfinite(loss):
-    # A save of an earlier (finite) step may still be in flight: finish it before the
-    # error ends the process, so the checkpoint named below is complete.
-    checkpointing.wait_until_finished(manager)
-    last = manager.latest_step()
-    where = (f'the last good checkpoint is step {last} in {manager.directory}'
-             if last is not None else 'no checkpoint was written yet')
-    raise cli.DivergedError(
-        f'Training loss is {loss} at step {step}; stopping. {where}. Lower '
-        'config.lr_configs.base_learning_rate or check the input data.')
+    raise _diverged(f'Training loss is {loss} at step {step}', manager)
+
+
+def _check_state_finite(state, step, manager):
+  """The state about to be saved is finite. The loss of a step is computed before its
+  update, so a finite loss does not prove the parameters it produced are finite."""
+  bad = finite.nonfinite_names({'params': state.params, 'opt_state': state.opt_state})
+  if bad:
+    raise _diverged(f'The training state after step {step} is not finite '
+                    f'({finite.describe(bad)}); it was not saved', manager)
 
 
 def _mean_metrics(buffer):
@@ -164,6 +178,7 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
           log_eval(s, writer, history, step, state.params, timing=clock.read())
       if step % ckpt_every == 0 or step == s.total_steps or preemption.requested:
         _check_finite(metrics, step, manager)
+        _check_state_finite(state, step, manager)
         save_checkpoint(s, manager, state, train_iter)
       if preemption.requested:
         break
