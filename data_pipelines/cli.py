@@ -188,6 +188,7 @@ def run(main: Callable[..., Optional[int]], *args, program: str = '') -> int:
   except Preempted as e:
     _signal_handled()
     sys.stderr.write(f'{program}: {e.message}\n')
+    _exit_now_if_blocked()
     return PREEMPTED
   except SystemExit:
     raise
@@ -251,9 +252,14 @@ def quiet_library_logs() -> None:
 
 
 class _Stop:
-  """The signal that stopped the program, and the exit it arms."""
+  """The signal that stopped the program, and the exit it arms; `requested`: a signal
+  a handler only noted (the training loop's PreemptionWatcher), for waits that must
+  end on it (`check_stop`)."""
   signal = ''
+  requested = ''
   timer: Optional[threading.Timer] = None
+  program = False  # start() was called: this process is a program, not a test or notebook
+  blocked_timer: Optional[threading.Timer] = None
 
 
 _stop = _Stop()
@@ -281,16 +287,63 @@ def _raise_preempted(signum, frame) -> None:
   raise Preempted(_stop_message(_stop.signal))
 
 
+def request_stop(name: str) -> None:
+  """Notes a SIGTERM/SIGINT whose handler only sets a flag (PreemptionWatcher), so that
+  a wait on input data ends on it too (`check_stop`); `name` '' clears it."""
+  _stop.requested = name
+
+
+def check_stop(waiting_for: str) -> None:
+  """Raises Preempted when a stop signal arrived: for loops that wait on other threads
+  (an input pipeline), where a handler's own exception may never surface.
+
+  The thread left waiting may stay blocked: see `left_a_thread_blocked`.
+  """
+  name = _stop.requested or _stop.signal
+  if not name:
+    return
+  text = (f'stopped by {name} while waiting for {waiting_for}; rerun the same command to '
+          'continue (a run resumes from its last checkpoint).')
+  left_a_thread_blocked(text)
+  raise Preempted(text)
+
+
+def left_a_thread_blocked(text: str) -> None:
+  """A stop leaves a thread blocked in C++ (a tf.data fetch): in a program (`start` was
+  called) an exit timer is armed that nothing cancels, since that thread can hold the
+  process back after the program is done (`_exit_now_if_blocked`)."""
+  if _stop.program and _stop.blocked_timer is None:
+    _stop.blocked_timer = _exit_timer(_EXIT_GRACE_S, text)
+
+
+def _exit_timer(seconds: float, text: str) -> threading.Timer:
+  timer = threading.Timer(seconds, _exit_now, [text])
+  timer.daemon = True
+  timer.start()
+  return timer
+
+
+def _exit_now_if_blocked() -> None:
+  """After the program's last line: a thread left blocked in C++ holds the interpreter's
+  teardown (tf.data's waits on it, and a timer thread cannot run then), so the process
+  ends here. Its files are closed: the training loop saved and closed before returning."""
+  if _stop.blocked_timer is not None:
+    _stop.blocked_timer.cancel()
+    _exit_now('')
+
+
 def _exit_now(message: str) -> None:
-  sys.stderr.write(f'{program_name()}: {message}\n')
+  if message:
+    sys.stderr.write(f'{program_name()}: {message}\n')
   sys.stderr.flush()
+  sys.stdout.flush()
   os._exit(PREEMPTED)  # pylint: disable=protected-access
 
 
 def _signal_handled() -> None:
   if _stop.timer is not None:
     _stop.timer.cancel()
-  _stop.signal, _stop.timer = '', None
+  _stop.signal, _stop.requested, _stop.timer = '', '', None
 
 
 def _preempted_after(program: str, error: Optional[BaseException]) -> int:
@@ -308,6 +361,7 @@ def start() -> None:
   lines, and make SIGTERM exit PREEMPTED (Python's default is to die with 143 and no
   message). The training loop installs its own handler that saves first."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  _stop.program = True
   try:
     for sig in (signal.SIGTERM, signal.SIGINT):
       signal.signal(sig, _raise_preempted)

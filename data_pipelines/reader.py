@@ -39,6 +39,7 @@ import tensorflow as tf
 from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import fs
+from data_pipelines import interruptible
 from data_pipelines import video_ops
 from data_pipelines.source import DatasetInfo
 from data_pipelines.source import Source
@@ -442,28 +443,42 @@ def _epoch_order(files: List[str], epoch, base_seed, start, block: int, cycle: i
   return blocks.map(permute).unbatch().skip(start % block)
 
 
-def _count_and_filter(ds, state: Dict[str, int], budget: float):
-  """Adds running num_seen/num_bad and this epoch's epoch_bad; drops bad records unless
-  the epoch's `bad_budget` is exceeded.
+def consecutive_bad_limit(epoch_size: int) -> int:
+  """Bad records in a row beyond which a stream stops: a whole epoch's worth without a
+  good one. Without it, max_bad_fraction=1.0 on a table whose every record is bad drops
+  every record forever: the stream neither yields nor stops. (The epoch size is checked
+  against the files at start-up, so a stale metadata.json cannot stretch it.)"""
+  return max(epoch_size - 1, 0)
+
+
+def _count_and_filter(ds, state: Dict[str, int], budget: float, epoch_size: int):
+  """Adds running num_seen/num_bad, this epoch's epoch_bad and run_bad (bad records in a
+  row); drops bad records unless the epoch's `bad_budget` is exceeded or more than
+  `consecutive_bad_limit` came in a row.
 
   A bad record that crosses the threshold is kept, so that the Python side sees it and
   raises even when no good record follows. (A resumed run counts its epoch's bad records
   afresh: the budget restarts, which only errs on the lenient side.)
   """
+  limit = consecutive_bad_limit(epoch_size)
+
   def count(totals, el):
-    seen, bad, epoch, epoch_bad = totals
+    seen, bad, epoch, epoch_bad, run_bad = totals
     is_bad = tf.cast(el['bad'], tf.int64)
     epoch_bad = tf.where(tf.equal(el['epoch'], epoch), epoch_bad, 0) + is_bad
-    totals = (seen + 1, bad + is_bad, el['epoch'], epoch_bad)
-    return totals, dict(el, num_seen=totals[0], num_bad=totals[1], epoch_bad=epoch_bad)
+    run_bad = (run_bad + 1) * is_bad
+    totals = (seen + 1, bad + is_bad, el['epoch'], epoch_bad, run_bad)
+    return totals, dict(el, num_seen=totals[0], num_bad=totals[1], epoch_bad=epoch_bad,
+                        run_bad=run_bad)
 
   def keep(el):
-    tripped = tf.cast(el['epoch_bad'], tf.float64) > budget
+    tripped = tf.logical_or(tf.cast(el['epoch_bad'], tf.float64) > budget,
+                            el['run_bad'] > limit)
     return tf.logical_or(tf.logical_not(el['bad']), tripped)
 
   zero = tf.constant(0, tf.int64)
   initial = (tf.constant(state['num_seen'], tf.int64), tf.constant(state['num_bad'], tf.int64),
-             tf.constant(state['epoch'], tf.int64), zero)
+             tf.constant(state['epoch'], tf.int64), zero, zero)
   return ds.scan(initial, count).filter(keep)
 
 
@@ -516,7 +531,8 @@ class ClosableIterator:
     if self._iterator is None:
       raise ValueError(f'This {type(self).__name__} is closed; make a new one (with its '
                        'state to continue where it stopped).')
-    return {k: v.numpy() for k, v in next(self._iterator).items()}
+    batch = interruptible.next_of(self._iterator, 'training data')
+    return {k: v.numpy() for k, v in batch.items()}
 
 
 class TrainIterator(ClosableIterator):
@@ -589,7 +605,7 @@ class TrainIterator(ClosableIterator):
         (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), self._log_bad)
     ds = tf.data.Dataset.range(start['epoch'], _MAX_EPOCHS).flat_map(epoch)
     ds = _count_and_filter(_decode_all(ds, per_element), start,
-                           bad_budget(self.epoch_size, cfg.max_bad_fraction))
+                           bad_budget(self.epoch_size, cfg.max_bad_fraction), self.epoch_size)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
     return ds.with_options(_options())
 
@@ -608,6 +624,10 @@ class TrainIterator(ClosableIterator):
 
   def _too_many_bad(self, batch) -> BadDataError:
     i = int(np.argmax(batch['bad']))
+    budget = bad_budget(self.epoch_size, self._cfg.max_bad_fraction)
+    if batch['epoch_bad'][i] <= budget:  # tripped by the run of bad records
+      return no_good_records_error(int(batch['run_bad'][i]), self.epoch_size, self._files,
+                                   self._cfg, self._source.table, self.bad_examples)
     return bad_data_error(f'epoch {int(batch["epoch"][i])} of training',
                           int(batch['epoch_bad'][i]), self.epoch_size, self._cfg,
                           self._source.table, self.bad_examples)
@@ -635,6 +655,17 @@ def bad_data_error(what: str, bad: int, size: int, ds_cfg, table: str,
       f'config.dataset.max_bad_fraction={ds_cfg.max_bad_fraction} of its {size} records '
       f'allow (each is logged above).{first} List them all with `{_validate_command(table, ds_cfg)}`, then fix or '
       'remove them, or raise config.dataset.max_bad_fraction.')
+
+
+def no_good_records_error(run: int, size: int, files: List[str], ds_cfg, table: str,
+                          examples: List[str]) -> BadDataError:
+  """One line: a run of bad records with no good one, the files, the first reason."""
+  shown = ', '.join(files[:3]) + (f' and {len(files) - 3} more' if len(files) > 3 else '')
+  first = f' First: {examples[0]}.' if examples else ''
+  return BadDataError(
+      f'{run} bad records in a row and not one good record (this host reads {size} '
+      f'records per epoch, from {shown}): the stream cannot yield a batch.{first} List '
+      f'them all with `{_validate_command(table, ds_cfg)}`, then fix or remove them.')
 
 
 def _require_records(files: List[str], table: str) -> None:
@@ -713,7 +744,12 @@ def _log_bad(batch: Dict[str, np.ndarray], split: str, examples: List[str]) -> N
 def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
   produced, seen, num_bad, examples = 0, 0, 0, []
   budget = bad_budget(size, ds_cfg.max_bad_fraction)
-  for batch in ds:
+  iterator = iter(ds)
+  while True:
+    try:
+      batch = interruptible.next_of(iterator, f'{split} data')
+    except StopIteration:
+      break
     batch = {k: v.numpy() for k, v in batch.items()}
     bad = batch['bad']
     seen, num_bad = seen + len(bad), num_bad + int(bad.sum())
@@ -726,6 +762,8 @@ def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
     padded['batch_mask'][np.flatnonzero(bad)] = 0.  # a bad record counts as padding
     produced += 1
     yield padded
+  if seen and num_bad == seen:  # every record masked: a score of nothing
+    raise no_good_records_error(num_bad, size, source.files, ds_cfg, source.table, examples)
   if num_bad:
     logging.warning('%s: skipped %d bad of %d records on this host (each logged above; '
                     'within config.dataset.max_bad_fraction=%s).', split, num_bad, seen,

@@ -276,3 +276,169 @@ def test_main_exits_4_when_the_eval_logits_are_nan_instead_of_scoring_them(tmp_p
       'parameters diverged, so there is no eval score. Lower '
       'config.lr_configs.base_learning_rate or check the input data.')
   assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+# ----------------------------------------------------------------------------------------
+# The loader always yields a batch or stops; a signal ends any wait on it (issue 26).
+# ----------------------------------------------------------------------------------------
+
+def _unlabelled_table(prefix, num_videos, num_shards):
+  frames = dmvr_format.encode_jpeg_frames(np.full((4, 8, 8, 3), 128, np.uint8))
+  with dmvr_format.ShardedWriter(prefix, num_shards) as writer:
+    for _ in range(num_videos):
+      writer.write(dmvr_format.make_sequence_example(frames, None).SerializeToString())
+
+
+def test_a_table_of_only_bad_records_stops_even_with_max_bad_fraction_1(tmp_path):
+  # Every record lacks its label; 1.0 allows them all, so the stream used to drop every
+  # record forever (100% CPU, no batch, no error).
+  from data_pipelines import make_eval_iterator  # pylint: disable=g-import-not-at-top
+  _unlabelled_table(str(tmp_path / 'train.tfrecord'), 6, 2)
+  _unlabelled_table(str(tmp_path / 'eval.tfrecord'), 3, 1)
+  cfg = configs.base_config().dataset
+  cfg.update(dict(base_dir=str(tmp_path), num_classes=3, num_frames=4, stride=1,
+                  min_resize=8, crop_size=8, shuffle_buffer=4, max_bad_fraction=1.0,
+                  eval_table='eval.tfrecord@*'))
+  it = make_train_iterator(cfg, batch_size=2, seed=0, process_index=0, process_count=1)
+  with pytest.raises(cli.DataError) as e:
+    next(it)
+  assert cli.exit_code(e.value) == cli.DATA_ERROR
+  assert re.fullmatch(
+      rf'6 bad records in a row and not one good record \(this host reads 6 records per '
+      rf'epoch, from {tmp_path}/train\.tfrecord-00000-of-00002, {tmp_path}/train\.tfrecord-'
+      r'00001-of-00002\): the stream cannot yield a batch\. First: \S+ record \d: missing '
+      r'label \(clip/label/index\)\. List them all with `python -m data_pipelines\.validate --tables=\S+'
+      r'train\.tfrecord@\*`, then fix or remove them\.', str(e.value)), str(e.value)
+  with pytest.raises(cli.DataError, match=r'^3 bad records in a row and not one good record '
+                     rf'\(this host reads 3 records per epoch, from {tmp_path}/eval\.'):
+    list(make_eval_iterator(cfg, 'eval', 2, process_index=0, process_count=1))
+
+
+_BLOCKED_PIPELINE = '''
+import os, signal, sys, threading, time
+from data_pipelines import cli
+cli.start()
+import tensorflow as tf
+from data_pipelines import reader
+from vivit_adapter.train_lib import checkpointing
+
+def main():
+  it = reader.ClosableIterator()
+  it._open(tf.data.Dataset.range(2**62).filter(lambda x: x < 0))  # spins in C++
+  watcher = checkpointing.PreemptionWatcher() if sys.argv[1] == 'watcher' else None
+  if watcher:
+    watcher.__enter__()
+  print('waiting', time.time(), flush=True)
+  threading.Timer(1.0, os.kill, [os.getpid(), signal.SIGTERM]).start()
+  it._next_batch()
+
+sys.exit(cli.run(main, program='blocked'))
+'''
+
+
+@pytest.mark.parametrize('handler', ['watcher', 'program'])
+def test_sigterm_ends_a_blocked_input_pipeline_with_75_within_seconds(tmp_path, handler):
+  import time  # pylint: disable=g-import-not-at-top
+  script = tmp_path / 'blocked.py'
+  script.write_text(_BLOCKED_PIPELINE)
+  proc = subprocess.run([tu.sys.executable, str(script), handler], cwd=tu.REPO,
+                        env=tu.env(), capture_output=True, text=True, timeout=120,
+                        check=False)
+  ended = time.time()
+  assert proc.returncode == cli.PREEMPTED, proc.stderr[-2000:]
+  waiting = float(proc.stdout.split()[1])
+  assert ended - waiting < 8, ended - waiting  # 1 s to the signal, then seconds
+  # The training loop's watcher only sets a flag, the wait sees it; a program's own
+  # handler raises its Preempted in the wait.
+  where = ' while waiting for training data' if handler == 'watcher' else (
+      '; nothing was left half-written')
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'blocked: stopped by SIGTERM{where}; rerun the same command to continue (a run '
+      'resumes from its last checkpoint).')
+
+
+# ----------------------------------------------------------------------------------------
+# One run per workdir (issue 26).
+# ----------------------------------------------------------------------------------------
+
+_HOLD_LOCK = '''
+import os, sys, time
+from vivit_adapter.train_lib import run_lock
+run_lock.acquire(sys.argv[1])
+print('locked', flush=True)
+time.sleep(600)
+'''
+
+
+def test_a_second_run_on_a_workdir_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  from vivit_adapter.train_lib import run_lock  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (tmp_path / 'hold.py').write_text(_HOLD_LOCK)
+  holder = subprocess.Popen([tu.sys.executable, str(tmp_path / 'hold.py'), str(workdir)],
+                            cwd=tu.REPO, env=tu.env(), stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    info = json.loads((workdir / run_lock.LOCK_FILE).read_text())
+    assert (info['pid'], info['host']) == (holder.pid, socket.gethostname())
+    with pytest.raises(cli.ConfigError) as e:
+      run_lock.acquire(str(workdir))
+    assert str(e.value) == (
+        f'--workdir={workdir} is in use by another run (pid {holder.pid} on host '
+        f'{info["host"]}, started {info["started"]}; {workdir}/.run.lock). Wait for it to '
+        'end or stop it, or use another --workdir: two runs on one workdir overwrite each '
+        "other's checkpoints.")
+    run_lock.acquire(str(workdir), process_index=1)  # the other processes of a run: no lock
+  finally:
+    holder.send_signal(signal.SIGKILL)  # the lock dies with it; its file stays behind
+    holder.wait()
+  assert (workdir / run_lock.LOCK_FILE).exists()
+  run_lock.acquire(str(workdir))
+  try:
+    assert json.loads((workdir / run_lock.LOCK_FILE).read_text())['pid'] == os.getpid()
+  finally:
+    run_lock.release(str(workdir))
+  assert os.listdir(workdir) == []
+
+
+def test_main_refuses_a_second_run_on_a_locked_workdir_in_one_line(tmp_path):
+  from vivit_adapter.train_lib import run_lock  # pylint: disable=g-import-not-at-top
+  data = tmp_path / 'data'
+  _tiny_table(str(data / 'train.tfrecord'), 4, 1)
+  config_path = tu.write_config(tmp_path, str(data))
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  run_lock.acquire(str(workdir))
+  try:
+    proc = _run_main(config_path, workdir, '--config.dataset.num_classes=4')
+  finally:
+    run_lock.release(str(workdir))
+  assert proc.returncode == cli.USAGE_ERROR, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()
+  assert len([l for l in last if l.startswith(PROGRAM)]) == 1 and 'Traceback' not in proc.stderr
+  assert last[-1].startswith(f'{PROGRAM}--workdir={workdir} is in use by another run (pid '
+                             f'{os.getpid()} on host '), last[-1]
+
+
+def test_a_url_workdir_lock_is_taken_over_only_from_a_dead_process_of_this_host():
+  import json  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  from data_pipelines import fs  # pylint: disable=g-import-not-at-top
+  from vivit_adapter.train_lib import run_lock  # pylint: disable=g-import-not-at-top
+  workdir = 'ram://reliability/locked_run'
+  fs.makedirs(workdir)
+  path = f'{workdir}/{run_lock.LOCK_FILE}'
+  live = {'host': socket.gethostname(), 'pid': os.getppid(), 'started': 'then'}
+  fs.atomic_write(path, json.dumps(live))
+  with pytest.raises(cli.ConfigError, match=re.escape(
+      f'--workdir={workdir} is in use by another run (pid {os.getppid()} on host ')):
+    run_lock.acquire(workdir)
+  fs.atomic_write(path, json.dumps(dict(live, pid=2**22 + 17)))  # above pid_max: no process
+  run_lock.acquire(workdir)
+  with fs.open(path) as f:
+    assert json.load(f)['pid'] == os.getpid()
+  run_lock.release(workdir)
+  assert not fs.exists(path)

@@ -44,6 +44,7 @@ def main(argv):
   import jax
   from data_pipelines import tf_runtime
   from vivit_adapter import preflight
+  from vivit_adapter.train_lib import run_lock
   from vivit_adapter.train_lib import trainer
   from vivit_adapter.train_lib import workdir_guard
   # pylint: enable=g-import-not-at-top
@@ -57,13 +58,16 @@ def main(argv):
     preflight.check_run_inputs(config)
     workdir_guard.probe_writable(workdir)
     distributed.initialize_from_flags()
+    run_lock.acquire(workdir, jax.process_index())  # one run per workdir
     preflight.check_shards_per_host(config, jax.process_count())
   distributed.log_topology()
   summary = trainer.train_and_evaluate(config, workdir,
                                        allow_config_change=FLAGS.allow_config_change)
   if summary.get('preempted'):
+    saved = ('after saving a checkpoint' if summary.get('saved', True) else
+             'with nothing new to checkpoint')
     raise cli.Preempted(f'stopped by {summary["preempted"]} at step {summary["step"]} '
-                        'after saving a checkpoint; rerun the same command to resume.')
+                        f'{saved}; rerun the same command to resume.')
 
 
 if __name__ == '__main__':

@@ -169,10 +169,12 @@ class PreemptionWatcher:
   def _handle(self, signum, frame):
     del frame
     self.requested = signal.Signals(signum).name
+    cli.request_stop(self.requested)  # ends a wait on a blocked input pipeline too
     logging.warning('%s received: saving a checkpoint and stopping after this step.',
                     self.requested)
 
   def __exit__(self, *exc):
+    cli.request_stop('')
     for sig, previous in self._previous.items():
       signal.signal(sig, previous)
     return False
