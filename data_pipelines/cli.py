@@ -287,6 +287,13 @@ def _raise_preempted(signum, frame) -> None:
   raise Preempted(_stop_message(_stop.signal))
 
 
+def stop_signal_name(error: Preempted) -> str:
+  """'SIGTERM' of a Preempted raised by a signal handler ('SIGTERM' when unknown)."""
+  words = str(error).split()
+  return words[2].rstrip(';') if len(words) > 2 and words[:2] == ['stopped', 'by'] else (
+      'SIGTERM')
+
+
 def request_stop(name: str) -> None:
   """Notes a SIGTERM/SIGINT whose handler only sets a flag (PreemptionWatcher), so that
   a wait on input data ends on it too (`check_stop`); `name` '' clears it."""

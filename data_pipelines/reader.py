@@ -219,6 +219,9 @@ def check_config(ds_cfg) -> None:
     problems.append(f'need 0 < min_scale ({ds_cfg.min_scale}) <= max_scale ({ds_cfg.max_scale})')
   if not 0 <= ds_cfg.max_bad_fraction <= 1:
     problems.append(f'max_bad_fraction={ds_cfg.max_bad_fraction} must lie in [0, 1]')
+  if ds_cfg.name == 'dmvr':  # an empty name would read base_dir itself as a shard
+    problems.extend(f"{split}_table='' names no table" for split in SPLITS
+                    if not ds_cfg[f'{split}_table'].strip())
   if ds_cfg.name == 'tfds' and not ds_cfg.tfds_name:
     problems.append("name='tfds' needs tfds_name")
   if problems:
@@ -230,7 +233,17 @@ def _metadata(ds_cfg) -> dict:
   if not ds_cfg.base_dir or not fs.exists(path):
     return {}
   with fs.open(path) as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    meta = json.loads(text)
+  except ValueError as e:
+    raise cli.ConfigError(f'{path} is not valid JSON ({e}); write it again (the converter '
+                          'and the synthetic generator do), or delete it: split sizes are '
+                          'then counted from the shards.') from e
+  if not isinstance(meta, dict):
+    raise cli.ConfigError(f'{path} holds a {type(meta).__name__}, not a JSON object; '
+                          'write it again, or delete it.')
+  return meta
 
 
 def resolve_num_classes(ds_cfg) -> int:
@@ -289,9 +302,8 @@ def _label_names(ds_cfg, meta: dict, num_classes: int) -> Optional[List[str]]:
   path = _label_map_path(ds_cfg)
   if ds_cfg.label_map and not fs.exists(path):
     raise FileNotFoundError(f'config.dataset.label_map={path!r} does not exist.')
-  if fs.exists(path):
-    with fs.open(path) as f:
-      names = [line.strip() for line in f if line.strip()]
+  if fs.exists(path):  # as predict and the converter read it: no blank, no duplicate
+    names = dmvr_format.read_label_map(path)
   elif meta.get('label_names'):
     path, names = os.path.join(ds_cfg.base_dir, METADATA_FILE), list(meta['label_names'])
   else:

@@ -407,13 +407,13 @@ def test_a_second_run_on_a_workdir_is_refused_and_a_killed_holder_leaves_no_lock
 def test_main_refuses_a_second_run_on_a_locked_workdir_in_one_line(tmp_path):
   from vivit_adapter.train_lib import run_lock  # pylint: disable=g-import-not-at-top
   data = tmp_path / 'data'
-  _tiny_table(str(data / 'train.tfrecord'), 4, 1)
+  _tiny_table(str(data / 'train.tfrecord'), 8, 1)
   config_path = tu.write_config(tmp_path, str(data))
   workdir = tmp_path / 'run'
   workdir.mkdir()
   run_lock.acquire(str(workdir))
   try:
-    proc = _run_main(config_path, workdir, '--config.dataset.num_classes=4')
+    proc = _run_main(config_path, workdir, '--config.dataset.num_classes=8')
   finally:
     run_lock.release(str(workdir))
   assert proc.returncode == cli.USAGE_ERROR, proc.stderr[-2000:]
@@ -442,3 +442,146 @@ def test_a_url_workdir_lock_is_taken_over_only_from_a_dead_process_of_this_host(
     assert json.load(f)['pid'] == os.getpid()
   run_lock.release(workdir)
   assert not fs.exists(path)
+
+
+# ----------------------------------------------------------------------------------------
+# Data truth from the files, checked at start-up (issue 26).
+# ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def small_data(tmp_path_factory):
+  """8 train clips in 2 shards, 3 eval clips, and a config whose batch fits."""
+  d = tmp_path_factory.mktemp('small_data')
+  _tiny_table(str(d / 'train.tfrecord'), 8, 2)
+  _tiny_table(str(d / 'validation.tfrecord'), 3, 1)
+  return d
+
+
+def _data_config(base_dir, **dataset):
+  config = tu.tiny_config(str(base_dir))
+  config.dataset.update(dict(num_classes=8, **dataset))
+  config.batch_size = 4
+  return config
+
+
+def _preflight_error(config) -> str:
+  from vivit_adapter import preflight  # pylint: disable=g-import-not-at-top
+  with pytest.raises(cli.ConfigError) as e:
+    with cli.usage_errors():
+      preflight.check_data_against_files(config)
+  assert cli.exit_code(e.value) == cli.USAGE_ERROR and '\n' not in str(e.value)
+  return str(e.value)
+
+
+def test_split_sizes_come_from_the_shards_and_a_stale_metadata_json_is_named(small_data,
+                                                                             tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from data_pipelines import reader  # pylint: disable=g-import-not-at-top
+  from vivit_adapter import preflight  # pylint: disable=g-import-not-at-top
+  files = sorted(str(p) for p in small_data.glob('train.tfrecord-*'))
+  assert [dmvr_format.count_tfrecords(f) for f in files] == [4, 4]
+  cut = tmp_path / 'cut.tfrecord'
+  cut.write_bytes(open(files[0], 'rb').read()[:-10])
+  assert dmvr_format.count_tfrecords(str(cut)) == reader.count_records([str(cut)]) == 4
+  assert preflight.check_data_against_files(_data_config(small_data)) == {'train': 8,
+                                                                        'eval': 3}
+  data = tmp_path / 'data'
+  shutil.copytree(small_data, data)
+  (data / 'metadata.json').write_text('{"splits": {"train": 1000, "validation": 3}}')
+  assert _preflight_error(_data_config(data)) == (
+      f"{data}/metadata.json: splits.train = 1000 but the 2 shard(s) of 'train.tfrecord@*' "
+      'hold 8 records. Write metadata.json again with the data, or delete it (sizes are '
+      'then counted).')
+  # eval shards deleted but listed: refused now, not after an epoch of training.
+  (data / 'metadata.json').write_text('{"splits": {"train": 8, "validation": 3}}')
+  os.remove(data / 'validation.tfrecord-00000-of-00001')
+  assert _preflight_error(_data_config(data)).startswith(
+      f"{data}/metadata.json: splits.validation = 3 but config.dataset.eval_table has no "
+      f"shards (Table '{data}/validation.tfrecord@*' matches no file.")
+  (data / 'metadata.json').write_text('{"splits": {"train": 8,')
+  assert re.fullmatch(
+      rf'{data}/metadata\.json is not valid JSON \(.*\); write it again \(the converter and '
+      r'the synthetic generator do\), or delete it: split sizes are then counted from the '
+      r'shards\.', _preflight_error(_data_config(data)))
+
+
+def test_empty_table_names_label_maps_and_batch_sizes_are_config_errors(small_data,
+                                                                        tmp_path):
+  from vivit_adapter import preflight  # pylint: disable=g-import-not-at-top
+  assert _preflight_error(_data_config(small_data, eval_table='')) == (
+      "Invalid config.dataset: eval_table='' names no table.")
+  label_map = tmp_path / 'labels.txt'
+  label_map.write_text('a\nb\n\nc\n')
+  assert _preflight_error(_data_config(small_data, label_map=str(label_map))) == (
+      f"Label map {str(label_map)!r}: line 3 is blank; write one class name per line.")
+  label_map.write_text('a\nb\na\n')
+  assert _preflight_error(_data_config(small_data, label_map=str(label_map))) == (
+      f"Label map {str(label_map)!r}: class 'a' appears on lines 1 and 3.")
+  config = _data_config(small_data)
+  config.batch_size = 16
+  assert _preflight_error(config) == (
+      "config.batch_size=16 is larger than the training split (8 records in "
+      "'train.tfrecord@*'): every batch would repeat records of one epoch. Lower "
+      'config.batch_size.')
+  config.batch_size, config.eval_batch_size = 8, 6  # the tests' 4 CPU devices
+  with pytest.raises(cli.ConfigError, match=re.escape(
+      'config.eval_batch_size=6 must be divisible by the number of devices (4) for data '
+      'parallelism.')):
+    with cli.usage_errors():
+      preflight.check_batch_sizes(config)
+
+
+# ----------------------------------------------------------------------------------------
+# The converter cannot mix datasets (issue 26).
+# ----------------------------------------------------------------------------------------
+
+def test_a_csv_header_is_known_by_its_column_names_and_duplicates_are_reported(tmp_path,
+                                                                               capsys):
+  csv_path = tmp_path / 'list.csv'
+  csv_path.write_text('video_path,class_name\ngone.mp4,dog\ngone2.mp4,cat\n')
+  report = convert_videos.convert(str(csv_path), f'{tmp_path}/o/train.tfrecord@1',
+                                  num_workers=1, progress=False)
+  assert (report['written'], report['skipped']) == (0, 2)
+  assert (tmp_path / 'o' / 'label_map.txt').read_text() == 'cat\ndog\n'  # no 'class_name'
+  # A first row whose video exists is data, whatever its label is called.
+  (tmp_path / 'action').write_bytes(b'')
+  (tmp_path / 'b.csv').write_text('action,label\n')
+  assert convert_videos.read_csv_rows(str(tmp_path / 'b.csv')) == [(1, 'action', 'label')]
+  rows = convert_videos.read_csv_rows(str(csv_path))
+  capsys.readouterr()
+  assert convert_videos.check_duplicates(rows + [(9, 'gone.mp4', 'dog')], 'l.csv') == [
+      {'rows': [2, 9], 'path': 'gone.mp4'}]
+  assert capsys.readouterr().err == (
+      "Warning: CSV file 'l.csv', rows 2 and 9 name the same video 'gone.mp4'; it is "
+      'converted twice.\n')
+  with pytest.raises(ValueError) as e:
+    convert_videos.check_duplicates(rows + [(9, 'gone.mp4', 'cat')], 'l.csv')
+  assert str(e.value) == ("CSV file 'l.csv': rows 2 and 9 name the same video 'gone.mp4' "
+                          "with different labels ('dog', 'cat'); keep one of them.")
+
+
+def test_converting_into_a_folder_of_another_conversion_is_refused_or_replaced_whole(
+    tmp_path, capsys):
+  out = tmp_path / 'o'
+  _tiny_table(str(out / 'train.tfrecord'), 4, 4)  # another dataset's 4 train shards
+  (out / 'label_map.txt').write_text('0\n1\n2\n3\n')
+  (out / 'notes.txt').write_text('mine')
+  csv_path = tmp_path / 'list.csv'
+  csv_path.write_text('gone.mp4,dog\n')
+  code = convert_videos.main([f'--csv={csv_path}', f'--output={out}/train.tfrecord@2',
+                              '--num_workers=1', '--no_progress'])
+  assert code == cli.USAGE_ERROR
+  assert capsys.readouterr().err.strip().splitlines() == [
+      f"data_pipelines.convert_videos: error: {out} already holds a 'train' split (4 "
+      'shard(s) such as train.tfrecord-00000-of-00004): converting into it would mix two '
+      'conversions (and keep the old label map). Convert into a new folder, or pass '
+      '--overwrite to replace the dataset in that folder whole (the shards of every split, '
+      'metadata.json, label_map.txt and the reports).']
+  assert len(list(out.glob('train.tfrecord-*'))) == 4
+  report = convert_videos.convert(str(csv_path), f'{out}/train.tfrecord@2', num_workers=1,
+                                  progress=False, overwrite=True)
+  assert report['num_classes'] == 1
+  assert sorted(os.listdir(out)) == [
+      'label_map.txt', 'metadata.json', 'notes.txt', 'train.report.json',
+      'train.tfrecord-00000-of-00002', 'train.tfrecord-00001-of-00002']
+  assert (out / 'label_map.txt').read_text() == 'dog\n'

@@ -57,9 +57,11 @@ def main(argv):
     workdir_guard.check_workdir(config, workdir, FLAGS.allow_config_change)
     preflight.check_run_inputs(config)
     workdir_guard.probe_writable(workdir)
+    preflight.check_data_against_files(config)
     distributed.initialize_from_flags()
     run_lock.acquire(workdir, jax.process_index())  # one run per workdir
     preflight.check_shards_per_host(config, jax.process_count())
+    preflight.check_batch_sizes(config)
   distributed.log_topology()
   summary = trainer.train_and_evaluate(config, workdir,
                                        allow_config_change=FLAGS.allow_config_change)
