@@ -585,3 +585,63 @@ def test_converting_into_a_folder_of_another_conversion_is_refused_or_replaced_w
       'label_map.txt', 'metadata.json', 'notes.txt', 'train.report.json',
       'train.tfrecord-00000-of-00002', 'train.tfrecord-00001-of-00002']
   assert (out / 'label_map.txt').read_text() == 'dog\n'
+
+
+# ----------------------------------------------------------------------------------------
+# Weak spots: one line and the code of the table (issue 26).
+# ----------------------------------------------------------------------------------------
+
+def test_an_experiment_file_with_a_syntax_error_or_an_undeclared_key_names_file_and_line(
+    tmp_path):
+  from vivit_adapter import config_loading  # pylint: disable=g-import-not-at-top
+  syntax = tmp_path / 'syntax.py'
+  syntax.write_text('from vivit_adapter import configs\n\ndef get_config(:\n  return 1\n')
+  undeclared = tmp_path / 'undeclared.py'
+  undeclared.write_text('from vivit_adapter import configs\n\ndef get_config():\n'
+                        '  c = configs.base_config()\n  c.modle = 3\n  return c\n')
+  with pytest.raises(config_loading.ConfigError) as e:
+    config_loading.load_config(str(syntax))
+  assert cli.exit_code(e.value) == cli.USAGE_ERROR
+  assert str(e.value) == f'--config={syntax}, line 3: SyntaxError: invalid syntax.'
+  with pytest.raises(config_loading.ConfigError) as e:
+    config_loading.load_config(str(undeclared))
+  assert str(e.value) == (
+      f"--config={undeclared}, line 5: AttributeError: config has no key 'modle'; every "
+      'key is declared, with its default, in vivit_adapter/configs.py.')
+
+
+def test_validate_counts_an_empty_shard_as_bad(tmp_path, capsys):
+  from data_pipelines import validate  # pylint: disable=g-import-not-at-top
+  _tiny_table(str(tmp_path / 'train.tfrecord'), 3, 2)
+  empty = tmp_path / 'train.tfrecord-00001-of-00002'
+  empty.write_bytes(b'')
+  assert validate.validate_tables([f'{tmp_path}/train.tfrecord@2'], 3, progress=False) == 1
+  out = capsys.readouterr().out.strip().splitlines()
+  assert out == [
+      f'BAD {empty}: the file is empty (0 bytes, no record); copy or convert it again, or '
+      'remove it',
+      f'{tmp_path}/train.tfrecord@2: 2 records in 2 shard(s), 1 bad (labels checked '
+      '[0, 3)); 1 empty shard(s): train.tfrecord-00001-of-00002.']
+
+
+def test_a_damaged_checkpoint_is_bad_data_in_one_line_for_init_and_predict(tmp_path):
+  import glob  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from vivit_adapter import checkpoints  # pylint: disable=g-import-not-at-top
+  mngr = ocp.CheckpointManager(f'{tmp_path}/checkpoints', item_names=('params',),
+                               options=ocp.CheckpointManagerOptions(create=True))
+  mngr.save(4, args=ocp.args.Composite(params=ocp.args.StandardSave(
+      {'head': {'kernel': np.arange(6, dtype=np.float32).reshape(2, 3)}})))
+  mngr.wait_until_finished()
+  mngr.close()
+  assert checkpoints.restore_workdir_params(str(tmp_path))['head']['kernel'][1, 2] == 5.
+  for path in glob.glob(f'{tmp_path}/checkpoints/4/params/**/d/*', recursive=True):
+    with open(path, 'wb'):
+      pass  # truncated, as an interrupted copy leaves it
+  with pytest.raises(cli.DataError) as e:
+    checkpoints.restore_workdir_params(str(tmp_path))
+  assert cli.exit_code(e.value) == cli.DATA_ERROR and '\n' not in str(e.value)
+  assert re.fullmatch(
+      rf'Checkpoint {tmp_path}/checkpoints/4 cannot be read \(\w+: .*\): it is damaged or '
+      r'incomplete \(an interrupted copy\?\)\. Copy it again, or use another step \(--step, '
+      r'config\.init_from\.step\)\.', str(e.value)), str(e.value)
