@@ -645,3 +645,15 @@ def test_a_damaged_checkpoint_is_bad_data_in_one_line_for_init_and_predict(tmp_p
       rf'Checkpoint {tmp_path}/checkpoints/4 cannot be read \(\w+: .*\): it is damaged or '
       r'incomplete \(an interrupted copy\?\)\. Copy it again, or use another step \(--step, '
       r'config\.init_from\.step\)\.', str(e.value)), str(e.value)
+
+
+def test_ctrl_c_in_the_converter_says_it_restarts_in_one_line(tmp_path, monkeypatch, capsys):
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(convert_videos, 'convert', interrupted)
+  code = convert_videos.main([f'--csv={tmp_path}/l.csv', f'--output={tmp_path}/o/t.tfrecord@1'])
+  assert code == cli.PREEMPTED
+  assert capsys.readouterr().err == (
+      'data_pipelines.convert_videos: stopped by SIGINT; no shard was left half-written and '
+      'nothing was recorded in metadata.json; rerun the same command to convert this split '
+      'again from the start.\n')
