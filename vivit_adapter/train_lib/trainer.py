@@ -145,16 +145,18 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
   """Runs the remaining steps; returns (state, timing dict).
 
   The PreemptionWatcher is on before the first batch is fetched: SIGTERM/SIGINT while
-  the input pipeline is blocked ends the wait (cli.Preempted from the fetch), and the
-  loop saves what it has (`_stop_on_signal`) instead of waiting for a batch.
+  the input pipeline is blocked ends the wait (cli.Preempted from the fetch, or from an
+  evaluation's), and the loop saves what it has instead of waiting for a batch.
   """
   config, state = s.config, s.state
   with checkpointing.PreemptionWatcher() as preemption:
     try:
       first_batch = parallel.to_global(next(train_iter), s.mesh)
     except cli.Preempted:
-      return state, {**TrainClock().read(), 'memory': {}, 'preempted': preemption.requested
-                     or 'SIGTERM', 'saved': False}
+      if not preemption.requested:
+        raise
+      return state, {**TrainClock().read(), 'memory': {}, 'preempted': preemption.requested,
+                     'saved': False}
     compiled, memory = compiled_memory.compile_and_measure(s.parts.jit_step(s.mesh), state,
                                                            first_batch)
     log_start(s, memory)
@@ -184,7 +186,9 @@ def _steps(s: Setup, state, compiled, batch, train_iter, manager, writer, histor
       if batch is None:
         batch = parallel.to_global(next(train_iter), s.mesh)
     except cli.Preempted:
-      break  # the flag is set: saved below
+      if not preemption.requested:
+        raise
+      break  # saved below
     state, metrics = compiled(state, batch)
     batch = None
     step += 1
@@ -202,7 +206,8 @@ def _steps(s: Setup, state, compiled, batch, train_iter, manager, writer, histor
         with clock.excluded():
           log_eval(s, writer, history, step, state.params, timing=clock.read())
       except cli.Preempted:
-        pass  # the flag is set: saved below
+        if not preemption.requested:
+          raise  # saved below
     if step % ckpt_every == 0 or step == s.total_steps or preemption.requested:
       _check_finite(metrics, step, manager)
       _check_state_finite(state, step, manager)
