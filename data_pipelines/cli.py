@@ -259,7 +259,7 @@ class _Stop:
   requested = ''
   timer: Optional[threading.Timer] = None
   program = False  # start() was called: this process is a program, not a test or notebook
-  blocked_timer: Optional[threading.Timer] = None
+  blocked = False  # a stop left a thread blocked in C++ (`left_a_thread_blocked`)
 
 
 _stop = _Stop()
@@ -316,26 +316,18 @@ def check_stop(waiting_for: str) -> None:
 
 
 def left_a_thread_blocked(text: str) -> None:
-  """A stop leaves a thread blocked in C++ (a tf.data fetch): in a program (`start` was
-  called) an exit timer is armed that nothing cancels, since that thread can hold the
-  process back after the program is done (`_exit_now_if_blocked`)."""
-  if _stop.program and _stop.blocked_timer is None:
-    _stop.blocked_timer = _exit_timer(_EXIT_GRACE_S, text)
-
-
-def _exit_timer(seconds: float, text: str) -> threading.Timer:
-  timer = threading.Timer(seconds, _exit_now, [text])
-  timer.daemon = True
-  timer.start()
-  return timer
+  """A stop left a thread blocked in C++ (a tf.data fetch): `run` ends the process as
+  soon as the program is done (`_exit_now_if_blocked`). No timer: the training loop may
+  still be saving a checkpoint, however long that takes."""
+  del text
+  _stop.blocked = True
 
 
 def _exit_now_if_blocked() -> None:
-  """After the program's last line: a thread left blocked in C++ holds the interpreter's
-  teardown (tf.data's waits on it, and a timer thread cannot run then), so the process
-  ends here. Its files are closed: the training loop saved and closed before returning."""
-  if _stop.blocked_timer is not None:
-    _stop.blocked_timer.cancel()
+  """After a program's last line: a thread left blocked in C++ holds the interpreter's
+  teardown (tf.data's waits on it), so a program (`start` was called) ends here. Its
+  files are closed: the training loop saved and closed them before returning."""
+  if _stop.blocked and _stop.program:
     _exit_now('')
 
 
