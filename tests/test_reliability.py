@@ -657,3 +657,43 @@ def test_ctrl_c_in_the_converter_says_it_restarts_in_one_line(tmp_path, monkeypa
       'data_pipelines.convert_videos: stopped by SIGINT; no shard was left half-written and '
       'nothing was recorded in metadata.json; rerun the same command to convert this split '
       'again from the start.\n')
+
+
+_BLOCKED_TRAINING = '''
+import json, os, signal, sys, threading
+import tensorflow as tf
+from data_pipelines import interruptible, reader
+from tests import trainer_utils as tu
+from vivit_adapter.train_lib import trainer
+
+config = tu.tiny_config(sys.argv[1])
+config.dataset.num_classes, config.batch_size, config.eval_batch_size = 8, 4, 4
+config.num_training_steps, config.checkpoint_steps = 6, 100
+spin = iter(tf.data.Dataset.range(2**62).filter(lambda x: x < 0))
+fetches, real_next = [], reader.TrainIterator.__next__
+
+def third_fetch_blocks(self):  # the input pipeline stalls before step 3
+  fetches.append(1)
+  if len(fetches) == 3:
+    threading.Timer(1.0, os.kill, [os.getpid(), signal.SIGTERM]).start()
+    interruptible.next_of(spin, 'training data')
+  return real_next(self)
+
+reader.TrainIterator.__next__ = third_fetch_blocks
+print(json.dumps(trainer.train_and_evaluate(config, sys.argv[2])), flush=True)
+os._exit(0)  # the spinning fetch thread would hold the teardown (cli.run does this)
+'''
+
+
+def test_sigterm_while_training_waits_for_data_saves_the_last_step_and_stops(small_data,
+                                                                               tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  script = tmp_path / 'blocked_training.py'
+  script.write_text(_BLOCKED_TRAINING)
+  proc = subprocess.run([tu.sys.executable, str(script), str(small_data),
+                         str(tmp_path / 'run')], cwd=tu.REPO, env=tu.env(),
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
+      'preempted': 'SIGTERM', 'step': 2, 'saved': True}
+  assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['2']
