@@ -195,6 +195,7 @@ def _run(main: Callable[..., Optional[int]], *args, program: str) -> int:
   except Preempted as e:
     _signal_handled()
     sys.stderr.write(f'{program}: {e.message}\n')
+    _exit_now_if_blocked()
     return PREEMPTED
   except SystemExit:
     raise
@@ -260,11 +261,16 @@ def quiet_library_logs() -> None:
 class _Stop:
   """The signal that stopped the program, the exit it arms, and the stderr it writes to:
   the program's own, kept by `start` (a quiet import points fd 2 elsewhere for a moment,
-  see data_pipelines.tf_runtime, and the forced exit may come just then)."""
+  see data_pipelines.tf_runtime, and the forced exit may come just then); `requested`: a
+  signal a handler only noted (the training loop's PreemptionWatcher), for waits that
+  must end on it (`check_stop`)."""
   signal = ''
+  requested = ''
   timer: Optional[threading.Timer] = None
   stderr_fd = 2
   in_run = False  # whether `run` is on the stack to report the stop
+  program = False  # start() was called: this process is a program, not a test or notebook
+  blocked = False  # a stop left a thread blocked in C++ (`left_a_thread_blocked`)
 
 
 _stop = _Stop()
@@ -295,16 +301,62 @@ def _raise_preempted(signum, frame) -> None:
   raise Preempted(_stop_message(_stop.signal))
 
 
+def stop_signal_name(error: Preempted) -> str:
+  """'SIGTERM' of a Preempted raised by a signal handler ('SIGTERM' when unknown)."""
+  words = str(error).split()
+  return words[2].rstrip(';') if len(words) > 2 and words[:2] == ['stopped', 'by'] else (
+      'SIGTERM')
+
+
+def request_stop(name: str) -> None:
+  """Notes a SIGTERM/SIGINT whose handler only sets a flag (PreemptionWatcher), so that
+  a wait on input data ends on it too (`check_stop`); `name` '' clears it."""
+  _stop.requested = name
+
+
+def check_stop(waiting_for: str) -> None:
+  """Raises Preempted when a stop signal arrived: for loops that wait on other threads
+  (an input pipeline), where a handler's own exception may never surface.
+
+  The thread left waiting may stay blocked: see `left_a_thread_blocked`.
+  """
+  name = _stop.requested or _stop.signal
+  if not name:
+    return
+  text = (f'stopped by {name} while waiting for {waiting_for}; rerun the same command to '
+          'continue (a run resumes from its last checkpoint).')
+  left_a_thread_blocked(text)
+  raise Preempted(text)
+
+
+def left_a_thread_blocked(text: str) -> None:
+  """A stop left a thread blocked in C++ (a tf.data fetch): `run` ends the process as
+  soon as the program is done (`_exit_now_if_blocked`). No timer: the training loop may
+  still be saving a checkpoint, however long that takes."""
+  del text
+  _stop.blocked = True
+
+
+def _exit_now_if_blocked() -> None:
+  """After a program's last line: a thread left blocked in C++ holds the interpreter's
+  teardown (tf.data's waits on it), so a program (`start` was called) ends here. Its
+  files are closed: the training loop saved and closed them before returning."""
+  if _stop.blocked and _stop.program:
+    _exit_now('')
+
+
 def _exit_now(message: str) -> None:
   sys.stderr.flush()
-  os.write(_stop.stderr_fd, f'{program_name()}: {message}\n'.encode())
+  sys.stdout.flush()
+  if message:
+    os.write(_stop.stderr_fd, f'{program_name()}: {message}\n'.encode())
   os._exit(PREEMPTED)  # pylint: disable=protected-access
 
 
 def _signal_handled() -> None:
   if _stop.timer is not None:
     _stop.timer.cancel()
-  _stop.signal, _stop.timer = '', None
+  _stop.signal, _stop.requested, _stop.timer = '', '', None
 
 
 def _preempted_after(program: str, error: Optional[BaseException]) -> int:
@@ -322,6 +374,7 @@ def start() -> None:
   lines, and make SIGTERM exit PREEMPTED (Python's default is to die with 143 and no
   message). The training loop installs its own handler that saves first."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  _stop.program = True
   if _stop.stderr_fd == 2:
     try:
       _stop.stderr_fd = os.dup(2)

@@ -38,6 +38,7 @@ import numpy as np
 from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import fs
+from data_pipelines import interruptible
 from data_pipelines import tf_runtime
 from data_pipelines import train_stream
 from data_pipelines import video_ops
@@ -224,18 +225,31 @@ def check_config(ds_cfg) -> None:
     problems.append(f'need 0 < min_scale ({ds_cfg.min_scale}) <= max_scale ({ds_cfg.max_scale})')
   if not 0 <= ds_cfg.max_bad_fraction <= 1:
     problems.append(f'max_bad_fraction={ds_cfg.max_bad_fraction} must lie in [0, 1]')
+  if ds_cfg.name == 'dmvr':  # an empty name would read base_dir itself as a shard
+    problems.extend(f"{split}_table='' names no table" for split in SPLITS
+                    if not ds_cfg[f'{split}_table'].strip())
   if ds_cfg.name == 'tfds' and not ds_cfg.tfds_name:
     problems.append("name='tfds' needs tfds_name")
   if problems:
     raise ValueError('Invalid config.dataset: ' + '; '.join(problems) + '.')
 
 
-def _metadata(ds_cfg) -> dict:
+def read_metadata(ds_cfg) -> dict:
   path = os.path.join(ds_cfg.base_dir, METADATA_FILE)
   if not ds_cfg.base_dir or not fs.exists(path):
     return {}
   with fs.open(path) as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    meta = json.loads(text)
+  except ValueError as e:
+    raise cli.ConfigError(f'{path} is not valid JSON ({e}); write it again (the converter '
+                          'and the synthetic generator do), or delete it: split sizes are '
+                          'then counted from the shards.') from e
+  if not isinstance(meta, dict):
+    raise cli.ConfigError(f'{path} holds a {type(meta).__name__}, not a JSON object; '
+                          'write it again, or delete it.')
+  return meta
 
 
 def resolve_num_classes(ds_cfg) -> int:
@@ -243,7 +257,7 @@ def resolve_num_classes(ds_cfg) -> int:
   if ds_cfg.name == 'tfds':
     from data_pipelines import tfds_reader  # pylint: disable=g-import-not-at-top
     return ds_cfg.num_classes or tfds_reader.tfds_info(ds_cfg).num_classes
-  num_classes = ds_cfg.num_classes or int(_metadata(ds_cfg).get('num_classes', 0))
+  num_classes = ds_cfg.num_classes or int(read_metadata(ds_cfg).get('num_classes', 0))
   if num_classes <= 0:  # one class per line of the label map, if there is one
     path = _label_map_path(ds_cfg)
     num_classes = len(dmvr_format.read_label_map(path)) if fs.exists(path) else 0
@@ -294,9 +308,8 @@ def _label_names(ds_cfg, meta: dict, num_classes: int) -> Optional[List[str]]:
   path = _label_map_path(ds_cfg)
   if ds_cfg.label_map and not fs.exists(path):
     raise FileNotFoundError(f'config.dataset.label_map={path!r} does not exist.')
-  if fs.exists(path):
-    with fs.open(path) as f:
-      names = [line.strip() for line in f if line.strip()]
+  if fs.exists(path):  # as predict and the converter read it: no blank, no duplicate
+    names = dmvr_format.read_label_map(path)
   elif meta.get('label_names'):
     path, names = os.path.join(ds_cfg.base_dir, METADATA_FILE), list(meta['label_names'])
   else:
@@ -314,7 +327,7 @@ def dataset_info(ds_cfg) -> DatasetInfo:
   if ds_cfg.name == 'tfds':
     from data_pipelines import tfds_reader  # pylint: disable=g-import-not-at-top
     return tfds_reader.tfds_info(ds_cfg)
-  meta = _metadata(ds_cfg)
+  meta = read_metadata(ds_cfg)
   num_classes = resolve_num_classes(ds_cfg)
   return DatasetInfo(
       num_classes=num_classes,
@@ -398,28 +411,42 @@ def decode_records(ds: tf.data.Dataset, source: Source, num_classes: int,
 # Training.
 # ----------------------------------------------------------------------------------------
 
-def _count_and_filter(ds, state: Dict[str, int], budget: float):
-  """Adds running num_seen/num_bad and this epoch's epoch_bad; drops bad records unless
-  the epoch's `bad_budget` is exceeded.
+def consecutive_bad_limit(epoch_size: int) -> int:
+  """Bad records in a row beyond which a stream stops: a whole epoch's worth without a
+  good one. Without it, max_bad_fraction=1.0 on a table whose every record is bad drops
+  every record forever: the stream neither yields nor stops. (The epoch size is checked
+  against the files at start-up, so a stale metadata.json cannot stretch it.)"""
+  return max(epoch_size - 1, 0)
+
+
+def _count_and_filter(ds, state: Dict[str, int], budget: float, epoch_size: int):
+  """Adds running num_seen/num_bad, this epoch's epoch_bad and run_bad (bad records in a
+  row); drops bad records unless the epoch's `bad_budget` is exceeded or more than
+  `consecutive_bad_limit` came in a row.
 
   A bad record that crosses the threshold is kept, so that the Python side sees it and
   raises even when no good record follows. (A resumed run counts its epoch's bad records
   afresh: the budget restarts, which only errs on the lenient side.)
   """
+  limit = consecutive_bad_limit(epoch_size)
+
   def count(totals, el):
-    seen, bad, epoch, epoch_bad = totals
+    seen, bad, epoch, epoch_bad, run_bad = totals
     is_bad = tf.cast(el['bad'], tf.int64)
     epoch_bad = tf.where(tf.equal(el['epoch'], epoch), epoch_bad, 0) + is_bad
-    totals = (seen + 1, bad + is_bad, el['epoch'], epoch_bad)
-    return totals, dict(el, num_seen=totals[0], num_bad=totals[1], epoch_bad=epoch_bad)
+    run_bad = (run_bad + 1) * is_bad
+    totals = (seen + 1, bad + is_bad, el['epoch'], epoch_bad, run_bad)
+    return totals, dict(el, num_seen=totals[0], num_bad=totals[1], epoch_bad=epoch_bad,
+                        run_bad=run_bad)
 
   def keep(el):
-    tripped = tf.cast(el['epoch_bad'], tf.float64) > budget
+    tripped = tf.logical_or(tf.cast(el['epoch_bad'], tf.float64) > budget,
+                            el['run_bad'] > limit)
     return tf.logical_or(tf.logical_not(el['bad']), tripped)
 
   zero = tf.constant(0, tf.int64)
   initial = (tf.constant(state['num_seen'], tf.int64), tf.constant(state['num_bad'], tf.int64),
-             tf.constant(state['epoch'], tf.int64), zero)
+             tf.constant(state['epoch'], tf.int64), zero, zero)
   return ds.scan(initial, count).filter(keep)
 
 
@@ -444,7 +471,7 @@ class TrainIterator(train_stream.StreamIterator):
     self._num_classes = resolve_num_classes(ds_cfg)
     # This host's records per epoch, for the bad-record budget: its share of the split's
     # size as metadata.json (or config) gives it; counted only when neither does.
-    self.epoch_size = max(-(-_split_size(ds_cfg, 'train', _metadata(ds_cfg)) //
+    self.epoch_size = max(-(-_split_size(ds_cfg, 'train', read_metadata(ds_cfg)) //
                             process_count), 1)
     self.bad_examples: List[str] = []  # up to _MAX_BAD_EXAMPLES, each record once
     self._described = set()
@@ -477,7 +504,8 @@ class TrainIterator(train_stream.StreamIterator):
     ds = train_stream.epochs(self._files, start, base_seed, cfg.shuffle_buffer, read)
     ds = decode_records(ds, self._source, self._num_classes, transform,
                         (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), self._log_bad)
-    ds = _count_and_filter(ds, start, bad_budget(self.epoch_size, cfg.max_bad_fraction))
+    ds = _count_and_filter(ds, start, bad_budget(self.epoch_size, cfg.max_bad_fraction),
+                           self.epoch_size)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
     return ds.with_options(train_stream.deterministic_options())
 
@@ -496,6 +524,10 @@ class TrainIterator(train_stream.StreamIterator):
 
   def _too_many_bad(self, batch) -> BadDataError:
     i = int(np.argmax(batch['bad']))
+    budget = bad_budget(self.epoch_size, self._cfg.max_bad_fraction)
+    if batch['epoch_bad'][i] <= budget:  # tripped by the run of bad records
+      return no_good_records_error(int(batch['run_bad'][i]), self.epoch_size, self._files,
+                                   self._cfg, self._source.table, self.bad_examples)
     return bad_data_error(f'epoch {int(batch["epoch"][i])} of training',
                           int(batch['epoch_bad'][i]), self.epoch_size, self._cfg,
                           self._source.table, self.bad_examples)
@@ -523,6 +555,17 @@ def bad_data_error(what: str, bad: int, size: int, ds_cfg, table: str,
       f'config.dataset.max_bad_fraction={ds_cfg.max_bad_fraction} of its {size} records '
       f'allow (each is logged above).{first} List them all with `{_validate_command(table, ds_cfg)}`, then fix or '
       'remove them, or raise config.dataset.max_bad_fraction.')
+
+
+def no_good_records_error(run: int, size: int, files: List[str], ds_cfg, table: str,
+                          examples: List[str]) -> BadDataError:
+  """One line: a run of bad records with no good one, the files, the first reason."""
+  shown = ', '.join(files[:3]) + (f' and {len(files) - 3} more' if len(files) > 3 else '')
+  first = f' First: {examples[0]}.' if examples else ''
+  return BadDataError(
+      f'{run} bad records in a row and not one good record (this host reads {size} '
+      f'records per epoch, from {shown}): the stream cannot yield a batch.{first} List '
+      f'them all with `{_validate_command(table, ds_cfg)}`, then fix or remove them.')
 
 
 def _require_records(files: List[str], table: str) -> None:
@@ -591,7 +634,12 @@ def _log_bad(batch: Dict[str, np.ndarray], split: str, examples: List[str]) -> N
 def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
   produced, seen, num_bad, examples = 0, 0, 0, []
   budget = bad_budget(size, ds_cfg.max_bad_fraction)
-  for batch in ds:
+  iterator = iter(ds)
+  while True:
+    try:
+      batch = interruptible.next_of(iterator, f'{split} data')
+    except StopIteration:
+      break
     batch = {k: v.numpy() for k, v in batch.items()}
     bad = batch['bad']
     seen, num_bad = seen + len(bad), num_bad + int(bad.sum())
@@ -604,6 +652,8 @@ def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
     padded['batch_mask'][np.flatnonzero(bad)] = 0.  # a bad record counts as padding
     produced += 1
     yield _with_sources(padded, batch)
+  if seen and num_bad == seen:  # every record masked: a score of nothing
+    raise no_good_records_error(num_bad, size, source.files, ds_cfg, source.table, examples)
   if num_bad:
     logging.warning('%s: skipped %d bad of %d records on this host (each logged above; '
                     'within config.dataset.max_bad_fraction=%s).', split, num_bad, seen,

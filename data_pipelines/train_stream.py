@@ -25,6 +25,7 @@ import weakref
 import numpy as np
 
 from data_pipelines import cli
+from data_pipelines import interruptible
 from data_pipelines import tf_runtime
 
 tf = tf_runtime.import_tensorflow()
@@ -175,7 +176,8 @@ class ClosableIterator:
     if self._iterator is None:
       raise ValueError(f'This {type(self).__name__} is closed; make a new one (with its '
                        'state to continue where it stopped).')
-    return {k: v.numpy() for k, v in next(self._iterator).items()}
+    batch = interruptible.next_of(self._iterator, 'training data')
+    return {k: v.numpy() for k, v in batch.items()}
 
 
 class StreamIterator(ClosableIterator):

@@ -16,7 +16,7 @@ def _config_with_data(tmp_path):
   with dmvr_format.ShardedWriter(str(tmp_path / 'train.tfrecord'), 2) as writer:
     writer.write(b'x')
     writer.write(b'y')
-  return helpers.tiny_config(**{'dataset.base_dir': str(tmp_path)})
+  return helpers.tiny_config(**{'dataset.base_dir': str(tmp_path), 'batch_size': 2})
 
 
 class _SetupReached(Exception):

@@ -59,6 +59,7 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   import jax
   from data_pipelines import tf_runtime
+  from vivit_adapter.train_lib import run_lock
   from vivit_adapter.train_lib import startup
   from vivit_adapter.train_lib import trainer
   # pylint: enable=g-import-not-at-top
@@ -69,14 +70,17 @@ def main(argv):
   with cli.usage_errors():
     checked = startup.check(config, workdir, FLAGS.allow_config_change)
     distributed.initialize_from_flags()
-    startup.check_shards_per_host(config, jax.process_count())
+    run_lock.acquire(workdir, jax.process_index())  # one run per workdir
+    startup.check_after_join(config, jax.process_count())
   distributed.log_topology()
   summary = trainer.train_and_evaluate(config, workdir,
                                        allow_config_change=FLAGS.allow_config_change,
                                        checked=checked)
   if summary.get('preempted'):
+    saved = ('after saving a checkpoint' if summary.get('saved', True) else
+             'with nothing new to checkpoint')
     raise cli.Preempted(f'stopped by {summary["preempted"]} at step {summary["step"]} '
-                        'after saving a checkpoint; rerun the same command to resume.')
+                        f'{saved}; rerun the same command to resume.')
 
 
 if __name__ == '__main__':

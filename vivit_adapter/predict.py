@@ -148,6 +148,17 @@ def check_fits(model, params, clip: np.ndarray, workdir: str) -> None:
             'config.model', 1))
 
 
+def check_finite(params, workdir: str, step: int) -> None:
+  """A checkpoint with NaN or inf parameters answers nothing: refused in one line."""
+  from vivit_adapter.train_lib import finite  # pylint: disable=g-import-not-at-top
+  bad = finite.nonfinite_names(params)
+  if bad:
+    raise cli.DivergedError(
+        f'The checkpoint of step {step} in {workdir} is not finite ({finite.describe(bad)}): '
+        'its training diverged. Use an earlier --step, or retrain with a lower '
+        'config.lr_configs.base_learning_rate.')
+
+
 def probabilities(model, params, clip: np.ndarray) -> np.ndarray:
   """Softmax over classes for one (T, C, C, 3) clip."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -177,6 +188,7 @@ def predict(workdir: str, video: str, step: int = -1, k: int = 5, fps: float = 0
   clip = eval_transform(read_video(video, fps), config.dataset)
   config, model, params, step = load_run(workdir, step, config)
   check_fits(model, params, clip, workdir)
+  check_finite(params, workdir, step)
   probs = probabilities(model, params, clip)
   names = label_names(config.dataset, len(probs), label_map)
   return Result(step, len(probs), top_k(probs, k, names))

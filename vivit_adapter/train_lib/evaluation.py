@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from data_pipelines import cli
 from data_pipelines import reader
 from vivit_adapter.train_lib import assembly, class_report, data_source, parallel, steps
 
@@ -103,7 +104,18 @@ def _evaluate(s, params, split: str, on_video: bool, top_k: int):
     totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
   totals = jax.device_get(totals)
   count = float(totals.pop('count'))
+  _refuse_nonfinite(float(totals.pop('nonfinite', 0.)), count, split)
   return {k: float(v) / max(count, 1.0) for k, v in totals.items()} | {'count': count}, lines
+
+
+def _refuse_nonfinite(nonfinite: float, count: float, split: str) -> None:
+  """NaN or infinite logits are a diverged model, never a score (top-1 would count them
+  correct): the run ends with cli.DIVERGED."""
+  if nonfinite:
+    raise cli.DivergedError(
+        f'The model gives NaN or infinite logits on {nonfinite:.0f} of {count:.0f} '
+        f'{split} examples: its parameters diverged, so there is no {split} score. '
+        'Lower config.lr_configs.base_learning_rate or check the input data.')
 
 
 def gather_json(obj) -> List[Any]:

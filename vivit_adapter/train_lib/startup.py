@@ -10,10 +10,12 @@ it (`check_config`); configs.py only declares the keys.
 """
 
 import dataclasses
+import os
 from typing import Dict, Optional, Tuple
 
 import ml_collections
 
+from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import feature_cache
 from data_pipelines import fs
@@ -48,7 +50,7 @@ def check(config: ml_collections.ConfigDict, workdir: str,
 
   The workdir's checkpoints against this config (nothing is written before), then the
   config's values and the run's inputs (`check_run_inputs`), then a file written to the
-  workdir and deleted.
+  workdir and deleted, then the data's sizes against its files (`check_data_against_files`).
 
   Raises:
     cli.ConfigError: workdir_guard.check_workdir's refusal.
@@ -58,6 +60,7 @@ def check(config: ml_collections.ConfigDict, workdir: str,
   workdir_guard.check_workdir(config, workdir, allow_config_change)
   check_run_inputs(config)
   workdir_guard.probe_writable(workdir)
+  check_data_against_files(config)
   return Checked(config.to_json(), workdir, allow_config_change)
 
 
@@ -192,3 +195,76 @@ def check_shards_per_host(config: ml_collections.ConfigDict, process_count: int)
     except FileNotFoundError:
       continue  # check_run_inputs stops on a missing train table; eval, test may be absent
     reader.host_files(source.files, 0, process_count, source.table)
+
+
+def check_after_join(config: ml_collections.ConfigDict, process_count: int) -> None:
+  """What can only be checked once the processes joined (the device and process counts
+  are known), before compiling: each process has its own files, and both batch sizes
+  divide over the devices (the eval batch failed at the first eval)."""
+  check_shards_per_host(config, process_count)
+  check_batch_sizes(config)
+
+
+# config split -> its name in metadata.json's "splits" (the converter's and generator's)
+_METADATA_SPLITS = {'train': 'train', 'eval': 'validation', 'test': 'test'}
+
+
+def needed_splits(config: ml_collections.ConfigDict) -> tuple:
+  """The splits a run reads: train, eval (every run ends with one), test if run_test."""
+  return ('train', 'eval') + (('test',) if config.run_test else ())
+
+
+def check_data_against_files(config: ml_collections.ConfigDict) -> dict:
+  """Data truth from the files, before any training: every split metadata.json lists
+  and the run needs has its shards, each split's size in metadata.json is the count in
+  its shards (the epoch size and the bad-record budget come from it), the label map is
+  well formed, and a batch fits in the training split. Returns {split: record count}.
+
+  Raises:
+    cli.ConfigError: one line naming the file, the field and what the files say.
+  """
+  ds = config.dataset
+  if config.feature_cache.dir or ds.name != 'dmvr':
+    return {}
+  reader.check_config(ds)  # empty table names, before a table is looked for
+  meta_path = os.path.join(ds.base_dir, reader.METADATA_FILE)
+  listed = reader.read_metadata(ds).get('splits', {})
+  counts = {}
+  for split in reader.SPLITS:
+    name = _METADATA_SPLITS[split]
+    try:
+      files = reader.make_source(ds, split).files
+    except FileNotFoundError as e:
+      if split in needed_splits(config) and int(listed.get(name, 0)):
+        raise cli.ConfigError(
+            f'{meta_path}: splits.{name} = {listed[name]} but config.dataset.{split}_table '
+            f'has no shards ({e}) Restore them, or remove the split from metadata.json.'
+        ) from e
+      continue
+    counts[split] = sum(dmvr_format.count_tfrecords(f) for f in files)
+    if name in listed and int(listed[name]) != counts[split]:
+      raise cli.ConfigError(
+          f'{meta_path}: splits.{name} = {listed[name]} but the {len(files)} shard(s) of '
+          f'{reader.make_source(ds, split).table!r} hold {counts[split]} records. Write '
+          'metadata.json again with the data, or delete it (sizes are then counted).')
+  _check_label_map(ds)
+  train = ds.num_train_examples or counts.get('train', 0)
+  if train and config.batch_size > train:
+    raise cli.ConfigError(
+        f'config.batch_size={config.batch_size} is larger than the training split '
+        f'({train} records in {ds.train_table!r}): every batch would repeat records of '
+        'one epoch. Lower config.batch_size.')
+  return counts
+
+
+def _check_label_map(ds) -> None:
+  path = ds.label_map or os.path.join(ds.base_dir, reader.LABEL_MAP_FILE)
+  if ds.label_map or fs.exists(path):
+    dmvr_format.read_label_map(path)  # blank or duplicate lines: one line, naming both
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict) -> None:
+  """Both batch sizes divide over the devices."""
+  from vivit_adapter.train_lib import parallel  # pylint: disable=g-import-not-at-top
+  parallel.per_process_batch_size(config.batch_size)
+  parallel.per_process_batch_size(config.eval_batch_size, 'config.eval_batch_size')

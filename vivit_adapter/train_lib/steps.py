@@ -117,6 +117,7 @@ def make_eval_step(model, num_classes: int):
     return {'loss': losses.weighted_cross_entropy(logits, targets, w),
             'top1': losses.topk_correct(logits, batch['label'], 1, w),
             'top5': losses.topk_correct(logits, batch['label'], 5, w),
+            'nonfinite': losses.nonfinite_count(logits, w),
             'count': jnp.sum(w)}
 
   return eval_step
@@ -142,6 +143,7 @@ def make_test_step(model):
     w = batch['batch_mask']
     return {'top1': losses.topk_correct(probs, batch['label'], 1, w),
             'top5': losses.topk_correct(probs, batch['label'], 5, w),
+            'nonfinite': losses.nonfinite_count(probs, w),
             'count': jnp.sum(w)}
 
   return test_step

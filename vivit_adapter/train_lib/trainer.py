@@ -27,7 +27,7 @@ from vivit_adapter import models
 from vivit_adapter.models import create_model
 from vivit_adapter.train_lib import assembly, checkpointing, class_report, compiled_memory
 from vivit_adapter.train_lib import data_source
-from vivit_adapter.train_lib import evaluation
+from vivit_adapter.train_lib import evaluation, finite
 from vivit_adapter.train_lib import optimizers, parallel, reporting, startup, steps
 
 
@@ -104,18 +104,32 @@ def setup(config, workdir) -> Setup:
                state=state, start='')
 
 
+def _diverged(what: str, manager) -> cli.DivergedError:
+  # A save of an earlier (finite) step may still be in flight: finish it before the
+  # error ends the process, so the checkpoint named below is complete. Every saved
+  # checkpoint passed _check_state_finite, so the latest one is good.
+  checkpointing.wait_until_finished(manager)
+  last = manager.latest_step()
+  where = (f'The last good checkpoint is step {last} in {manager.directory}'
+           if last is not None else 'No checkpoint was written yet')
+  return cli.DivergedError(
+      f'{what}; stopping. {where}. Lower config.lr_configs.base_learning_rate or check '
+      'the input data.')
+
+
 def _check_finite(metrics, step, manager):
   loss = float(jax.device_get(metrics['loss']))
   if not np.isfinite(loss):
-    # A save of an earlier (finite) step may still be in flight: finish it before the
-    # error ends the process, so the checkpoint named below is complete.
-    checkpointing.wait_until_finished(manager)
-    last = manager.latest_step()
-    where = (f'the last good checkpoint is step {last} in {manager.directory}'
-             if last is not None else 'no checkpoint was written yet')
-    raise cli.DivergedError(
-        f'Training loss is {loss} at step {step}; stopping. {where}. Lower '
-        'config.lr_configs.base_learning_rate or check the input data.')
+    raise _diverged(f'Training loss is {loss} at step {step}', manager)
+
+
+def _check_state_finite(state, step, manager):
+  """The state about to be saved is finite. The loss of a step is computed before its
+  update, so a finite loss does not prove the parameters it produced are finite."""
+  bad = finite.nonfinite_names({'params': state.params, 'opt_state': state.opt_state})
+  if bad:
+    raise _diverged(f'The training state after step {step} is not finite '
+                    f'({finite.describe(bad)}); it was not saved', manager)
 
 
 def _mean_metrics(buffer):
@@ -130,48 +144,83 @@ def save_checkpoint(s: Setup, manager, state, train_iter):
 
 
 def train_loop(s: Setup, train_iter, manager, writer, history):
-  """Runs the remaining steps; returns (state, timing dict)."""
+  """Runs the remaining steps; returns (state, timing dict).
+
+  The PreemptionWatcher is on before the first batch is fetched: SIGTERM/SIGINT while
+  the input pipeline is blocked ends the wait (cli.Preempted from the fetch, or from an
+  evaluation's), and the loop saves what it has instead of waiting for a batch.
+  """
   config, state = s.config, s.state
-  first_batch = parallel.to_global(next(train_iter), s.mesh)
-  compiled, memory = compiled_memory.compile_and_measure(s.parts.jit_step(s.mesh), state,
-                                                         first_batch)
-  log_start(s, memory)
+  with checkpointing.PreemptionWatcher() as preemption:
+    try:
+      first_batch = parallel.to_global(next(train_iter), s.mesh)
+    except cli.Preempted:
+      if not preemption.requested:
+        raise
+      return state, {**TrainClock().read(), 'memory': {}, 'preempted': preemption.requested,
+                     'saved': False}
+    compiled, memory = compiled_memory.compile_and_measure(s.parts.jit_step(s.mesh), state,
+                                                           first_batch)
+    log_start(s, memory)
+    state, clock, saved = _steps(s, state, compiled, first_batch, train_iter, manager,
+                                 writer, history, preemption)
+  checkpointing.wait_until_finished(manager)
+  return state, {**clock.read(), 'memory': memory, 'preempted': preemption.requested,
+                 'saved': saved}
+
+
+def _steps(s: Setup, state, compiled, batch, train_iter, manager, writer, history,
+           preemption):
+  """The loop proper; returns (state, clock, whether the last step is saved)."""
+  config = s.config
   eval_every = config.log_eval_steps or s.steps_per_epoch
   ckpt_every = config.checkpoint_steps or s.steps_per_epoch
   step = int(jax.device_get(state.step))
+  saved_step = step  # resumed from (or started at) it: nothing new to save yet
   progress = periodic_actions.ReportProgress(num_train_steps=s.total_steps, writer=writer,
                                              every_steps=config.log_summary_steps)
   bar = tqdm.tqdm(total=s.total_steps, initial=step, desc=config.experiment_name or 'train',
                   disable=jax.process_index() != 0 or not sys.stderr.isatty())
-  buffer, previous, batch = [], None, first_batch
+  buffer, previous = [], None
   clock = TrainClock()
-  with checkpointing.PreemptionWatcher() as preemption:
-    while step < s.total_steps:
+  while step < s.total_steps and not preemption.requested:
+    try:
       if batch is None:
         batch = parallel.to_global(next(train_iter), s.mesh)
-      state, metrics = compiled(state, batch)
-      batch = None
-      step += 1
-      if previous is not None:  # one step behind, so the device queue never drains
-        _check_finite(previous, step - 1, manager)
-      previous = metrics
-      buffer.append(metrics)
-      progress(step)
-      bar.update(1)
-      if step % config.log_summary_steps == 0 or step == s.total_steps:
-        log_train(writer, history, step, _mean_metrics(buffer), train_iter)
-        buffer = []
-      if step % eval_every == 0 and step < s.total_steps:
+    except cli.Preempted:
+      if not preemption.requested:
+        raise
+      break  # saved below
+    state, metrics = compiled(state, batch)
+    batch = None
+    step += 1
+    if previous is not None:  # one step behind, so the device queue never drains
+      _check_finite(previous, step - 1, manager)
+    previous = metrics
+    buffer.append(metrics)
+    progress(step)
+    bar.update(1)
+    if step % config.log_summary_steps == 0 or step == s.total_steps:
+      log_train(writer, history, step, _mean_metrics(buffer), train_iter)
+      buffer = []
+    if step % eval_every == 0 and step < s.total_steps:
+      try:
         with clock.excluded():
           log_eval(s, writer, history, step, state.params, timing=clock.read())
-      if step % ckpt_every == 0 or step == s.total_steps or preemption.requested:
-        _check_finite(metrics, step, manager)
-        save_checkpoint(s, manager, state, train_iter)
-      if preemption.requested:
-        break
+      except cli.Preempted:
+        if not preemption.requested:
+          raise  # saved below
+    if step % ckpt_every == 0 or step == s.total_steps or preemption.requested:
+      _check_finite(metrics, step, manager)
+      _check_state_finite(state, step, manager)
+      save_checkpoint(s, manager, state, train_iter)
+      saved_step = step
+  if preemption.requested and saved_step != step:
+    _check_state_finite(state, step, manager)
+    save_checkpoint(s, manager, state, train_iter)
+    saved_step = step
   bar.close()
-  checkpointing.wait_until_finished(manager)
-  return state, {**clock.read(), 'memory': memory, 'preempted': preemption.requested}
+  return state, clock, saved_step == step
 
 
 class TrainClock:
@@ -275,7 +324,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.warning('Stopped early (%s) at step %d; rerun the same command to resume.',
                     timing['preempted'], int(jax.device_get(state.step)))
     manager.close()
-    return {'preempted': timing['preempted'], 'step': int(jax.device_get(state.step))}
+    writer.flush()
+    return {'preempted': timing['preempted'], 'step': int(jax.device_get(state.step)),
+            'saved': timing['saved']}
   summary = finish(s, state, timing, writer, history, t0)
   manager.close()
   writer.flush()
