@@ -46,7 +46,8 @@ def study_verdict() -> str:
 
 def extraction_row(extraction: Dict[str, Any], stage2: Dict[str, Any]) -> Dict[str, Any]:
   """The feature extraction as a row of the table: its time, nothing trained."""
-  return {'run': 'extraction', 'label': f'feature extraction ({extraction["views"]} view(s) per clip)',
+  return {'run': 'extraction',
+          'label': f'feature extraction ({extraction["views"]} view(s) per clip)',
           'frames': stage2['frames'], 'trainable_params': 0,
           'frozen_params': stage2['frozen_params'], 'step_memory_mib': None,
           'train_time_s': extraction['seconds'], 'steps': None, 'eval_top1': None,
