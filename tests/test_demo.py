@@ -83,6 +83,9 @@ def test_compare_times_both_routes_to_the_two_stage_routes_final_eval_top1():
   assert cpu['ratio'] == pytest.approx(101 / 170)
   assert cpu['baseline_at_two_stage_total'] == REACHED['eval_curve'][1]  # 100 <= 109
   assert (c['two_stage_test_top1'], c['baseline_test_top1']) == (75.0, 80.0)
+  table = demo_results.comparison_table(c, ROUTES).splitlines()
+  assert table[2].endswith('| 61 | 0.61x | 80.0 |')
+  assert table[3] == '| baseline | base | 130 | 85.0 | 80.0 | 100 | 1x | 70.0 |'
   lines = demo_results.comparison_lines(c)
   assert lines[0] == ('Time to 80.0% eval top-1 (the two-stage route\'s final): the '
                       'two-stage route in 61 s; the baseline in 100 s: 0.61x the '
@@ -98,12 +101,13 @@ def test_a_baseline_that_never_reaches_the_target_has_no_ratio():
   assert c['wall']['baseline_to_target_s'] is None and c['wall']['ratio'] is None
   assert c['cpu']['ratio'] is None and c['baseline_best_eval_top1'] == 72.0
   table = demo_results.comparison_table(c, ROUTES).splitlines()
-  assert table[0] == ('| route | what trains | eval top-1 (%) | test top-1 (%) | training '
-                      'time (s) | time to 80.0% eval top-1 (s) |')
-  assert table[2] == ('| stage 1 + extraction + stage 2 | two | 80.0 | 75.0 | 40 + 6 + 20 = 66 '
-                      '| 61 |')
-  assert table[3] == ('| baseline | base | 72.0 (best) | 70.0 | 100 | not reached within the '
-                      'cap |')
+  assert table[0] == ('| route | what trains | training time (s) | eval top-1 (%) | test top-1 '
+                      '(%) | time to 80.0% eval top-1 (s) | x the baseline\'s time to it | '
+                      'eval top-1 at 66 s (%) |')
+  assert table[2] == ('| stage 1 + extraction + stage 2 | two | 40 + 6 + 20 = 66 | 80.0 | 75.0 '
+                      '| 61 | - (baseline: not reached) | 80.0 |')
+  assert table[3] == ('| baseline | base | 100 | 72.0 | 70.0 | not reached within the cap | - '
+                      '| 70.0 |')
   assert demo_results.comparison_lines(c)[0].endswith(
       'the baseline did not reach it within its cap of 75 steps (100 s; its best eval top-1 '
       '72.0%), so there is no ratio.')

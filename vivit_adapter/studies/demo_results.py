@@ -119,7 +119,7 @@ def compare(stage1: Dict, extraction: Dict, stage2: Dict, baseline: Dict) -> Dic
   base_curve = baseline['eval_curve']
   out = {'target_eval_top1': target,
          'two_stage_test_top1': _test_top1(stage2), 'baseline_test_top1': _test_top1(baseline),
-         'baseline_steps': baseline['step'],
+         'baseline_steps': baseline['step'], 'baseline_eval_top1': 100 * baseline['eval']['top1'],
          'baseline_best_eval_top1': max(p['top1'] for p in base_curve)}
   for name, clock, extraction_key in CLOCKS:
     curve = two_stage_curve(stage1, extraction, stage2, clock, extraction_key)
@@ -147,19 +147,26 @@ def _seconds(value: Optional[float], missing: str) -> str:
 
 
 def comparison_table(c: Dict[str, Any], routes: Dict[str, str]) -> str:
-  """Both routes in one table: what trains, accuracy, time, time to the target."""
+  """Both routes in one table: what trains, time, accuracy, time to the target and the
+  ratio, and each route's eval top-1 when the two-stage route's training was over."""
   w, target = c['wall'], c['target_eval_top1']
   test = {k: '-' if v is None else f'{v:.1f}'
           for k, v in (('two', c['two_stage_test_top1']), ('base', c['baseline_test_top1']))}
-  lines = [f'| route | what trains | eval top-1 (%) | test top-1 (%) | training time (s) '
-           f'| time to {target:.1f}% eval top-1 (s) |', '|---|---|---|---|---|---|',
-           f'| stage 1 + extraction + stage 2 | {routes["two_stage"]} | {target:.1f} | '
-           f'{test["two"]} | {w["stage1_s"]:.0f} + {w["extraction_s"]:.0f} + '
-           f'{w["stage2_s"]:.0f} = {w["two_stage_total_s"]:.0f} | '
-           f'{w["two_stage_to_target_s"]:.0f} |',
-           f'| baseline | {routes["baseline"]} | {c["baseline_best_eval_top1"]:.1f} (best) | '
-           f'{test["base"]} | {w["baseline_total_s"]:.0f} | '
-           f'{_seconds(w["baseline_to_target_s"], "not reached within the cap")} |']
+  at = w['baseline_at_two_stage_total']
+  ratio = ('- (baseline: not reached)' if w['ratio'] is None else f'{w["ratio"]:.2f}x')
+  lines = [f'| route | what trains | training time (s) | eval top-1 (%) | test top-1 (%) '
+           f'| time to {target:.1f}% eval top-1 (s) | x the baseline\'s time to it '
+           f'| eval top-1 at {w["two_stage_total_s"]:.0f} s (%) |',
+           '|---|---|---|---|---|---|---|---|',
+           f'| stage 1 + extraction + stage 2 | {routes["two_stage"]} | '
+           f'{w["stage1_s"]:.0f} + {w["extraction_s"]:.0f} + {w["stage2_s"]:.0f} = '
+           f'{w["two_stage_total_s"]:.0f} | {target:.1f} | {test["two"]} | '
+           f'{w["two_stage_to_target_s"]:.0f} | {ratio} | {target:.1f} |',
+           f'| baseline | {routes["baseline"]} | {w["baseline_total_s"]:.0f} | '
+           f'{c["baseline_eval_top1"]:.1f} | {test["base"]} | '
+           f'{_seconds(w["baseline_to_target_s"], "not reached within the cap")} | '
+           f'{"-" if w["ratio"] is None else "1x"} | '
+           f'{"-" if at is None else format(at["top1"], ".1f")} |']
   return '\n'.join(lines)
 
 
