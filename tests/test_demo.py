@@ -92,8 +92,8 @@ def test_compare_times_both_routes_to_the_two_stage_routes_final_eval_top1():
                       'baseline\'s time.')
   assert lines[1] == ('The baseline\'s eval top-1 at the two-stage route\'s total training '
                       'time (66 s): 70.0% (its evaluation at step 50, 60 s).')
-  assert lines[2] == ('On the CPU clock (all threads): two-stage 101 s to 80.0%, baseline '
-                      '170 (ratio 0.59x).')
+  assert lines[2] == ('On the CPU clock (all threads), to 80.0%: two-stage 101 s, baseline '
+                      '170 s (0.59x); whole runs: two-stage 109 s, baseline 220 s.')
 
 
 def test_a_baseline_that_never_reaches_the_target_has_no_ratio():
@@ -108,9 +108,10 @@ def test_a_baseline_that_never_reaches_the_target_has_no_ratio():
                       '| 61 | - (baseline: not reached) | 80.0 |')
   assert table[3] == ('| baseline | base | 100 | 72.0 | 70.0 | not reached within the cap | - '
                       '| 70.0 |')
-  assert demo_results.comparison_lines(c)[0].endswith(
-      'the baseline did not reach it within its cap of 75 steps (100 s; its best eval top-1 '
-      '72.0%), so there is no ratio.')
+  lines = demo_results.comparison_lines(c)
+  assert lines[0].endswith('the baseline did not reach it within its cap of 75 steps (100 s; '
+                           'its best eval top-1 72.0%), so there is no ratio.')
+  assert 'baseline not reached within the cap; whole runs: two-stage 109 s' in lines[2]
   # Before the baseline's first evaluation there is nothing to read.
   assert demo_results.accuracy_at(MISSED['eval_curve'], 29.0, 'train_time_s') is None
 
