@@ -110,7 +110,8 @@ def test_a_baseline_that_never_reaches_the_target_has_no_ratio():
                       '| 70.0 |')
   lines = demo_results.comparison_lines(c)
   assert lines[0].endswith('the baseline did not reach it within its cap of 75 steps (100 s; '
-                           'its best eval top-1 72.0%), so there is no ratio.')
+                           'its best eval top-1 72.0%), so there is no ratio (the study\'s '
+                           'baseline needs 1200-1550 steps to its level).')
   assert 'baseline not reached within the cap; whole runs: two-stage 109 s' in lines[2]
   # Before the baseline's first evaluation there is nothing to read.
   assert demo_results.accuracy_at(MISSED['eval_curve'], 29.0, 'train_time_s') is None
@@ -159,9 +160,18 @@ def test_the_study_verdict_quotes_docs_ablation_json():
   recipes = [r['name'] for r in study if r['runs'][0].startswith('stage1_')]
   best = max(recipes, key=lambda n: rows[n]['mean'])
   assert best == demo_results.STUDY['two_stage'][0]
+  # The baseline's steps to its level (best eval top-1 less the study's 0.5 margin).
+  base = next(r for r in study if r['name'] == 'baseline')
+  steps = []
+  for per_seed in base['per_seed'].values():
+    curve = per_seed['runs'][base['runs'][-1]]['eval_curve']
+    level = max(p['top1'] for p in curve) - 0.5
+    steps.append(next(p['step'] for p in curve if p['top1'] >= level))
+  assert demo_results.STUDY['baseline_steps_to_level'] == f'{min(steps)}-{max(steps)}'
   verdict = demo_results.study_verdict()
-  assert verdict.startswith('The full study (docs/ablation.md, ')
-  assert '94.44 ± 0.24' in verdict and '92.64 ± 0.48, 1.8 points short' in verdict
+  assert verdict.startswith('Verdict of the full study (docs/ablation.md, ')
+  assert ('reaches 92.64 ± 0.48 test top-1 against the tuned baseline\'s 94.44 ± 0.24, 1.8 '
+          'points short') in verdict
 
 
 def test_a_finished_run_of_another_config_is_an_error(tmp_path):

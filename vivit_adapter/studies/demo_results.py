@@ -23,7 +23,7 @@ STUDY_DOC = 'docs/ablation.md'
 # latter's cost to the baseline's level on the compute-only clock (the study's Notes).
 STUDY = {'baseline': ('baseline', 94.44, 0.24),
          'two_stage': ('V_stage1_x4_mlp', 92.64, 0.48),
-         'cost': '0.30-0.39x'}
+         'cost': '0.30-0.39x', 'baseline_steps_to_level': '1200-1550'}
 # The trainer's clocks: (name, eval-curve and summary key, extraction key).
 CLOCKS = (('wall', 'train_time_s', 'seconds'), ('cpu', 'train_cpu_s', 'cpu_seconds'))
 
@@ -32,12 +32,12 @@ def study_verdict() -> str:
   """One sentence: what the full study found, with the link."""
   _, base, base_std = STUDY['baseline']
   name, two, two_std = STUDY['two_stage']
-  return (f'The full study ({STUDY_DOC}, 3 seeds, the baseline trained to convergence) '
-          f'finds the other side: the tuned baseline reaches {base:.2f} ± {base_std:.2f} '
-          f'test top-1, the best two-stage recipe ({name}: stage 1 4x longer, the mlp '
-          f'adapter from the cache) {two:.2f} ± {two_std:.2f}, {base - two:.1f} points '
-          f'short, at {STUDY["cost"]} of the baseline\'s compute to the baseline\'s level: '
-          'far cheaper to a good model, not yet as accurate as the best one.')
+  return (f'Verdict of the full study ({STUDY_DOC}, 3 seeds, the baseline trained to '
+          f'convergence): the best two-stage recipe ({name}: stage 1 4x longer, the mlp '
+          f'adapter from the cache) reaches {two:.2f} ± {two_std:.2f} test top-1 against the '
+          f'tuned baseline\'s {base:.2f} ± {base_std:.2f}, {base - two:.1f} points short, '
+          f'for {STUDY["cost"]} of the compute time the baseline needs to reach its own '
+          'level: much cheaper, not yet as accurate.')
 
 
 # ----------------------------------------------------------------------------------------
@@ -177,7 +177,8 @@ def comparison_lines(c: Dict[str, Any]) -> List[str]:
   if w['ratio'] is None:
     ratio = (f'the baseline did not reach it within its cap of {c["baseline_steps"]} steps '
              f'({w["baseline_total_s"]:.0f} s; its best eval top-1 '
-             f'{c["baseline_best_eval_top1"]:.1f}%), so there is no ratio')
+             f'{c["baseline_best_eval_top1"]:.1f}%), so there is no ratio (the study\'s '
+             f'baseline needs {STUDY["baseline_steps_to_level"]} steps to its level)')
   else:
     ratio = (f'the baseline in {w["baseline_to_target_s"]:.0f} s: '
              f'{w["ratio"]:.2f}x the baseline\'s time')
