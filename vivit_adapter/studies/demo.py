@@ -73,8 +73,11 @@ class Settings:
 
 
 def _schedule(lr: float, steps: int, warmup: int, eval_every: int) -> Tuple[str, ...]:
+  # One checkpoint, at the end: an interrupted demo run restarts from scratch anyway
+  # (studies.runs), and the trainer's clock counts checkpoint writes as training time.
   return (f'lr_configs.base_learning_rate={lr}', f'num_training_steps={steps}',
-          f'lr_configs.warmup_steps={warmup}', f'log_eval_steps={eval_every}')
+          f'lr_configs.warmup_steps={warmup}', f'log_eval_steps={eval_every}',
+          f'checkpoint_steps={steps}')
 
 
 # The ablation's choices (docs/ablation.md, "Sweep", chosen on the validation split):
