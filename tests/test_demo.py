@@ -70,6 +70,15 @@ def test_requested_metadata_matches_what_generate_writes(tmp_path):
       f'{tmp_path}/none/metadata.json does not exist')
 
 
+def test_a_new_dataset_drops_the_runs_and_the_image_checkpoint_made_from_the_old(tmp_path):
+  for name in ('stage1', 'stage2', 'baseline', 'cache', 'data'):
+    (tmp_path / name).mkdir()
+  for name in (demo.IMAGE_CHECKPOINT, demo.IMAGE_REPORT, 'results.md'):
+    (tmp_path / name).write_text('x')
+  demo._drop_stale_runs(str(tmp_path), demo.RUNS)  # pylint: disable=protected-access
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['data', 'results.md']
+
+
 def test_compare_times_both_routes_to_the_two_stage_routes_final_eval_top1():
   c = demo_results.compare(STAGE1, EXTRACTION, STAGE2, REACHED)
   assert c['target_eval_top1'] == 80.0

@@ -27,8 +27,8 @@ accuracy, one table and one picture.
    two-stage route's total time, what the full study found, and the runs' table
    (`studies.demo_results`).
 
-Why these settings: the study's best recipe trains stage 1 4x longer (1800 steps,
-~4 min here), and its baseline needs ~1200-1550 steps (~12-15 min) to its level; in a
+Why these settings: the study's best recipe trains stage 1 4x longer (1800 steps, ~4 min
+compute-only), and its baseline needs 1200-1550 steps (12-15 min) to its level; in a
 10-minute demo stage 1 trains the sweep's chosen 450 steps (row adapter_mlp of
 docs/ablation.md, 91.5 ± 2.8 test top-1 against the 4x row's 92.6 ± 0.5) and the baseline
 has what is left. `--quick` shrinks data, model and steps to a smoke test of the whole
@@ -50,7 +50,7 @@ from vivit_adapter.studies import runs as study_runs
 from vivit_adapter.studies.pretrain_settings import PretrainSettings
 
 RESULTS_MD, RESULTS_JSON = demo_results.RESULTS_MD, demo_results.RESULTS_JSON
-IMAGE_CHECKPOINT = 'vit_image.npz'
+IMAGE_CHECKPOINT, IMAGE_REPORT = 'vit_image.npz', 'vit_image.json'  # as pretrain writes them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +200,7 @@ def prepare_image_checkpoint(workdir: str, data_dir: str, settings: Settings) ->
   task and settings), pretrained once into WORKDIR/vit_image.npz; returns its report."""
   from vivit_adapter.studies import image_pretrain  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, IMAGE_CHECKPOINT)
-  report_path = os.path.splitext(path)[0] + '.json'
+  report_path = os.path.join(workdir, IMAGE_REPORT)
   if os.path.exists(path) and os.path.exists(report_path):
     say(f'Reusing the image checkpoint {path}.')
     with open(report_path) as f:
@@ -324,7 +324,7 @@ def run_demo(workdir: str, settings: Settings) -> Dict[str, Any]:
 def _drop_stale_runs(workdir: str, runs: Sequence[Run]) -> None:
   """Runs trained on a previous dataset: their configs name the same data folder, so
   they would otherwise be reused; and the image checkpoint made from its world."""
-  for name in [r.name for r in runs] + [CACHE_DIR, IMAGE_CHECKPOINT, 'vit_image.json']:
+  for name in [r.name for r in runs] + [CACHE_DIR, IMAGE_CHECKPOINT, IMAGE_REPORT]:
     path = os.path.join(workdir, name)
     if os.path.isdir(path):
       say(f'The dataset changed: removing the stale run {path}.')
