@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import ml_collections
 
+from vivit_adapter.models import towers
 from vivit_adapter.models import variants
 from vivit_adapter.models.adapter import ADAPTER_TYPES
 from vivit_adapter.models.inputs import NORMALIZATIONS, normalize
@@ -49,10 +50,11 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       recompute_frozen=cfg.recompute_frozen,
       dtype=DTYPES[cfg.dtype],
       head_kernel_init=cfg.head_kernel_init,
-      normalization=normalization)
+      normalization=normalization,
+      spatial_tower=towers.from_config(cfg))
 
 
 __all__ = ['create_model', 'ViViTFactorisedEncoder', 'EncoderSpec', 'AdapterSpec',
            'ADAPTER_TYPES', 'CLASSIFIERS', 'DTYPES', 'HEAD_INITS', 'NORMALIZATIONS',
-           'normalize', 'variants',
+           'normalize', 'towers', 'variants',
            'WHOLE', 'FROZEN_PART', 'TRAINABLE_PART', 'PARTS']
