@@ -263,7 +263,7 @@ def test_open_clip_features_match_the_library(open_clip_file):
   _assert_close(ours[:, 0], pooled, 'open_clip pooled')
   _assert_close(ours[:, 1:], tokens[:, 1:], 'open_clip patch tokens')
   assert message.splitlines()[0] == f'Initialised from open_clip checkpoint {path}.'
-  assert ('  3 checkpoint tensors not used: logit_scale, token_embedding.weight, proj'
+  assert ('  3 checkpoint tensors not used: logit_scale, token_embedding.weight, visual.proj'
           in message.splitlines())
 
 
@@ -287,3 +287,26 @@ def test_timm_trunk_open_clip_is_refused(tmp_path):
                      str(path))
   with pytest.raises(ValueError, match='timm image tower'):
     _load(_model_config('CLIP'), path)
+
+
+def test_a_dual_clip_model_loads_its_image_tower(tmp_path):
+  """CLIPModel (image + text towers, `vision_model.` names, `vision_config` nested in its
+  config.json): the image tower loads, the text tower is reported unused."""
+  config = transformers.CLIPConfig(
+      vision_config=TOWERS['clip'][1].to_dict(),
+      text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, vocab_size=50, max_position_embeddings=8),
+      projection_dim=8)
+  torch.manual_seed(2)
+  hf_model = transformers.CLIPModel(config).eval()
+  _randomise(hf_model, seed=4)
+  hf_model.save_pretrained(tmp_path)
+  model, params, message = _load(_model_config('CLIP', freeze_spatial=True), tmp_path)
+  with torch.no_grad():
+    frames = _central_frames(_video())
+    want = hf_model.vision_model(pixel_values=torch.from_numpy(
+        frames.transpose(0, 3, 1, 2))).pooler_output.numpy()
+  ours = np.asarray(helpers.run(model, params, _video(), part=models.FROZEN_PART))
+  _assert_close(ours.reshape(want.shape), want, 'CLIPModel pooled')
+  assert 'text_model.embeddings.token_embedding.weight' in message
+  assert '  tower: clip_vision_model (quick_gelu, eps 1e-05)' in message.splitlines()

@@ -141,27 +141,38 @@ def _block(prefix: str, ln1, attention: dict, ln2, fc1, fc2, ls1=None, ls2=None)
 
 
 class _Reader:
-  """Takes tensors by name and remembers which were taken; the rest are unused."""
+  """Takes tensors by name and remembers which were taken; the rest are unused.
 
-  def __init__(self, tensors: Mapping[str, np.ndarray], source_name: str):
+  Names are the image tower's own; when any checkpoint name starts with `prefix` (the
+  tower inside a dual image-text model: `vision_model.`, `visual.`), the tower's names
+  are read under it. Unused tensors are reported under their names in the file.
+  """
+
+  def __init__(self, tensors: Mapping[str, np.ndarray], source_name: str, prefix: str):
     self.tensors, self.source_name, self.taken = dict(tensors), source_name, set()
+    self.prefix = prefix if any(n.startswith(prefix) for n in self.tensors) else ''
+
+  def _key(self, name: str) -> str:
+    return self.prefix + name
 
   def has(self, name: str) -> bool:
-    return name in self.tensors
+    return self._key(name) in self.tensors
 
   def __call__(self, *names_: str):
-    missing = [n for n in names_ if n not in self.tensors]
+    keys = [self._key(n) for n in names_]
+    missing = [k for k in keys if k not in self.tensors]
     if missing:
       raise ValueError(f'{self.source_name} lacks {missing}: not a complete checkpoint of '
                        'the tower its config names.')
-    self.taken.update(names_)
-    return tuple(self.tensors[n] for n in names_) if len(names_) > 1 else self.tensors[names_[0]]
+    self.taken.update(keys)
+    return tuple(self.tensors[k] for k in keys) if len(keys) > 1 else self.tensors[keys[0]]
 
   def pair(self, name: str):
     return self(f'{name}.weight', f'{name}.bias')
 
   def num_blocks(self, pattern: str) -> int:
-    found = {int(m.group(1)) for n in self.tensors for m in [re.match(pattern, n)] if m}
+    found = {int(m.group(1)) for n in self.tensors
+             for m in [re.match(re.escape(self.prefix) + pattern, n)] if m}
     return max(found) + 1 if found else 0
 
   def unused(self) -> Dict[str, np.ndarray]:
@@ -222,19 +233,11 @@ def _hf_dinov2(r: _Reader, cfg: dict) -> dict:
   return out
 
 
-def _strip_prefix(tensors: Mapping[str, np.ndarray], prefix: str) -> dict:
-  """Names under `prefix` lose it when any name has it (a dual model's image tower)."""
-  if not any(n.startswith(prefix) for n in tensors):
-    return dict(tensors)
-  return {(n[len(prefix):] if n.startswith(prefix) else n): v for n, v in tensors.items()}
-
-
 def load_hf_tower(directory: str) -> Tuple[dict, dict]:
   """A Hugging Face model directory -> (canonical flat image ViT, its vision config)."""
   cfg = _hf_vision_config(directory)
   family = _HF_FAMILIES[cfg['model_type']]
-  tensors = _strip_prefix(_read_hf_weights(directory), 'vision_model.')
-  r = _Reader(tensors, f'{directory}/model.safetensors')
+  r = _Reader(_read_hf_weights(directory), f'{directory}/model.safetensors', 'vision_model.')
   out = _hf_dinov2(r, cfg) if family == 'dinov2' else _hf_clip_siglip(r, cfg, family)
   out.update(r.unused())
   return out, cfg
@@ -268,8 +271,7 @@ def load_open_clip(path: str, num_heads: int) -> dict:
     raise ValueError(f'{path} is an OpenCLIP model with a timm image tower (visual.trunk.*), '
                      'which this loader does not map; use the Hugging Face export of the '
                      'same weights (checkpoint_format=huggingface) where there is one.')
-  tensors = _strip_prefix(tensors, 'visual.')
-  r = _Reader(tensors, path)
+  r = _Reader(tensors, path, 'visual.')
   if not r.has('conv1.weight'):
     raise ValueError(f'{path} is not an OpenCLIP vision transformer checkpoint: no '
                      f'visual.conv1.weight among its {len(tensors)} tensors.')
