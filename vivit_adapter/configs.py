@@ -242,6 +242,7 @@ def _checked_here() -> Dict[str, Tuple[str, ...]]:
   from vivit_adapter import models
   from vivit_adapter.checkpoints import load
   from vivit_adapter.checkpoints import vit_npz
+  from vivit_adapter.models import towers
   # pylint: enable=g-import-not-at-top
   return {
       'stage': STAGES,
@@ -249,6 +250,9 @@ def _checked_here() -> Dict[str, Tuple[str, ...]]:
       'model.adapter.type': models.ADAPTER_TYPES,
       'model.dtype': tuple(models.DTYPES),
       'model.head_kernel_init': tuple(models.HEAD_INITS),
+      'model.spatial_transformer.mlp_activation': tuple(towers.ACTIVATIONS),
+      'model.spatial_transformer.pooling': towers.POOLINGS,
+      'model.spatial_transformer.adapter_tokens': towers.ADAPTER_TOKENS,
       'dataset.normalization': models.NORMALIZATIONS,
       'init_from.checkpoint_format': load.FORMATS,
       'init_from.kernel_init_method': vit_npz.KERNEL_INIT_METHODS,
