@@ -83,8 +83,8 @@ def test_manifest_records_what_made_the_cache(world):
 
 def test_manifest_records_tower_switches_only_where_set():
   """A cache made before the image-tower switches existed still matches today's model;
-  one made with a switch set (quick-GELU: same parameters, another frozen output) does
-  not match a run without it."""
+  a run with a switch set (quick-GELU: same parameters, another frozen output) does not
+  match a cache made without it."""
   config = helpers.tiny_config()
   plain = manifest_lib.expected(config, params_hash='h', kind='pooled')
   assert not set(plain['model']) & set(manifest_lib.TOWER_KEYS)
