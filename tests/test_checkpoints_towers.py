@@ -310,3 +310,29 @@ def test_a_dual_clip_model_loads_its_image_tower(tmp_path):
   _assert_close(ours.reshape(want.shape), want, 'CLIPModel pooled')
   assert 'text_model.embeddings.token_embedding.weight' in message
   assert '  tower: clip_vision_model (quick_gelu, eps 1e-05)' in message.splitlines()
+
+
+def test_stage2_run_on_a_siglip_tower_with_one_flag(tmp_path):
+  """The CLI trains stage 2 on a Hugging Face tower given by path: the tower's weights
+  are the run's frozen spatial encoder, unchanged by training."""
+  from tests import trainer_utils as tu  # pylint: disable=g-import-not-at-top
+  hf_model = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
+      hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+      image_size=32, patch_size=8)).eval()
+  _randomise(hf_model, seed=9)
+  hf_model.save_pretrained(tmp_path / 'siglip')
+  config = tu.write_config(tmp_path, tu.make_dataset(tmp_path / 'data'))
+  workdir = tmp_path / 'run'
+  proc = tu.run_main(config, workdir, f'--config.init_from.checkpoint_path={tmp_path}/siglip',
+                     '--config.model.spatial_transformer.pooling=map',
+                     '--config.model.freeze_spatial=True', '--config.model.adapter.type=mlp',
+                     '--config.stage=stage2', '--config.num_training_steps=2',
+                     '--config.checkpoint_steps=2')
+  assert 'Initialised from huggingface checkpoint' in proc.stdout + proc.stderr
+  final = tu.final_params(str(workdir))
+  state = hf_model.state_dict()
+  np.testing.assert_array_equal(final['SpatialTransformer/MAPHead_0/probe'],
+                                state['head.probe'].detach().numpy())
+  np.testing.assert_array_equal(
+      final['SpatialTransformer/encoderblock_0/MlpBlock_0/Dense_0/kernel'],
+      state['encoder.layers.0.mlp.fc1.weight'].detach().numpy().T)
