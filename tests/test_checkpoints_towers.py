@@ -336,3 +336,41 @@ def test_stage2_run_on_a_siglip_tower_with_one_flag(tmp_path):
   np.testing.assert_array_equal(
       final['SpatialTransformer/encoderblock_0/MlpBlock_0/Dense_0/kernel'],
       state['encoder.layers.0.mlp.fc1.weight'].detach().numpy().T)
+  # predict rebuilds the model from the run's config.json: the tower's switches with it.
+  from vivit_adapter import predict  # pylint: disable=g-import-not-at-top
+  saved, model, params, _ = predict.load_run(str(workdir))
+  assert saved.model.spatial_transformer.pooling == 'map'
+  clip = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+  predict.check_fits(model, params, clip, str(workdir))
+  probs = predict.probabilities(model, params, clip)
+  assert probs.shape == (params['output_projection']['kernel'].shape[-1],)
+  assert abs(float(probs.sum()) - 1.0) < 1e-5
+
+
+@pytest.fixture(scope='module')
+def siglip(tmp_path_factory):
+  cls, hf_config, _ = TOWERS['siglip']
+  hf_model = cls(hf_config).eval()
+  _randomise(hf_model, seed=21)
+  directory = tmp_path_factory.mktemp('siglip_mean')
+  hf_model.save_pretrained(directory)
+  return directory, _reference(hf_model, _central_frames(_video()))
+
+
+def test_siglip_into_mean_pooling_leaves_its_map_head_unused(siglip):
+  directory, (_, tokens) = siglip
+  cfg = _model_config('SigLIP', freeze_spatial=True, **{'spatial_transformer.pooling': 'mean'})
+  model, params, message = _load(cfg, directory)
+  ours = np.asarray(helpers.run(model, params, _video(), part=models.FROZEN_PART))
+  _assert_close(ours.reshape(-1, WIDTH), tokens.mean(axis=1), 'siglip mean of patches')
+  assert '  not used from the checkpoint: unmapped' in message.splitlines()
+  assert ('  11 checkpoint tensors not used: head.attention.in_proj_bias, '
+          'head.attention.in_proj_weight,') in message
+
+
+def test_siglip_into_a_class_token_model_is_refused(siglip):
+  directory, _ = siglip
+  cfg = _model_config('SigLIP', **{'spatial_transformer.pooling': ''})
+  with pytest.raises(ValueError, match=r"has no class token, but "
+                     r"config\.model\.spatial_transformer\.pooling='': set it to 'map'"):
+    _load(cfg, directory)

@@ -30,6 +30,7 @@ import numpy as np
 from data_pipelines import fs
 from vivit_adapter.checkpoints import vit_npz
 from vivit_adapter.models import names
+from vivit_adapter.models import towers as model_towers
 
 HUGGINGFACE, OPEN_CLIP = 'huggingface', 'open_clip'
 HF_WEIGHTS = ('model.safetensors', 'model.safetensors.index.json')
@@ -182,7 +183,7 @@ class _Reader:
 
 # ---- Hugging Face --------------------------------------------------------------------
 
-def _hf_clip_siglip(r: _Reader, cfg: dict, family: str) -> dict:
+def _hf_clip_siglip(r: _Reader, cfg: dict, family: str, map_head: bool) -> dict:
   heads = cfg['num_attention_heads']
   out = {'embedding/kernel': _patch_kernel(r('embeddings.patch_embedding.weight'))}
   if r.has('embeddings.patch_embedding.bias'):
@@ -198,7 +199,7 @@ def _hf_clip_siglip(r: _Reader, cfg: dict, family: str) -> dict:
     out.update(_block(f'{_T}/{names.encoder_block(i)}', r.pair(f'{p}layer_norm1'), attention,
                       r.pair(f'{p}layer_norm2'), r.pair(f'{p}mlp.fc1'), r.pair(f'{p}mlp.fc2')))
   out.update(_flat(f'{_T}/{names.ENCODER_NORM}', _norm(*r.pair('post_layernorm'))))
-  if family == 'siglip' and r.has('head.probe'):
+  if family == 'siglip' and r.has('head.probe') and map_head:
     out.update(_map_head(r, 'head.', heads))
   return out
 
@@ -233,12 +234,17 @@ def _hf_dinov2(r: _Reader, cfg: dict) -> dict:
   return out
 
 
-def load_hf_tower(directory: str) -> Tuple[dict, dict]:
-  """A Hugging Face model directory -> (canonical flat image ViT, its vision config)."""
+def load_hf_tower(directory: str, map_head: bool = True) -> Tuple[dict, dict]:
+  """A Hugging Face model directory -> (canonical flat image ViT, its vision config).
+
+  map_head=False leaves a SigLIP MAP head unmapped (reported unused): for a model that
+  pools each frame otherwise.
+  """
   cfg = _hf_vision_config(directory)
   family = _HF_FAMILIES[cfg['model_type']]
   r = _Reader(_read_hf_weights(directory), f'{directory}/model.safetensors', 'vision_model.')
-  out = _hf_dinov2(r, cfg) if family == 'dinov2' else _hf_clip_siglip(r, cfg, family)
+  out = (_hf_dinov2(r, cfg) if family == 'dinov2'
+         else _hf_clip_siglip(r, cfg, family, map_head))
   out.update(r.unused())
   return out, cfg
 
@@ -324,6 +330,21 @@ def check_switches(expected: Mapping[str, object], model_config, source_name: st
                      '(models/variants.py TOWERS, e.g. "CLIP-B/16x2").')
 
 
+def _check_unused_map_head(flat: Mapping, model_config, source_name: str) -> None:
+  """A checkpoint pooled by its MAP head (SigLIP) has no class token: a model that pools
+  by the mean may leave the head unused (the user's choice), one that would read a
+  class token is refused here with the fix, before the merge's generic error."""
+  if not any(k.startswith(f'{_TOP_UNUSED}/') and k.endswith('head.probe') for k in flat):
+    return
+  pooling = model_config.spatial_transformer.pooling
+  if model_towers.spatial_has_cls(model_towers.TowerOptions(pooling=pooling),
+                                  model_config.classifier):
+    raise ValueError(
+        f'{source_name} pools each image with its MAP head and has no class token, but '
+        f'config.model.spatial_transformer.pooling={pooling!r}: set it to \'map\' (the '
+        "tower's own pooling; the SigLIP-* variants do) or 'mean'.")
+
+
 def unused_note(flat: Mapping) -> List[str]:
   """The run log's line naming the checkpoint tensors with no place in the video model."""
   unused = sorted(k.split('/', 1)[1] for k in flat if k.startswith(f'{_TOP_UNUSED}/'))
@@ -341,8 +362,9 @@ def load_tower(fmt: str, path: str, model_config) -> Tuple[dict, List[str]]:
   """(canonical flat image ViT, notes) for `fmt` in (HUGGINGFACE, OPEN_CLIP), after
   checking the model's switches against what the checkpoint says."""
   if fmt == HUGGINGFACE:
-    flat, cfg = load_hf_tower(path)
+    flat, cfg = load_hf_tower(path, map_head=model_config.spatial_transformer.pooling == 'map')
     check_switches(hf_switches(cfg), model_config, path)
+    _check_unused_map_head(flat, model_config, path)
     where = f'{cfg["model_type"]} ({cfg.get("hidden_act")}, eps {cfg.get("layer_norm_eps")})'
   elif fmt == OPEN_CLIP:
     flat = load_open_clip(path, model_config.spatial_transformer.num_heads)
