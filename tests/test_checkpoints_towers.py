@@ -374,3 +374,20 @@ def test_siglip_into_a_class_token_model_is_refused(siglip):
   with pytest.raises(ValueError, match=r"has no class token, but "
                      r"config\.model\.spatial_transformer\.pooling='': set it to 'map'"):
     _load(cfg, directory)
+
+
+def test_bfloat16_and_float16_safetensors_decode_exactly(tmp_path):
+  """Released towers are often stored in bfloat16, which safetensors' NumPy API cannot
+  read: such a file is decoded from its header, every value as torch stored it."""
+  from safetensors import torch as st_torch  # pylint: disable=g-import-not-at-top
+  gen = torch.Generator().manual_seed(0)
+  tensors = {'a': torch.randn(3, 4, generator=gen).to(torch.bfloat16),
+             'b': torch.randn(5, generator=gen).to(torch.float16),
+             'c': torch.randn(2, 2, generator=gen)}
+  path = str(tmp_path / 'mixed.safetensors')
+  st_torch.save_file(tensors, path)
+  got = towers._read_safetensors(path)  # pylint: disable=protected-access
+  assert sorted(got) == ['a', 'b', 'c']
+  for name, value in tensors.items():
+    assert got[name].shape == tuple(value.shape)
+    np.testing.assert_array_equal(got[name].astype(np.float32), value.float().numpy())

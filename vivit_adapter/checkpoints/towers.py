@@ -52,9 +52,35 @@ def is_hf_dir(path: str) -> bool:
 
 
 def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+  """{name: array} of a .safetensors file; bfloat16 tensors as ml_dtypes.bfloat16."""
   from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
   with fs.open(path, 'rb') as f:
-    return dict(st_numpy.load(f.read()))
+    data = f.read()
+  header_len = int.from_bytes(data[:8], 'little')
+  header = json.loads(data[8:8 + header_len])
+  if not any(isinstance(v, dict) and v.get('dtype') == 'BF16' for v in header.values()):
+    return dict(st_numpy.load(data))
+  # safetensors' NumPy API has no bfloat16 (NumPy has none); many released towers are
+  # stored in it, so those files are decoded here from the documented layout: an
+  # 8-byte header length, the JSON header, then each tensor's bytes at data_offsets.
+  return _decode_with_bfloat16(data[8 + header_len:], header, path)
+
+
+def _decode_with_bfloat16(body: bytes, header: dict, path: str) -> Dict[str, np.ndarray]:
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  dtypes = {'BF16': ml_dtypes.bfloat16, 'F16': np.float16, 'F32': np.float32,
+            'F64': np.float64, 'I64': np.int64, 'I32': np.int32, 'BOOL': np.bool_,
+            'U8': np.uint8}
+  out = {}
+  for name, info in header.items():
+    if name == '__metadata__':
+      continue
+    if info['dtype'] not in dtypes:
+      raise ValueError(f'{path}: tensor {name} has dtype {info["dtype"]}, which this '
+                       f'reader does not decode ({sorted(dtypes)}).')
+    start, end = info['data_offsets']
+    out[name] = np.frombuffer(body[start:end], dtypes[info['dtype']]).reshape(info['shape'])
+  return out
 
 
 def _read_hf_weights(directory: str) -> Dict[str, np.ndarray]:
@@ -259,8 +285,10 @@ def hf_switches(cfg: dict) -> Dict[str, object]:
          'patches.bias': family != 'clip',
          f'{st}num_registers': int(cfg.get('num_register_tokens', 0))}
   act = cfg.get('hidden_act')
-  if act in _HF_ACTIVATIONS:
-    out[f'{st}mlp_activation'] = _HF_ACTIVATIONS[act]
+  if act not in _HF_ACTIVATIONS:
+    raise ValueError(f'config.json: hidden_act={act!r} has no counterpart here; the MLP '
+                     f'activations mapped are {sorted(_HF_ACTIVATIONS)}.')
+  out[f'{st}mlp_activation'] = _HF_ACTIVATIONS[act]
   return out
 
 
