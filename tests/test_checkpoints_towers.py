@@ -265,6 +265,8 @@ def test_open_clip_features_match_the_library(open_clip_file):
   assert message.splitlines()[0] == f'Initialised from open_clip checkpoint {path}.'
   assert ('  3 checkpoint tensors not used: logit_scale, token_embedding.weight, visual.proj'
           in message.splitlines())
+  assert ('  tower: OpenCLIP VisionTransformer (4 heads, quick_gelu, as config.model says: '
+          'the file does not record them)') in message.splitlines()
 
 
 def test_open_clip_of_exact_gelu_needs_the_model_to_say_so(open_clip_file):

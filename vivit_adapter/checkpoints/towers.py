@@ -275,7 +275,7 @@ def load_hf_tower(directory: str, map_head: bool = True) -> Tuple[dict, dict]:
   return out, cfg
 
 
-def hf_switches(cfg: dict) -> Dict[str, object]:
+def hf_switches(cfg: dict, source_name: str = 'config.json') -> Dict[str, object]:
   """What a Hugging Face vision config says the model's switches must be
   ({config.model key: value}); a switch the config does not fix is absent."""
   family = _HF_FAMILIES[cfg['model_type']]
@@ -286,7 +286,7 @@ def hf_switches(cfg: dict) -> Dict[str, object]:
          f'{st}num_registers': int(cfg.get('num_register_tokens', 0))}
   act = cfg.get('hidden_act')
   if act not in _HF_ACTIVATIONS:
-    raise ValueError(f'config.json: hidden_act={act!r} has no counterpart here; the MLP '
+    raise ValueError(f'{source_name}: hidden_act={act!r} has no counterpart here; the MLP '
                      f'activations mapped are {sorted(_HF_ACTIVATIONS)}.')
   out[f'{st}mlp_activation'] = _HF_ACTIVATIONS[act]
   return out
@@ -391,13 +391,16 @@ def load_tower(fmt: str, path: str, model_config) -> Tuple[dict, List[str]]:
   checking the model's switches against what the checkpoint says."""
   if fmt == HUGGINGFACE:
     flat, cfg = load_hf_tower(path, map_head=model_config.spatial_transformer.pooling == 'map')
-    check_switches(hf_switches(cfg), model_config, path)
+    check_switches(hf_switches(cfg, f'{path}/{HF_CONFIG}'), model_config, path)
     _check_unused_map_head(flat, model_config, path)
     where = f'{cfg["model_type"]} ({cfg.get("hidden_act")}, eps {cfg.get("layer_norm_eps")})'
   elif fmt == OPEN_CLIP:
     flat = load_open_clip(path, model_config.spatial_transformer.num_heads)
     check_switches(open_clip_switches(flat), model_config, path)
-    where = 'OpenCLIP VisionTransformer'
+    # The file records neither heads nor activation: say what was assumed.
+    where = (f'OpenCLIP VisionTransformer ({model_config.spatial_transformer.num_heads} '
+             f'heads, {model_config.spatial_transformer.mlp_activation}, as config.model '
+             'says: the file does not record them)')
   else:
     raise ValueError(f'load_tower: format {fmt!r}; expected {HUGGINGFACE!r} or {OPEN_CLIP!r}.')
   return flat, [f'tower: {where}'] + unused_note(flat)
