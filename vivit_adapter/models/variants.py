@@ -42,8 +42,8 @@ TOWERS: Dict[str, Dict[str, object]] = {
     'DINOv2reg': {**_DINOV2, 'num_registers': 4},
 }
 
-_VARIANT_RE = re.compile(r'^(?:(CLIP|OpenCLIP|SigLIP|DINOv2|DINOv2reg)-)?'
-                         r'(Ti|S|B|L|H|g|So400m)/(\d+)x(\d+)$')
+_VARIANT_RE = re.compile(rf'^(?:({"|".join(TOWERS)})-)?({"|".join(VIT_SIZES)})'
+                         r'/(\d+)x(\d+)$')
 
 
 # The config.model keys a variant writes (dotted, relative to config.model).
