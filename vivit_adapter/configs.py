@@ -45,9 +45,24 @@ def _model_defaults() -> ml_collections.ConfigDict:
   # given by hand.
   model.variant = ''
   model.hidden_size = 768
-  model.patches = ml_collections.ConfigDict({'size': (16, 16, 2)})  # (h, w, t)
-  model.spatial_transformer = ml_collections.ConfigDict(
-      {'num_layers': 12, 'num_heads': 12, 'mlp_dim': 3072})
+  # (h, w, t); bias: the tubelet embedding has a bias (False for CLIP's towers).
+  model.patches = ml_collections.ConfigDict({'size': (16, 16, 2), 'bias': True})
+  model.spatial_transformer = ml_collections.ConfigDict({
+      'num_layers': 12, 'num_heads': 12, 'mlp_dim': 3072,
+      # The image towers' switches (models/towers.py, docs/design.md §2e), scenic's ViT
+      # by default. A tower variant such as 'CLIP-L/14x2' sets them (models/variants.py).
+      'pre_norm': False,  # LayerNorm before the blocks (CLIP's ln_pre)
+      'mlp_activation': 'gelu_tanh',  # models.towers.ACTIVATIONS: 'gelu_tanh', 'gelu', 'quick_gelu'
+      'layer_norm_epsilon': 1e-6,  # 1e-5 for CLIP
+      'layer_scale': False,  # a learned per-channel scale on each residual branch (DINOv2)
+      'num_registers': 0,  # register tokens after the class token (DINOv2 with registers)
+      # A frame's vector, models.towers.POOLINGS: '' as config.model.classifier, 'token',
+      # 'mean' (of the patches; no class token) or 'map' (SigLIP's attention pooling).
+      'pooling': '',
+      # With a pooling, the tokens the adapter reads beside that vector,
+      # models.towers.ADAPTER_TOKENS: 'patches', or 'all' (registers too).
+      'adapter_tokens': 'patches',
+  })
   model.temporal_transformer = ml_collections.ConfigDict(
       {'num_layers': 4, 'num_heads': 12, 'mlp_dim': 3072})
   model.classifier = 'token'  # models.CLASSIFIERS: 'token' or 'gap'
@@ -104,7 +119,8 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
   ds.color_jitter = 0.0  # strength of colour jitter, 0 disables
   ds.randaugment_layers = 0  # 0 disables RandAugment-style ops
   ds.randaugment_magnitude = 10
-  # models.NORMALIZATIONS: 'minus_one_to_one' or 'imagenet' (mean/std). The pipelines
+  # models.NORMALIZATIONS: 'minus_one_to_one' (SigLIP too), 'imagenet' (DINOv2 too) or
+  # 'clip' (CLIP's and OpenCLIP's towers) (mean/std). The pipelines
   # yield uint8 pixels; the model normalises them on the device (models/inputs.py).
   ds.normalization = 'minus_one_to_one'
   ds.num_test_clips = 4
@@ -127,9 +143,12 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
 def _init_from_defaults() -> ml_collections.ConfigDict:
   init = ml_collections.ConfigDict()
   # '' = train from scratch. A stage-1 workdir (or its checkpoints/<step>), a scenic
-  # flax checkpoint, or an image ViT .npz.
+  # flax checkpoint, an image ViT .npz, a Hugging Face CLIP / SigLIP / DINOv2 model
+  # directory (config.json + model.safetensors) or an OpenCLIP .safetensors file.
   init.checkpoint_path = ''
-  init.checkpoint_format = 'auto'  # checkpoints.load.FORMATS: 'auto', 'workdir', 'scenic', 'vit_npz'
+  # checkpoints.load.FORMATS: 'auto', 'workdir', 'scenic', 'vit_npz', 'huggingface',
+  # 'open_clip'.
+  init.checkpoint_format = 'auto'
   init.step = -1  # checkpoint step of a workdir; -1 -> latest
   # 2D->3D inflation, checkpoints.vit_npz.KERNEL_INIT_METHODS: 'central_frame' or 'average'.
   init.kernel_init_method = 'central_frame'

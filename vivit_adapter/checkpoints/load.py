@@ -20,10 +20,12 @@ import numpy as np
 from data_pipelines import cli
 from data_pipelines import fs
 from vivit_adapter import configs
-from vivit_adapter.checkpoints import merge, scenic, stage2, vit_npz, workdir
+from vivit_adapter.checkpoints import merge, scenic, stage2, towers, vit_npz, workdir
 from vivit_adapter.models import names
 
-FORMATS = ('auto', 'workdir', 'scenic', 'vit_npz')
+FORMATS = ('auto', 'workdir', 'scenic', 'vit_npz', towers.HUGGINGFACE, towers.OPEN_CLIP)
+# The image formats: they fill the embedding and spatial encoder, the rest stays fresh.
+_IMAGE_FORMATS = ('vit_npz', towers.HUGGINGFACE, towers.OPEN_CLIP)
 # config.init_from keys whose value is one of this package's names -> those names.
 CONFIG_CHOICES = {
     'init_from.checkpoint_format': FORMATS,
@@ -47,13 +49,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def detect_format(path: str) -> str:
-  """'workdir', 'scenic' or 'vit_npz' for an existing checkpoint path.
+  """One of FORMATS but 'auto', for an existing checkpoint path.
 
-  A directory with orbax step directories (or `checkpoints/`) is a workdir; a
+  A directory with `config.json` and `model.safetensors` is a Hugging Face model (a
+  workdir has a config.json but no safetensors); a `.safetensors` file is OpenCLIP's;
+  a directory with orbax step directories (or `checkpoints/`) is a workdir; a
   directory of `checkpoint_<step>` entries, or one of those, is scenic/flax; a `.npz`
   file is an image ViT; any other file is taken as a flax msgpack checkpoint.
   """
   path = os.fspath(path)
+  tower = towers.detect(path)
+  if tower:
+    return tower
   if fs.isdir(path):
     entries = fs.listdir(path)
     if ('checkpoints' in entries or any(e.isdigit() for e in entries)
@@ -126,11 +133,17 @@ def _patch_grid(target_flat: dict, frame_size: Sequence[int]) -> Tuple[int, int]
   return int(frame_size[0]) // ph, int(frame_size[1]) // pw
 
 
-def _from_vit_npz(init_cfg, path, target_params, target_grid) -> merge.Merged:
+def _from_image(fmt, init_cfg, path, target_params, target_grid,
+                model_config) -> merge.Merged:
+  """An image model (ViT .npz or an ecosystem tower) into embedding + spatial encoder."""
+  if fmt == 'vit_npz':
+    flat, notes, ignored = vit_npz.load_vit_npz(path), (), vit_npz.DROPPED
+  else:
+    (flat, notes), ignored = towers.load_tower(fmt, path, model_config), towers.IGNORED
   return vit_npz.vit_to_vivit_spatial(
-      vit_npz.load_vit_npz(path), target_params,
-      kernel_init_method=init_cfg.kernel_init_method, source_name=path,
-      target_grid=target_grid, missing_cls=init_cfg.missing_cls)
+      flat, target_params, kernel_init_method=init_cfg.kernel_init_method,
+      source_name=path, target_grid=target_grid, missing_cls=init_cfg.missing_cls,
+      ignore_unexpected=ignored, notes=notes)
 
 
 def _size_changes(where: str, model_config: ml_collections.ConfigDict) -> str:
@@ -198,9 +211,10 @@ def load_init_params(init_cfg: ml_collections.ConfigDict, target_params, *,
   fmt = init_cfg.checkpoint_format
   fmt = detect_format(path) if fmt == 'auto' else fmt
   target_flat = merge.flatten(target_params)
-  if fmt == 'vit_npz':
+  if fmt in _IMAGE_FORMATS:
     grid = _patch_grid(target_flat, frame_size) if frame_size else None
-    merged, where = _from_vit_npz(init_cfg, path, target_params, grid), path
+    merged = _from_image(fmt, init_cfg, path, target_params, grid, model_config)
+    where = path
   else:
     merged, where = _from_video(fmt, init_cfg, path, target_params, model_config)
   return merged.params, (_message(fmt, where, merged) + '\n'

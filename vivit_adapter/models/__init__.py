@@ -6,6 +6,7 @@ import operator
 import jax.numpy as jnp
 import ml_collections
 
+from vivit_adapter.models import towers
 from vivit_adapter.models import variants
 from vivit_adapter.models.adapter import ADAPTER_TYPES
 from vivit_adapter.models.inputs import NORMALIZATIONS, normalize
@@ -20,6 +21,9 @@ CONFIG_CHOICES = {
     'model.adapter.type': ADAPTER_TYPES,
     'model.dtype': tuple(DTYPES),
     'model.head_kernel_init': tuple(HEAD_INITS),
+    'model.spatial_transformer.mlp_activation': tuple(towers.ACTIVATIONS),
+    'model.spatial_transformer.pooling': towers.POOLINGS,
+    'model.spatial_transformer.adapter_tokens': towers.ADAPTER_TOKENS,
     'dataset.normalization': NORMALIZATIONS,
 }
 
@@ -46,6 +50,7 @@ def check_sizes(config: ml_collections.ConfigDict) -> None:
                      'frozen chunks).')
   if config.model.variant:
     variants.parse_variant(config.model.variant)
+  towers.check_config(config.model)
   patch_t = config.model.patches.size[2]
   if config.dataset.num_frames % patch_t:
     raise ValueError(
@@ -89,10 +94,11 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       recompute_frozen=cfg.recompute_frozen,
       dtype=DTYPES[cfg.dtype],
       head_kernel_init=cfg.head_kernel_init,
-      normalization=normalization)
+      normalization=normalization,
+      spatial_tower=towers.from_config(cfg))
 
 
 __all__ = ['create_model', 'ViViTFactorisedEncoder', 'EncoderSpec', 'AdapterSpec',
            'ADAPTER_TYPES', 'CLASSIFIERS', 'DTYPES', 'HEAD_INITS', 'NORMALIZATIONS',
-           'normalize', 'variants', 'CONFIG_CHOICES', 'check_choices', 'check_sizes',
+           'normalize', 'towers', 'variants', 'CONFIG_CHOICES', 'check_choices', 'check_sizes',
            'WHOLE', 'FROZEN_PART', 'TRAINABLE_PART', 'PARTS']
