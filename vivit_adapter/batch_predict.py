@@ -29,7 +29,7 @@ import numpy as np
 from data_pipelines import cli
 from data_pipelines import fs
 from vivit_adapter import configs
-from vivit_adapter import predict as predict_lib
+from vivit_adapter import inference
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg',
                     '.wmv', '.flv', '.gif')
@@ -42,7 +42,7 @@ _GLOB_CHARS = '*?['
 class Outcome:
   """One video's line: its top classes, or why it could not be scored."""
   path: str
-  top: Optional[List[predict_lib.Prediction]] = None
+  top: Optional[List[inference.Prediction]] = None
   error: str = ''
 
 
@@ -120,7 +120,7 @@ def views_config(ds_cfg, num_clips: int = 0, num_crops: int = 0):
 
 def load_views(path: str, ds_cfg, fps: float) -> np.ndarray:
   """(V, T, C, C, 3) uint8: the test transform on the decoded frames (PNG-encoded, as
-  predict.eval_transform does, so the transform sees exactly the decoded pixels)."""
+  inference.eval_transform does, so the transform sees exactly the decoded pixels)."""
   # pylint: disable=g-import-not-at-top
   from data_pipelines import convert_videos
   from data_pipelines import tf_runtime
@@ -263,11 +263,12 @@ def run(workdir: str, videos: str, out: str, opts: Options = Options()) -> Count
     raise FileNotFoundError(f'--label_map={opts.label_map!r} does not exist.')
   config = configs.load_saved(workdir)
   ds_cfg = views_config(config.dataset, opts.num_clips, opts.num_crops)
-  config, model, params, _ = predict_lib.load_run(workdir, opts.step, config)
+  config, model, params, step = inference.load_run(workdir, opts.step, config)
   clip_shape = (ds_cfg.num_frames, ds_cfg.crop_size, ds_cfg.crop_size, 3)
-  predict_lib.check_fits(model, params, np.zeros(clip_shape, np.uint8), workdir)
+  inference.check_fits(model, params, np.zeros(clip_shape, np.uint8), workdir)
+  inference.check_finite(params, workdir, step)  # a diverged model scores nothing
   num_classes = params['output_projection']['kernel'].shape[-1]
-  names = predict_lib.label_names(config.dataset, num_classes, opts.label_map)
+  names = inference.label_names(config.dataset, num_classes, opts.label_map)
   num_views = ds_cfg.num_test_clips * ds_cfg.num_test_crops
   score = make_scorer(model, params, opts.batch_size, (num_views,) + clip_shape)
   writer = Writer(out, min(opts.k, num_classes))
@@ -286,7 +287,7 @@ def run(workdir: str, videos: str, out: str, opts: Options = Options()) -> Count
           writer.write(Outcome(path, error=f'{type(views).__name__}: {cli.message(views)}'))
         else:
           scored += 1
-          writer.write(Outcome(path, top=predict_lib.top_k(next(probs), opts.k, names)))
+          writer.write(Outcome(path, top=inference.top_k(next(probs), opts.k, names)))
       bar.update(len(group))
   finally:
     bar.close()

@@ -156,7 +156,7 @@ def _encode(mdl: Encoder, x):
         layer_scale=tower.layer_scale, name=names.encoder_block(i))(x)
   x = nn.LayerNorm(epsilon=tower.layer_norm_epsilon, dtype=mdl.dtype,
                    name=names.ENCODER_NORM)(x)
-  return towers.frame_readout(mdl, x)
+  return towers.frame_readout(mdl, x, MlpBlock)
 
 
 class AddPositionEmbs(nn.Module):

@@ -100,17 +100,19 @@ class LayerScale(nn.Module):
 class MAPHead(nn.Module):
   """Multihead attention pooling: a learned probe attends over a frame's tokens.
 
-  SigLIP's (and big_vision's) head: probe -> attention -> x + MLP(LayerNorm(x)).
+  SigLIP's (and big_vision's) head: probe -> attention -> x + MLP(LayerNorm(x)). The
+  MLP is the encoder's own block, handed in (`mlp_block`: layers.MlpBlock), so that this
+  module, which layers imports, does not import layers back.
   """
   num_heads: int
   mlp_dim: int
   layer_norm_epsilon: float = DEFAULT_EPSILON
   mlp_activation: str = DEFAULT_ACTIVATION
   dtype: jnp.dtype = jnp.float32
+  mlp_block: Callable[..., nn.Module] = None
 
   @nn.compact
   def __call__(self, x):
-    from vivit_adapter.models import layers  # pylint: disable=g-import-not-at-top
     b, _, d = x.shape
     probe = self.param(names.MAP_PROBE, nn.initializers.xavier_uniform(), (1, 1, d),
                        jnp.float32)
@@ -120,8 +122,8 @@ class MAPHead(nn.Module):
         kernel_init=nn.initializers.xavier_uniform(), name=names.ATTENTION)(probe, x)
     y = nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
                      name=names.ATTENTION_NORM)(x)
-    y = layers.MlpBlock(self.mlp_dim, dtype=self.dtype, activation=self.mlp_activation,
-                        name=names.MLP)(y)
+    y = self.mlp_block(self.mlp_dim, dtype=self.dtype, activation=self.mlp_activation,
+                       name=names.MLP)(y)
     return (x + y)[:, 0]
 
 
@@ -138,11 +140,11 @@ def insert_registers(mdl, x):
   return jnp.concatenate([x[:, :cls], regs, x[:, cls:]], axis=1)
 
 
-def frame_readout(mdl, x):
+def frame_readout(mdl, x, mlp_block: Callable[..., nn.Module]):
   """The encoder's output per frame as [vector, tokens the adapter reads].
 
   `mdl` is the spatial `layers.Encoder` (its compact scope owns the MAP head's
-  parameters). Without a `pooling` the output is returned unchanged (today's model).
+  parameters); `mlp_block` its MLP block, for the MAP head. Without a `pooling` the output is returned unchanged (today's model).
   """
   tower = mdl.tower
   if not tower.pooling:
@@ -155,6 +157,6 @@ def frame_readout(mdl, x):
     vector = jnp.mean(patches, axis=1)
   else:
     vector = MAPHead(mdl.num_heads, mdl.mlp_dim, tower.layer_norm_epsilon,
-                     tower.mlp_activation, mdl.dtype, name=names.MAP_HEAD)(x)
+                     tower.mlp_activation, mdl.dtype, mlp_block, name=names.MAP_HEAD)(x)
   tokens = patches if tower.adapter_tokens == 'patches' else x[:, int(has_cls):]
   return jnp.concatenate([vector[:, None], tokens], axis=1)

@@ -6,7 +6,7 @@ The accuracy both routes are timed to is the two-stage route's own final eval to
 the extraction, then stage 2 until its eval first reaches it; the baseline's, its
 first evaluation at or above it, else "not reached within the cap". Times are the
 trainer's clocks (compilation and evaluation excluded: `studies.runs.eval_curve`), wall
-and CPU, read at evaluations only, as docs/ablation.md reads them (`report._first_at`),
+and CPU, read at evaluations only, as docs/ablation.md reads them (`runs.first_at`),
 so each is an upper bound as coarse as the evaluation interval.
 """
 
@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from vivit_adapter.studies.ablation import report as ablation_report
+from vivit_adapter.studies import runs as study_runs
 
 RESULTS_MD, RESULTS_JSON, CURVES_PNG = 'results.md', 'results.json', 'time_to_accuracy.png'
 STUDY_DOC = 'docs/ablation.md'
@@ -124,7 +124,7 @@ def compare(stage1: Dict, extraction: Dict, stage2: Dict, baseline: Dict) -> Dic
   for name, clock, extraction_key in CLOCKS:
     curve = two_stage_curve(stage1, extraction, stage2, clock, extraction_key)
     # pylint: disable-next=protected-access
-    two_t, base_t = (ablation_report._first_at(c, target, clock)
+    two_t, base_t = (study_runs.first_at(c, target, clock)
                      for c in (curve, base_curve))
     total = stage1[clock] + extraction[extraction_key] + stage2[clock]
     out[name] = {
