@@ -19,6 +19,9 @@ INSTALL_REQUIRES = [
     'numpy==2.4.6',
     'tqdm==4.67.1',
     'matplotlib==3.11.2',
+    # Hugging Face / OpenCLIP image towers as the spatial encoder (checkpoints/towers.py),
+    # read with its NumPy API: no PyTorch at run time.
+    'safetensors==0.8.0',
 ]
 
 EXTRAS_REQUIRE = {
@@ -30,7 +33,10 @@ EXTRAS_REQUIRE = {
     # On Linux use the CPU wheel (e.g. --index-url https://download.pytorch.org/whl/cpu):
     # plain PyPI resolves this pin to the multi-GB CUDA build.
     'torch': ['torch==2.13.0'],
-    'test': ['pytest==9.0.3', 'pytest-xdist==3.8.0', 'av==18.1.0', 'torch==2.13.0'],
+    # transformers: the image towers' parity tests build tiny CLIP / SigLIP / DINOv2
+    # models with it (CPU, random weights; nothing is downloaded).
+    'test': ['pytest==9.0.3', 'pytest-xdist==3.8.0', 'av==18.1.0', 'torch==2.13.0',
+             'transformers==5.25.0'],
     # NVIDIA GPUs: JAX's CUDA 12 plugin with the CUDA libraries as wheels (no system
     # CUDA needed, only an NVIDIA driver >= 525), pinned to the jax above. TensorFlow
     # stays tensorflow-cpu: it only reads the input and must not take the GPUs.

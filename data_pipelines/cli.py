@@ -14,7 +14,7 @@ TensorFlow, so `--help` stays fast):
 * INFO lines of libraries (orbax, jax, TensorFlow) are dropped unless --verbosity=1;
   the project's own INFO lines stay.
 
-The exit codes are the constants below; the README's "Exit codes" section lists them
+The exit codes are the constants below; docs/training.md ("Errors and exit codes") lists them
 (a test checks that it matches `code_table()`).
 """
 
@@ -182,12 +182,20 @@ def run(main: Callable[..., Optional[int]], *args, program: str = '') -> int:
   `main` returns None (success) or an exit code; user errors, signals and bugs become
   their codes here.
   """
-  program = program or program_name()
+  outer, _stop.in_run = _stop.in_run, True
+  try:
+    return _run(main, *args, program=program or program_name())
+  finally:
+    _stop.in_run = outer
+
+
+def _run(main: Callable[..., Optional[int]], *args, program: str) -> int:
   try:
     code = main(*args)
   except Preempted as e:
     _signal_handled()
     sys.stderr.write(f'{program}: {e.message}\n')
+    _exit_now_if_blocked()
     return PREEMPTED
   except SystemExit:
     raise
@@ -251,9 +259,18 @@ def quiet_library_logs() -> None:
 
 
 class _Stop:
-  """The signal that stopped the program, and the exit it arms."""
+  """The signal that stopped the program, the exit it arms, and the stderr it writes to:
+  the program's own, kept by `start` (a quiet import points fd 2 elsewhere for a moment,
+  see data_pipelines.tf_runtime, and the forced exit may come just then); `requested`: a
+  signal a handler only noted (the training loop's PreemptionWatcher), for waits that
+  must end on it (`check_stop`)."""
   signal = ''
+  requested = ''
   timer: Optional[threading.Timer] = None
+  stderr_fd = 2
+  in_run = False  # whether `run` is on the stack to report the stop
+  program = False  # start() was called: this process is a program, not a test or notebook
+  blocked = False  # a stop left a thread blocked in C++ (`left_a_thread_blocked`)
 
 
 _stop = _Stop()
@@ -270,10 +287,13 @@ def _raise_preempted(signum, frame) -> None:
   Python ignores an exception raised in a garbage-collection callback or a __del__
   (where a signal handler may happen to run), so the raise alone is not enough: the
   signal is remembered (`run` then exits PREEMPTED whatever `main` did next), and a timer
-  ends the process if it is still running after _EXIT_GRACE_S.
+  ends the process if it is still running after _EXIT_GRACE_S. Before `run` (imports,
+  flag parsing) nothing has started and nothing would report the stop: exit at once.
   """
   del frame
   _stop.signal = signal.Signals(signum).name
+  if not _stop.in_run:
+    _exit_now(_stop_message(_stop.signal))
   if _stop.timer is None:
     _stop.timer = threading.Timer(_EXIT_GRACE_S, _exit_now, [_stop_message(_stop.signal)])
     _stop.timer.daemon = True
@@ -281,16 +301,62 @@ def _raise_preempted(signum, frame) -> None:
   raise Preempted(_stop_message(_stop.signal))
 
 
+def stop_signal_name(error: Preempted) -> str:
+  """'SIGTERM' of a Preempted raised by a signal handler ('SIGTERM' when unknown)."""
+  words = str(error).split()
+  return words[2].rstrip(';') if len(words) > 2 and words[:2] == ['stopped', 'by'] else (
+      'SIGTERM')
+
+
+def request_stop(name: str) -> None:
+  """Notes a SIGTERM/SIGINT whose handler only sets a flag (PreemptionWatcher), so that
+  a wait on input data ends on it too (`check_stop`); `name` '' clears it."""
+  _stop.requested = name
+
+
+def check_stop(waiting_for: str) -> None:
+  """Raises Preempted when a stop signal arrived: for loops that wait on other threads
+  (an input pipeline), where a handler's own exception may never surface.
+
+  The thread left waiting may stay blocked: see `left_a_thread_blocked`.
+  """
+  name = _stop.requested or _stop.signal
+  if not name:
+    return
+  text = (f'stopped by {name} while waiting for {waiting_for}; rerun the same command to '
+          'continue (a run resumes from its last checkpoint).')
+  left_a_thread_blocked(text)
+  raise Preempted(text)
+
+
+def left_a_thread_blocked(text: str) -> None:
+  """A stop left a thread blocked in C++ (a tf.data fetch): `run` ends the process as
+  soon as the program is done (`_exit_now_if_blocked`). No timer: the training loop may
+  still be saving a checkpoint, however long that takes."""
+  del text
+  _stop.blocked = True
+
+
+def _exit_now_if_blocked() -> None:
+  """After a program's last line: a thread left blocked in C++ holds the interpreter's
+  teardown (tf.data's waits on it), so a program (`start` was called) ends here. Its
+  files are closed: the training loop saved and closed them before returning."""
+  if _stop.blocked and _stop.program:
+    _exit_now('')
+
+
 def _exit_now(message: str) -> None:
-  sys.stderr.write(f'{program_name()}: {message}\n')
   sys.stderr.flush()
+  sys.stdout.flush()
+  if message:
+    os.write(_stop.stderr_fd, f'{program_name()}: {message}\n'.encode())
   os._exit(PREEMPTED)  # pylint: disable=protected-access
 
 
 def _signal_handled() -> None:
   if _stop.timer is not None:
     _stop.timer.cancel()
-  _stop.signal, _stop.timer = '', None
+  _stop.signal, _stop.requested, _stop.timer = '', '', None
 
 
 def _preempted_after(program: str, error: Optional[BaseException]) -> int:
@@ -308,6 +374,12 @@ def start() -> None:
   lines, and make SIGTERM exit PREEMPTED (Python's default is to die with 143 and no
   message). The training loop installs its own handler that saves first."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  _stop.program = True
+  if _stop.stderr_fd == 2:
+    try:
+      _stop.stderr_fd = os.dup(2)
+    except OSError:  # no stderr
+      pass
   try:
     for sig in (signal.SIGTERM, signal.SIGINT):
       signal.signal(sig, _raise_preempted)
@@ -344,6 +416,6 @@ def set_verbosity(level: Optional[int]) -> None:
 
 
 def code_table() -> str:
-  """The exit codes as a Markdown table (the README's copy is checked against it)."""
+  """The exit codes as a Markdown table (the copy in docs/training.md is checked against it)."""
   rows = [f'| {code} | {what} | {action} |' for code, (what, action) in EXIT_CODES.items()]
   return '\n'.join(['| exit code | meaning | then |', '|---|---|---|'] + rows)

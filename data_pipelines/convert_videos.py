@@ -3,8 +3,12 @@
   python -m data_pipelines.convert_videos --csv=train.csv --output=DIR/train.tfrecord@8 \
       [--label_map=FILE] [--fps=F] [--min_resize=S] [--num_workers=K] [--jpeg_quality=Q]
 
-Each CSV row is `path,label` (an optional `path,label` header is skipped); relative paths
-are resolved against the CSV's folder. A label is an integer, or a class name looked up
+Each CSV row is `path,label`; a first row that names columns (`path,label`,
+`video_path,class_name`, ... and no such file) is a header and skipped; the same video on
+two rows is reported (an error when their labels differ). Relative paths are resolved
+against the CSV's folder. An output folder that already holds this split is refused
+(another conversion's shards would be read with the new ones); --overwrite replaces the
+folder's dataset whole. A label is an integer, or a class name looked up
 in the label map: --label_map, else DIR/label_map.txt from an earlier split, else a new
 sorted map of the names in the CSV. Videos are decoded with PyAV in parallel processes;
 a video that cannot be read is reported (CSV row, reason) and skipped. The output folder
@@ -20,6 +24,7 @@ import concurrent.futures
 import contextlib
 import csv
 import dataclasses
+import glob
 import io
 import json
 import multiprocessing
@@ -65,12 +70,50 @@ def read_csv_rows(csv_path: str) -> List[Tuple[int, str, str]]:
         raise ValueError(f'CSV file {csv_path!r}, row {number}: expected 2 columns '
                          f'"path,label", got {len(fields)}: {fields!r}.')
       path, label = fields[0].strip(), fields[1].strip()
-      if not rows and label.lower() == 'label':
-        continue  # header
+      if not rows and _is_header(path, label, csv_path):
+        continue
       rows.append((number, path, label))
   if not rows:
     raise ValueError(f'CSV file {csv_path!r} has no rows; expected lines "path,label".')
   return rows
+
+
+# Column names a header row uses (compared lower-cased, '-' and ' ' read as '_').
+HEADER_PATH_NAMES = frozenset({'path', 'video', 'video_path', 'videopath', 'file', 'filename',
+                               'file_name', 'filepath', 'file_path', 'clip', 'clip_path',
+                               'video_id', 'youtube_id', 'url'})
+HEADER_LABEL_NAMES = frozenset({'label', 'labels', 'class', 'class_name', 'classname',
+                                'class_id', 'class_label', 'label_name', 'label_id',
+                                'category', 'action', 'target'})
+
+
+def _is_header(path: str, label: str, csv_path: str) -> bool:
+  """The first row names columns (`video_path,class_name`), not a video: by the column
+  names, when no such file exists (a class named 'action' with a real video stays)."""
+  norm = lambda text: text.strip().lower().replace('-', '_').replace(' ', '_')
+  if norm(path) not in HEADER_PATH_NAMES and norm(label) not in HEADER_LABEL_NAMES:
+    return False
+  return not fs.exists(os.path.join(os.path.dirname(fs.abspath(csv_path)), path))
+
+
+def check_duplicates(rows, csv_path: str) -> List[Dict]:
+  """The same video on two rows: with two labels an error (which one is right?), with the
+  same label reported (a warning, and in the report) and converted once per row."""
+  first, duplicates = {}, []
+  for number, path, label in rows:
+    if path in first:
+      row, other = first[path]
+      if other != label:
+        raise ValueError(
+            f'CSV file {csv_path!r}: rows {row} and {number} name the same video {path!r} '
+            f'with different labels ({other!r}, {label!r}); keep one of them.')
+      duplicates.append({'rows': [row, number], 'path': path})
+    else:
+      first[path] = (number, label)
+  for d in duplicates:
+    print(f'Warning: CSV file {csv_path!r}, rows {d["rows"][0]} and {d["rows"][1]} name '
+          f'the same video {d["path"]!r}; it is converted twice.', file=sys.stderr)
+  return duplicates
 
 
 def _as_int(text: str) -> Optional[int]:
@@ -213,17 +256,54 @@ def report_path(output: str) -> str:
 
 def _choose_label_map(label_map: str, output_dir: str) -> Tuple[Optional[List[str]], str]:
   """--label_map, else the output folder's label map from an earlier split, else none."""
-  existing = os.path.join(output_dir, LABEL_MAP_FILE)
+  existing = os.path.join(output_dir, LABEL_MAP_FILE) if output_dir else ''
   if not label_map:
-    if fs.exists(existing):
+    if existing and fs.exists(existing):
       return read_label_map(existing), existing
     return None, ''
   names = read_label_map(label_map)
-  if fs.exists(existing) and read_label_map(existing) != names:
+  if existing and fs.exists(existing) and read_label_map(existing) != names:
     raise ValueError(
         f'--label_map={label_map!r} differs from {existing!r}, written by an earlier split. '
         'Convert every split of a dataset with the same label map, or use a new folder.')
   return names, label_map
+
+
+_DATASET_FILES = ('*.tfrecord-?????-of-?????', METADATA_FILE, LABEL_MAP_FILE,
+                  '*.report.json')
+
+
+def clear_output(output_dir: str) -> None:
+  """--overwrite: the folder's dataset files go, whole (shards of every split,
+  metadata.json, label_map.txt, reports; nothing else)."""
+  for pattern in _DATASET_FILES:
+    for path in fs.glob(os.path.join(glob.escape(output_dir), pattern)):
+      fs.remove(path)
+
+
+def check_output(output_dir: str, prefix: str, split: str) -> None:
+  """Refuses a folder that already holds this split: another conversion's shards beside
+  the new ones would be read as one table, and its label map kept."""
+  shards = fs.glob(f'{glob.escape(prefix)}-?????-of-?????')
+  meta_path = os.path.join(output_dir, METADATA_FILE)
+  listed = {}
+  if fs.exists(meta_path):
+    with fs.open(meta_path) as f:
+      listed = json.load(f).get('splits', {})
+  if shards or split in listed:
+    held = (f'{len(shards)} shard(s) such as {os.path.basename(shards[0])}' if shards
+            else f'{meta_path} lists {listed[split]} videos')
+    raise ValueError(
+        f'{output_dir} already holds a {split!r} split ({held}): converting into it would '
+        'mix two conversions (and keep the old label map). Convert into a new folder, or '
+        'pass --overwrite to replace the dataset in that folder whole (the shards of every '
+        'split, metadata.json, label_map.txt and the reports).')
+
+
+def _ignore_sigint() -> None:
+  # Ctrl-C reaches every worker too: the parent alone reports it, in one line.
+  import signal  # pylint: disable=g-import-not-at-top
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(tasks, num_workers: int, desc: str, progress: bool):
@@ -234,22 +314,31 @@ def _run(tasks, num_workers: int, desc: str, progress: bool):
     return
   # 'spawn': forking a parent that has loaded TensorFlow can deadlock the children.
   context = multiprocessing.get_context('spawn')
-  with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+  with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context,
+                                              initializer=_ignore_sigint) as pool:
     yield from tqdm.tqdm(pool.map(convert_row, tasks, chunksize=1), **bar)
 
 
 def convert(csv_path: str, output: str, *, label_map: str = '', fps: float = 0.,
             min_resize: int = 0, num_workers: int = 1, jpeg_quality: int = 90,
-            shuffle_seed: int = 0, progress: bool = True) -> Dict:
+            shuffle_seed: int = 0, progress: bool = True, overwrite: bool = False) -> Dict:
   """Converts the CSV's videos into `output` (PREFIX@N) shards; returns the report dict.
 
   Rows are written in an order shuffled with `shuffle_seed` (-1 keeps the CSV order),
-  so class-sorted CSVs do not give class-sorted shards.
+  so class-sorted CSVs do not give class-sorted shards. A folder that holds this split
+  already is refused unless `overwrite` (`check_output`, `clear_output`).
   """
   prefix, split, num_shards = _split_name(output)
   output_dir = os.path.dirname(fs.abspath(prefix))
-  names, map_path = _choose_label_map(label_map, output_dir)
-  rows, names = resolve_labels(read_csv_rows(csv_path), csv_path, names, map_path)
+  raw_rows = read_csv_rows(csv_path)
+  duplicates = check_duplicates(raw_rows, csv_path)
+  if not overwrite:
+    check_output(output_dir, prefix, split)
+  # The folder's label map is not reused when it is about to be replaced.
+  names, map_path = _choose_label_map(label_map, '' if overwrite else output_dir)
+  rows, names = resolve_labels(raw_rows, csv_path, names, map_path)
+  if overwrite:
+    clear_output(output_dir)  # after every check of the input
   if shuffle_seed >= 0:
     rows = [rows[i] for i in np.random.default_rng(shuffle_seed).permutation(len(rows))]
   opts = DecodeOptions(fps, min_resize, jpeg_quality)
@@ -265,7 +354,7 @@ def convert(csv_path: str, output: str, *, label_map: str = '', fps: float = 0.,
   report = {'csv': fs.abspath(csv_path), 'output': output, 'split': split,
             'written': writer.num_written, 'skipped': len(skipped),
             'skipped_files': sorted(skipped, key=lambda s: s['row']),
-            'num_classes': len(names)}
+            'num_classes': len(names), 'duplicates': duplicates}
   fs.atomic_write(report_path(output),
                 json.dumps(report, indent=2) + '\n')
   merge_split_metadata(output_dir, split, writer.num_written, names,
@@ -303,6 +392,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--jpeg_quality', type=int, default=90)
   parser.add_argument('--shuffle_seed', type=int, default=0, help='-1 keeps CSV order')
   parser.add_argument('--no_progress', action='store_true')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace the dataset already in the output folder, whole: the '
+                      'shards of every split, metadata.json, label_map.txt, the reports')
   parser.add_argument('--max_skipped_fraction', type=float, default=0.05,
                       help='exit 1 when more than this fraction of the videos cannot be '
                       'converted (the shards are written all the same)')
@@ -313,11 +405,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _convert(args: argparse.Namespace) -> None:
-  with cli.usage_errors():  # a ValueError here is the CSV's or the label map's
-    report = convert(args.csv, args.output, label_map=args.label_map, fps=args.fps,
-                     min_resize=args.min_resize, num_workers=args.num_workers,
-                     jpeg_quality=args.jpeg_quality, shuffle_seed=args.shuffle_seed,
-                     progress=not args.no_progress)
+  try:
+    with cli.usage_errors():  # a ValueError here is the CSV's or the label map's
+      report = convert(args.csv, args.output, label_map=args.label_map, fps=args.fps,
+                       min_resize=args.min_resize, num_workers=args.num_workers,
+                       jpeg_quality=args.jpeg_quality, shuffle_seed=args.shuffle_seed,
+                       progress=not args.no_progress, overwrite=args.overwrite)
+  except (KeyboardInterrupt, cli.Preempted) as e:
+    # A conversion does not resume: say so, rather than the programs' "continue".
+    name = 'SIGINT' if isinstance(e, KeyboardInterrupt) else cli.stop_signal_name(e)
+    raise cli.Preempted(
+        f'stopped by {name}; no shard was left half-written and nothing was recorded in '
+        'metadata.json; rerun the same command to convert this split again from the '
+        'start.') from None
   check_skipped(report, args.max_skipped_fraction)
 
 

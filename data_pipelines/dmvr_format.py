@@ -13,13 +13,20 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from data_pipelines import cli
 from data_pipelines import fs
+from data_pipelines import tf_runtime
+
+# What to do about a table with no files (said by the reader and by the run's start-up check).
+MAKE_DATA_HINT = ('Convert videos with `python -m data_pipelines.convert_videos`, generate the '
+                  'synthetic dataset with `python -m data_pipelines.synthetic`, or point '
+                  'config.dataset.base_dir at the folder that holds the shards.')
 
 
 def _tf():
   # Imported on use: the converter and the dataset tools import this module, and their
   # --help must not wait for TensorFlow.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   return tf
 
 FRAMES_KEY = 'image/encoded'
@@ -54,11 +61,7 @@ def expand_table(table: str, base_dir: str = '') -> List[str]:
   else:
     files = fs.glob(path)
   if not files:
-    raise FileNotFoundError(
-        f'Table {path!r} matches no file. Convert videos with '
-        '`python -m data_pipelines.convert_videos`, generate the synthetic dataset with '
-        '`python -m data_pipelines.synthetic`, or point config.dataset.base_dir at the '
-        'folder that holds the shards.')
+    raise FileNotFoundError(f'Table {path!r} matches no file. {MAKE_DATA_HINT}')
   return files
 
 
@@ -140,6 +143,29 @@ class ShardedWriter:
 
 # ------------------------------------------------- the dataset folder: metadata, labels
 METADATA_FILE = 'metadata.json'
+
+
+# A TFRecord: length (8 bytes), its CRC (4), the data, the data's CRC (4).
+_TFRECORD_HEAD, _TFRECORD_CRCS = 8, 8
+
+
+def count_tfrecords(path: str) -> int:
+  """Records in a TFRecord file, from the length fields alone (a seek per record, the
+  data never read): fast enough to count a whole table at every start. A cut or damaged
+  tail counts as one record, as the readers count it (a bad one)."""
+  opener = open if not fs.is_url(path) else lambda p, m: fs.open(p, m)
+  count, position, size = 0, 0, fs.size(path)
+  with opener(path, 'rb') as f:
+    while position < size:
+      f.seek(position)
+      head = f.read(_TFRECORD_HEAD)
+      count += 1
+      if len(head) < _TFRECORD_HEAD:
+        break
+      position += _TFRECORD_HEAD + _TFRECORD_CRCS + int.from_bytes(head, 'little')
+  return count
+
+
 LABEL_MAP_FILE = 'label_map.txt'
 
 
@@ -154,14 +180,14 @@ def read_label_map(path: str) -> List[str]:
   seen = {}
   for i, name in enumerate(names):
     if not name:
-      raise ValueError(f'Label map {path!r}: line {i + 1} is blank; write one class name '
+      raise cli.ConfigError(f'Label map {path!r}: line {i + 1} is blank; write one class name '
                        'per line.')
     if name in seen:
-      raise ValueError(f'Label map {path!r}: class {name!r} appears on lines '
+      raise cli.ConfigError(f'Label map {path!r}: class {name!r} appears on lines '
                        f'{seen[name] + 1} and {i + 1}.')
     seen[name] = i
   if not names:
-    raise ValueError(f'Label map {path!r} is empty.')
+    raise cli.ConfigError(f'Label map {path!r} is empty.')
   return names
 
 

@@ -25,17 +25,21 @@ serialisation (dtype and shape inside; bfloat16 included), and no new dependency
 Nothing here knows about models: the manifest's content is decided by the caller.
 """
 
+import functools
 import json
 import os
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from data_pipelines import cli
 from data_pipelines import fs
 from data_pipelines import reader
+from data_pipelines import tf_runtime
+from data_pipelines import train_stream
 from data_pipelines import video_ops
+
+tf = tf_runtime.import_tensorflow()
 
 MANIFEST_FILE = 'manifest.json'
 FORMAT_VERSION = 1
@@ -179,11 +183,11 @@ def extraction_clips(ds_cfg, split: str, shard: str, shard_index: int, num_views
   Elements: {'inputs': (num_views or V or 1, T, H, W, 3), 'label', 'index', 'bad'}.
   Bad records come flagged (`bad`), as the reader flags them.
   """
-  base_seed = tf.constant([seed, shard_index], tf.int64)
+  base_seed = train_stream.base_seed(seed, shard_index)
   if split == 'train':
     def transform(frames, el):
       return tf.stack([video_ops.train_clip(
-          frames, ds_cfg, reader._fold(base_seed, _TAG_EXTRACT, k, el['index']))  # pylint: disable=protected-access
+          frames, ds_cfg, train_stream.fold(base_seed, _TAG_EXTRACT, k, el['index']))
                        for k in range(num_views)])
     count = num_views
   elif split == 'eval':
@@ -194,11 +198,10 @@ def extraction_clips(ds_cfg, split: str, shard: str, shard_index: int, num_views
     count = video_ops.num_test_views(ds_cfg)
   source = reader.make_source(ds_cfg, split)
   shape = (count, ds_cfg.num_frames, ds_cfg.crop_size, ds_cfg.crop_size, 3)
-  per_element = reader._decode_or_flag(  # pylint: disable=protected-access
-      source, num_classes, transform, shape, lambda el: tf.constant('bad'))
   records = reader.file_records(shard)  # a damaged shard's tail is one bad record
-  ds = reader._decode_all(records, per_element)  # pylint: disable=protected-access
-  return ds.with_options(reader._options())  # pylint: disable=protected-access
+  ds = reader.decode_records(records, source, num_classes, transform, shape,
+                             lambda el: tf.constant('bad'))
+  return ds.with_options(train_stream.deterministic_options())
 
 
 # ----------------------------------------------------------------------------------------
@@ -226,12 +229,13 @@ def _view_fn(manifest: Dict, split: str, choose: Optional[Callable]):
   return parse
 
 
-class CacheTrainIterator(reader.ClosableIterator):
+class CacheTrainIterator(train_stream.StreamIterator):
   """Infinite, resumable training batches from a cache (the TrainIterator interface).
 
-  Epoch e visits every video of this host's shards once, in the reader's shuffled,
-  position-numbered order, and takes one of the video's K stored views, drawn from
-  (seed, epoch, position). `state` resumes bit for bit, as the video reader's does.
+  Epoch e visits every video of this host's shards once, in the training stream's
+  shuffled, position-numbered order (train_stream.epochs), and takes one of the video's
+  K stored views, drawn from (seed, epoch, position). `state` resumes bit for bit, as
+  the video reader's does.
   """
 
   def __init__(self, cache_dir: str, manifest: Dict, batch_size: int, seed: int,
@@ -239,55 +243,38 @@ class CacheTrainIterator(reader.ClosableIterator):
                shuffle_buffer: int = 1024):
     info = manifest['splits']['train']
     files = shard_paths(cache_dir, 'train', info['num_shards'])
-    self._files = reader.host_files(files, process_index, process_count, 'cache train')
-    self._state = reader._initial_state(seed, process_index, process_count, state)  # pylint: disable=protected-access
+    self._files = train_stream.host_files(files, process_index, process_count, 'cache train')
+    self._state = train_stream.initial_state(seed, process_index, process_count, state)
     self.num_bad = 0
-    base_seed = tf.constant([seed, process_index], tf.int64)
+    base_seed = train_stream.base_seed(seed, process_index)
     self._open(self._dataset(manifest, batch_size, base_seed, shuffle_buffer))
-
-  @property
-  def state(self) -> dict:
-    return dict(self._state)
-
-  @property
-  def num_seen(self) -> int:
-    return self._state['num_seen']
-
-  def __iter__(self):
-    return self
 
   def __next__(self) -> Dict[str, np.ndarray]:
     batch = self._next_batch()
     n = len(batch['label'])
-    self._state.update(epoch=int(batch['epoch'][-1]), position=int(batch['position'][-1]) + 1,
-                       num_seen=self._state['num_seen'] + n)
+    self._advance(batch, num_seen=self._state['num_seen'] + n)
     return {'inputs': batch['inputs'], 'label': batch['label'],
             'batch_mask': np.ones((n,), np.float32)}
 
   def _dataset(self, manifest, batch_size, base_seed, shuffle_buffer) -> tf.data.Dataset:
-    start, files = self._state, self._files
-    cycle = min(8, len(files))
-
-    def epoch(e):
-      first = tf.where(e == start['epoch'], tf.constant(start['position'], tf.int64), 0)
-      return reader._epoch_order(files, e, base_seed, first, shuffle_buffer, cycle)  # pylint: disable=protected-access
+    read = functools.partial(reader.interleaved_records, cycle_length=min(8, len(self._files)))
 
     def choose(el, k):
-      seed = reader._fold(base_seed, _TAG_VIEW, el['epoch'], el['position'])  # pylint: disable=protected-access
+      seed = train_stream.fold(base_seed, _TAG_VIEW, el['epoch'], el['position'])
       return tf.random.stateless_uniform([], seed, 0, tf.cast(k, tf.int32), tf.int32)
 
     parse = _view_fn(manifest, 'train', choose)
-    ds = tf.data.Dataset.range(start['epoch'], 2**40).flat_map(epoch)
+    ds = train_stream.epochs(self._files, self._state, base_seed, shuffle_buffer, read)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
-    return ds.with_options(reader._options())  # pylint: disable=protected-access
+    return ds.with_options(train_stream.deterministic_options())
 
 
 def make_train_iterator(cache_dir: str, manifest: Dict, batch_size: int, seed: int,
                         state: Optional[dict] = None, process_index: Optional[int] = None,
                         process_count: Optional[int] = None,
                         shuffle_buffer: int = 1024) -> CacheTrainIterator:
-  process_index, process_count = reader._process(process_index, process_count)  # pylint: disable=protected-access
+  process_index, process_count = train_stream.resolve_process(process_index, process_count)
   require_complete(cache_dir, manifest, ['train'])
   return CacheTrainIterator(cache_dir, manifest, batch_size, seed, state, process_index,
                             process_count, shuffle_buffer)
@@ -300,18 +287,18 @@ def make_eval_iterator(cache_dir: str, manifest: Dict, split: str, batch_size: i
 
   'eval' gives inputs (B, T', ...) (the centre view); 'test' gives (B, V, T', ...).
   """
-  process_index, process_count = reader._process(process_index, process_count)  # pylint: disable=protected-access
+  process_index, process_count = train_stream.resolve_process(process_index, process_count)
   require_complete(cache_dir, manifest, [split])
   info = manifest['splits'][split]
   files = shard_paths(cache_dir, split, info['num_shards'])
-  mine = reader.host_files(files, process_index, process_count, f'cache {split}')
+  mine = train_stream.host_files(files, process_index, process_count, f'cache {split}')
   parse = _view_fn(manifest, split, None if split == 'test' else (lambda el, k: 0))
   ds = tf.data.TFRecordDataset(mine).map(lambda r: {'record': r})
   ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size).prefetch(2).with_options(reader._options())  # pylint: disable=protected-access
+  ds = ds.batch(batch_size).prefetch(2).with_options(train_stream.deterministic_options())
   num_batches = None
   if process_count > 1:
-    largest = max(reader.count_records(reader.host_files(files, p, process_count))
+    largest = max(reader.count_records(train_stream.host_files(files, p, process_count))
                   for p in range(process_count))
     num_batches = -(-largest // batch_size)
   return _padded(ds, batch_size, num_batches)
@@ -321,10 +308,9 @@ def _padded(ds, batch_size: int, num_batches: Optional[int]):
   produced = 0
   for batch in ds:
     produced += 1
-    yield reader._pad({k: v.numpy() for k, v in batch.items()}, batch_size)  # pylint: disable=protected-access
-  shape = tuple(ds.element_spec['inputs'].shape[1:])
-  empty = reader._pad({'inputs': np.zeros((0,) + shape, ds.element_spec['inputs'].dtype.as_numpy_dtype),  # pylint: disable=protected-access
-                       'label': np.zeros(0, np.int32)}, batch_size)
+    yield train_stream.pad({k: v.numpy() for k, v in batch.items()}, batch_size)
+  spec = ds.element_spec['inputs']
+  empty = train_stream.empty_batch(spec.shape[1:], spec.dtype.as_numpy_dtype, batch_size)
   while num_batches is not None and produced < num_batches:
     produced += 1
     yield empty

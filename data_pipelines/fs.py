@@ -13,11 +13,13 @@ fine on URLs on POSIX and stay os.path; only `os.path.abspath` is not (it turns
 import os
 from typing import List, Union
 
+from data_pipelines import tf_runtime
+
 
 def _gfile():
   # TensorFlow is imported on the first file operation, not with this module: every
   # program imports it, and --help must not wait for TensorFlow.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   return tf.io.gfile
 
 

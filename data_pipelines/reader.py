@@ -9,8 +9,10 @@ Training stream, per host (each host reads its own files; see `host_files`):
     -> parse + decode + augment with randomness drawn from (seed, e, p)
     -> bad records are dropped and counted, good ones batched.
 
-Because every random choice is a function of (seed, epoch, position), and the position of
-the record after the last one handed out is known, `TrainIterator.state` resumes exactly:
+The order and the positions are data_pipelines/train_stream.py's, which the feature
+cache's training iterator shares. Because every random choice is a function of (seed,
+epoch, position), and the position of the record after the last one handed out is known,
+`TrainIterator.state` resumes exactly:
 the new iterator skips raw (undecoded) records up to that position and continues bit for
 bit, however far tf.data had prefetched, and whether or not bad records were dropped.
 
@@ -24,24 +26,27 @@ holds more bad records than config.dataset.max_bad_fraction of its records, and 
 one bad record is allowed (`bad_budget`).
 """
 
-import atexit
 import functools
 import json
 import os
 import re
 from typing import Callable, Dict, List, Optional
-import weakref
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import fs
+from data_pipelines import interruptible
+from data_pipelines import tf_runtime
+from data_pipelines import train_stream
 from data_pipelines import video_ops
 from data_pipelines.source import DatasetInfo
 from data_pipelines.source import Source
+from data_pipelines.train_stream import host_files
+
+tf = tf_runtime.import_tensorflow()
 
 SPLITS = ('train', 'eval', 'test')
 DATASET_NAMES = ('dmvr', 'tfds')  # DMVR-format TFRecord shards, or a prepared tfds dataset
@@ -55,9 +60,11 @@ _METADATA_SPLIT = {'train': 'train', 'eval': 'validation', 'test': 'test'}
 # Bytes a TFRecord adds around each record: length (8), its CRC (4), the data's CRC (4).
 _TFRECORD_OVERHEAD = 16
 _MAX_BAD_EXAMPLES = 10  # bad records kept for the BadDataError message
-_MAX_EPOCHS = 2**40
-# Tags that keep the random streams of different uses apart.
-_TAG_FILES, _TAG_BLOCK, _TAG_EXAMPLE = 1, 2, 3
+_TAG_EXAMPLE = 3  # the augmentation stream (train_stream's tags keep theirs apart)
+# Where each example of an evaluation batch came from: its shard (str; '' for padding)
+# and its record's index in that shard (-1 for padding). Host-side keys, never sent to
+# the device; the evaluation's per-video lines name the video with them.
+SOURCE_KEYS = ('shard', 'record')
 
 
 class BadDataError(cli.DataError, RuntimeError):
@@ -218,18 +225,31 @@ def check_config(ds_cfg) -> None:
     problems.append(f'need 0 < min_scale ({ds_cfg.min_scale}) <= max_scale ({ds_cfg.max_scale})')
   if not 0 <= ds_cfg.max_bad_fraction <= 1:
     problems.append(f'max_bad_fraction={ds_cfg.max_bad_fraction} must lie in [0, 1]')
+  if ds_cfg.name == 'dmvr':  # an empty name would read base_dir itself as a shard
+    problems.extend(f"{split}_table='' names no table" for split in SPLITS
+                    if not ds_cfg[f'{split}_table'].strip())
   if ds_cfg.name == 'tfds' and not ds_cfg.tfds_name:
     problems.append("name='tfds' needs tfds_name")
   if problems:
     raise ValueError('Invalid config.dataset: ' + '; '.join(problems) + '.')
 
 
-def _metadata(ds_cfg) -> dict:
+def read_metadata(ds_cfg) -> dict:
   path = os.path.join(ds_cfg.base_dir, METADATA_FILE)
   if not ds_cfg.base_dir or not fs.exists(path):
     return {}
   with fs.open(path) as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    meta = json.loads(text)
+  except ValueError as e:
+    raise cli.ConfigError(f'{path} is not valid JSON ({e}); write it again (the converter '
+                          'and the synthetic generator do), or delete it: split sizes are '
+                          'then counted from the shards.') from e
+  if not isinstance(meta, dict):
+    raise cli.ConfigError(f'{path} holds a {type(meta).__name__}, not a JSON object; '
+                          'write it again, or delete it.')
+  return meta
 
 
 def resolve_num_classes(ds_cfg) -> int:
@@ -237,7 +257,7 @@ def resolve_num_classes(ds_cfg) -> int:
   if ds_cfg.name == 'tfds':
     from data_pipelines import tfds_reader  # pylint: disable=g-import-not-at-top
     return ds_cfg.num_classes or tfds_reader.tfds_info(ds_cfg).num_classes
-  num_classes = ds_cfg.num_classes or int(_metadata(ds_cfg).get('num_classes', 0))
+  num_classes = ds_cfg.num_classes or int(read_metadata(ds_cfg).get('num_classes', 0))
   if num_classes <= 0:  # one class per line of the label map, if there is one
     path = _label_map_path(ds_cfg)
     num_classes = len(dmvr_format.read_label_map(path)) if fs.exists(path) else 0
@@ -288,9 +308,8 @@ def _label_names(ds_cfg, meta: dict, num_classes: int) -> Optional[List[str]]:
   path = _label_map_path(ds_cfg)
   if ds_cfg.label_map and not fs.exists(path):
     raise FileNotFoundError(f'config.dataset.label_map={path!r} does not exist.')
-  if fs.exists(path):
-    with fs.open(path) as f:
-      names = [line.strip() for line in f if line.strip()]
+  if fs.exists(path):  # as predict and the converter read it: no blank, no duplicate
+    names = dmvr_format.read_label_map(path)
   elif meta.get('label_names'):
     path, names = os.path.join(ds_cfg.base_dir, METADATA_FILE), list(meta['label_names'])
   else:
@@ -308,7 +327,7 @@ def dataset_info(ds_cfg) -> DatasetInfo:
   if ds_cfg.name == 'tfds':
     from data_pipelines import tfds_reader  # pylint: disable=g-import-not-at-top
     return tfds_reader.tfds_info(ds_cfg)
-  meta = _metadata(ds_cfg)
+  meta = read_metadata(ds_cfg)
   num_classes = resolve_num_classes(ds_cfg)
   return DatasetInfo(
       num_classes=num_classes,
@@ -334,38 +353,11 @@ def make_source(ds_cfg, split: str) -> Source:
                 parse=parse_dmvr)
 
 
-def host_files(files: List[str], process_index: int, process_count: int,
-               table: str = '') -> List[str]:
-  """The files this host reads: every file goes to exactly one host."""
-  if len(files) < process_count:
-    raise ValueError(
-        f'Table {table!r} has {len(files)} file(s) but there are {process_count} hosts; '
-        'every host needs at least one file. Write the table with at least as many '
-        'shards as hosts (e.g. name.tfrecord@N with N a multiple of the host count).')
-  return files[process_index::process_count]
-
-
-def _process(process_index: Optional[int], process_count: Optional[int]):
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} outside [0, {process_count}).')
-  return process_index, process_count
-
-
-def _records(files, cycle_length: int) -> tf.data.Dataset:
+def interleaved_records(files, cycle_length: int) -> tf.data.Dataset:
   """`file_records` of files in the given order, interleaved."""
   return tf.data.Dataset.from_tensor_slices(files).interleave(
       file_records, cycle_length=cycle_length, block_length=1, num_parallel_calls=cycle_length,
       deterministic=True)
-
-
-def _options() -> tf.data.Options:
-  options = tf.data.Options()
-  options.deterministic = True
-  return options
 
 
 # ----------------------------------------------------------------------------------------
@@ -406,7 +398,10 @@ def _decode_or_flag(source: Source, num_classes: int, transform: Callable,
   return per_element
 
 
-def _decode_all(ds: tf.data.Dataset, per_element: Callable) -> tf.data.Dataset:
+def decode_records(ds: tf.data.Dataset, source: Source, num_classes: int,
+                   transform: Callable, output_shape, on_bad: Callable) -> tf.data.Dataset:
+  """Each element of `ds` decoded, or flagged `bad` (`_decode_or_flag`); in order."""
+  per_element = _decode_or_flag(source, num_classes, transform, output_shape, on_bad)
   # One-element datasets decoded in parallel, in order.
   return ds.interleave(per_element, cycle_length=tf.data.AUTOTUNE, block_length=1,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -416,110 +411,46 @@ def _decode_all(ds: tf.data.Dataset, per_element: Callable) -> tf.data.Dataset:
 # Training.
 # ----------------------------------------------------------------------------------------
 
-def _fold(seed, *data):
-  for d in data:
-    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(d, tf.int64))
-  return seed
+def consecutive_bad_limit(epoch_size: int) -> int:
+  """Bad records in a row beyond which a stream stops: a whole epoch's worth without a
+  good one. Without it, max_bad_fraction=1.0 on a table whose every record is bad drops
+  every record forever: the stream neither yields nor stops. (The epoch size is checked
+  against the files at start-up, so a stale metadata.json cannot stretch it.)"""
+  return max(epoch_size - 1, 0)
 
 
-def _epoch_order(files: List[str], epoch, base_seed, start, block: int, cycle: int):
-  """Records of one epoch in shuffled order, with positions, from position `start`."""
-  keys = tf.random.stateless_uniform([len(files)], _fold(base_seed, _TAG_FILES, epoch))
-  records = _records(tf.gather(tf.constant(files), tf.argsort(keys)), cycle)
-  first_block = start // block
-  # Whole blocks before the resume point are skipped as raw bytes, never parsed.
-  blocks = records.skip(first_block * block).batch(block).enumerate(first_block)
-
-  def permute(b, recs):
-    n = tf.shape(recs['index'])[0]
-    order = tf.argsort(tf.random.stateless_uniform([n], _fold(base_seed, _TAG_BLOCK,
-                                                                epoch, b)))
-    out = {k: tf.gather(v, order) for k, v in recs.items()}
-    out['position'] = b * block + tf.range(n, dtype=tf.int64)
-    out['epoch'] = tf.fill([n], epoch)
-    return out
-
-  return blocks.map(permute).unbatch().skip(start % block)
-
-
-def _count_and_filter(ds, state: Dict[str, int], budget: float):
-  """Adds running num_seen/num_bad and this epoch's epoch_bad; drops bad records unless
-  the epoch's `bad_budget` is exceeded.
+def _count_and_filter(ds, state: Dict[str, int], budget: float, epoch_size: int):
+  """Adds running num_seen/num_bad, this epoch's epoch_bad and run_bad (bad records in a
+  row); drops bad records unless the epoch's `bad_budget` is exceeded or more than
+  `consecutive_bad_limit` came in a row.
 
   A bad record that crosses the threshold is kept, so that the Python side sees it and
   raises even when no good record follows. (A resumed run counts its epoch's bad records
   afresh: the budget restarts, which only errs on the lenient side.)
   """
+  limit = consecutive_bad_limit(epoch_size)
+
   def count(totals, el):
-    seen, bad, epoch, epoch_bad = totals
+    seen, bad, epoch, epoch_bad, run_bad = totals
     is_bad = tf.cast(el['bad'], tf.int64)
     epoch_bad = tf.where(tf.equal(el['epoch'], epoch), epoch_bad, 0) + is_bad
-    totals = (seen + 1, bad + is_bad, el['epoch'], epoch_bad)
-    return totals, dict(el, num_seen=totals[0], num_bad=totals[1], epoch_bad=epoch_bad)
+    run_bad = (run_bad + 1) * is_bad
+    totals = (seen + 1, bad + is_bad, el['epoch'], epoch_bad, run_bad)
+    return totals, dict(el, num_seen=totals[0], num_bad=totals[1], epoch_bad=epoch_bad,
+                        run_bad=run_bad)
 
   def keep(el):
-    tripped = tf.cast(el['epoch_bad'], tf.float64) > budget
+    tripped = tf.logical_or(tf.cast(el['epoch_bad'], tf.float64) > budget,
+                            el['run_bad'] > limit)
     return tf.logical_or(tf.logical_not(el['bad']), tripped)
 
   zero = tf.constant(0, tf.int64)
   initial = (tf.constant(state['num_seen'], tf.int64), tf.constant(state['num_bad'], tf.int64),
-             tf.constant(state['epoch'], tf.int64), zero)
+             tf.constant(state['epoch'], tf.int64), zero, zero)
   return ds.scan(initial, count).filter(keep)
 
 
-def _initial_state(seed: int, process_index: int, process_count: int,
-                   state: Optional[dict]) -> Dict[str, int]:
-  fresh = {'epoch': 0, 'position': 0, 'num_seen': 0, 'num_bad': 0, 'seed': seed,
-           'process_index': process_index, 'process_count': process_count}
-  if state is None:
-    return fresh
-  if set(state) != set(fresh):
-    raise ValueError(f'Input pipeline state has keys {sorted(state)}, expected '
-                     f'{sorted(fresh)}.')
-  for key in ('seed', 'process_index', 'process_count'):
-    if int(state[key]) != fresh[key]:
-      # The user's choice (another seed, another number of hosts), not a bug: one line.
-      raise cli.ConfigError(
-          f'Input pipeline state was saved with {key}={state[key]} but this run has '
-          f'{key}={fresh[key]}; the stream cannot be resumed. Resume with the seed and '
-          'number of processes the checkpoint was saved with, or use a new --workdir.')
-  return {k: int(v) for k, v in state.items()}
-
-
-# The training iterators not closed yet, closed at exit (`ClosableIterator`).
-_OPEN_ITERATORS = weakref.WeakSet()
-
-
-@atexit.register
-def close_open_iterators() -> None:
-  """Closes every training iterator still open. At exit, before the interpreter tears
-  down: a tf.data iterator whose threads run Python (the bad-record logger's
-  py_function) and that is collected during teardown can wait forever on them."""
-  for iterator in list(_OPEN_ITERATORS):
-    iterator.close()
-
-
-class ClosableIterator:
-  """The training iterators' tf.data iterator, with `close()`: it stops the input
-  pipeline's threads now, while they can still finish; every open one is closed at exit."""
-  _iterator = None
-
-  def _open(self, dataset: tf.data.Dataset) -> None:
-    self._iterator = iter(dataset)
-    _OPEN_ITERATORS.add(self)
-
-  def close(self) -> None:
-    self._iterator = None
-    _OPEN_ITERATORS.discard(self)
-
-  def _next_batch(self) -> Dict[str, np.ndarray]:
-    if self._iterator is None:
-      raise ValueError(f'This {type(self).__name__} is closed; make a new one (with its '
-                       'state to continue where it stopped).')
-    return {k: v.numpy() for k, v in next(self._iterator).items()}
-
-
-class TrainIterator(ClosableIterator):
+class TrainIterator(train_stream.StreamIterator):
   """Infinite iterator of training batches with a resumable `state`.
 
   Attributes:
@@ -536,11 +467,11 @@ class TrainIterator(ClosableIterator):
     self._source = make_source(ds_cfg, 'train')
     self._files = host_files(self._source.files, process_index, process_count,
                              self._source.table)
-    self._state = _initial_state(seed, process_index, process_count, state)
+    self._state = train_stream.initial_state(seed, process_index, process_count, state)
     self._num_classes = resolve_num_classes(ds_cfg)
     # This host's records per epoch, for the bad-record budget: its share of the split's
     # size as metadata.json (or config) gives it; counted only when neither does.
-    self.epoch_size = max(-(-_split_size(ds_cfg, 'train', _metadata(ds_cfg)) //
+    self.epoch_size = max(-(-_split_size(ds_cfg, 'train', read_metadata(ds_cfg)) //
                             process_count), 1)
     self.bad_examples: List[str] = []  # up to _MAX_BAD_EXAMPLES, each record once
     self._described = set()
@@ -548,50 +479,35 @@ class TrainIterator(ClosableIterator):
     self._open(self._dataset(batch_size, seed, process_index))
 
   @property
-  def state(self) -> dict:
-    return dict(self._state)
-
-  @property
-  def num_seen(self) -> int:
-    return self._state['num_seen']
-
-  @property
   def num_bad(self) -> int:
     return self._state['num_bad']
-
-  def __iter__(self):
-    return self
 
   def __next__(self) -> Dict[str, np.ndarray]:
     batch = self._next_batch()
     if batch['bad'].any():
       raise self._too_many_bad(batch)
-    self._state.update(epoch=int(batch['epoch'][-1]), position=int(batch['position'][-1]) + 1,
-                       num_seen=int(batch['num_seen'][-1]), num_bad=int(batch['num_bad'][-1]))
+    self._advance(batch, num_seen=int(batch['num_seen'][-1]),
+                  num_bad=int(batch['num_bad'][-1]))
     return {'inputs': batch['inputs'], 'label': batch['label'],
             'batch_mask': np.ones(batch['label'].shape, np.float32)}
 
   def _dataset(self, batch_size: int, seed: int, process_index: int) -> tf.data.Dataset:
     cfg, start = self._cfg, self._state
-    base_seed = tf.constant([seed, process_index], tf.int64)
-    cycle = min(cfg.num_parallel_reads, len(self._files))
-
-    def epoch(e):
-      first = tf.where(e == start['epoch'], tf.constant(start['position'], tf.int64), 0)
-      return _epoch_order(self._files, e, base_seed, first, cfg.shuffle_buffer, cycle)
+    base_seed = train_stream.base_seed(seed, process_index)
+    read = functools.partial(interleaved_records,
+                             cycle_length=min(cfg.num_parallel_reads, len(self._files)))
 
     def transform(frames, el):
       return video_ops.train_clip(
-          frames, cfg, _fold(base_seed, _TAG_EXAMPLE, el['epoch'], el['position']))
+          frames, cfg, train_stream.fold(base_seed, _TAG_EXAMPLE, el['epoch'], el['position']))
 
-    per_element = _decode_or_flag(
-        self._source, self._num_classes, transform,
-        (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), self._log_bad)
-    ds = tf.data.Dataset.range(start['epoch'], _MAX_EPOCHS).flat_map(epoch)
-    ds = _count_and_filter(_decode_all(ds, per_element), start,
-                           bad_budget(self.epoch_size, cfg.max_bad_fraction))
+    ds = train_stream.epochs(self._files, start, base_seed, cfg.shuffle_buffer, read)
+    ds = decode_records(ds, self._source, self._num_classes, transform,
+                        (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), self._log_bad)
+    ds = _count_and_filter(ds, start, bad_budget(self.epoch_size, cfg.max_bad_fraction),
+                           self.epoch_size)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
-    return ds.with_options(_options())
+    return ds.with_options(train_stream.deterministic_options())
 
   def _log_bad(self, el):
     def describe(record, shard, index, problem):
@@ -608,6 +524,10 @@ class TrainIterator(ClosableIterator):
 
   def _too_many_bad(self, batch) -> BadDataError:
     i = int(np.argmax(batch['bad']))
+    budget = bad_budget(self.epoch_size, self._cfg.max_bad_fraction)
+    if batch['epoch_bad'][i] <= budget:  # tripped by the run of bad records
+      return no_good_records_error(int(batch['run_bad'][i]), self.epoch_size, self._files,
+                                   self._cfg, self._source.table, self.bad_examples)
     return bad_data_error(f'epoch {int(batch["epoch"][i])} of training',
                           int(batch['epoch_bad'][i]), self.epoch_size, self._cfg,
                           self._source.table, self.bad_examples)
@@ -637,6 +557,17 @@ def bad_data_error(what: str, bad: int, size: int, ds_cfg, table: str,
       'remove them, or raise config.dataset.max_bad_fraction.')
 
 
+def no_good_records_error(run: int, size: int, files: List[str], ds_cfg, table: str,
+                          examples: List[str]) -> BadDataError:
+  """One line: a run of bad records with no good one, the files, the first reason."""
+  shown = ', '.join(files[:3]) + (f' and {len(files) - 3} more' if len(files) > 3 else '')
+  first = f' First: {examples[0]}.' if examples else ''
+  return BadDataError(
+      f'{run} bad records in a row and not one good record (this host reads {size} '
+      f'records per epoch, from {shown}): the stream cannot yield a batch.{first} List '
+      f'them all with `{_validate_command(table, ds_cfg)}`, then fix or remove them.')
+
+
 def _require_records(files: List[str], table: str) -> None:
   # An infinite stream over files without records would spin forever.
   if not any(True for _ in tf.data.Dataset.from_tensor_slices(files).flat_map(
@@ -654,7 +585,7 @@ def make_train_iterator(ds_cfg, batch_size: int, seed: int, state: Optional[dict
   `bad_budget` allows raises BadDataError (one line: counts, the first, the command that
   lists them all). process_index/process_count default to JAX's.
   """
-  process_index, process_count = _process(process_index, process_count)
+  process_index, process_count = train_stream.resolve_process(process_index, process_count)
   return TrainIterator(ds_cfg, batch_size, seed, state, process_index, process_count)
 
 
@@ -675,11 +606,11 @@ def _eval_dataset(source: Source, files: List[str], ds_cfg, split: str, batch_si
     del shard, index
     return _reason(record, problem, source.parse, num_classes)
 
-  per_element = _decode_or_flag(source, num_classes, transform, shape, lambda el: tf.py_function(
+  ds = interleaved_records(files, min(ds_cfg.num_parallel_reads, len(files)))
+  ds = decode_records(ds, source, num_classes, transform, shape, lambda el: tf.py_function(
       describe, [el['record'], el['shard'], el['index'], el['problem']], tf.string))
-  ds = _records(files, min(ds_cfg.num_parallel_reads, len(files)))
-  ds = _decode_all(ds, per_element).batch(batch_size).prefetch(2)
-  return ds.with_options(_options())
+  ds = ds.batch(batch_size).prefetch(2)
+  return ds.with_options(train_stream.deterministic_options())
 
 
 def _num_eval_batches(source: Source, process_count: int, batch_size: int) -> Optional[int]:
@@ -689,16 +620,6 @@ def _num_eval_batches(source: Source, process_count: int, batch_size: int) -> Op
   largest = max(count_records(host_files(source.files, p, process_count, source.table))
                 for p in range(process_count))
   return -(-largest // batch_size)
-
-
-def _pad(batch: Dict[str, np.ndarray], batch_size: int) -> Dict[str, np.ndarray]:
-  n = len(batch['label'])
-  pad = [(0, batch_size - n)]
-  return {
-      'inputs': np.pad(batch['inputs'], pad + [(0, 0)] * (batch['inputs'].ndim - 1)),
-      'label': np.pad(batch['label'], pad).astype(np.int32),
-      'batch_mask': np.pad(np.ones(n, np.float32), pad),
-  }
 
 
 def _log_bad(batch: Dict[str, np.ndarray], split: str, examples: List[str]) -> None:
@@ -713,7 +634,12 @@ def _log_bad(batch: Dict[str, np.ndarray], split: str, examples: List[str]) -> N
 def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
   produced, seen, num_bad, examples = 0, 0, 0, []
   budget = bad_budget(size, ds_cfg.max_bad_fraction)
-  for batch in ds:
+  iterator = iter(ds)
+  while True:
+    try:
+      batch = interruptible.next_of(iterator, f'{split} data')
+    except StopIteration:
+      break
     batch = {k: v.numpy() for k, v in batch.items()}
     bad = batch['bad']
     seen, num_bad = seen + len(bad), num_bad + int(bad.sum())
@@ -721,20 +647,30 @@ def _eval_batches(ds, source, ds_cfg, split, batch_size, num_batches, size):
     if num_bad > budget:
       raise bad_data_error(f'the {split} split', num_bad, size, ds_cfg, source.table,
                            examples)
-    padded = _pad({'inputs': batch['inputs'], 'label': np.where(bad, 0, batch['label'])},
-                  batch_size)
+    padded = train_stream.pad({'inputs': batch['inputs'],
+                               'label': np.where(bad, 0, batch['label'])}, batch_size)
     padded['batch_mask'][np.flatnonzero(bad)] = 0.  # a bad record counts as padding
     produced += 1
-    yield padded
+    yield _with_sources(padded, batch)
+  if seen and num_bad == seen:  # every record masked: a score of nothing
+    raise no_good_records_error(num_bad, size, source.files, ds_cfg, source.table, examples)
   if num_bad:
     logging.warning('%s: skipped %d bad of %d records on this host (each logged above; '
                     'within config.dataset.max_bad_fraction=%s).', split, num_bad, seen,
                     ds_cfg.max_bad_fraction)
-  empty = _pad({'inputs': np.zeros((0,) + tuple(ds.element_spec['inputs'].shape[1:]), np.uint8),
-                'label': np.zeros(0, np.int32)}, batch_size)
+  empty = train_stream.empty_batch(ds.element_spec['inputs'].shape[1:], np.uint8, batch_size)
   while num_batches is not None and produced < num_batches:
     produced += 1
-    yield empty
+    yield _with_sources(empty, {'shard': np.zeros(0, object), 'index': np.zeros(0, np.int64)})
+
+
+def _with_sources(padded: Dict[str, np.ndarray], batch) -> Dict[str, np.ndarray]:
+  """`padded` with SOURCE_KEYS: each example's shard and record index."""
+  pad = len(padded['label']) - len(batch['index'])
+  shards = [s.decode() if isinstance(s, bytes) else str(s) for s in batch['shard']]
+  return {**padded, 'shard': np.array(shards + [''] * pad, object),
+          'record': np.concatenate([np.asarray(batch['index'], np.int64),
+                                    np.full(pad, -1, np.int64)])}
 
 
 def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
@@ -744,7 +680,8 @@ def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
 
   'eval' gives inputs (B, T, H, W, 3) (centre clip, centre crop); 'test' gives
   (B, V, T, H, W, 3) with V = num_test_clips * num_test_crops views per video. Padding
-  examples have batch_mask 0. With several hosts every host yields the same number of
+  examples have batch_mask 0; SOURCE_KEYS say where each example came from (host-side
+  keys, not inputs of a step). With several hosts every host yields the same number of
   batches (the largest share; records are counted, not decoded, to know it).
   Bad records are logged and masked out (batch_mask 0), as padding is; BadDataError
   once they exceed `bad_budget` of this host's records (the training rule).
@@ -752,7 +689,7 @@ def make_eval_iterator(ds_cfg, split: str = 'eval', batch_size: int = 8,
   if split not in ('eval', 'test'):
     raise ValueError(f"split={split!r} must be 'eval' or 'test'.")
   check_config(ds_cfg)
-  process_index, process_count = _process(process_index, process_count)
+  process_index, process_count = train_stream.resolve_process(process_index, process_count)
   source = make_source(ds_cfg, split)
   files = host_files(source.files, process_index, process_count, source.table)
   num_classes = resolve_num_classes(ds_cfg)

@@ -11,9 +11,10 @@ same settings; only the container differs. Other sizes: pass
 import dataclasses
 from typing import Optional, Tuple
 
-import tensorflow_datasets as tfds
-
 from data_pipelines import synthetic
+from data_pipelines import tf_runtime
+
+tfds = tf_runtime.import_tensorflow_datasets()
 
 
 @dataclasses.dataclass(eq=False)

@@ -4,9 +4,71 @@ JAX owns the accelerators. TensorFlow grabs every GPU it sees (and their memory)
 first time it initialises its devices, so a program that trains with JAX must hide the
 accelerators from TensorFlow before anything builds a tf.data pipeline. Every program
 calls `configure()` once, at start, explicitly; importing a module never does it.
+
+Every module of this project imports TensorFlow (and TensorFlow Datasets) through
+`import_tensorflow()` (`import_tensorflow_datasets()`), never with a bare `import`: on
+some CPUs (AVX-512/AMX) TensorFlow's C++ start-up writes lines to file descriptor 2 at
+import ("All log messages before absl::InitializeLog() ...", "oneDNN custom operations
+are on ...") whatever TF_CPP_MIN_LOG_LEVEL says, and a program's stderr must hold only
+its own lines (one line per user error, see data_pipelines.cli).
 """
 
+import importlib
+import os
+import sys
+import tempfile
+from types import ModuleType
+
 from absl import logging
+
+
+def import_tensorflow() -> ModuleType:
+  """`tensorflow`, imported with its start-up lines on stderr silenced (see above)."""
+  return _import_quietly('tensorflow')
+
+
+def import_tensorflow_datasets() -> ModuleType:
+  """`tensorflow_datasets` (which imports TensorFlow), as quietly as `import_tensorflow`."""
+  import_tensorflow()
+  return _import_quietly('tensorflow_datasets')
+
+
+def _import_quietly(name: str) -> ModuleType:
+  """Imports `name` with file descriptor 2 pointed at a temporary file.
+
+  The redirect is at the descriptor, not sys.stderr: the lines come from C++. What the
+  import wrote is dropped when it succeeds, and written to stderr before the error
+  propagates when it fails, so that a broken install still explains itself (a signal
+  during the import is no failure of it: nothing is replayed). Only the first import
+  pays for the redirect; later ones find the module in sys.modules.
+  """
+  if name in sys.modules:
+    return sys.modules[name]
+  sys.stderr.flush()
+  try:
+    saved = os.dup(2)
+  except OSError:  # no stderr at all: nothing to keep quiet
+    return importlib.import_module(name)
+  failed = False
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      return importlib.import_module(name)
+    except Exception:
+      failed = True
+      raise
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      if failed:
+        captured.seek(0)
+        _write_stderr(captured.read())
+
+
+def _write_stderr(data: bytes) -> None:
+  while data:
+    data = data[os.write(2, data):]
 
 
 def configure() -> None:
@@ -15,7 +77,7 @@ def configure() -> None:
   Must run before TensorFlow initialises its devices (before the first tf.data
   pipeline or tensor op). If that already happened and TensorFlow sees GPUs, it warns.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = import_tensorflow()
   try:
     tf.config.set_visible_devices([], 'GPU')
   except RuntimeError:  # TF already initialised its devices: too late to hide them

@@ -11,10 +11,11 @@ Everything is read offline from `config.dataset.tfds_data_dir`.
 
 import functools
 
-import tensorflow_datasets as tfds
-
+from data_pipelines import tf_runtime
 from data_pipelines.source import DatasetInfo
 from data_pipelines.source import Source
+
+tfds = tf_runtime.import_tensorflow_datasets()
 
 VIDEO_KEY = 'video'
 LABEL_KEY = 'label'

@@ -26,14 +26,15 @@ from absl import flags
 from data_pipelines import cli
 from data_pipelines import dmvr_format
 from data_pipelines import fs
+from data_pipelines import tf_runtime
 
 
 def _fully_decoded(record):
   """Parses and decodes every frame; any failure makes the record bad."""
   # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
   from data_pipelines import reader
   # pylint: enable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   frames, label = reader.parse_dmvr(record)
   decoded = tf.map_fn(lambda b: tf.io.decode_image(b, channels=3, expand_animations=False),
                       frames, fn_output_signature=tf.uint8)
@@ -44,9 +45,9 @@ def _flags(files: List[str], num_classes: int):
   """tf.data of {'shard', 'index', 'maybe_bad', 'problem'} per record; only flagged
   records are diagnosed. A damaged shard's tail comes as one record with its problem."""
   # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
   from data_pipelines import reader
   # pylint: enable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
 
   def check(el):
     def good(e):
@@ -114,6 +115,11 @@ def validate_tables(tables: List[str], num_classes: int = 0, progress: bool = Tr
     classes = num_classes or _num_classes_beside(files)
     count = reader.count_records(files)
     bad_here, damaged = 0, []
+    empty = [f for f in files if fs.size(f) == 0]  # a failed copy: one bad record each
+    for shard in empty:
+      print(f'BAD {shard}: the file is empty (0 bytes, no record); copy or convert it '
+            'again, or remove it', flush=True)
+    bad_here += len(empty)
     for shard, index, reason in scan(files, classes, progress, count):
       print(f'BAD {shard} record {index}: {reason}', flush=True)
       bad_here += 1
@@ -122,6 +128,8 @@ def validate_tables(tables: List[str], num_classes: int = 0, progress: bool = Tr
     bound = f'[0, {classes})' if classes > 0 else '>= 0'
     cut = (f'; {len(damaged)} shard(s) cut short or damaged: {", ".join(damaged)}'
            if damaged else '')
+    if empty:
+      cut += f'; {len(empty)} empty shard(s): {", ".join(map(os.path.basename, empty))}'
     print(f'{table}: {count} records in {len(files)} shard(s), {bad_here} bad '
           f'(labels checked {bound}){cut}.', flush=True)
     num_bad += bad_here

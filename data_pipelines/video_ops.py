@@ -14,7 +14,9 @@ host-to-device bytes.
 import math
 from typing import List
 
-import tensorflow as tf
+from data_pipelines import tf_runtime
+
+tf = tf_runtime.import_tensorflow()
 
 
 

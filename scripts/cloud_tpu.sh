@@ -84,7 +84,7 @@ run() {
     if finished; then continue; fi
     # 75 (EX_TEMPFAIL): the program was stopped by SIGTERM (a maintenance event on a
     # healthy slice) after saving a checkpoint: start again. Any other failure on a
-    # healthy slice is the run's own (README "Errors and exit codes"): stop.
+    # healthy slice is the run's own (docs/training.md, "Errors and exit codes"): stop.
     if [ "$status" -ne 0 ] && [ "$status" -ne 75 ] && [ "$(state)" = READY ]; then
       echo "Training failed on a healthy slice (exit $status); see $WORKDIR/logs/." >&2
       return "$status"

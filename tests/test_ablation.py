@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import dmvr_format
+from vivit_adapter.train_lib import startup
 from vivit_adapter import ablation
 from vivit_adapter.studies.ablation import data as study_data
 from vivit_adapter.studies.ablation import markdown as ablation_markdown
@@ -183,7 +184,7 @@ def test_dial_run_configs_set_the_dial_and_its_cache():
   quick_choice = {r: quick.grids[r][0] for r in ablation_plan.ROUTES}
   for row in ablation_plan.make_rows(quick, quick_choice):
     if row.table == 'dial':
-      configs.validate(ablation_plan.run_config(row.runs[-1], quick, seed=0, study=STUDY))
+      startup.check_config(ablation_plan.run_config(row.runs[-1], quick, seed=0, study=STUDY))
   # The price of a dial step, from the benchmark when given, else the estimate.
   from vivit_adapter.studies.ablation import cost  # pylint: disable=g-import-not-at-top
   per_step = cost.parse_step_seconds('stage2_dial2=0.5')

@@ -163,7 +163,7 @@ def test_vit_npz_without_cls_follows_init_from_missing_cls(tmp_path):
   config = configs.base_config()
   config.init_from = bad
   with pytest.raises(ValueError, match=r'init_from.missing_cls'):
-    configs.validate(config)
+    load.check_config(config)
 
 
 def test_other_classes_need_restore_output_projection_false(tmp_path):

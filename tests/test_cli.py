@@ -146,11 +146,31 @@ def test_a_swallowed_stop_still_exits_preempted(capsys):
 
 
 def test_preempted_is_a_system_exit_with_the_code():
-  # Uncaught (a signal before cli.run is entered), it still exits 75, and the studies'
+  # Uncaught, it still exits 75, and the studies'
   # `except SystemExit` callers see it.
   error = cli.Preempted('stopped')
   assert isinstance(error, SystemExit) and error.code == cli.PREEMPTED
   assert str(error) == 'stopped'
+
+
+def test_a_signal_before_run_exits_preempted_with_its_line():
+  # Start-up (imports, flag parsing) under a loaded machine can take seconds: a SIGTERM
+  # there says why the program stopped, as it does later, and to the program's own
+  # stderr even while a quiet import has fd 2 pointed elsewhere.
+  code = ('import os, signal, sys, time\n'
+          'from data_pipelines import cli\n'
+          "sys.argv[0] = 'prog'\n"
+          'cli.start()\n'
+          "os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # as during a quiet import\n"
+          'os.kill(os.getpid(), signal.SIGTERM)\n'
+          'time.sleep(5)\n'
+          "print('not reached')\n")
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                       text=True, timeout=60, check=False)
+  assert (out.returncode, out.stdout) == (cli.PREEMPTED, '')
+  assert out.stderr == (
+      'prog: stopped by SIGTERM; nothing was left half-written; rerun the same command to '
+      'continue (a run resumes from its last checkpoint).\n')
 
 
 def test_flags_parser_bad_flag_exits_2_and_help_exits_0(capsys):
@@ -173,8 +193,8 @@ def test_library_info_lines_are_dropped_ours_kept():
   assert keep(record(f'{REPO}/vivit_adapter/train_lib/trainer.py', logging.logging.INFO))
 
 
-def test_readme_lists_the_exit_codes():
-  with open(os.path.join(REPO, 'README.md')) as f:
+def test_the_training_doc_lists_the_exit_codes():
+  with open(os.path.join(REPO, 'docs', 'training.md')) as f:
     assert cli.code_table() in f.read()
 
 

@@ -1,4 +1,5 @@
-"""vivit_adapter.configs: the named choices come from their owners and are checked once."""
+"""vivit_adapter.configs and the start-up check: the named choices come from their owners
+and are checked once."""
 
 import re
 
@@ -9,10 +10,10 @@ import pytest
 from data_pipelines import reader
 from vivit_adapter import configs
 from vivit_adapter import models
-from vivit_adapter import preflight
 from vivit_adapter.checkpoints import load
 from vivit_adapter.checkpoints import vit_npz
 from vivit_adapter.train_lib import optimizers
+from vivit_adapter.train_lib import startup
 
 # Declared string keys that take any text (names, paths, tables), not a fixed set.
 FREE_TEXT = {
@@ -53,18 +54,18 @@ def test_every_string_key_is_free_text_or_a_choice():
   assert FREE_TEXT <= keys
   # The optimizer's two keys are checked by their owner (configs does not import the
   # training library, which imports it).
-  assert keys - FREE_TEXT == set(configs.choices()) | OPTIMIZER_KEYS
+  assert keys - FREE_TEXT == set(startup.choices()) | OPTIMIZER_KEYS
 
 
 def test_every_default_is_one_of_its_choices():
   config = configs.base_config()
-  for key, names in configs.choices().items():
+  for key, names in startup.choices().items():
     assert _get(config, key) in names, key
-  configs.validate(config)
+  startup.check_config(config)
 
 
 def test_choices_are_the_owners_constants():
-  table = configs.choices()
+  table = startup.choices()
   assert table['model.classifier'] is models.CLASSIFIERS
   assert table['model.adapter.type'] is models.ADAPTER_TYPES
   assert table['model.dtype'] == tuple(models.DTYPES)
@@ -99,7 +100,7 @@ def test_the_start_up_checks_run_the_optimizer_owners_check():
   config.optimizer = 'lion'
   with pytest.raises(ValueError, match=r"config.optimizer='lion'; expected one of "
                      r"\('momentum', 'adamw', 'sgd'\)"):
-    preflight.check_run_inputs(config)
+    startup.check_run_inputs(config)
 
 
 def test_vit_npz_implements_exactly_the_listed_missing_cls():
@@ -112,13 +113,13 @@ def test_vit_npz_implements_exactly_the_listed_missing_cls():
                                  source_name='x', missing_cls='random')
 
 
-@pytest.mark.parametrize('key', sorted(configs.choices()))
+@pytest.mark.parametrize('key', sorted(startup.choices()))
 def test_validate_names_a_bad_choice(key):
   config = configs.base_config()
   _set(config, key, 'not_a_choice')
   leaf = key.split('.')[-1]
   with pytest.raises(ValueError, match=rf"{leaf}='not_a_choice'.* one of"):
-    configs.validate(config)
+    startup.check_config(config)
 
 
 def test_validate_runs_the_dataset_owners_checks():
@@ -126,7 +127,7 @@ def test_validate_runs_the_dataset_owners_checks():
   config.dataset.min_resize = 100  # below crop_size=224: only reader.check_config knows
   with pytest.raises(ValueError, match=r'Invalid config.dataset: min_resize=100 must be >= '
                      'crop_size=224'):
-    configs.validate(config)
+    startup.check_config(config)
 
 
 def _declaration_text(source_lines, leaf):
@@ -142,7 +143,7 @@ def _declaration_text(source_lines, leaf):
 def test_the_comments_in_configs_list_the_real_choices():
   with open(configs.__file__) as f:
     lines = f.read().splitlines()
-  for key, names in configs.choices().items():
+  for key, names in startup.choices().items():
     if key == 'stage':
       continue  # declared beside STAGES itself
     text = _declaration_text(lines, key.split('.')[-1])

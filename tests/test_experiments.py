@@ -13,6 +13,7 @@ from vivit_adapter import config_loading
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.models import variants
+from vivit_adapter.train_lib import startup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(p for p in glob.glob(os.path.join(REPO, 'experiments', '*.py'))
@@ -35,7 +36,7 @@ def test_every_expected_experiment_exists():
 def test_loads_locked_and_valid(name):
   config = _load(name)
   assert config.is_locked
-  configs.validate(config)
+  startup.check_config(config)
   assert config.experiment_name == name
   with pytest.raises(AttributeError):
     config.model.hiden_size = 3  # the lock holds in experiment files too

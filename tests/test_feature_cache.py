@@ -23,6 +23,7 @@ from tests import trainer_utils as tu
 from vivit_adapter import config_loading
 from vivit_adapter import extract_features
 from vivit_adapter import models
+from vivit_adapter.features import manifest as manifest_lib
 from vivit_adapter.train_lib import data_source
 from vivit_adapter.train_lib import trainer
 
@@ -80,6 +81,20 @@ def test_manifest_records_what_made_the_cache(world):
       'train': 56, 'eval': 14, 'test': 14}
 
 
+def test_manifest_records_tower_switches_only_where_set():
+  """A cache made before the image-tower switches existed still matches today's model;
+  a run with a switch set (quick-GELU: same parameters, another frozen output) does not
+  match a cache made without it."""
+  config = helpers.tiny_config()
+  plain = manifest_lib.expected(config, params_hash='h', kind='pooled')
+  assert not set(plain['model']) & set(manifest_lib.TOWER_KEYS)
+  config.model.spatial_transformer.mlp_activation = 'quick_gelu'
+  tower = manifest_lib.expected(config, params_hash='h', kind='pooled')
+  assert tower['model']['spatial_transformer.mlp_activation'] == 'quick_gelu'
+  assert manifest_lib.differences(tower, plain) == [
+      "model.spatial_transformer.mlp_activation: cache '<absent>', this run 'quick_gelu'"]
+
+
 def test_cached_logits_equal_raw_logits(world):
   # The evaluation's own video pipeline and the whole model, against the cache read back
   # and the trainable part: same views, same parameters.
@@ -111,7 +126,7 @@ def test_bfloat16_cache_logits_within_documented_tolerance(world, tmp_path):
   got = np.asarray(helpers.run(model, params, cached['inputs'].astype(np.float32),
                                part=models.TRAINABLE_PART))
   # bfloat16 keeps 8 bits of mantissa (relative rounding <= 2^-9 per feature); the
-  # README documents |logit error| <= 0.02 * (1 + |logit|) for cached bf16 features.
+  # docs/feature_cache.md documents |logit error| <= 0.02 * (1 + |logit|) for cached bf16 features.
   assert np.all(np.abs(got - want) <= 0.02 * (1 + np.abs(want)))
   assert np.abs(got - want).max() > 0  # really rounded: the tolerance is not vacuous
 

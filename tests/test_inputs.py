@@ -14,7 +14,9 @@ from vivit_adapter.models import inputs
 # The normalisations written out, independently of models/inputs.py: [0, 1] pixels
 # minus mean over std, per channel.
 HOST = {'minus_one_to_one': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-        'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+        'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        # OpenAI CLIP's preprocessing constants (its README / image processor config).
+        'clip': ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}
 
 
 def host_normalize(pixels, normalization):

@@ -38,12 +38,50 @@ def test_missing_data_says_how_to_make_it(tmp_path):
   out = _main('--config=experiments/synthetic_stage1.py', f'--workdir={tmp_path}/run',
               f'--config.dataset.base_dir={empty}', '--num_processes=1')
   assert out.returncode == cli.USAGE_ERROR
-  assert out.stderr.strip().splitlines()[-1] == (
-      f"vivit_adapter.main: error: Table '{empty}/train.tfrecord@*' "
-      'matches no file. Convert videos with `python -m data_pipelines.convert_videos`, '
+  assert out.stderr == (
+      f"vivit_adapter.main: error: No training data in '{empty}': no files for the tables "
+      "train 'train.tfrecord@*', eval 'validation.tfrecord@*', test 'test.tfrecord@*'. "
+      'Convert videos with `python -m data_pipelines.convert_videos`, '
       'generate the synthetic dataset with `python -m data_pipelines.synthetic`, or point '
-      'config.dataset.base_dir at the folder that holds the shards.')
-  assert 'Traceback' not in out.stderr
+      'config.dataset.base_dir at the folder that holds the shards.\n')
+
+
+def _main_in(cwd, *args):
+  """The CLI started from `cwd` (where runs/ goes), this checkout's packages and configs."""
+  return subprocess.run([sys.executable, '-m', 'vivit_adapter.main', *args], cwd=cwd,
+                        env=dict(_env(), PYTHONPATH=REPO), capture_output=True, text=True,
+                        timeout=120, check=False)
+
+
+def test_the_cards_command_without_workdir_runs_in_runs_experiment_name(tmp_path):
+  # The design card's command, as written, from a folder with no data: the first line
+  # says where the run goes, the one error line names every missing table.
+  out = _main_in(tmp_path, f'--config={REPO}/experiments/k400_stage2.py')
+  assert out.stdout == 'workdir not given: using runs/k400_stage2\n'
+  assert out.stderr == (
+      "vivit_adapter.main: error: No training data in 'data/kinetics400': no files for the "
+      "tables train 'train.tfrecord@*', eval 'validation.tfrecord@*', test "
+      "'test.tfrecord@*'. Convert videos with `python -m data_pipelines.convert_videos`, "
+      'generate the synthetic dataset with `python -m data_pipelines.synthetic`, or point '
+      'config.dataset.base_dir at the folder that holds the shards.\n')
+  assert out.returncode == cli.USAGE_ERROR
+  assert not os.path.exists(tmp_path / 'runs')
+  # The default workdir goes through the same guard as a given one.
+  (tmp_path / 'runs').mkdir()
+  (tmp_path / 'runs' / 'k400_stage2').write_text('x')
+  out = _main_in(tmp_path, f'--config={REPO}/experiments/k400_stage2.py')
+  assert out.stdout == 'workdir not given: using runs/k400_stage2\n'
+  assert out.stderr == ('vivit_adapter.main: error: --workdir=runs/k400_stage2 is a file, '
+                        'not a directory; give a directory (it is created if missing).\n')
+
+
+def test_no_workdir_and_no_experiment_name_is_one_line(tmp_path):
+  out = _main_in(tmp_path, f'--config={REPO}/experiments/synthetic_stage1.py',
+                 '--config.experiment_name=')
+  assert (out.returncode, out.stdout) == (cli.USAGE_ERROR, '')
+  assert out.stderr == ('vivit_adapter.main: error: --workdir not given and '
+                        'config.experiment_name is empty: give --workdir, or '
+                        '--config.experiment_name to run in runs/<name>.\n')
 
 
 def test_workdir_that_is_a_file_and_sigterm_during_start_up(tmp_path):

@@ -11,6 +11,7 @@ from flax import traverse_util
 
 from tests import helpers
 from tests.helpers import init, perturbed_params, random_video, run
+from vivit_adapter.train_lib import startup
 from vivit_adapter import configs
 from vivit_adapter.models import adapter as adapter_lib
 from vivit_adapter.models import create_model, names, variants
@@ -115,7 +116,7 @@ def test_name_groups_partition_the_top_level_of_every_model():
 
 
 def test_make_adapter_refuses_an_unknown_type():
-  # Not only configs.validate: an unknown type must never fall through to a real adapter.
+  # Not only models.check_choices: an unknown type must never fall through to a real adapter.
   spec = tiny_config(**{'adapter.type': 'lstm'}).adapter
   with pytest.raises(ValueError, match=r"adapter.type='lstm'; expected one of"):
     adapter_lib.make_adapter(spec, 32, 'token', dropout_rate=0.0, attention_dropout_rate=0.0,
@@ -333,7 +334,7 @@ def test_chunked_frozen_spatial_memory_does_not_grow_with_frames():
 
 # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.2% per operation); over
 # the tiny model's two spatial and two temporal blocks the logits stay within 2% of
-# their range of the float32 model's. That is the documented tolerance (README, "On a
+# their range of the float32 model's. That is the documented tolerance (docs/training.md, "On a
 # GPU"); the head and the loss run in float32.
 BF16_LOGIT_TOLERANCE = 0.02
 
@@ -544,7 +545,7 @@ def test_dial_settings_fail_with_one_line_naming_the_key():
   c.model.trainable_spatial_layers = 1
   with pytest.raises(ValueError, match=r'^config.model.trainable_spatial_layers=1 needs '
                                        r'config.model.freeze_spatial=True'):
-    configs.validate(c)  # the start-up check runs it
+    startup.check_config(c)  # the start-up check runs it
   c.model.freeze_spatial, c.model.trainable_spatial_layers = True, 4
   with pytest.raises(ValueError, match=r'trainable_spatial_layers=4 must be in \[0, 3\]'):
     check_dial(c.model)

@@ -54,7 +54,7 @@ CHILD = textwrap.dedent('''
       return summaries[-1]
     trainer.train_and_evaluate = train
 
-    overrides = ['num_training_steps=3', 'run_test=True']
+    overrides = ['num_training_steps=3', 'run_test=True', 'class_report.at_eval=True']
     sys.argv = ['vivit_adapter.main', f'--config={config_path}', f'--workdir={workdir}',
                 f'--coordinator_address={address}', '--num_processes=2',
                 f'--process_id={index}', *[f'--config.{o}' for o in overrides]]
@@ -73,7 +73,8 @@ CHILD = textwrap.dedent('''
     print('RESULT ' + json.dumps({
         'process': jax.process_index(), 'calls': calls, 'train_files': train_files,
         'test': test, 'eval_count': summary['eval']['count'],
-        'test_count': summary['test']['count']}))
+        'test_count': summary['test']['count'],
+        'mean_class_accuracy': [summary[k]['mean_class_accuracy'] for k in ('eval', 'test')]}))
 ''')
 
 
@@ -143,6 +144,19 @@ def test_evaluation_counts_every_example_exactly_once(two_process_run):
   for p in (p0, p1):  # the trainer's own metrics, reduced over both processes
     assert p['eval_count'] == info.num_eval_examples
     assert p['test_count'] == info.num_test_examples
+  # The class reports too: each video once, from both processes' shards, and one mean
+  # class accuracy that both processes computed from all of them.
+  _, workdir, _ = two_process_run
+  for kind, size in (('eval', info.num_eval_examples), ('test', info.num_test_examples)):
+    source = reader.make_source(config.dataset, kind)
+    every = sorted((f, i) for f in source.files for i in range(reader.count_records([f])))
+    with fs.open(os.path.join(workdir, f'{kind}_predictions.jsonl')) as f:
+      lines = [json.loads(line) for line in f]
+    assert sorted((l['shard'], l['record']) for l in lines) == every and len(every) == size
+    with fs.open(os.path.join(workdir, f'{kind}_per_class.json')) as f:
+      report = json.load(f)
+    assert sum(map(sum, report['confusion'])) == report['count'] == size
+  assert p0['mean_class_accuracy'] == p1['mean_class_accuracy']
 
 
 def test_only_process_0_writes_reports_and_both_save_checkpoints(two_process_run):

@@ -1,5 +1,7 @@
 """vivit_adapter.predict: a tiny trained run's workdir, a small mp4, the CLI's output."""
 
+import csv
+import json
 import os
 import re
 import subprocess
@@ -223,3 +225,123 @@ def test_label_names_fall_back_to_indices(tmp_path):
   assert [(p.index, p.label) for p in top] == [(1, 'class_1'), (2, 'class_2')]
   with pytest.raises(FileNotFoundError, match='--label_map='):
     predict.label_names(config.dataset, 2, label_map=str(tmp_path / 'missing.txt'))
+
+
+# ----------------------------------------------------------------------------------------
+# --videos: many videos with the test's views (vivit_adapter/batch_predict.py).
+# ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def videos(run, tmp_path_factory):
+  """A folder of two different videos (one in a sub-folder), a broken one and a text file."""
+  root = tmp_path_factory.mktemp('videos')
+  os.makedirs(root / 'sub')
+  _write_mp4(str(root / 'a.mp4'))
+  _write_mp4(str(root / 'sub' / 'b.mp4'), num_frames=26, width=36, height=44)
+  (root / 'broken.mp4').write_text('this is not a video')
+  (root / 'notes.txt').write_text('not listed: not a video extension')
+  return root
+
+
+def _independent_view_probabilities(video, config, params, clips, crops):
+  """PyAV decode, PNG, the test pipeline's own test_views, apply, softmax, mean of views."""
+  with av.open(video) as container:
+    frames = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)]
+  ds_cfg = config.dataset.copy_and_resolve_references()
+  ds_cfg.num_test_clips, ds_cfg.num_test_crops = clips, crops
+  encoded = tf.constant([tf.io.encode_png(f).numpy() for f in frames])
+  views = video_ops.test_views(encoded, ds_cfg).numpy()
+  assert views.shape[0] == clips * crops
+  mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+  views = ((views / 255.0 - mean) / std).astype(np.float32)
+  model = models.create_model(config.model, len(NAMES))
+  logits = np.asarray(model.apply({'params': params}, views, train=False), np.float64)
+  e = np.exp(logits - logits.max(-1, keepdims=True))
+  return (e / e.sum(-1, keepdims=True)).mean(axis=0)
+
+
+def _check_top(row_top, video, config, params, clips, crops, k):
+  probs = _independent_view_probabilities(video, config, params, clips, crops)
+  order = np.argsort(-probs)[:k]
+  assert [t['label'] for t in row_top] == [NAMES[i] for i in order]
+  np.testing.assert_allclose([float(t['score']) for t in row_top], probs[order],
+                             rtol=1e-4, atol=1e-6)
+  assert probs[order[0]] - probs.min() > 0.02  # not a comparison of equal values
+
+
+def test_many_videos_use_the_test_views_and_report_a_broken_one(run, videos, tmp_path):
+  workdir, _, config, params = run
+  from vivit_adapter import batch_predict  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'preds.jsonl')
+  counts = batch_predict.run(workdir, str(videos), out, batch_predict.Options(
+      k=3, num_clips=2, num_crops=3, batch_size=2, workers=2, progress=False))
+  assert counts == batch_predict.Counts(scored=2, failed=1)
+  with open(out) as f:
+    rows = [json.loads(line) for line in f]
+  assert [r['path'] for r in rows] == [str(videos / n) for n in ('a.mp4', 'broken.mp4',
+                                                                  'sub/b.mp4')]
+  assert set(rows[1]) == {'path', 'error'}
+  assert rows[1]['error'].startswith('InvalidDataError: ')
+  for row in (rows[0], rows[2]):
+    _check_top(row['top_k'], row['path'], config, params, clips=2, crops=3, k=3)
+  assert rows[0]['top_k'] != rows[2]['top_k']  # two videos, two results
+
+
+def test_cli_csv_in_csv_out_default_views_and_partial_failure_exit(run, videos, tmp_path):
+  workdir, _, config, params = run
+  listing = tmp_path / 'list.csv'
+  # A header names the path column; relative paths are relative to the CSV's folder.
+  listing.write_text(f'label,path\nx,{videos}/sub/b.mp4\ny,{os.path.relpath(videos / "broken.mp4", tmp_path)}\n'
+                     f'z,{videos}/a.mp4\n')
+  out = str(tmp_path / 'preds.csv')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'vivit_adapter.predict', f'--workdir={workdir}',
+       f'--videos={listing}', f'--out={out}', '--top_k=2', '--batch_size=3'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == cli.DATA_ERROR, proc.stderr[-2000:]
+  assert proc.stderr.splitlines()[-1] == (
+      f'vivit_adapter.predict: error: 1 of 3 videos could not be read (their lines in {out} '
+      'say why); the other 2 are scored.')
+  with open(out, newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ['path', 'error', 'label_1', 'score_1', 'label_2', 'score_2']
+  assert [r['path'] for r in rows] == [f'{videos}/sub/b.mp4',
+                                       str(tmp_path / os.path.relpath(videos / 'broken.mp4',
+                                                                      tmp_path)),
+                                       f'{videos}/a.mp4']
+  assert rows[1]['error'].startswith('InvalidDataError: ') and rows[1]['label_1'] == ''
+  for row in (rows[0], rows[2]):  # the run's own views: 4 clips x 3 crops
+    assert row['error'] == ''
+    top = [{'label': row[f'label_{i}'], 'score': row[f'score_{i}']} for i in (1, 2)]
+    _check_top(top, row['path'], config, params, clips=config.dataset.num_test_clips,
+               crops=config.dataset.num_test_crops, k=2)
+
+
+def test_video_lists_from_a_folder_a_glob_and_a_csv(videos, tmp_path):
+  from vivit_adapter import batch_predict  # pylint: disable=g-import-not-at-top
+  everything = [str(videos / n) for n in ('a.mp4', 'broken.mp4', 'sub/b.mp4')]
+  assert batch_predict.list_videos(str(videos)) == everything
+  assert batch_predict.list_videos(f'{videos}/**/*.mp4') == everything
+  assert batch_predict.list_videos(f'{videos}/*.mp4') == everything[:2]
+  assert batch_predict.list_videos(str(videos / 'a.mp4')) == everything[:1]
+  listing = tmp_path / 'plain.csv'
+  listing.write_text('clips/x.mp4\n/abs/y.avi\n\n')  # no header: the first column
+  assert batch_predict.list_videos(str(listing)) == [str(tmp_path / 'clips/x.mp4'),
+                                                     '/abs/y.avi']
+  with pytest.raises(FileNotFoundError, match='is not a video file, a folder, a glob'):
+    batch_predict.list_videos(str(tmp_path / 'nothing'))
+  with pytest.raises(cli.ConfigError, match='names no videos'):
+    batch_predict.list_videos(f'{tmp_path}/*.mkv')
+  with pytest.raises(cli.ConfigError, match=re.escape("--out='p.txt': the extension picks")):
+    batch_predict.output_format('p.txt')
+
+
+def test_cli_takes_one_of_video_and_videos(run, tmp_path):
+  workdir, video, _, _ = run
+  for args in ([f'--video={video}', f'--videos={video}', '--out=x.jsonl'],
+               [f'--videos={video}']):
+    proc = subprocess.run(
+        [sys.executable, '-m', 'vivit_adapter.predict', f'--workdir={workdir}', *args],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == cli.USAGE_ERROR, proc.stderr[-2000:]
+    assert proc.stderr.startswith('vivit_adapter.predict: error: '), proc.stderr

@@ -1,10 +1,10 @@
-"""vivit_adapter.preflight: a run's start-up checks (values, data, init checkpoint)."""
+"""vivit_adapter.train_lib.startup: a run's start-up checks (values, data, init checkpoint)."""
 
 import pytest
 
 from data_pipelines import dmvr_format
 from vivit_adapter import configs
-from vivit_adapter import preflight
+from vivit_adapter.train_lib import startup
 
 
 def _config(tmp_path, **init_from):
@@ -21,11 +21,23 @@ def _data(tmp_path):
     writer.write(b'y')
 
 
-def test_missing_data_says_how_to_make_it(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r'matches no file\. Convert videos with'):
-    preflight.check_run_inputs(_config(tmp_path))
+def test_missing_data_names_every_missing_table_and_how_to_make_it(tmp_path):
+  with pytest.raises(FileNotFoundError) as e:
+    startup.check_run_inputs(_config(tmp_path))
+  assert str(e.value) == (
+      f"No training data in '{tmp_path}': no files for the tables train 'train.tfrecord@*', "
+      "eval 'validation.tfrecord@*', test 'test.tfrecord@*'. " + dmvr_format.MAKE_DATA_HINT)
+  prefix = str(tmp_path / 'validation.tfrecord')
+  with dmvr_format.ShardedWriter(prefix, 1) as writer:
+    writer.write(b'x')
+  (tmp_path / 'test.tfrecord-00000-of-00001').write_bytes(
+      (tmp_path / 'validation.tfrecord-00000-of-00001').read_bytes())
+  with pytest.raises(FileNotFoundError) as e:  # train alone is missing: the reader's words
+    startup.check_run_inputs(_config(tmp_path))
+  assert str(e.value) == (f"Table '{tmp_path}/train.tfrecord@*' matches no file. "
+                          + dmvr_format.MAKE_DATA_HINT)
   _data(tmp_path)
-  preflight.check_run_inputs(_config(tmp_path))  # data present, no init checkpoint: fine
+  startup.check_run_inputs(_config(tmp_path))  # data present, no init checkpoint: fine
 
 
 def test_missing_init_checkpoint_of_stage2_says_train_stage1(tmp_path):
@@ -34,7 +46,7 @@ def test_missing_init_checkpoint_of_stage2_says_train_stage1(tmp_path):
   config = _config(tmp_path, checkpoint_path=missing)
   config.stage = 'stage2'
   with pytest.raises(FileNotFoundError) as e:
-    preflight.check_run_inputs(config)
+    startup.check_run_inputs(config)
   assert str(e.value) == (f'config.init_from.checkpoint_path={missing!r} does not exist. '
                           'Train stage 1 first (with that --workdir), or set '
                           '--config.init_from.checkpoint_path.')
@@ -44,9 +56,9 @@ def test_bad_values_fail_before_the_data_is_looked_for(tmp_path):
   config = _config(tmp_path / 'none')
   config.dataset.num_frames = 7
   with pytest.raises(ValueError, match=r'config\.dataset\.num_frames=7 must be a multiple'):
-    preflight.check_run_inputs(config)
+    startup.check_run_inputs(config)
   config = _config(tmp_path / 'none')
   config.model.adapter.type = 'lstm'
   with pytest.raises(ValueError, match=r"config.model.adapter.type='lstm'; expected one of "
                      r"\('attention', 'mlp', 'none'\)"):
-    preflight.check_run_inputs(config)
+    startup.check_run_inputs(config)

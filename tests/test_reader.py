@@ -14,6 +14,7 @@ from data_pipelines import dmvr_format
 from data_pipelines import make_eval_iterator
 from data_pipelines import make_train_iterator
 from data_pipelines import reader
+from data_pipelines import train_stream
 from vivit_adapter import configs
 
 H, W = 12, 16  # frame size of the tiny videos
@@ -194,25 +195,25 @@ def test_train_batches_and_epoch_coverage(clean_dir):
 def test_close_stops_the_pipeline_now_and_exit_closes_what_is_open(clean_dir, monkeypatch):
   import weakref  # pylint: disable=g-import-not-at-top
   # Only this test's iterators: other tests' stay open.
-  monkeypatch.setattr(reader, '_OPEN_ITERATORS', weakref.WeakSet())
+  monkeypatch.setattr(train_stream, '_OPEN_ITERATORS', weakref.WeakSet())
   it = make_train_iterator(_cfg(clean_dir), batch_size=4, seed=1, process_index=0,
                            process_count=1)
   other = make_train_iterator(_cfg(clean_dir), batch_size=4, seed=2, process_index=0,
                               process_count=1)
   next(it)
   pipeline = weakref.ref(it._iterator)  # pylint: disable=protected-access
-  assert it in reader._OPEN_ITERATORS and other in reader._OPEN_ITERATORS  # pylint: disable=protected-access
+  assert it in train_stream._OPEN_ITERATORS and other in train_stream._OPEN_ITERATORS  # pylint: disable=protected-access
   state = it.state
   it.close()
   # The tf.data iterator (and its threads) is gone now, not at the interpreter's exit:
   # the iterator refers to itself through the bad-record logger, so only the cycle
   # collector would free it otherwise.
-  assert pipeline() is None and it not in reader._OPEN_ITERATORS  # pylint: disable=protected-access
+  assert pipeline() is None and it not in train_stream._OPEN_ITERATORS  # pylint: disable=protected-access
   with pytest.raises(ValueError, match='This TrainIterator is closed; make a new one'):
     next(it)
   assert it.state == state  # still there to resume from
-  reader.close_open_iterators()  # what atexit runs
-  assert other not in reader._OPEN_ITERATORS and other._iterator is None  # pylint: disable=protected-access
+  train_stream.close_open_iterators()  # what atexit runs
+  assert other not in train_stream._OPEN_ITERATORS and other._iterator is None  # pylint: disable=protected-access
   with pytest.raises(ValueError, match='closed'):
     next(other)
 

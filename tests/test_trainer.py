@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -25,7 +26,8 @@ def stage1(config_path, tmp_path_factory):
   # Evaluations every 2 steps (for the history test) leave the training itself alone:
   # they read the parameters, never the state, the data stream or the RNG.
   workdir = str(tmp_path_factory.mktemp('stage1'))
-  tu.run_main(config_path, workdir, '--config.log_eval_steps=2')
+  tu.run_main(config_path, workdir, '--config.log_eval_steps=2', '--config.run_test=True',
+              '--config.class_report.at_eval=True')
   return workdir
 
 
@@ -122,6 +124,58 @@ def test_interrupted_and_resumed_run_is_bit_identical(config_path, uninterrupted
   assert steps and steps[-1] < RESUME_STEPS, steps  # really interrupted mid-way
   tu.run_main(config_path, workdir, *RESUME)
   tu.assert_trees_equal(tu.final_params(workdir), tu.final_params(uninterrupted))
+
+
+def _test_records(config_path):
+  """(shard, record index) of every record of the test table."""
+  from data_pipelines import reader  # pylint: disable=g-import-not-at-top
+  files = reader.make_source(tu.tiny_config(_base_dir(config_path)).dataset, 'test').files
+  return sorted((f, i) for f in files for i in range(reader.count_records([f])))
+
+
+def _base_dir(config_path):
+  with open(config_path) as f:
+    return re.search(r"d.base_dir = '([^']+)'", f.read()).group(1)
+
+
+@pytest.mark.parametrize('kind', ['test', 'eval'])
+def test_class_report_covers_every_video_once_and_matches_the_summary(config_path, stage1,
+                                                                      kind):
+  with open(os.path.join(stage1, 'summary.json')) as f:
+    summary = json.load(f)[kind]
+  with open(os.path.join(stage1, f'{kind}_per_class.json')) as f:
+    report = json.load(f)
+  with open(os.path.join(stage1, f'{kind}_predictions.jsonl')) as f:
+    lines = [json.loads(line) for line in f]
+  assert len(lines) == report['count'] == summary['count'] == 14
+  if kind == 'test':  # each test video once, named by its shard and record
+    assert sorted((l['shard'], l['record']) for l in lines) == _test_records(config_path)
+  # The matrix and per-class numbers, recomputed here from the per-video lines.
+  n = len(report['labels'])
+  confusion = np.zeros((n, n), int)
+  for l in lines:
+    assert l['label_name'] == report['labels'][l['label']]
+    scores = [t['score'] for t in l['top_k']]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    confusion[l['label'], l['top_k'][0]['index']] += 1
+  assert report['confusion'] == confusion.tolist()
+  support = confusion.sum(1)
+  accuracy = [confusion[c, c] / support[c] for c in range(n) if support[c]]
+  assert report['mean_class_accuracy'] == pytest.approx(np.mean(accuracy))
+  assert summary['mean_class_accuracy'] == pytest.approx(np.mean(accuracy))
+  assert summary['top1'] == pytest.approx(np.trace(confusion) / len(lines))
+  assert [c['accuracy'] for c in report['per_class'] if c['support']] == pytest.approx(accuracy)
+  assert report['step'] == 6
+
+
+def test_confusion_png_and_tensorboard_carry_the_class_report(stage1):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(stage1, 'confusion.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  (events,) = [n for n in os.listdir(stage1) if n.startswith('events.out')]
+  tags = {v.tag for e in tf.compat.v1.train.summary_iterator(os.path.join(stage1, events))
+          for v in e.summary.value}
+  assert {'test/mean_class_accuracy', 'eval/mean_class_accuracy'} <= tags
 
 
 def train_losses(workdir):

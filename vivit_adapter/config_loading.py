@@ -18,6 +18,7 @@ flags are parsed, except for sizes that are overridden too: an explicit
 import difflib
 import os
 import re
+import traceback
 from typing import List, Optional, Sequence
 
 from absl import flags
@@ -88,6 +89,28 @@ def _check_loaded(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
     raise ConfigError(f'--config={path}: get_config() did not return a ConfigDict.')
 
 
+def _raise_experiment_file_error(error: Exception, argv: Sequence[str]) -> None:
+  """An experiment file that fails to load, as one line naming its file and line: a
+  SyntaxError, or an error raised while get_config() ran (an undeclared key on the
+  locked config). Returns for an error raised elsewhere (a bug: its traceback stays)."""
+  path = _config_path(argv).split(':', 1)[0]
+  if isinstance(error, SyntaxError) and error.filename and os.path.exists(path) and (
+      os.path.samefile(error.filename, path)):
+    raise ConfigError(f'--config={path}, line {error.lineno}: SyntaxError: {error.msg}.')
+  frames = [f for f in traceback.extract_tb(error.__traceback__)
+            if os.path.exists(path) and os.path.exists(f.filename) and
+            os.path.samefile(f.filename, path)]
+  if not frames:
+    return
+  text = str(error.args[0] if error.args else error).split(' Other fields present')[0]
+  name = re.search(r'Key "([^"]+)" does not exist', text)
+  if name:  # ml_collections' locked-config text lists every field: name the key only
+    text = (f'config has no key {name.group(1)!r}; every key is declared, with its '
+            'default, in vivit_adapter/configs.py')
+  raise ConfigError(f'--config={path}, line {frames[-1].lineno}: {type(error).__name__}: '
+                    f'{text.strip(chr(39))}.')
+
+
 def parse_flags(argv: Sequence[str],
                 flag_values: flags.FlagValues = flags.FLAGS) -> List[str]:
   """`flag_values(argv)`, raising ConfigError for an undeclared key or a missing file.
@@ -102,6 +125,10 @@ def parse_flags(argv: Sequence[str],
       problem = unknown_key_message(key)
       if problem:
         raise ConfigError(f'--config.{key}: unknown config key: {problem}.') from e
+    _raise_experiment_file_error(e, argv)
+    raise
+  except (SyntaxError, ImportError, NameError, TypeError, ValueError) as e:
+    _raise_experiment_file_error(e, argv)
     raise
   _check_loaded(flag_values, argv)
   _expand_variant_override(flag_values[CONFIG_FLAG].value, argv)

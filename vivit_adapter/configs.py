@@ -5,21 +5,23 @@ fields. The returned ConfigDict is locked: assigning a key that is not declared 
 (in an experiment file or through `--config.some.key=value`) raises an error that
 names the key, instead of being silently ignored.
 
-Names follow scenic's ViViT configs where scenic has one.
+Names follow scenic's ViViT configs where scenic has one. Values are checked by the
+components that use them, each its own section (models, checkpoints, the input pipeline,
+the optimizer), from the one start-up check, train_lib.startup.check_config. This module
+imports none of them, so every one of them can read configs (and compare them) here.
 """
 
+import json
 from typing import Dict, Tuple
 
 import ml_collections
 
-# Re-exported: config.json's name and the comparisons live in a leaf module that the
-# owners of the choices below can import too.
-from vivit_adapter.config_diff import CONFIG_FILE, differences, flat_dict, under  # pylint: disable=unused-import
+CONFIG_FILE = 'config.json'  # a run's config, saved beside its checkpoints
 
 # Stage names. `config.stage` is a label: the recipe functions (recipes.stage1, stage2,
 # baseline) set it together with the fields that make the stage (freeze_spatial, adapter,
 # init_from); no code branches on it to choose a recipe. The trainer records it in its run
-# summary and the start-up checks (preflight) use it for a hint.
+# summary and the start-up checks (train_lib.startup) use it and its names.
 STAGES = ('stage1', 'stage2', 'baseline', 'image')
 
 
@@ -43,9 +45,24 @@ def _model_defaults() -> ml_collections.ConfigDict:
   # given by hand.
   model.variant = ''
   model.hidden_size = 768
-  model.patches = ml_collections.ConfigDict({'size': (16, 16, 2)})  # (h, w, t)
-  model.spatial_transformer = ml_collections.ConfigDict(
-      {'num_layers': 12, 'num_heads': 12, 'mlp_dim': 3072})
+  # (h, w, t); bias: the tubelet embedding has a bias (False for CLIP's towers).
+  model.patches = ml_collections.ConfigDict({'size': (16, 16, 2), 'bias': True})
+  model.spatial_transformer = ml_collections.ConfigDict({
+      'num_layers': 12, 'num_heads': 12, 'mlp_dim': 3072,
+      # The image towers' switches (models/towers.py, docs/design.md §2e), scenic's ViT
+      # by default. A tower variant such as 'CLIP-L/14x2' sets them (models/variants.py).
+      'pre_norm': False,  # LayerNorm before the blocks (CLIP's ln_pre)
+      'mlp_activation': 'gelu_tanh',  # models.towers.ACTIVATIONS: 'gelu_tanh', 'gelu', 'quick_gelu'
+      'layer_norm_epsilon': 1e-6,  # 1e-5 for CLIP
+      'layer_scale': False,  # a learned per-channel scale on each residual branch (DINOv2)
+      'num_registers': 0,  # register tokens after the class token (DINOv2 with registers)
+      # A frame's vector, models.towers.POOLINGS: '' as config.model.classifier, 'token',
+      # 'mean' (of the patches; no class token) or 'map' (SigLIP's attention pooling).
+      'pooling': '',
+      # With a pooling, the tokens the adapter reads beside that vector,
+      # models.towers.ADAPTER_TOKENS: 'patches', or 'all' (registers too).
+      'adapter_tokens': 'patches',
+  })
   model.temporal_transformer = ml_collections.ConfigDict(
       {'num_layers': 4, 'num_heads': 12, 'mlp_dim': 3072})
   model.classifier = 'token'  # models.CLASSIFIERS: 'token' or 'gap'
@@ -107,7 +124,8 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
   ds.color_jitter = 0.0  # strength of colour jitter, 0 disables
   ds.randaugment_layers = 0  # 0 disables RandAugment-style ops
   ds.randaugment_magnitude = 10
-  # models.NORMALIZATIONS: 'minus_one_to_one' or 'imagenet' (mean/std). The pipelines
+  # models.NORMALIZATIONS: 'minus_one_to_one' (SigLIP too), 'imagenet' (DINOv2 too) or
+  # 'clip' (CLIP's and OpenCLIP's towers) (mean/std). The pipelines
   # yield uint8 pixels; the model normalises them on the device (models/inputs.py).
   ds.normalization = 'minus_one_to_one'
   ds.num_test_clips = 4
@@ -130,9 +148,12 @@ def _dataset_defaults() -> ml_collections.ConfigDict:
 def _init_from_defaults() -> ml_collections.ConfigDict:
   init = ml_collections.ConfigDict()
   # '' = train from scratch. A stage-1 workdir (or its checkpoints/<step>), a scenic
-  # flax checkpoint, or an image ViT .npz.
+  # flax checkpoint, an image ViT .npz, a Hugging Face CLIP / SigLIP / DINOv2 model
+  # directory (config.json + model.safetensors) or an OpenCLIP .safetensors file.
   init.checkpoint_path = ''
-  init.checkpoint_format = 'auto'  # checkpoints.load.FORMATS: 'auto', 'workdir', 'scenic', 'vit_npz'
+  # checkpoints.load.FORMATS: 'auto', 'workdir', 'scenic', 'vit_npz', 'huggingface',
+  # 'open_clip'.
+  init.checkpoint_format = 'auto'
   init.step = -1  # checkpoint step of a workdir; -1 -> latest
   # 2D->3D inflation, checkpoints.vit_npz.KERNEL_INIT_METHODS: 'central_frame' or 'average'.
   init.kernel_init_method = 'central_frame'
@@ -182,6 +203,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_to_keep = 3
   c.max_eval_batches = 0  # 0 -> the whole split
   c.run_test = True  # multi-view test at the end
+  # Per-class accuracy, the confusion matrix and one line per video (train_lib/class_report):
+  # always written for the final test; at every evaluation too with at_eval=True. top_k:
+  # the classes (with scores) each per-video line lists.
+  c.class_report = ml_collections.ConfigDict({'at_eval': False, 'top_k': 5})
   c.feature_cache = _feature_cache_defaults()
   c.lock()
   return c
@@ -199,100 +224,39 @@ STATE_SHAPE_KEYS = (
 # only matters before a workdir has a checkpoint.
 BOOKKEEPING_KEYS = (
     'experiment_name', 'log_summary_steps', 'log_eval_steps', 'checkpoint_steps',
-    'max_to_keep', 'max_eval_batches', 'run_test', 'eval_batch_size', 'feature_cache',
+    'max_to_keep', 'max_eval_batches', 'run_test', 'class_report', 'eval_batch_size',
+    'feature_cache',
     'init_from', 'dataset.base_dir', 'dataset.label_map', 'dataset.tfds_data_dir',
     'dataset.num_parallel_reads', 'dataset.max_bad_fraction')
 
 
-def choices() -> Dict[str, Tuple[str, ...]]:
-  """Every key whose value is one of a fixed set of names -> those names.
+def flat_dict(tree, prefix: str = '') -> Dict[str, object]:
+  """A nested dict (or ConfigDict) as {'a.b.c': leaf}, leaves as JSON has them (tuples
+  become lists), so a config compares equal to the config.json it was saved as."""
+  if isinstance(tree, ml_collections.ConfigDict):
+    tree = tree.to_dict()
+  out = {}
+  for key, value in json.loads(json.dumps(tree, default=str)).items():
+    if isinstance(value, dict):
+      out.update(flat_dict(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
 
-  Except `optimizer` and `lr_configs.schedule`: the training library owns and checks
-  those (train_lib.optimizers.check_config), and this module, which the training
-  library imports, does not import it back.
+
+def differences(old, new) -> Dict[str, Tuple[object, object]]:
+  """{dotted key: (old value, new value)} for the keys both configs have that differ.
+
+  A key added to (or removed from) this file since `old` was saved is not a difference:
+  a new key's default keeps the old behaviour.
   """
-  from data_pipelines import reader  # pylint: disable=g-import-not-at-top
-  dataset = {f'dataset.{key}': names for key, names in reader.DATASET_CHOICES.items()}
-  return {**_checked_here(), **dataset}
+  a, b = flat_dict(old), flat_dict(new)
+  return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]}
 
 
-def _checked_here() -> Dict[str, Tuple[str, ...]]:
-  """choices() less config.dataset's, which data_pipelines.reader checks.
-
-  Each set is its owner's constant, so a choice added where it is implemented is
-  accepted here. The owners are imported here, not at module level: they pull in JAX,
-  flax and TensorFlow, and every experiment file and CLI imports this module. Every
-  owner sits below this module (models, checkpoints, data_pipelines), never above it.
-  """
-  # pylint: disable=g-import-not-at-top
-  from vivit_adapter import models
-  from vivit_adapter.checkpoints import load
-  from vivit_adapter.checkpoints import vit_npz
-  # pylint: enable=g-import-not-at-top
-  return {
-      'stage': STAGES,
-      'model.classifier': models.CLASSIFIERS,
-      'model.adapter.type': models.ADAPTER_TYPES,
-      'model.dtype': tuple(models.DTYPES),
-      'model.head_kernel_init': tuple(models.HEAD_INITS),
-      'dataset.normalization': models.NORMALIZATIONS,
-      'init_from.checkpoint_format': load.FORMATS,
-      'init_from.kernel_init_method': vit_npz.KERNEL_INIT_METHODS,
-      'init_from.missing_cls': vit_npz.MISSING_CLS,
-  }
-
-
-def _get(config, dotted):
-  for part in dotted.split('.'):
-    config = config[part]
-  return config
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks values that the type system cannot; raises ValueError naming the key.
-
-  config.dataset is checked by its owner, data_pipelines.reader.check_config (its
-  named choices too), which the input pipeline also runs on its own.
-  """
-  from data_pipelines import reader  # pylint: disable=g-import-not-at-top
-  for key, names in _checked_here().items():
-    value = _get(config, key)
-    if value not in names:
-      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
-  reader.check_config(config.dataset)
-  for key in ('batch_size', 'eval_batch_size', 'gradient_accumulation_steps'):
-    if _get(config, key) <= 0:
-      raise ValueError(f'config.{key}={_get(config, key)} must be positive.')
-  if config.num_training_steps <= 0 and config.num_training_epochs <= 0:
-    raise ValueError('Set config.num_training_steps or config.num_training_epochs > 0.')
-  if config.batch_size % config.gradient_accumulation_steps:
-    raise ValueError(
-        f'config.batch_size={config.batch_size} must be divisible by '
-        f'config.gradient_accumulation_steps={config.gradient_accumulation_steps}.')
-  _validate_model_sizes(config)
-  if config.feature_cache.dir and not config.model.freeze_spatial:
-    raise ValueError(
-        f'config.feature_cache.dir={config.feature_cache.dir!r} needs '
-        'config.model.freeze_spatial=True: a feature cache stores the frozen spatial '
-        "encoder's output, which an end-to-end run would change.")
-
-
-def _validate_model_sizes(config) -> None:
-  from vivit_adapter import models  # pylint: disable=g-import-not-at-top
-  models.check_dial(config.model)
-  if config.model.recompute_frozen and not (config.model.freeze_spatial and
-                                            config.model.spatial_chunk_size > 0):
-    raise ValueError('config.model.recompute_frozen=True needs config.model.freeze_spatial'
-                     '=True and config.model.spatial_chunk_size > 0 (it recomputes the '
-                     'frozen chunks).')
-  if config.model.variant:
-    from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
-    variants.parse_variant(config.model.variant)
-  patch_t = config.model.patches.size[2]
-  if config.dataset.num_frames % patch_t:
-    raise ValueError(
-        f'config.dataset.num_frames={config.dataset.num_frames} must be a multiple of the '
-        f'tubelet length config.model.patches.size[2]={patch_t}.')
+def under(key: str, prefixes) -> bool:
+  """Whether dotted `key` is one of `prefixes` or lies below one."""
+  return any(key == p or key.startswith(p + '.') for p in prefixes)
 
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -306,7 +270,6 @@ def save(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def load_saved(workdir: str) -> ml_collections.ConfigDict:
   """Reads the config a run saved in `workdir`, on top of today's declared defaults."""
-  import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   from data_pipelines import fs  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, CONFIG_FILE)

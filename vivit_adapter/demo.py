@@ -1,4 +1,5 @@
-r"""`make demo`: the synthetic dataset, stage 1 -> stage 2 and the baseline, one table.
+r"""`make demo`: the two-stage route and the tuned baseline on the synthetic dataset, timed
+to the same accuracy: one table, one picture.
 
   python -m vivit_adapter.demo --workdir=runs/demo [--quick]
 
@@ -20,8 +21,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """Defines this program's flags; only when it runs as a program, so that importing
   the module (tests, other tools) never collides with another program's flags."""
-  flags.DEFINE_string('workdir', 'runs/demo', 'Where the data and the three '
-                      'runs go; reused by a second call.')
+  flags.DEFINE_string('workdir', 'runs/demo', 'Where the data, the image checkpoint, '
+                      'the runs and the results go; reused by a second call.')
   flags.DEFINE_bool('quick', False, 'A tiny version (seconds per run), to test '
                     'the path end to end; its numbers mean nothing.')
 

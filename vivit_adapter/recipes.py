@@ -67,6 +67,35 @@ def stage2(config: ml_collections.ConfigDict, stage1_workdir: str, num_frames: i
   config.init_from.restore_output_projection = True
 
 
+def frozen_tower(config: ml_collections.ConfigDict, tower_checkpoint: str, variant: str,
+                 num_frames: int, normalization: str, adapter: str = 'attention') -> None:
+  """Stage 2 on a frozen image tower (docs/design.md §2e): no stage 1.
+
+  The tower (a Hugging Face CLIP / SigLIP / DINOv2 directory or an OpenCLIP
+  .safetensors file) is the frozen embedding and spatial encoder; the adapter, the
+  temporal encoder and the head start fresh.
+
+  Args:
+    config: the config to edit (its dataset recipe already applied).
+    tower_checkpoint: the tower's local path ('' until given by override).
+    variant: a tower variant, e.g. 'CLIP-B/16x2' (models/variants.py TOWERS): the
+      tower's sizes and switches.
+    num_frames: frames per clip.
+    normalization: the pixel statistics the tower was trained on ('clip', 'imagenet'
+      for DINOv2, 'minus_one_to_one' for SigLIP).
+    adapter: 'attention', 'mlp' or 'none'.
+  """
+  from vivit_adapter.models import variants  # pylint: disable=g-import-not-at-top
+  variants.apply_variant(config.model, variant)
+  config.stage = 'stage2'
+  config.dataset.num_frames = num_frames
+  config.dataset.normalization = normalization
+  config.model.freeze_spatial = True
+  config.model.adapter.type = adapter
+  config.init_from.checkpoint_path = tower_checkpoint
+  config.init_from.checkpoint_format = 'auto'
+
+
 # ----------------------------------------------------------------------------------------
 # Datasets and their training recipes.
 # ----------------------------------------------------------------------------------------

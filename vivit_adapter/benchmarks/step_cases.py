@@ -22,7 +22,7 @@ import ml_collections
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.models import create_model, variants
-from vivit_adapter.train_lib import assembly, compiled_memory, optimizers, steps
+from vivit_adapter.train_lib import assembly, compiled_memory, optimizers, startup, steps
 
 # mode -> what it sets on top of the end-to-end model (docs/design.md §1 and §2).
 # 'stage2+cached': the stage-2 step from cached frozen features (docs/design.md §2b),
@@ -88,7 +88,7 @@ def case_config(case: Case) -> ml_collections.ConfigDict:
   config.batch_size = case.batch
   config.dataset.num_frames = case.frames
   config.dataset.crop_size = case.resolution
-  # configs.validate checks the input pipeline's settings too (crop within the resize).
+  # The start-up check covers the input pipeline's settings too (crop within the resize).
   config.dataset.min_resize = max(config.dataset.min_resize, case.resolution)
   config.dataset.num_classes = case.num_classes
   stage2 = case.mode.startswith('stage2')
@@ -103,7 +103,7 @@ def case_config(case: Case) -> ml_collections.ConfigDict:
   for key, value in case.model_overrides:
     if stage2 or not key.startswith('adapter.'):
       _set_model_key(config.model, key, value)
-  configs.validate(config)
+  startup.check_config(config)
   return config
 
 

@@ -7,7 +7,9 @@ goes through the named surgery function its tests exercise (`vit_npz.vit_to_vivi
 `stage2.stage1_to_stage2`), whose account of restored/fresh names makes the message.
 """
 
+import functools
 import json
+import operator
 import os
 import re
 from typing import Optional, Sequence, Tuple
@@ -17,11 +19,19 @@ import numpy as np
 
 from data_pipelines import cli
 from data_pipelines import fs
-from vivit_adapter import config_diff
-from vivit_adapter.checkpoints import merge, scenic, stage2, vit_npz, workdir
+from vivit_adapter import configs
+from vivit_adapter.checkpoints import merge, scenic, stage2, towers, vit_npz, workdir
 from vivit_adapter.models import names
 
-FORMATS = ('auto', 'workdir', 'scenic', 'vit_npz')
+FORMATS = ('auto', 'workdir', 'scenic', 'vit_npz', towers.HUGGINGFACE, towers.OPEN_CLIP)
+# The image formats: they fill the embedding and spatial encoder, the rest stays fresh.
+_IMAGE_FORMATS = ('vit_npz', towers.HUGGINGFACE, towers.OPEN_CLIP)
+# config.init_from keys whose value is one of this package's names -> those names.
+CONFIG_CHOICES = {
+    'init_from.checkpoint_format': FORMATS,
+    'init_from.kernel_init_method': vit_npz.KERNEL_INIT_METHODS,
+    'init_from.missing_cls': vit_npz.MISSING_CLS,
+}
 # The model sizes a stage-1 run and the stage-2 run initialised from it share (stage 2
 # adds an adapter and changes the frame count on purpose).
 _SHARED_SIZE_KEYS = ('model.variant', 'model.hidden_size', 'model.patches',
@@ -29,14 +39,28 @@ _SHARED_SIZE_KEYS = ('model.variant', 'model.hidden_size', 'model.patches',
                      'model.classifier')
 
 
-def detect_format(path: str) -> str:
-  """'workdir', 'scenic' or 'vit_npz' for an existing checkpoint path.
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key when config.init_from names a checkpoint format or
+  conversion this package does not have. Run by the start-up check."""
+  for key, names in CONFIG_CHOICES.items():
+    value = functools.reduce(operator.getitem, key.split('.'), config)
+    if value not in names:
+      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
 
-  A directory with orbax step directories (or `checkpoints/`) is a workdir; a
+
+def detect_format(path: str) -> str:
+  """One of FORMATS but 'auto', for an existing checkpoint path.
+
+  A directory with `config.json` and `model.safetensors` is a Hugging Face model (a
+  workdir has a config.json but no safetensors); a `.safetensors` file is OpenCLIP's;
+  a directory with orbax step directories (or `checkpoints/`) is a workdir; a
   directory of `checkpoint_<step>` entries, or one of those, is scenic/flax; a `.npz`
   file is an image ViT; any other file is taken as a flax msgpack checkpoint.
   """
   path = os.fspath(path)
+  tower = towers.detect(path)
+  if tower:
+    return tower
   if fs.isdir(path):
     entries = fs.listdir(path)
     if ('checkpoints' in entries or any(e.isdigit() for e in entries)
@@ -52,8 +76,8 @@ def detect_format(path: str) -> str:
 
 
 def _existing_path(init_cfg: ml_collections.ConfigDict) -> str:
-  # `configs.validate` checks the choices of checkpoint_format, kernel_init_method and
-  # missing_cls (against FORMATS, vit_npz.KERNEL_INIT_METHODS, vit_npz.MISSING_CLS).
+  # `check_config` checks the choices of checkpoint_format, kernel_init_method and
+  # missing_cls (CONFIG_CHOICES) at start-up.
   path = os.fspath(init_cfg.checkpoint_path)
   if not fs.exists(path):
     raise FileNotFoundError(f'config.init_from.checkpoint_path={path!r} does not exist.')
@@ -109,25 +133,31 @@ def _patch_grid(target_flat: dict, frame_size: Sequence[int]) -> Tuple[int, int]
   return int(frame_size[0]) // ph, int(frame_size[1]) // pw
 
 
-def _from_vit_npz(init_cfg, path, target_params, target_grid) -> merge.Merged:
+def _from_image(fmt, init_cfg, path, target_params, target_grid,
+                model_config) -> merge.Merged:
+  """An image model (ViT .npz or an ecosystem tower) into embedding + spatial encoder."""
+  if fmt == 'vit_npz':
+    flat, notes, ignored = vit_npz.load_vit_npz(path), (), vit_npz.DROPPED
+  else:
+    (flat, notes), ignored = towers.load_tower(fmt, path, model_config), towers.IGNORED
   return vit_npz.vit_to_vivit_spatial(
-      vit_npz.load_vit_npz(path), target_params,
-      kernel_init_method=init_cfg.kernel_init_method, source_name=path,
-      target_grid=target_grid, missing_cls=init_cfg.missing_cls)
+      flat, target_params, kernel_init_method=init_cfg.kernel_init_method,
+      source_name=path, target_grid=target_grid, missing_cls=init_cfg.missing_cls,
+      ignore_unexpected=ignored, notes=notes)
 
 
 def _size_changes(where: str, model_config: ml_collections.ConfigDict) -> str:
   """'model.hidden_size: 64 in RUN/config.json, 32 in this config' for a workdir
   checkpoint (`where` = RUN/checkpoints/STEP) whose run had other model sizes; else ''."""
-  path = os.path.join(os.path.dirname(os.path.dirname(where)), config_diff.CONFIG_FILE)
+  path = os.path.join(os.path.dirname(os.path.dirname(where)), configs.CONFIG_FILE)
   if not fs.exists(path):
     return ''
   with fs.open(path) as f:
     saved = json.load(f).get('model', {})
-  changes = config_diff.differences({'model': saved}, {'model': model_config.to_dict()})
+  changes = configs.differences({'model': saved}, {'model': model_config.to_dict()})
   return '; '.join(f'{k}: {old!r} in {path}, {new!r} in this config'
                    for k, (old, new) in changes.items()
-                   if config_diff.under(k, _SHARED_SIZE_KEYS))
+                   if configs.under(k, _SHARED_SIZE_KEYS))
 
 
 def _from_video(fmt, init_cfg, path, target_params,
@@ -157,7 +187,7 @@ def load_init_params(init_cfg: ml_collections.ConfigDict, target_params, *,
   Args:
     init_cfg: `config.init_from` (checkpoint_path, checkpoint_format, step,
       kernel_init_method, missing_cls, restore_temporal, restore_output_projection),
-      validated by `configs.validate`.
+      validated by `check_config` at start-up.
     target_params: the model's freshly initialised parameters; they fix every name
       and shape, and supply whatever the checkpoint does not.
     model_config: `config.model`, quoted in the message.
@@ -181,9 +211,10 @@ def load_init_params(init_cfg: ml_collections.ConfigDict, target_params, *,
   fmt = init_cfg.checkpoint_format
   fmt = detect_format(path) if fmt == 'auto' else fmt
   target_flat = merge.flatten(target_params)
-  if fmt == 'vit_npz':
+  if fmt in _IMAGE_FORMATS:
     grid = _patch_grid(target_flat, frame_size) if frame_size else None
-    merged, where = _from_vit_npz(init_cfg, path, target_params, grid), path
+    merged = _from_image(fmt, init_cfg, path, target_params, grid, model_config)
+    where = path
   else:
     merged, where = _from_video(fmt, init_cfg, path, target_params, model_config)
   return merged.params, (_message(fmt, where, merged) + '\n'

@@ -183,7 +183,9 @@ def _to_video(vit_flat: Mapping, target_flat: Mapping, *, kernel_init_method: st
               source_name: str, target_grid: Optional[Sequence[int]],
               missing_cls: str) -> dict:
   """The canonical image ViT entries renamed and reshaped into the video model's names."""
-  missing = [k for k in ('embedding/kernel', 'embedding/bias', POSEMB) if k not in vit_flat]
+  needed = ('embedding/kernel', POSEMB) + (  # CLIP's towers have no patch bias
+      ('embedding/bias',) if f'{names.EMBEDDING}/bias' in target_flat else ())
+  missing = [k for k in needed if k not in vit_flat]
   if missing:
     raise ValueError(f'{source_name}: image ViT checkpoint lacks {missing}.')
   out = {_video_name(k): np.asarray(v) for k, v in vit_flat.items() if k != 'cls'}
@@ -211,7 +213,9 @@ def _notes(vit_flat: Mapping, converted: Mapping, target_flat: Mapping,
 def vit_to_vivit_spatial(vit_flat: Mapping, target_params, *,
                          kernel_init_method: str = 'central_frame', source_name: str,
                          target_grid: Optional[Sequence[int]] = None,
-                         missing_cls: str = 'error') -> merge.Merged:
+                         missing_cls: str = 'error',
+                         ignore_unexpected: Sequence[str] = DROPPED,
+                         notes: Sequence[str] = ()) -> merge.Merged:
   """Initialises embedding and spatial encoder of `target_params` from an image ViT.
 
   Args:
@@ -223,6 +227,9 @@ def vit_to_vivit_spatial(vit_flat: Mapping, target_params, *,
     missing_cls: one of MISSING_CLS: what a 'token' model does with a checkpoint
       without cls. 'error' by default because a zero cls token over a gap-trained
       encoder is a different model, which should be a deliberate choice.
+    ignore_unexpected: patterns (`merge.matches`) of checkpoint names the video model
+      has no place for, dropped and reported as unused (the image heads by default).
+    notes: the caller's own lines for the run log, after this function's.
 
   Returns:
     `merge.Merged`: params holds embedding (inflated 2D->3D), cls_SpatialTransformer
@@ -242,6 +249,7 @@ def vit_to_vivit_spatial(vit_flat: Mapping, target_params, *,
                         source_name=source_name, target_grid=target_grid,
                         missing_cls=missing_cls)
   params = merge.merge_params(target_params, converted, source_name=source_name,
-                              allow_missing=FRESH, ignore_unexpected=DROPPED)
+                              allow_missing=FRESH, ignore_unexpected=ignore_unexpected)
   return merge.account(params, target_params, converted,
-                       notes=_notes(vit_flat, converted, target_flat, kernel_init_method))
+                       notes=_notes(vit_flat, converted, target_flat, kernel_init_method)
+                       + list(notes))

@@ -6,6 +6,7 @@ host numpy arrays: the caller merges and places them with the new run's sharding
 Paths are local or gs:// URLs (see `orbax_directory`).
 """
 
+import contextlib
 import os
 from typing import Tuple
 
@@ -13,6 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from data_pipelines import cli
 from data_pipelines import fs
 from vivit_adapter.checkpoints import merge
 
@@ -97,14 +99,34 @@ def restore_workdir_params(path: str, step: int = -1) -> dict:
   """
   directory, step = find_checkpoint_step(path, step)
   with _manager(directory) as mngr:
-    metadata = mngr.item_metadata(step)['params']
+    with _damage_is_data_error(directory, step):
+      metadata = mngr.item_metadata(step)['params']
     if metadata is None:
       raise FileNotFoundError(f"Checkpoint {directory}/{step} has no 'params' item.")
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
                                 metadata.tree)
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.PyTreeRestore(restore_args=restore_args)))
+    with _damage_is_data_error(directory, step):
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          params=ocp.args.PyTreeRestore(restore_args=restore_args)))
   return dict(restored['params'])
+
+
+@contextlib.contextmanager
+def _damage_is_data_error(directory: str, step: int):
+  """A checkpoint whose files cannot be read (truncated, half copied) is the data's
+  fault, not a bug: one line naming it (cli.DataError), for stage 2's init and predict."""
+  try:
+    yield
+  except (FileNotFoundError, cli.UserError):
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if cli.exit_code(e) is not None:  # a full or forbidden disk keeps its own code
+      raise
+    first = cli.message(e).splitlines()[0][:200]
+    raise cli.DataError(
+        f'Checkpoint {directory}/{step} cannot be read ({type(e).__name__}: {first}): it is '
+        'damaged or incomplete (an interrupted copy?). Copy it again, or use another step '
+        '(--step, config.init_from.step).') from e
 
 
 def param_shapes(path: str, step: int = -1) -> dict:

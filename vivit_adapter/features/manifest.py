@@ -24,6 +24,13 @@ MODEL_KEYS = ('hidden_size', 'patches.size', 'spatial_transformer.num_layers',
 # Values a manifest written before a key existed holds implicitly: every cache made
 # before the dial was taken at the top of the spatial encoder.
 _ABSENT_MEANS = {'trainable_spatial_layers': 0}
+# The image-tower switches (models/towers.py) change the frozen output too. They are
+# recorded only where they differ from their defaults, so a cache made before they
+# existed (all of them at their defaults) still matches a run of today's model.
+TOWER_KEYS = ('patches.bias', 'spatial_transformer.pre_norm',
+              'spatial_transformer.mlp_activation', 'spatial_transformer.layer_norm_epsilon',
+              'spatial_transformer.layer_scale', 'spatial_transformer.num_registers',
+              'spatial_transformer.pooling', 'spatial_transformer.adapter_tokens')
 # config.dataset keys that decide the pixels of a view (train augmentation included).
 DATASET_KEYS = ('name', 'base_dir', 'tfds_name', 'tfds_data_dir', 'train_table',
                 'eval_table', 'test_table', 'tfds_train_split', 'tfds_eval_split',
@@ -78,7 +85,7 @@ def expected(config, *, params_hash: str, kind: str) -> Dict:
       'format_version': feature_cache.FORMAT_VERSION,
       'frozen_params_sha256': params_hash,
       'kind': kind,
-      'model': {k: _get(config.model, k) for k in MODEL_KEYS},
+      'model': {**{k: _get(config.model, k) for k in MODEL_KEYS}, **_tower_fields(config)},
       'dataset': {k: _get(config.dataset, k) for k in DATASET_KEYS},
   }
 
@@ -86,6 +93,13 @@ def expected(config, *, params_hash: str, kind: str) -> Dict:
 def with_implicit_keys(manifest: Dict) -> Dict:
   """`manifest` with the model keys an older manifest holds implicitly, made explicit."""
   return dict(manifest, model={**_ABSENT_MEANS, **manifest.get('model', {})})
+
+
+def _tower_fields(config) -> Dict:
+  from vivit_adapter import configs  # pylint: disable=g-import-not-at-top
+  default = configs.base_config().model
+  return {k: _get(config.model, k) for k in TOWER_KEYS
+          if _get(config.model, k) != _get(default, k)}
 
 
 def compatible_kind(cache_kind: str, adapter_type: str) -> bool:

@@ -1,8 +1,12 @@
 """Models: the ViViT factorised encoder, its adapter, named variants."""
 
+import functools
+import operator
+
 import jax.numpy as jnp
 import ml_collections
 
+from vivit_adapter.models import towers
 from vivit_adapter.models import variants
 from vivit_adapter.models.adapter import ADAPTER_TYPES
 from vivit_adapter.models.inputs import NORMALIZATIONS, normalize
@@ -11,6 +15,48 @@ from vivit_adapter.models.vivit import AdapterSpec, EncoderSpec, ViViTFactorised
 
 CLASSIFIERS = ('token', 'gap')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# Config keys whose value is one of this package's names -> those names (check_choices).
+CONFIG_CHOICES = {
+    'model.classifier': CLASSIFIERS,
+    'model.adapter.type': ADAPTER_TYPES,
+    'model.dtype': tuple(DTYPES),
+    'model.head_kernel_init': tuple(HEAD_INITS),
+    'model.spatial_transformer.mlp_activation': tuple(towers.ACTIVATIONS),
+    'model.spatial_transformer.pooling': towers.POOLINGS,
+    'model.spatial_transformer.adapter_tokens': towers.ADAPTER_TOKENS,
+    'dataset.normalization': NORMALIZATIONS,
+}
+
+
+def check_choices(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key when a model option is not one this package has.
+
+  Each set is its implementation's constant, so a choice added where it is implemented
+  is accepted. Run by the start-up check (train_lib.startup.check_config).
+  """
+  for key, names in CONFIG_CHOICES.items():
+    value = functools.reduce(operator.getitem, key.split('.'), config)
+    if value not in names:
+      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
+
+
+def check_sizes(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the keys when config.model's sizes cannot work together
+  (or with the clip length, config.dataset.num_frames)."""
+  if config.model.recompute_frozen and not (config.model.freeze_spatial and
+                                            config.model.spatial_chunk_size > 0):
+    raise ValueError('config.model.recompute_frozen=True needs config.model.freeze_spatial'
+                     '=True and config.model.spatial_chunk_size > 0 (it recomputes the '
+                     'frozen chunks).')
+  if config.model.variant:
+    variants.parse_variant(config.model.variant)
+  towers.check_config(config.model)
+  check_dial(config.model)
+  patch_t = config.model.patches.size[2]
+  if config.dataset.num_frames % patch_t:
+    raise ValueError(
+        f'config.dataset.num_frames={config.dataset.num_frames} must be a multiple of the '
+        f'tubelet length config.model.patches.size[2]={patch_t}.')
 
 
 def check_dial(model_config: ml_collections.ConfigDict) -> None:
@@ -30,7 +76,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
   """Builds the ViViT factorised encoder described by `config.model`.
 
   Reads the size fields only: a variant was written into them when the config was
-  built (variants.apply_variant), and configs.validate has checked the named choices.
+  built (variants.apply_variant), and `check_choices` has checked the named choices.
   `module.apply({'params': params}, video, train=False)` maps (B,T,H,W,3) video to
   (B, num_classes) logits. With `normalization` (config.dataset.normalization) the
   video is pixels in [0, 255], uint8 as the input pipelines yield it, normalised on the
@@ -62,10 +108,11 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       recompute_frozen=cfg.recompute_frozen,
       dtype=DTYPES[cfg.dtype],
       head_kernel_init=cfg.head_kernel_init,
-      normalization=normalization)
+      normalization=normalization,
+      spatial_tower=towers.from_config(cfg))
 
 
 __all__ = ['create_model', 'check_dial', 'ViViTFactorisedEncoder', 'EncoderSpec', 'AdapterSpec',
            'ADAPTER_TYPES', 'CLASSIFIERS', 'DTYPES', 'HEAD_INITS', 'NORMALIZATIONS',
-           'normalize', 'variants',
+           'normalize', 'towers', 'variants', 'CONFIG_CHOICES', 'check_choices', 'check_sizes',
            'WHOLE', 'FROZEN_PART', 'TRAINABLE_PART', 'PARTS']

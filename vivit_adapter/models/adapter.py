@@ -105,7 +105,7 @@ def make_adapter(adapter_config, hidden_size: int, classifier: str, *,
 
   `scan_chunks` (attention adapter only) returns it as a rematerialised `nn.scan`
   over a leading axis of chunks: called as `(None, chunks) -> (None, outputs)`.
-  The type is one of ADAPTER_TYPES (`configs.validate` checks the config); every
+  The type is one of ADAPTER_TYPES (`models.check_choices` checks the config); every
   type is matched by name, so an unknown one can never fall through to a real adapter.
   """
   kind = adapter_config.type

@@ -18,6 +18,8 @@ import numpy as np
 _MEAN_STD = {
     'minus_one_to_one': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [0, 1] -> [-1, 1]
     'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # OpenAI CLIP's (and OpenCLIP's) pixel statistics, which its towers were trained on.
+    'clip': ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
 }
 NORMALIZATIONS = tuple(_MEAN_STD)
 

@@ -2,7 +2,10 @@
 
 Pre-norm blocks, LayerNorm epsilon 1e-6 (flax's default), tanh-approximated GELU
 (flax's default `nn.gelu`), a learned position embedding added after the CLS token is
-prepended, and a final `encoder_norm`.
+prepended, and a final `encoder_norm`. The image towers' switches (models/towers.py:
+a LayerNorm before the blocks, another activation or epsilon, layer scale, register
+tokens, a per-frame readout) are fields whose defaults are exactly that, so scenic's
+model is what a default `Encoder` computes.
 """
 
 from typing import Any, Optional
@@ -13,6 +16,7 @@ import jax.numpy as jnp
 
 from vivit_adapter.models import attention
 from vivit_adapter.models import names
+from vivit_adapter.models import towers
 
 Dtype = Any
 
@@ -41,6 +45,7 @@ class MlpBlock(nn.Module):
   dropout_rate: float = 0.0
   deterministic: bool = True
   dtype: Dtype = jnp.float32
+  activation: str = towers.DEFAULT_ACTIVATION  # a name from towers.ACTIVATIONS
 
   @nn.compact
   def __call__(self, x):
@@ -48,7 +53,7 @@ class MlpBlock(nn.Module):
     y = nn.Dense(self.mlp_dim, dtype=self.dtype,
                  kernel_init=nn.initializers.xavier_uniform(),
                  bias_init=nn.initializers.normal(stddev=1e-6), name=names.MLP_IN)(x)
-    y = nn.gelu(y)
+    y = towers.ACTIVATIONS[self.activation](y)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=self.deterministic)
     y = nn.Dense(out_dim, dtype=self.dtype,
                  kernel_init=nn.initializers.xavier_uniform(),
@@ -66,10 +71,15 @@ class EncoderBlock(nn.Module):
   deterministic: bool = True
   dtype: Dtype = jnp.float32
   query_chunk_size: int = 0  # > 0: attention.query_chunked_attention
+  # Image-tower switches (models/towers.py); the defaults are scenic's block.
+  layer_norm_epsilon: float = towers.DEFAULT_EPSILON
+  mlp_activation: str = towers.DEFAULT_ACTIVATION
+  layer_scale: bool = False
 
   @nn.compact
   def __call__(self, inputs):
-    x = nn.LayerNorm(dtype=self.dtype, name=names.ATTENTION_NORM)(inputs)
+    eps = self.layer_norm_epsilon
+    x = nn.LayerNorm(epsilon=eps, dtype=self.dtype, name=names.ATTENTION_NORM)(inputs)
     # force_fp32_for_softmax: with bfloat16 activations the softmax's max and sum are
     # still float32 (a no-op for a float32 model).
     x = nn.MultiHeadDotProductAttention(
@@ -80,11 +90,15 @@ class EncoderBlock(nn.Module):
         attention_fn=attention.attention_fn(self.query_chunk_size),
         name=names.ATTENTION)(x, x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=self.deterministic)
+    if self.layer_scale:
+      x = towers.LayerScale(name=names.LAYER_SCALE_ATTENTION)(x)
     x = StochasticDepth(self.droplayer_p, self.deterministic)(x)
     x = x + inputs
-    y = nn.LayerNorm(dtype=self.dtype, name=names.MLP_NORM)(x)
+    y = nn.LayerNorm(epsilon=eps, dtype=self.dtype, name=names.MLP_NORM)(x)
     y = MlpBlock(self.mlp_dim, self.dropout_rate, self.deterministic, self.dtype,
-                 name=names.MLP)(y)
+                 self.mlp_activation, name=names.MLP)(y)
+    if self.layer_scale:
+      y = towers.LayerScale(name=names.LAYER_SCALE_MLP)(y)
     y = StochasticDepth(self.droplayer_p, self.deterministic)(y)
     return x + y
 
@@ -114,6 +128,8 @@ class Encoder(nn.Module):
   deterministic: bool = True
   dtype: Dtype = jnp.float32
   query_chunk_size: int = 0  # > 0: attention over blocks of this many queries
+  # The image towers' switches (models/towers.py); the default is scenic's encoder.
+  tower: towers.TowerOptions = towers.TowerOptions()
 
   @nn.compact
   def __call__(self, x, *, start: int = 0, stop: Optional[int] = None,
@@ -134,8 +150,13 @@ def _encode(mdl: Encoder, x, start: int, stop: int, posemb: bool, deterministic:
   `posemb`; called inside its compact scope."""
   if x.ndim != 3:
     raise ValueError(f'Encoder expects (batch, tokens, width), got shape {x.shape}.')
+  tower = mdl.tower
   if posemb:
     x = AddPositionEmbs(name=names.POSEMB_MODULE)(x)
+    x = towers.insert_registers(mdl, x)
+    if tower.pre_norm:
+      x = nn.LayerNorm(epsilon=tower.layer_norm_epsilon, dtype=mdl.dtype,
+                       name=names.PRE_NORM)(x)
     x = nn.Dropout(mdl.dropout_rate)(x, deterministic=deterministic)
   # nn.remat keeps flax's default prevent_cse=True. The blocks are unrolled in a Python
   # loop, and outside a scan XLA's common-subexpression elimination could merge the
@@ -150,10 +171,13 @@ def _encode(mdl: Encoder, x, start: int, stop: int, posemb: bool, deterministic:
         attention_dropout_rate=mdl.attention_dropout_rate,
         droplayer_p=droplayer_p, deterministic=deterministic,
         dtype=mdl.dtype, query_chunk_size=mdl.query_chunk_size,
-        name=names.encoder_block(i))(x)
+        layer_norm_epsilon=tower.layer_norm_epsilon, mlp_activation=tower.mlp_activation,
+        layer_scale=tower.layer_scale, name=names.encoder_block(i))(x)
   if stop < mdl.num_layers:
     return x
-  return nn.LayerNorm(dtype=mdl.dtype, name=names.ENCODER_NORM)(x)
+  x = nn.LayerNorm(epsilon=tower.layer_norm_epsilon, dtype=mdl.dtype,
+                   name=names.ENCODER_NORM)(x)
+  return towers.frame_readout(mdl, x, MlpBlock)
 
 
 class AddPositionEmbs(nn.Module):

@@ -51,6 +51,14 @@ MLP_NORM = 'LayerNorm_1'
 MLP = 'MlpBlock_0'
 MLP_IN, MLP_OUT = 'Dense_0', 'Dense_1'
 
+# ---- image-tower parts (models/towers.py), present only when their option is on -----
+PRE_NORM = 'pre_norm'  # in an encoder: LayerNorm before the blocks (CLIP)
+REGISTERS = 'registers'  # in an encoder: (1, R, D) register tokens (DINOv2)
+LAYER_SCALE_ATTENTION, LAYER_SCALE_MLP = 'LayerScale_0', 'LayerScale_1'  # in a block
+LAYER_SCALE_PARAM = 'scale'
+MAP_HEAD = 'MAPHead_0'  # in an encoder: attention pooling of a frame (SigLIP)
+MAP_PROBE = 'probe'  # in MAP_HEAD, beside ATTENTION, ATTENTION_NORM and MLP
+
 # ---- full paths ---------------------------------------------------------------------
 SPATIAL_POSEMB = f'{SPATIAL}/{POSEMB}'
 TEMPORAL_POSEMB = f'{TEMPORAL}/{POSEMB}'

@@ -22,6 +22,7 @@ from vivit_adapter.models import adapter as adapter_lib
 from vivit_adapter.models import inputs as inputs_lib
 from vivit_adapter.models import layers
 from vivit_adapter.models import names
+from vivit_adapter.models import towers
 
 
 # scenic zero-initialises the head, which suits fine-tuning a pretrained encoder. From
@@ -77,6 +78,14 @@ class ViViTFactorisedEncoder(nn.Module):
   # inputs.NORMALIZATIONS = the input is pixels in [0, 255] (uint8 from the pipelines),
   # normalised on the device (models/inputs.py).
   normalization: str = ''
+  # The spatial encoder's image-tower switches (models/towers.py); the default is
+  # scenic's ViT, so a default model is unchanged.
+  spatial_tower: towers.TowerOptions = towers.TowerOptions()
+
+  @property
+  def _frame_classifier(self) -> str:
+    """How one frame's spatial output is pooled (the temporal encoder uses `classifier`)."""
+    return towers.frame_classifier(self.spatial_tower, self.classifier)
 
   @nn.compact
   def __call__(self, inputs, *, train: bool = False, part: str = WHOLE):
@@ -105,7 +114,7 @@ class ViViTFactorisedEncoder(nn.Module):
     if part == FROZEN_PART:
       if self.trainable_spatial_layers or adapter_lib.reads_tokens(self.adapter.type):
         return tokens
-      return adapter_lib.pool_tokens(tokens, self.classifier)
+      return adapter_lib.pool_tokens(tokens, self._frame_classifier)
     return self._adapt_temporal_head(tokens, train)
 
   @property
@@ -122,7 +131,7 @@ class ViViTFactorisedEncoder(nn.Module):
     if self.dial < self.spatial.num_layers:
       b, t, n, d = features.shape
       top = _spatial_encoder(self, train).above_dial(features.reshape(b * t, n, d))
-      features = top.reshape(b, t, n, d)
+      features = top.reshape(b, t, top.shape[1], d)  # a tower's readout changes the count
     return self._adapt_temporal_head(features, train)
 
   def _adapt_temporal_head(self, tokens, train):
@@ -158,10 +167,11 @@ class ViViTFactorisedEncoder(nn.Module):
     """Tubelet embedding, with the spatial CLS token prepended per temporal index."""
     ph, pw, pt = self.patches
     x = nn.Conv(self.hidden_size, (pt, ph, pw), strides=(pt, ph, pw), padding='VALID',
-                dtype=self.dtype, name=names.EMBEDDING)(self._model_input(video))
+                use_bias=self.spatial_tower.patch_bias, dtype=self.dtype,
+                name=names.EMBEDDING)(self._model_input(video))
     b, t, h, w, d = x.shape
     x = x.reshape(b, t, h * w, d)
-    if self.classifier == 'token':
+    if towers.spatial_has_cls(self.spatial_tower, self.classifier):
       cls = self.param(names.SPATIAL_CLS, nn.initializers.zeros, (1, 1, d))
       cls = jnp.broadcast_to(cls.astype(x.dtype), (b, t, 1, d))
       x = jnp.concatenate([cls, x], axis=2)
@@ -239,12 +249,13 @@ class ViViTFactorisedEncoder(nn.Module):
     chunk = self.spatial_chunk_size
     chunked = (self.adapter.type == 'attention' and chunk and chunk < tokens.shape[1])
     module = adapter_lib.make_adapter(
-        self.adapter, self.hidden_size, self.classifier,
+        self.adapter, self.hidden_size, self._frame_classifier,
         dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
         deterministic=not train, dtype=self.dtype, scan_chunks=chunked)
     if module is None or isinstance(module, adapter_lib.MlpAdapter):
-      pooled = tokens if pooled_input else adapter_lib.pool_tokens(tokens, self.classifier)
+      pooled = (tokens if pooled_input
+                else adapter_lib.pool_tokens(tokens, self._frame_classifier))
       return pooled if module is None else module(pooled)
     if chunked:
       return self._chunked_adapter(module, tokens, chunk)
@@ -281,14 +292,15 @@ class ViViTFactorisedEncoder(nn.Module):
     return adapter_lib.pool_tokens(x, self.classifier)
 
   def _encoder(self, spec: EncoderSpec, name: str, train: bool, *,
-               remat: Optional[bool] = None, query_chunk_size: int = 0):
+               remat: Optional[bool] = None, query_chunk_size: int = 0,
+               tower: towers.TowerOptions = towers.TowerOptions()):
     return layers.Encoder(
         num_layers=spec.num_layers, mlp_dim=spec.mlp_dim, num_heads=spec.num_heads,
         dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
         stochastic_droplayer_rate=self.stochastic_droplayer_rate,
         remat=self.remat if remat is None else remat, deterministic=not train,
-        dtype=self.dtype, query_chunk_size=query_chunk_size, name=name)
+        dtype=self.dtype, query_chunk_size=query_chunk_size, tower=tower, name=name)
 
 
 def _embed_and_encode(mdl: ViViTFactorisedEncoder, video, train, below_dial=False):
@@ -304,7 +316,7 @@ def _embed_and_encode(mdl: ViViTFactorisedEncoder, video, train, below_dial=Fals
   x = enc.below_dial(x.reshape(b * t, n, d))
   if not below_dial:
     x = enc.above_dial(x)
-  return x.reshape(b, t, n, d)
+  return x.reshape(b, t, x.shape[1], d)  # registers, or a tower's readout, change the count
 
 
 class _SplitSpatial(NamedTuple):
@@ -335,5 +347,5 @@ class _SplitSpatial(NamedTuple):
 
 def _spatial_encoder(mdl: ViViTFactorisedEncoder, train) -> _SplitSpatial:
   # pylint: disable=protected-access
-  return _SplitSpatial(mdl._encoder(mdl.spatial, names.SPATIAL, train), mdl.dial,
-                       mdl.spatial.num_layers, train, mdl.freeze_spatial)
+  enc = mdl._encoder(mdl.spatial, names.SPATIAL, train, tower=mdl.spatial_tower)
+  return _SplitSpatial(enc, mdl.dial, mdl.spatial.num_layers, train, mdl.freeze_spatial)

@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from data_pipelines import tf_runtime
 from vivit_adapter.models import inputs as model_inputs
 from vivit_adapter.models import layers
 from vivit_adapter.models.vivit import EncoderSpec
@@ -128,7 +129,7 @@ def video_frame_images(ds_cfg: ml_collections.ConfigDict, split: str,
                        num: int) -> ImageData:
   """About `num` frames of `split`'s videos ('train' or 'eval'), a few evenly spaced per
   video, labelled with the video's class; resized and centre-cropped as eval clips are."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   from data_pipelines import dmvr_format  # pylint: disable=g-import-not-at-top
   from data_pipelines import reader, video_ops  # pylint: disable=g-import-not-at-top
   files = dmvr_format.expand_table(ds_cfg[f'{split}_table'], ds_cfg.base_dir)
@@ -151,7 +152,7 @@ def video_frame_images(ds_cfg: ml_collections.ConfigDict, split: str,
 def make_images(num: int, *, seed: int, offset: int, resolution: int, scene,
                 normalization: str, task: str = 'position') -> ImageData:
   """`num` synthetic frames (JPEG round trip, as the videos have) and their labels."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   frames, labels = [], []
   for i in range(offset, offset + num):

@@ -20,7 +20,7 @@ eval curve from its `History`.
 import json
 import os
 import shutil
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import ml_collections
 
@@ -40,6 +40,14 @@ def finished_summary(run_dir: str) -> Optional[Dict[str, Any]]:
     return None
   summary['eval_curve'] = eval_curve(run_dir, summary)
   return summary
+
+
+def first_at(curve: Sequence[Dict[str, float]], target: float, clock: str
+             ) -> Optional[float]:
+  """`clock` ('step', 'train_time_s', 'train_cpu_s') at the first evaluation of `curve`
+  (`eval_curve`) whose top-1 reaches `target` (%); None if none does. Read at
+  evaluations, so a time to accuracy is an upper bound."""
+  return next((p[clock] for p in curve if p['top1'] >= target), None)
 
 
 def eval_curve(run_dir: str, summary: Dict[str, Any]) -> List[Dict[str, float]]:

@@ -22,6 +22,7 @@ from absl import logging
 from data_pipelines import cli
 from vivit_adapter.checkpoints import merge
 from vivit_adapter.checkpoints import workdir as run_checkpoints
+from vivit_adapter.train_lib import finite
 
 ITEMS = ('params', 'state', 'meta')
 # What TensorStore and etils put in the text of a failed write -> the errno it stands for,
@@ -111,6 +112,13 @@ def restore_latest(manager: ocp.CheckpointManager, state) -> Optional[Tuple[Any,
                       type(e).__name__, cli.message(e).splitlines()[0][:300])
       continue
     inner = restored['state']
+    bad = finite.nonfinite_names({'params': restored['params'],
+                                  'opt_state': inner['opt_state']})
+    if bad:  # written before saves were checked: never resume from it
+      logging.warning('Checkpoint step %d in %s is not finite (%s) and was skipped; '
+                      'restoring the one before it.', step, manager.directory,
+                      finite.describe(bad))
+      continue
     new_state = state.replace(params=restored['params'], opt_state=inner['opt_state'],
                               step=inner['step'], rng=inner['rng'])
     return new_state, dict(restored['meta']), step
@@ -161,10 +169,12 @@ class PreemptionWatcher:
   def _handle(self, signum, frame):
     del frame
     self.requested = signal.Signals(signum).name
+    cli.request_stop(self.requested)  # ends a wait on a blocked input pipeline too
     logging.warning('%s received: saving a checkpoint and stopping after this step.',
                     self.requested)
 
   def __exit__(self, *exc):
+    cli.request_stop('')
     for sig, previous in self._previous.items():
       signal.signal(sig, previous)
     return False

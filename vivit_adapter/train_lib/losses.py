@@ -35,4 +35,11 @@ def topk_correct(scores, labels, k: int, weights):
   classes = jnp.arange(scores.shape[-1])
   ahead = (scores > label_score) | ((scores == label_score) & (classes < labels[:, None]))
   rank = jnp.sum(ahead, axis=-1)
-  return jnp.sum((rank < k) * weights)
+  # NaN compares false with everything, so a NaN row would rank every label first.
+  finite = jnp.all(jnp.isfinite(scores), axis=-1)
+  return jnp.sum(((rank < k) & finite) * weights)
+
+
+def nonfinite_count(scores, weights):
+  """Weighted count of examples with a NaN or infinite score (they are never correct)."""
+  return jnp.sum(jnp.any(~jnp.isfinite(scores), axis=-1) * weights)

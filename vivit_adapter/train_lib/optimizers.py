@@ -100,23 +100,23 @@ def decay_mask(params: Dict) -> Dict:
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the key when the optimizer or schedule is not one of ours.
 
-  The one check of these two keys (configs.validate leaves them to their owner); the
-  start-up checks and `make_optimizer` run it.
+  The check of these two keys, run by the start-up check (train_lib.startup). The
+  builders below match every name and fail the same way on any other, so an unchecked
+  config can never fall through to another optimizer or schedule.
   """
   for key, value, allowed in (('optimizer', config.optimizer, OPTIMIZERS),
                               ('lr_configs.schedule', config.lr_configs.schedule, SCHEDULES)):
     if value not in allowed:
-      raise ValueError(f'config.{key}={value!r}; expected one of {allowed}.')
+      raise _unknown(key, value, allowed)
+
+
+def _unknown(key: str, value: str, allowed: Tuple[str, ...]) -> ValueError:
+  return ValueError(f'config.{key}={value!r}; expected one of {allowed}.')
 
 
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
                   total_steps: int) -> Callable[[int], jnp.ndarray]:
-  """Linear warm-up, then cosine / linear decay or a constant rate.
-
-  Checks the optimizer and schedule names first (`check_config`); `make_optimizer`
-  builds its schedule here, so neither name is used unchecked.
-  """
-  check_config(config)
+  """Linear warm-up, then cosine / linear decay or a constant rate."""
   lr = config.lr_configs
   warmup = (lr.warmup_steps if lr.warmup_steps >= 0
             else int(round(lr.warmup_epochs * steps_per_epoch)))
@@ -127,8 +127,10 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
     after = optax.cosine_decay_schedule(base, decay_steps, alpha=lr.end_factor)
   elif lr.schedule == 'linear':
     after = optax.linear_schedule(base, end, decay_steps)
-  else:  # 'constant'
+  elif lr.schedule == 'constant':
     after = optax.constant_schedule(base)
+  else:
+    raise _unknown('lr_configs.schedule', lr.schedule, SCHEDULES)
   if warmup == 0:
     return after
   return optax.join_schedules(
@@ -141,8 +143,10 @@ def _base_optimizer(config, schedule, params) -> optax.GradientTransformation:
   if config.optimizer == 'adamw':
     return optax.adamw(schedule, b1=oc.beta1, b2=oc.beta2, eps=oc.epsilon,
                        weight_decay=oc.weight_decay, mask=mask)
+  if config.optimizer not in ('momentum', 'sgd'):
+    raise _unknown('optimizer', config.optimizer, OPTIMIZERS)
   parts = []
-  if config.optimizer == 'momentum':  # else 'sgd' (check_config ran in make_schedule)
+  if config.optimizer == 'momentum':
     parts.append(optax.trace(decay=oc.momentum, nesterov=oc.nesterov))
   if oc.weight_decay:
     # Decoupled: the decay is added after momentum, scaled by the learning rate.
@@ -154,7 +158,6 @@ def _base_optimizer(config, schedule, params) -> optax.GradientTransformation:
 def make_optimizer(config: ml_collections.ConfigDict, params: Dict,
                    frozen: Tuple[str, ...], steps_per_epoch: int, total_steps: int):
   """Returns (tx, schedule) for the whole parameter tree."""
-  # First: make_schedule checks the optimizer and schedule names.
   schedule = make_schedule(config, steps_per_epoch, total_steps)
   inner = _base_optimizer(config, schedule, params)
   if config.max_grad_norm:

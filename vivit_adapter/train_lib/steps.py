@@ -115,9 +115,18 @@ def make_eval_step(model, num_classes: int):
     return {'loss': losses.weighted_cross_entropy(logits, targets, w),
             'top1': losses.topk_correct(logits, batch['label'], 1, w),
             'top5': losses.topk_correct(logits, batch['label'], 5, w),
+            'nonfinite': losses.nonfinite_count(logits, w),
             'count': jnp.sum(w)}
 
   return eval_step
+
+
+def view_probabilities(logits, num_videos: int):
+  """(num_videos * V, classes) logits, V views per video in a row -> (num_videos, classes)
+  class probabilities averaged over each video's views: the multi-view test's rule,
+  which `predict` applies too."""
+  probs = jax.nn.softmax(logits.astype(jnp.float32))
+  return probs.reshape(num_videos, -1, probs.shape[-1]).mean(axis=1)
 
 
 def make_test_step(model):
@@ -128,10 +137,11 @@ def make_test_step(model):
     b, v = inputs.shape[:2]
     logits = model.apply({'params': params}, inputs.reshape((b * v,) + inputs.shape[2:]),
                          train=False)
-    probs = jax.nn.softmax(logits.astype(jnp.float32)).reshape(b, v, -1).mean(axis=1)
+    probs = view_probabilities(logits, b)
     w = batch['batch_mask']
     return {'top1': losses.topk_correct(probs, batch['label'], 1, w),
             'top5': losses.topk_correct(probs, batch['label'], 5, w),
+            'nonfinite': losses.nonfinite_count(probs, w),
             'count': jnp.sum(w)}
 
   return test_step

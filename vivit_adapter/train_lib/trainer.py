@@ -25,10 +25,10 @@ from data_pipelines import cli
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.models import create_model
-from vivit_adapter.train_lib import assembly, checkpointing, compiled_memory, data_source
-from vivit_adapter.train_lib import evaluation
-from vivit_adapter.train_lib import optimizers, parallel, reporting, steps
-from vivit_adapter.train_lib import workdir_guard
+from vivit_adapter.train_lib import assembly, checkpointing, class_report, compiled_memory
+from vivit_adapter.train_lib import data_source
+from vivit_adapter.train_lib import evaluation, finite
+from vivit_adapter.train_lib import optimizers, parallel, reporting, startup, steps
 
 
 @dataclasses.dataclass
@@ -48,6 +48,8 @@ class Setup:
   # Jitted eval/test steps, built on first use. On the Setup rather than in a module
   # cache, so runs in one process (the demo, the ablation) never share or leak them.
   eval_fns: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  # The latest class report of each kind ('eval', 'test', 'test_cached'), for confusion.png.
+  reports: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def setup_lengths(config, info) -> tuple:
@@ -88,7 +90,7 @@ def setup_start(config, manager, state, parts, mesh):
 
 
 def setup(config, workdir) -> Setup:
-  configs.validate(config)
+  """The run's parts, for a config that passed the start-up check (startup.check)."""
   mesh = parallel.make_mesh()
   source = data_source.make_source(config)
   info = source.info
@@ -102,18 +104,32 @@ def setup(config, workdir) -> Setup:
                state=state, start='')
 
 
+def _diverged(what: str, manager) -> cli.DivergedError:
+  # A save of an earlier (finite) step may still be in flight: finish it before the
+  # error ends the process, so the checkpoint named below is complete. Every saved
+  # checkpoint passed _check_state_finite, so the latest one is good.
+  checkpointing.wait_until_finished(manager)
+  last = manager.latest_step()
+  where = (f'The last good checkpoint is step {last} in {manager.directory}'
+           if last is not None else 'No checkpoint was written yet')
+  return cli.DivergedError(
+      f'{what}; stopping. {where}. Lower config.lr_configs.base_learning_rate or check '
+      'the input data.')
+
+
 def _check_finite(metrics, step, manager):
   loss = float(jax.device_get(metrics['loss']))
   if not np.isfinite(loss):
-    # A save of an earlier (finite) step may still be in flight: finish it before the
-    # error ends the process, so the checkpoint named below is complete.
-    checkpointing.wait_until_finished(manager)
-    last = manager.latest_step()
-    where = (f'the last good checkpoint is step {last} in {manager.directory}'
-             if last is not None else 'no checkpoint was written yet')
-    raise cli.DivergedError(
-        f'Training loss is {loss} at step {step}; stopping. {where}. Lower '
-        'config.lr_configs.base_learning_rate or check the input data.')
+    raise _diverged(f'Training loss is {loss} at step {step}', manager)
+
+
+def _check_state_finite(state, step, manager):
+  """The state about to be saved is finite. The loss of a step is computed before its
+  update, so a finite loss does not prove the parameters it produced are finite."""
+  bad = finite.nonfinite_names({'params': state.params, 'opt_state': state.opt_state})
+  if bad:
+    raise _diverged(f'The training state after step {step} is not finite '
+                    f'({finite.describe(bad)}); it was not saved', manager)
 
 
 def _mean_metrics(buffer):
@@ -128,48 +144,83 @@ def save_checkpoint(s: Setup, manager, state, train_iter):
 
 
 def train_loop(s: Setup, train_iter, manager, writer, history):
-  """Runs the remaining steps; returns (state, timing dict)."""
+  """Runs the remaining steps; returns (state, timing dict).
+
+  The PreemptionWatcher is on before the first batch is fetched: SIGTERM/SIGINT while
+  the input pipeline is blocked ends the wait (cli.Preempted from the fetch, or from an
+  evaluation's), and the loop saves what it has instead of waiting for a batch.
+  """
   config, state = s.config, s.state
-  first_batch = parallel.to_global(next(train_iter), s.mesh)
-  compiled, memory = compiled_memory.compile_and_measure(s.parts.jit_step(s.mesh), state,
-                                                         first_batch)
-  log_start(s, memory)
+  with checkpointing.PreemptionWatcher() as preemption:
+    try:
+      first_batch = parallel.to_global(next(train_iter), s.mesh)
+    except cli.Preempted:
+      if not preemption.requested:
+        raise
+      return state, {**TrainClock().read(), 'memory': {}, 'preempted': preemption.requested,
+                     'saved': False}
+    compiled, memory = compiled_memory.compile_and_measure(s.parts.jit_step(s.mesh), state,
+                                                           first_batch)
+    log_start(s, memory)
+    state, clock, saved = _steps(s, state, compiled, first_batch, train_iter, manager,
+                                 writer, history, preemption)
+  checkpointing.wait_until_finished(manager)
+  return state, {**clock.read(), 'memory': memory, 'preempted': preemption.requested,
+                 'saved': saved}
+
+
+def _steps(s: Setup, state, compiled, batch, train_iter, manager, writer, history,
+           preemption):
+  """The loop proper; returns (state, clock, whether the last step is saved)."""
+  config = s.config
   eval_every = config.log_eval_steps or s.steps_per_epoch
   ckpt_every = config.checkpoint_steps or s.steps_per_epoch
   step = int(jax.device_get(state.step))
+  saved_step = step  # resumed from (or started at) it: nothing new to save yet
   progress = periodic_actions.ReportProgress(num_train_steps=s.total_steps, writer=writer,
                                              every_steps=config.log_summary_steps)
   bar = tqdm.tqdm(total=s.total_steps, initial=step, desc=config.experiment_name or 'train',
                   disable=jax.process_index() != 0 or not sys.stderr.isatty())
-  buffer, previous, batch = [], None, first_batch
+  buffer, previous = [], None
   clock = TrainClock()
-  with checkpointing.PreemptionWatcher() as preemption:
-    while step < s.total_steps:
+  while step < s.total_steps and not preemption.requested:
+    try:
       if batch is None:
         batch = parallel.to_global(next(train_iter), s.mesh)
-      state, metrics = compiled(state, batch)
-      batch = None
-      step += 1
-      if previous is not None:  # one step behind, so the device queue never drains
-        _check_finite(previous, step - 1, manager)
-      previous = metrics
-      buffer.append(metrics)
-      progress(step)
-      bar.update(1)
-      if step % config.log_summary_steps == 0 or step == s.total_steps:
-        log_train(writer, history, step, _mean_metrics(buffer), train_iter)
-        buffer = []
-      if step % eval_every == 0 and step < s.total_steps:
+    except cli.Preempted:
+      if not preemption.requested:
+        raise
+      break  # saved below
+    state, metrics = compiled(state, batch)
+    batch = None
+    step += 1
+    if previous is not None:  # one step behind, so the device queue never drains
+      _check_finite(previous, step - 1, manager)
+    previous = metrics
+    buffer.append(metrics)
+    progress(step)
+    bar.update(1)
+    if step % config.log_summary_steps == 0 or step == s.total_steps:
+      log_train(writer, history, step, _mean_metrics(buffer), train_iter)
+      buffer = []
+    if step % eval_every == 0 and step < s.total_steps:
+      try:
         with clock.excluded():
           log_eval(s, writer, history, step, state.params, timing=clock.read())
-      if step % ckpt_every == 0 or step == s.total_steps or preemption.requested:
-        _check_finite(metrics, step, manager)
-        save_checkpoint(s, manager, state, train_iter)
-      if preemption.requested:
-        break
+      except cli.Preempted:
+        if not preemption.requested:
+          raise  # saved below
+    if step % ckpt_every == 0 or step == s.total_steps or preemption.requested:
+      _check_finite(metrics, step, manager)
+      _check_state_finite(state, step, manager)
+      save_checkpoint(s, manager, state, train_iter)
+      saved_step = step
+  if preemption.requested and saved_step != step:
+    _check_state_finite(state, step, manager)
+    save_checkpoint(s, manager, state, train_iter)
+    saved_step = step
   bar.close()
-  checkpointing.wait_until_finished(manager)
-  return state, {**clock.read(), 'memory': memory, 'preempted': preemption.requested}
+  return state, clock, saved_step == step
 
 
 class TrainClock:
@@ -220,7 +271,12 @@ def log_eval(s: Setup, writer, history, step, params,
   """Evaluates on the eval split; history also gets the training seconds so far
   (TrainClock.read(): wall and CPU, evaluation excluded, since this process started
   training), for time-to-accuracy."""
-  result = evaluation.evaluate(s, params, split='eval')
+  if s.config.class_report.at_eval:
+    result, report = evaluation.evaluate_in_detail(s, params, split='eval')
+    write_class_report(s, 'eval', step, report)
+    s.reports['eval'] = report
+  else:
+    result = evaluation.evaluate(s, params, split='eval')
   if result:
     writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
     history.add(step, 'eval', {**result, **(timing or {})})
@@ -233,18 +289,21 @@ def quiet_third_party_logs() -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False) -> Dict[str, Any]:
+                       allow_config_change: bool = False,
+                       checked: Optional[startup.Checked] = None) -> Dict[str, Any]:
   """Trains and evaluates `config` in `workdir`; returns (and writes) the run summary.
 
-  A workdir with checkpoints of an incompatible config is refused before anything is
-  written (workdir_guard; `allow_config_change` admits changes that keep the shapes).
+  The start-up check (startup.check) runs first unless `checked`, what it returned to
+  the caller, covers this config and workdir: a workdir with checkpoints of an
+  incompatible config is refused before anything is written (workdir_guard;
+  `allow_config_change` admits changes that keep the shapes), bad values, missing data
+  and an unwritable workdir fail before anything compiles.
   config.json is written once the start (resume or init) succeeded. A run stopped by
   SIGTERM/SIGINT saves a checkpoint and returns {'preempted': signal name, 'step'}.
   """
   t0 = time.time()
   quiet_third_party_logs()
-  workdir_guard.check_workdir(config, workdir, allow_config_change)
-  workdir_guard.probe_writable(workdir)
+  startup.ensure_checked(config, workdir, allow_config_change, checked)
   s = setup(config, workdir)
   is_main = jax.process_index() == 0
   manager = checkpointing.make_manager(workdir, config.max_to_keep)
@@ -265,38 +324,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.warning('Stopped early (%s) at step %d; rerun the same command to resume.',
                     timing['preempted'], int(jax.device_get(state.step)))
     manager.close()
-    return {'preempted': timing['preempted'], 'step': int(jax.device_get(state.step))}
+    writer.flush()
+    return {'preempted': timing['preempted'], 'step': int(jax.device_get(state.step)),
+            'saved': timing['saved']}
   summary = finish(s, state, timing, writer, history, t0)
   manager.close()
   writer.flush()
   return summary
 
 
-def final_tests(s: Setup, params) -> Dict[str, Dict[str, float]]:
+def write_class_report(s: Setup, kind: str, step: int, report) -> None:
+  """<kind>_per_class.json and <kind>_predictions.jsonl, from process 0."""
+  if report is not None and jax.process_index() == 0:
+    class_report.write(s.workdir, kind, step, report)
+
+
+def final_tests(s: Setup, params, step: int) -> Dict[str, Dict[str, float]]:
   """{'test': ...} from the run's source; a run trained from a feature cache is also
   tested on the raw videos with the whole model ('test', comparable with every other
-  run), its cached-feature test then reported as 'test_cached'."""
+  run), its cached-feature test then reported as 'test_cached'. Each test writes its
+  class report (class_report) to the workdir and returns it under 'reports'."""
   if not s.config.run_test:
     return {}
-  out = {}
+  out, reports = {}, {}
   if s.info.num_test_examples:
-    out['test'] = evaluation.evaluate(s, params, split='test')
+    out['test'], reports['test'] = evaluation.evaluate_in_detail(s, params, split='test')
   if isinstance(s.source, data_source.CachedSource) and s.config.feature_cache.test_on_video:
     try:
-      on_video = evaluation.evaluate(s, params, split='test', on_video=True)
+      on_video, report = evaluation.evaluate_in_detail(s, params, split='test',
+                                                       on_video=True)
     except FileNotFoundError as e:  # the cache travels without its videos: fine
       logging.warning('No test on the raw videos (%s); the test is from the cache only.', e)
-      on_video = {}
+      on_video, report = {}, None
     if on_video:
       out['test_cached'], out['test'] = out.pop('test', {}), on_video
+      reports['test_cached'], reports['test'] = reports.pop('test', None), report
+  for kind, report in reports.items():
+    write_class_report(s, kind, step, report)
+  s.reports.update(reports)
   return {k: v for k, v in out.items() if v}
+
+
+def plot_confusion(s: Setup) -> None:
+  """confusion.png beside the curves: the final test's matrix (on the videos), else the
+  final eval's when config.class_report.at_eval made one."""
+  report = s.reports.get('test') or s.reports.get('eval')
+  if report is not None:
+    kind = 'test' if s.reports.get('test') else 'eval'
+    class_report.plot_confusion(report, os.path.join(s.workdir, class_report.CONFUSION_PNG),
+                                f'{s.config.experiment_name or "run"} {kind}')
 
 
 def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
   step = int(jax.device_get(state.step))
   final_eval = log_eval(s, writer, history, step, state.params,
                         timing={k: timing[k] for k in ('train_time_s', 'train_cpu_s')})
-  test, tests = {}, final_tests(s, state.params)
+  test, tests = {}, final_tests(s, state.params, step)
   for kind, result in tests.items():
     writer.write_scalars(step, {f'{kind}/{k}': v for k, v in result.items()})
     history.add(step, kind, result)
@@ -318,6 +401,7 @@ def finish(s: Setup, state, timing, writer, history, t0) -> Dict[str, Any]:
     reporting.write_summary(s.workdir, summary)
     reporting.plot_curves(history, os.path.join(s.workdir, reporting.CURVES_FILE),
                           s.config.experiment_name or s.workdir)
+    plot_confusion(s)
   logging.info('Done: eval %s, test %s, %.1fs training', final_eval, test,
                timing['train_time_s'])
   return summary

@@ -1,7 +1,8 @@
 """A run's start never damages its workdir.
 
-`check_workdir` runs before anything is written (by `vivit_adapter.main` before the
-processes join, and by `train_and_evaluate` for in-process callers): a workdir that
+`check_workdir` runs before anything is written, first in the start-up check
+(train_lib.startup.check: by `vivit_adapter.main` before the processes join, by
+`train_and_evaluate` for in-process callers that did not run it): a workdir that
 holds checkpoints is only resumed by a config that can continue them. A change to a key
 that shapes the parameters or the optimizer state (configs.STATE_SHAPE_KEYS) is refused
 in one line naming each key and both values; a change to anything else that alters the

@@ -13,6 +13,7 @@ import shutil
 from typing import Dict, List, Tuple
 
 from data_pipelines import dmvr_format
+from data_pipelines import tf_runtime
 
 # Every HOLDOUT_EVERY-th training record (the 10th, 20th, ...) becomes validation.
 HOLDOUT_EVERY = 10
@@ -134,7 +135,7 @@ def hold_out(source_dir: str, out_dir: str, names: List[str], generate: bool = T
   Kept when out_dir already holds this split of the same source (else, with
   generate=False, a ValueError); returns the note the report shows.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = tf_runtime.import_tensorflow()
   files = dmvr_format.expand_table(TABLES['train'], source_dir)
   origin = {'source_files': files, 'every': HOLDOUT_EVERY}
   meta_path = os.path.join(out_dir, dmvr_format.METADATA_FILE)

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from vivit_adapter.benchmarks import step_report
+from vivit_adapter.studies import runs as study_runs
 from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation.plan import Plan, Row, Run, Schedule
 
@@ -149,10 +150,6 @@ def sweep_report(tried: Dict[str, List[Tuple[Run, Optional[Dict]]]],
 # Time to the same accuracy (docs/design.md §2c).
 # ----------------------------------------------------------------------------------------
 
-def _first_at(curve: Sequence[Dict], target: float, clock: str) -> Optional[float]:
-  return next((p[clock] for p in curve if p['top1'] >= target), None)
-
-
 def step_prices(benchmark: Optional[Dict], stage1_frames: int) -> Optional[Dict]:
   """The compute-only clock: seconds per step of each route and per extracted clip-view,
   measured side by side in one benchmark run, so that no other job's load moves it.
@@ -189,7 +186,8 @@ def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter,
                for r in before)
   clips = sum(sum(c['written'].values()) for c in caches.values())
   extraction = clips * per_clip
-  base_step, stage2_step = _first_at(b_curve, target, 'step'), _first_at(curve, target, 'step')
+  base_step = study_runs.first_at(b_curve, target, 'step')
+  stage2_step = study_runs.first_at(curve, target, 'step')
   base_t = None if base_step is None else base_step * prices['baseline']
   two_t = (None if stage2_step is None
            else stage1 + extraction + stage2_step * stage2_price)
@@ -223,13 +221,13 @@ def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V',
       continue
     target = max(q['top1'] for q in b_curve) - ACCURACY_MARGIN
     entry = {'seed': seed, 'target_eval_top1': target,
-             'reached': _first_at(curve, target, 'train_time_s') is not None,
+             'reached': study_runs.first_at(curve, target, 'train_time_s') is not None,
              'evaluations': [len(b_curve), len(curve)]}
     for clock, run_clock, extraction in (('wall', 'train_time_s', 'extraction_s'),
                                          ('cpu', 'train_cpu_s', 'extraction_cpu_s')):
       stage1 = sum(r[run_clock] for r in before)
-      base_t = _first_at(b_curve, target, run_clock)
-      stage2 = _first_at(curve, target, run_clock)
+      base_t = study_runs.first_at(b_curve, target, run_clock)
+      stage2 = study_runs.first_at(curve, target, run_clock)
       two_t = None if stage2 is None else stage1 + p[extraction] + stage2
       entry[clock] = {'baseline_s': base_t, 'stage1_s': stage1,
                       'extraction_s': p[extraction], 'total_s': two_t,
