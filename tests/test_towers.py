@@ -156,3 +156,27 @@ def test_map_pooled_gap_model_trains_end_to_end():
   grads = jax.grad(lambda p: jnp.sum(model.apply({'params': p}, video) ** 2))(params)
   probe = grads['SpatialTransformer']['MAPHead_0']['probe']
   assert np.all(np.isfinite(probe)) and float(jnp.max(jnp.abs(probe))) > 0
+
+
+@pytest.mark.parametrize('pooling,registers', [('map', 0), ('token', 2), ('mean', 2)])
+def test_the_dial_splits_a_tower_encoder_into_parts_that_compose_to_the_whole(pooling,
+                                                                              registers):
+  # Registers and pre-norm come after the position embedding (below the dial); the
+  # encoder norm and the tower's readout (MAP head, mean) are above it: a cache taken
+  # below the dial holds the registers' tokens, and the trainable part reads them out.
+  model, _ = _model(freeze_spatial=True, trainable_spatial_layers=1,
+                    **{'spatial_transformer.pooling': pooling,
+                       'spatial_transformer.num_registers': registers,
+                       'spatial_transformer.pre_norm': True,
+                       'spatial_transformer.layer_scale': True,
+                       'adapter.type': 'mlp'})
+  video = _video()
+  params = jax.tree.map(
+      lambda p: p + 0.02 * jax.random.normal(jax.random.PRNGKey(1), p.shape, p.dtype),
+      helpers.init(model, video))
+  frozen = model.apply({'params': params}, video, part='frozen')
+  cls = int(pooling == 'token')
+  assert frozen.shape == (1, 2, cls + registers + 16, 32)  # every token after layer 0
+  whole = model.apply({'params': params}, video)
+  split = model.apply({'params': params}, frozen, part='trainable')
+  np.testing.assert_allclose(np.asarray(split), np.asarray(whole), rtol=1e-5, atol=1e-6)
