@@ -6,7 +6,8 @@ accelerators from TensorFlow before anything builds a tf.data pipeline. Every pr
 calls `configure()` once, at start, explicitly; importing a module never does it.
 
 Every module of this project imports TensorFlow (and TensorFlow Datasets) through
-`import_tensorflow()` (`import_tensorflow_datasets()`), never with a bare `import`: on
+`import_tensorflow()` (`import_tensorflow_datasets()`, and a library that imports it, such
+as clu, through `import_library`), never with a bare `import`: on
 some CPUs (AVX-512/AMX) TensorFlow's C++ start-up writes lines to file descriptor 2 at
 import ("All log messages before absl::InitializeLog() ...", "oneDNN custom operations
 are on ...") whatever TF_CPP_MIN_LOG_LEVEL says, and a program's stderr must hold only
@@ -25,6 +26,14 @@ from absl import logging
 def import_tensorflow() -> ModuleType:
   """`tensorflow`, imported with its start-up lines on stderr silenced (see above)."""
   return _import_quietly('tensorflow')
+
+
+def import_library(name: str) -> ModuleType:
+  """Module `name` of a library that imports TensorFlow when it is imported (clu's
+  metric_writers and periodic_actions do), with TensorFlow imported quietly first, so
+  that no program's stderr depends on which of its modules came first."""
+  import_tensorflow()
+  return importlib.import_module(name)
 
 
 def import_tensorflow_datasets() -> ModuleType:

@@ -15,9 +15,10 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-from clu import metric_writers  # pylint: disable=g-import-not-at-top
-
 from data_pipelines import fs  # pylint: disable=g-import-not-at-top
+from data_pipelines import tf_runtime  # pylint: disable=g-import-not-at-top
+
+metric_writers = tf_runtime.import_library('clu.metric_writers')
 
 SUMMARY_FILE = 'summary.json'
 CURVES_FILE = 'training_curves.png'

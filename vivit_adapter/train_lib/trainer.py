@@ -18,10 +18,10 @@ import ml_collections
 import numpy as np
 import tqdm
 from absl import logging
-from clu import periodic_actions
 
 import data_pipelines
 from data_pipelines import cli
+from data_pipelines import tf_runtime
 from vivit_adapter import configs
 from vivit_adapter import models
 from vivit_adapter.models import create_model
@@ -29,6 +29,8 @@ from vivit_adapter.train_lib import assembly, checkpointing, class_report, compi
 from vivit_adapter.train_lib import data_source
 from vivit_adapter.train_lib import evaluation, finite
 from vivit_adapter.train_lib import optimizers, parallel, reporting, startup, steps
+
+periodic_actions = tf_runtime.import_library('clu.periodic_actions')
 
 
 @dataclasses.dataclass
