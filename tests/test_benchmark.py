@@ -46,6 +46,7 @@ def test_benchmark_cli_on_a_config_file(tmp_path):
        '--num_batches=3', '--warmup_batches=1', '--config.dataset.crop_size=10'],
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
+  assert 'xla_bridge' not in proc.stderr  # the libraries' INFO lines are quiet, as in main
   match = re.search(r'train input pipeline: ([\d.]+) clips/s \(3 batches of 4 clips of '
                     r'4x10x10 in', proc.stdout)
   assert match and float(match.group(1)) > 0, proc.stdout

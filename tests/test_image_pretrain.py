@@ -122,9 +122,14 @@ def test_pretrain_writes_checkpoint_and_report(tmp_path):
   assert flat['head/kernel'].shape == (16, 16)
 
 
-def test_bad_arguments_say_what_to_do(tmp_path):
+def test_bad_arguments_say_what_to_do(tmp_path, capsys):
   with pytest.raises(SystemExit):
     image_pretrain_cli.main([f'--output={tmp_path}/vit.msgpack'])
+  for flag in ('--steps=0', '--batch_size=-1', '--learning_rate=0.0'):
+    with pytest.raises(SystemExit) as e:  # was optax's "requires positive decay_steps"
+      image_pretrain_cli.main([f'--output={tmp_path}/vit.npz', flag])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f'error: {flag} must be positive.')
   with pytest.raises(FileNotFoundError, match='no metadata.json there'):
     image_pretrain.world_of(str(tmp_path), 32)
   with pytest.raises(ValueError, match=r"task='colour'; expected one of \['position', "):

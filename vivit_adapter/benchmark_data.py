@@ -41,6 +41,7 @@ def main(argv):
   from data_pipelines import tf_runtime
   # pylint: enable=g-import-not-at-top
   tf_runtime.configure()  # before any tf.data pipeline: TensorFlow leaves GPUs to JAX
+  cli.quiet_library_logs()
   config = FLAGS.config
   batch_size = FLAGS.batch_size or config.batch_size // jax.process_count()
   ds = config.dataset

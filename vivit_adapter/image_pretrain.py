@@ -20,6 +20,10 @@ from vivit_adapter.studies import experiment_configs
 from vivit_adapter.studies import pretrain_settings
 
 
+# The settings that count something, or scale every update: zero or less trains nothing.
+_POSITIVE = ('steps', 'batch_size', 'learning_rate', 'num_train_images', 'num_eval_images')
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--output', required=True, help='the .npz to write')
@@ -31,6 +35,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(f'--{field.name}', type=field.type, default=field.default)
   cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
+  for name in _POSITIVE:
+    if getattr(args, name) <= 0:
+      parser.error(f'--{name}={getattr(args, name)} must be positive.')
   if not args.output.endswith('.npz'):
     parser.error(f'--output={args.output} must end in .npz (the surgery code detects '
                  'image checkpoints by that suffix).')
