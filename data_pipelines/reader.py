@@ -56,7 +56,8 @@ DATASET_NAMES = ('dmvr', 'tfds')  # DMVR-format TFRecord shards, or a prepared t
 DATASET_CHOICES = {'name': DATASET_NAMES}
 METADATA_FILE = dmvr_format.METADATA_FILE
 LABEL_MAP_FILE = 'label_map.txt'
-_METADATA_SPLIT = {'train': 'train', 'eval': 'validation', 'test': 'test'}
+# config split -> its name in metadata.json's "splits" (the converter's and generator's)
+METADATA_SPLITS = {'train': 'train', 'eval': 'validation', 'test': 'test'}
 # Bytes a TFRecord adds around each record: length (8), its CRC (4), the data's CRC (4).
 _TFRECORD_OVERHEAD = 16
 _MAX_BAD_EXAMPLES = 10  # bad records kept for the BadDataError message
@@ -292,8 +293,8 @@ def _split_size(ds_cfg, split: str, meta: dict) -> int:
   configured = ds_cfg[f'num_{split}_examples']
   if configured:
     return configured
-  if _METADATA_SPLIT[split] in meta.get('splits', {}):
-    return int(meta['splits'][_METADATA_SPLIT[split]])
+  if METADATA_SPLITS[split] in meta.get('splits', {}):
+    return int(meta['splits'][METADATA_SPLITS[split]])
   try:
     return count_records(make_source(ds_cfg, split).files)
   except FileNotFoundError:

@@ -11,7 +11,9 @@ the optimizer), from the one start-up check, train_lib.startup.check_config. Thi
 imports none of them, so every one of them can read configs (and compare them) here.
 """
 
+import functools
 import json
+import operator
 from typing import Dict, Tuple
 
 import ml_collections
@@ -252,6 +254,20 @@ def differences(old, new) -> Dict[str, Tuple[object, object]]:
   """
   a, b = flat_dict(old), flat_dict(new)
   return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]}
+
+
+def lookup(config, key: str):
+  """The value of dotted `key` ('a.b.c') in a ConfigDict or nested dict."""
+  return functools.reduce(operator.getitem, key.split('.'), config)
+
+
+def check_choices(config, choices: Dict[str, Tuple[object, ...]]) -> None:
+  """Raises ValueError naming the key when a key of `choices` ({dotted key: the names it
+  may take}) holds another value; each component passes its own named choices."""
+  for key, names in choices.items():
+    value = lookup(config, key)
+    if value not in names:
+      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
 
 
 def under(key: str, prefixes) -> bool:

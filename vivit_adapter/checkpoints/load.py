@@ -7,9 +7,7 @@ goes through the named surgery function its tests exercise (`vit_npz.vit_to_vivi
 `stage2.stage1_to_stage2`), whose account of restored/fresh names makes the message.
 """
 
-import functools
 import json
-import operator
 import os
 import re
 from typing import Optional, Sequence, Tuple
@@ -42,10 +40,7 @@ _SHARED_SIZE_KEYS = ('model.variant', 'model.hidden_size', 'model.patches',
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the key when config.init_from names a checkpoint format or
   conversion this package does not have. Run by the start-up check."""
-  for key, names in CONFIG_CHOICES.items():
-    value = functools.reduce(operator.getitem, key.split('.'), config)
-    if value not in names:
-      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
+  configs.check_choices(config, CONFIG_CHOICES)
 
 
 def detect_format(path: str) -> str:

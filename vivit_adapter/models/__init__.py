@@ -1,11 +1,10 @@
 """Models: the ViViT factorised encoder, its adapter, named variants."""
 
-import functools
-import operator
 
 import jax.numpy as jnp
 import ml_collections
 
+from vivit_adapter import configs
 from vivit_adapter.models import towers
 from vivit_adapter.models import variants
 from vivit_adapter.models.adapter import ADAPTER_TYPES
@@ -34,10 +33,7 @@ def check_choices(config: ml_collections.ConfigDict) -> None:
   Each set is its implementation's constant, so a choice added where it is implemented
   is accepted. Run by the start-up check (train_lib.startup.check_config).
   """
-  for key, names in CONFIG_CHOICES.items():
-    value = functools.reduce(operator.getitem, key.split('.'), config)
-    if value not in names:
-      raise ValueError(f'config.{key}={value!r}; expected one of {names}.')
+  configs.check_choices(config, CONFIG_CHOICES)
 
 
 def check_sizes(config: ml_collections.ConfigDict) -> None:

@@ -108,9 +108,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def _check_training(config: ml_collections.ConfigDict) -> None:
   for key in ('batch_size', 'eval_batch_size', 'gradient_accumulation_steps',
               'class_report.top_k'):
-    value = config
-    for part in key.split('.'):
-      value = value[part]
+    value = configs.lookup(config, key)
     if value <= 0:
       raise ValueError(f'config.{key}={value} must be positive.')
   if config.num_training_steps <= 0 and config.num_training_epochs <= 0:
@@ -205,8 +203,6 @@ def check_after_join(config: ml_collections.ConfigDict, process_count: int) -> N
   check_batch_sizes(config)
 
 
-# config split -> its name in metadata.json's "splits" (the converter's and generator's)
-_METADATA_SPLITS = {'train': 'train', 'eval': 'validation', 'test': 'test'}
 
 
 def needed_splits(config: ml_collections.ConfigDict) -> tuple:
@@ -231,9 +227,9 @@ def check_data_against_files(config: ml_collections.ConfigDict) -> dict:
   listed = reader.read_metadata(ds).get('splits', {})
   counts = {}
   for split in reader.SPLITS:
-    name = _METADATA_SPLITS[split]
+    name = reader.METADATA_SPLITS[split]
     try:
-      files = reader.make_source(ds, split).files
+      source = reader.make_source(ds, split)
     except FileNotFoundError as e:
       if split in needed_splits(config) and int(listed.get(name, 0)):
         raise cli.ConfigError(
@@ -241,11 +237,11 @@ def check_data_against_files(config: ml_collections.ConfigDict) -> dict:
             f'has no shards ({e}) Restore them, or remove the split from metadata.json.'
         ) from e
       continue
-    counts[split] = sum(dmvr_format.count_tfrecords(f) for f in files)
+    counts[split] = sum(dmvr_format.count_tfrecords(f) for f in source.files)
     if name in listed and int(listed[name]) != counts[split]:
       raise cli.ConfigError(
-          f'{meta_path}: splits.{name} = {listed[name]} but the {len(files)} shard(s) of '
-          f'{reader.make_source(ds, split).table!r} hold {counts[split]} records. Write '
+          f'{meta_path}: splits.{name} = {listed[name]} but the {len(source.files)} shard(s) of '
+          f'{source.table!r} hold {counts[split]} records. Write '
           'metadata.json again with the data, or delete it (sizes are then counted).')
   _check_label_map(ds)
   train = ds.num_train_examples or counts.get('train', 0)
