@@ -2,6 +2,7 @@
 models' forward passes, and reading DMVR records back. (Subprocess runs of the CLIs and
 the tiny dataset of the trainer tests live in trainer_utils.py.)"""
 
+import flax
 import jax
 import numpy as np
 import tensorflow as tf
@@ -90,3 +91,13 @@ def read_dmvr_records(directory: str, split: str):
 
 def decode_frames(encoded) -> np.ndarray:
   return np.stack([tf.io.decode_jpeg(f).numpy() for f in encoded])
+
+
+@flax.struct.dataclass
+class TrainState:
+  """The fields of the trainer's state that checkpointing saves, for tests that make one
+  by hand."""
+  params: dict
+  opt_state: dict
+  step: jax.Array
+  rng: jax.Array

@@ -5,27 +5,21 @@ import glob
 import os
 import shutil
 
-import flax
 import jax
 import jax.numpy as jnp
 import pytest
 
 from data_pipelines import cli
+from tests import helpers
 from vivit_adapter.train_lib import checkpointing
 
 
-@flax.struct.dataclass
-class State:
-  params: dict
-  opt_state: dict
-  step: jax.Array
-  rng: jax.Array
 
-
-def _state(step: int, width: int = 4) -> State:
-  return State(params={'embedding': {'kernel': jnp.full((2, width), float(step))}},
-               opt_state={'mu': jnp.zeros((2, width))}, step=jnp.asarray(step),
-               rng=jax.random.PRNGKey(0))
+def _state(step: int, width: int = 4) -> helpers.TrainState:
+  return helpers.TrainState(
+      params={'embedding': {'kernel': jnp.full((2, width), float(step))}},
+      opt_state={'mu': jnp.zeros((2, width))}, step=jnp.asarray(step),
+      rng=jax.random.PRNGKey(0))
 
 
 @pytest.fixture

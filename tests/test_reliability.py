@@ -210,20 +210,12 @@ def test_nonfinite_scores_never_count_as_correct_and_end_the_evaluation():
 
 
 def _ckpt_state(value, step):
-  import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  @flax.struct.dataclass
-  class State:
-    params: dict
-    opt_state: dict
-    step: jax.Array
-    rng: jax.Array
-
-  return State(params={'head': {'kernel': jnp.full((2, 3), value)}},
-               opt_state={'mu': jnp.zeros((2, 3))}, step=jnp.asarray(step),
-               rng=jax.random.PRNGKey(0))
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  return helpers.TrainState(params={'head': {'kernel': jnp.full((2, 3), value)}},
+                            opt_state={'mu': jnp.zeros((2, 3))}, step=jnp.asarray(step),
+                            rng=jax.random.PRNGKey(0))
 
 
 def test_a_nonfinite_state_is_never_saved_and_the_last_good_checkpoint_is_finite(tmp_path):
