@@ -12,7 +12,6 @@ from typing import Any, Iterator
 from data_pipelines import cli
 
 _POLL_S = 0.25
-_DONE = object()
 
 
 def next_of(iterator: Iterator, waiting_for: str = 'input data') -> Any:

@@ -9,7 +9,6 @@ still pay for the backward pass, which is the cost this project exists to avoid.
 import math
 from typing import Callable, Dict, Tuple
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import optax

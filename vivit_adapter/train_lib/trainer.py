@@ -152,7 +152,7 @@ def train_loop(s: Setup, train_iter, manager, writer, history):
   the input pipeline is blocked ends the wait (cli.Preempted from the fetch, or from an
   evaluation's), and the loop saves what it has instead of waiting for a batch.
   """
-  config, state = s.config, s.state
+  state = s.state
   with checkpointing.PreemptionWatcher() as preemption:
     try:
       first_batch = parallel.to_global(next(train_iter), s.mesh)
