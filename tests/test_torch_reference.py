@@ -4,6 +4,8 @@ The PyTorch reference must compute the same function and gradients as the Flax m
 and the harness must time the same training in both frameworks.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,6 +154,23 @@ def test_compare_trains_the_same_model_in_both_frameworks():
   assert text.startswith('Command: `cmd`')
   assert f'* jax / torch = {result["ratio_jax_over_torch"]:.3f} (max loss difference' in text
   assert 'XLA_FLAGS=' in text and 'load average at the end [1.0, 2.0, 3.0]' in text
+  assert result['dtype'] == 'float32' and ', float32: end-to-end train step on' in text
+
+
+def test_bfloat16_compare_trains_both_in_bfloat16():
+  """bfloat16 against torch.autocast: the same losses to bfloat16's precision, and the
+  JAX step really computes in bfloat16 (its losses are not float32's)."""
+  kwargs = dict(frames=8, resolution=16, batch=2, steps=2, warmup=1, runners=['jax', 'torch'])
+  bf16 = torch_compare.compare(_tiny_model_config(), NUM_CLASSES, dtype='bfloat16', **kwargs)
+  f32 = torch_compare.compare(_tiny_model_config(), NUM_CLASSES, **kwargs)
+  assert bf16['dtype'] == 'bfloat16'
+  assert bf16['max_loss_diff_torch'] < 0.05
+  jax_bf16, jax_f32 = bf16['frameworks']['jax']['losses'], f32['frameworks']['jax']['losses']
+  assert max(abs(a - b) for a, b in zip(jax_bf16[1:], jax_f32[1:])) > 1e-6
+  torch_bf16, torch_f32 = (r['frameworks']['torch']['losses'] for r in (bf16, f32))
+  assert max(abs(a - b) for a, b in zip(torch_bf16[1:], torch_f32[1:])) > 1e-6
+  with pytest.raises(ValueError, match='choose float32 or bfloat16'):
+    torch_compare.compare(_tiny_model_config(), NUM_CLASSES, dtype='float16', **kwargs)
 
 
 def test_compare_runs_only_the_chosen_runners():
@@ -181,3 +200,38 @@ def test_time_interleaved_warms_up_in_turn_times_round_robin_drops_failures():
   assert calls == ['a', 'a', 'b', 'b', 'c', 'c', 'a', 'b', 'c', 'a', 'b']
   assert out['c']['error'] == 'RuntimeError: no compiler' and not out['c']['step_s']
   assert len(out['a']['step_s']) == 2 and len(out['a']['warmup_s']) == 2
+
+
+def test_rounds_alternate_one_process_per_runner(monkeypatch):
+  """alternate_processes: jax, torch, jax, torch, each a child; one merged result.
+
+  The child processes are stood in for by in-process `compare` runs (a real child
+  re-imports JAX and torch and compiles: a minute for four of them), writing the JSON a
+  child writes."""
+  calls = []
+
+  def fake_run(cmd, check, stdout):
+    assert cmd[1:3] == ['-m', 'vivit_adapter.benchmarks.torch_compare'] and check
+    runner = [a for a in cmd if a.startswith('--runners=')][0].split('=')[1]
+    out = [a for a in cmd if a.startswith('--out=')][0].split('=', 1)[1]
+    calls.append((runner, [a for a in cmd[3:] if a.startswith('--frames')]))
+    result = torch_compare.compare(_tiny_model_config(), NUM_CLASSES, frames=8,
+                                   resolution=16, batch=2, steps=2, warmup=1,
+                                   runners=[runner])
+    with open(out + '.json', 'w') as f:
+      json.dump(result, f)
+
+  monkeypatch.setattr(torch_compare.subprocess, 'run', fake_run)
+  result = torch_compare.alternate_processes(['--frames=8'], ['jax', 'torch'], 2,
+                                             {'rounds': 2})
+  assert calls == [('jax', ['--frames=8']), ('torch', ['--frames=8'])] * 2
+  assert result['rounds'] == 2 and set(result['frameworks']) == {'jax', 'torch'}
+  for name in ('jax', 'torch'):
+    entry = result['frameworks'][name]
+    assert len(entry['step_s']) == 4 and len(result['round_ms'][name]) == 2
+    assert entry['ms_per_step'] == pytest.approx(1e3 * np.median(entry['step_s']))
+  assert result['ratio_jax_over_torch'] == pytest.approx(
+      result['frameworks']['jax']['ms_per_step'] / result['frameworks']['torch']['ms_per_step'])
+  assert result['max_loss_diff_torch'] < 1e-4  # both children trained the same model
+  text = torch_compare.report_markdown(dict(result, load_average=[1, 1, 1]), 'cmd')
+  assert 'the processes alternated 2 times' in text

@@ -35,7 +35,9 @@ import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, Sequence
 
@@ -79,12 +81,31 @@ def limit_cpus(threads: int) -> int:
   return len(cpus)
 
 
+def cpu_info() -> Dict[str, object]:
+  """The CPU's model name and its vector/matrix ISA flags (Linux /proc/cpuinfo): which
+  kernels oneDNN and XLA can use, the first thing a ratio between frameworks depends on."""
+  model, isa = '', []
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name') and not model:
+          model = line.split(':', 1)[1].strip()
+        if line.startswith('flags') and not isa:
+          isa = sorted(w for w in line.split(':', 1)[1].split()
+                       if w.startswith(('avx', 'amx', 'fma')))
+  except OSError:
+    pass
+  return {'cpu_model': model, 'cpu_isa': isa}
+
+
 def build_models(model_config, num_classes: int, input_shape, seed: int = 0):
   """The Flax model, its initial params and a `TorchViViTFE` holding the same values."""
   flax_model = models.create_model(model_config, num_classes, NORMALIZATION)
   video = jax.numpy.zeros((1,) + tuple(input_shape) + (3,), np.uint8)
   params = jax.jit(flax_model.init)(jax.random.PRNGKey(seed), video)['params']
-  torch_model = torch_reference.from_model_config(model_config, num_classes, input_shape)
+  float32_config = copy.deepcopy(model_config)
+  float32_config.dtype = 'float32'  # torch keeps float32 parameters; autocast is its bfloat16
+  torch_model = torch_reference.from_model_config(float32_config, num_classes, input_shape)
   torch_reference.load_flax_params(torch_model, params)
   return flax_model, params, torch_model
 
@@ -125,9 +146,12 @@ def make_trainer_step(model, params, num_classes: int):
   return parts.init_state(params, jax.random.PRNGKey(0)), parts.jit_step()
 
 
-def make_torch_step(model, learning_rate: float, momentum: float) -> Callable:
+def make_torch_step(model, learning_rate: float, momentum: float,
+                    bfloat16: bool = False) -> Callable:
   """step(pixels, labels) -> loss: normalisation, forward, backward, SGD-momentum
-  update, zero_grad."""
+  update, zero_grad. `bfloat16`: the forward pass and loss under `torch.autocast` (what
+  a PyTorch user does for bfloat16 on a CPU; the parameters stay float32, as ours do
+  with `config.model.dtype='bfloat16'`)."""
   # torch's SGD with dampening 0 is optax.sgd's momentum: buf = m * buf + g; p -= lr * buf.
   optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
   scale, offset = (torch.from_numpy(a) for a in models.inputs.pixel_affine(NORMALIZATION))
@@ -135,7 +159,8 @@ def make_torch_step(model, learning_rate: float, momentum: float) -> Callable:
 
   def step(pixels, labels):
     video = pixels.float() * scale + offset
-    loss = torch.nn.functional.cross_entropy(model(video), labels)
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bfloat16):
+      loss = torch.nn.functional.cross_entropy(model(video).float(), labels)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -172,8 +197,8 @@ def _trainer_runner(model, params, batches, num_classes: int) -> Callable[[], fl
   return run
 
 
-def _torch_runner(model, batches) -> Callable[[], float]:
-  step = make_torch_step(model, LEARNING_RATE, MOMENTUM)
+def _torch_runner(model, batches, bfloat16: bool = False) -> Callable[[], float]:
+  step = make_torch_step(model, LEARNING_RATE, MOMENTUM, bfloat16)
   batches = itertools.cycle([(torch.from_numpy(v), torch.from_numpy(y))
                              for v, y in batches])
   return lambda: step(*next(batches))
@@ -228,24 +253,31 @@ RUNNERS = ('trainer', 'jax', 'torch')  # --runners: 'jax (trainer step)', 'jax',
 
 def compare(model_config, num_classes: int, frames: int, resolution: int, batch: int,
             steps: int, warmup: int, torch_compile: bool = False, seed: int = 0,
-            runners: Sequence[str] = RUNNERS) -> Dict[str, object]:
+            runners: Sequence[str] = RUNNERS, dtype: str = 'float32') -> Dict[str, object]:
   """Builds the same model in both frameworks and times their train steps.
 
   `runners` picks which steps run in this process (all by default). Large models are
   better timed one runner per process: side by side, their activation sets compete
   for memory and the page faults of fresh buffers time the machine, not the framework.
 
+  `dtype='bfloat16'`: the JAX steps run the model with `dtype=bfloat16` (activations
+  and matmuls; parameters, softmax statistics and the loss float32), torch under
+  `torch.autocast(bfloat16)`; their losses then agree only to bfloat16's precision.
+
   Returns a JSON-able dict: median/min ms per step, first-step seconds (compilation
   included), the JAX/torch ratios and the largest loss difference over the steps.
   """
+  if dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f'--dtype={dtype}: choose float32 or bfloat16.')
   if steps < 1 or warmup < 0:
     raise ValueError(f'steps={steps} must be >= 1 and warmup={warmup} >= 0.')
   unknown = sorted(set(runners) - set(RUNNERS))
   if unknown or not runners:
     raise ValueError(f'--runners={",".join(runners)}: choose some of {RUNNERS}.')
   input_shape = (frames, resolution, resolution)
-  flax_model, params, torch_model = build_models(model_config, num_classes, input_shape,
-                                                 seed)
+  jax_config = copy.deepcopy(model_config)
+  jax_config.dtype = dtype
+  flax_model, params, torch_model = build_models(jax_config, num_classes, input_shape, seed)
   batches = _random_batches(warmup + steps, batch, input_shape, num_classes, seed)
   timed = {}
   if 'trainer' in runners:  # its own copy of the initial parameters (each runner donates)
@@ -256,19 +288,20 @@ def compare(model_config, num_classes: int, frames: int, resolution: int, batch:
   if torch_compile:
     # A copy taken before any step, so it follows the same loss trajectory.
     timed['torch.compile'] = _torch_runner(torch.compile(copy.deepcopy(torch_model)),
-                                           batches)
+                                           batches, dtype == 'bfloat16')
   if 'torch' in runners:
-    timed['torch'] = _torch_runner(torch_model, batches)
+    timed['torch'] = _torch_runner(torch_model, batches, dtype == 'bfloat16')
   del params  # donated to the JAX step
   timings = time_interleaved(timed, warmup, steps)
   return _summarise(timings, {
-      'variant': model_config.variant, 'frames': frames, 'resolution': resolution, 'batch': batch,
+      'variant': model_config.variant, 'dtype': dtype, 'frames': frames, 'resolution': resolution, 'batch': batch,
       'num_classes': num_classes, 'steps': steps, 'warmup': warmup,
       'cpus': len(os.sched_getaffinity(0)), 'torch_num_threads': torch.get_num_threads(),
       'jax_version': jax.__version__, 'torch_version': torch.__version__,
       'jax_device': str(jax.devices()[0]),
       'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY', ''),
-      'xla_flags': os.environ.get('XLA_FLAGS', '')})
+      'xla_flags': os.environ.get('XLA_FLAGS', ''), **cpu_info(),
+      'torch_cpu_capability': torch.backends.cpu.get_cpu_capability()})
 
 
 def _summarise(timings, info) -> Dict[str, object]:
@@ -278,7 +311,8 @@ def _summarise(timings, info) -> Dict[str, object]:
     entry = {'error': t['error']} if 'error' in t else {}
     if t['step_s']:
       entry.update(ms_per_step=1e3 * statistics.median(t['step_s']),
-                   ms_min=1e3 * min(t['step_s']), ms_max=1e3 * max(t['step_s']))
+                   ms_min=1e3 * min(t['step_s']), ms_max=1e3 * max(t['step_s']),
+                   step_s=list(t['step_s']))
     if t['warmup_s']:
       entry['first_step_s'] = t['warmup_s'][0]
     entry['losses'] = t['losses']
@@ -293,6 +327,46 @@ def _summarise(timings, info) -> Dict[str, object]:
       n = min(len(fw['jax']['losses']), len(fw[other]['losses']))
       result[f'max_loss_diff_{other}'] = float(np.max(np.abs(
           np.subtract(fw['jax']['losses'][:n], fw[other]['losses'][:n]))))
+  return result
+
+
+def alternate_processes(argv: Sequence[str], runners: Sequence[str], rounds: int,
+                        info: Dict[str, object]) -> Dict[str, object]:
+  """Runs each runner in a process of its own, alternating (A, B, A, B, ...) `rounds`
+  times; returns one result over all their timed steps.
+
+  For large models: a process per runner keeps their activation sets from competing for
+  memory, and alternating the processes spreads slow and fast periods of a shared
+  machine over every runner, as interleaved steps do within one process. `argv` is this
+  program's flags without --runners, --rounds and --out.
+  """
+  timings, children = {}, []
+  with tempfile.TemporaryDirectory() as tmp:
+    for r in range(rounds):
+      for runner in runners:
+        out = os.path.join(tmp, f'{r}_{runner}')
+        subprocess.run([sys.executable, '-m', 'vivit_adapter.benchmarks.torch_compare',
+                        *argv, f'--runners={runner}', '--rounds=1', f'--out={out}'],
+                       check=True, stdout=subprocess.DEVNULL)
+        with open(out + '.json') as f:
+          child = json.load(f)
+        children.append(child)
+        for name, e in child['frameworks'].items():
+          t = timings.setdefault(name, {'step_s': [], 'warmup_s': [], 'losses': []})
+          if 'error' in e:
+            t['error'] = e['error']
+          t['step_s'] += e.get('step_s', [])
+          t['losses'] = t['losses'] or e['losses']  # every round starts alike
+          if 'first_step_s' in e:
+            t['warmup_s'].append(e['first_step_s'])
+  first = {k: v for k, v in children[0].items()
+           if k not in ('frameworks', 'command', 'load_average') and not k.startswith(
+               ('ratio', 'max_loss'))}
+  result = _summarise(timings, dict(first, **info))
+  result['round_ms'] = {name: [1e3 * statistics.median(c['frameworks'][name]['step_s'])
+                               for c in children if name in c['frameworks']
+                               and c['frameworks'][name].get('step_s')]
+                        for name in timings}
   return result
 
 
@@ -324,12 +398,27 @@ def define_flags() -> None:
   flags.DEFINE_integer(
       'threads', 0, 'CPUs for both frameworks; 0 keeps the defaults (all CPUs).')
   flags.DEFINE_integer('num_classes', 400, 'Head width (Kinetics-400).')
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'float32, or bfloat16: '
+                    "config.model.dtype='bfloat16' against torch.autocast(bfloat16).")
   flags.DEFINE_bool(
       'torch_compile', False, 'Also time torch.compile(model) (needs a C++ compiler).')
   flags.DEFINE_list('runners', list(RUNNERS), 'Steps to time in this process: some of '
                     f'{RUNNERS} (one per process for large models; see compare()).')
+  flags.DEFINE_integer('rounds', 1, '> 1: each runner in a process of its own, the '
+                       'processes alternated (A, B, A, B, ...) this many times; the '
+                       'median is over every timed step of every round.')
   flags.DEFINE_string('out', '', 'Also write OUT.json and OUT.md (e.g. '
                       'docs/results/torch_s16x2_112).')
+
+
+def _interleaving(result: Dict[str, object]) -> str:
+  rounds = result.get('rounds', 1)
+  if rounds == 1:
+    return 'interleaved in one process'
+  per_round = '; '.join(f'{name} ' + ', '.join(f'{ms:.0f}' for ms in ms_list)
+                        for name, ms_list in result.get('round_ms', {}).items())
+  return (f'each runner in its own process, the processes alternated {rounds} times '
+          f'(the median is over all their steps; per round, ms: {per_round})')
 
 
 def report_markdown(result: Dict[str, object], command: str) -> str:
@@ -337,11 +426,15 @@ def report_markdown(result: Dict[str, object], command: str) -> str:
   r = result
   lines = [f'Command: `{command}`', '',
            f'ViViT-{r["variant"]}, {r["frames"]} frames, {r["resolution"]}px, batch '
-           f'{r["batch"]}: end-to-end train step on {r["cpus"]} CPUs (torch threads '
+           f'{r["batch"]}, {r.get("dtype", "float32")}: end-to-end train step on '
+           f'{r["cpus"]} CPUs of {r.get("cpu_model") or "an unnamed CPU"} '
+           f'({" ".join(r.get("cpu_isa", [])) or "ISA flags not read"}; torch capability '
+           f'{r.get("torch_cpu_capability", "?")}) (torch threads '
            f'{r["torch_num_threads"]}, OMP_WAIT_POLICY={r["omp_wait_policy"] or "unset"}, '
            f'XLA_FLAGS={r["xla_flags"] or "unset"}; JAX {r["jax_version"]}, torch '
            f'{r["torch_version"]}); median of {r["steps"]} steps after {r["warmup"]} '
-           f'warm-up, interleaved; load average at the end {r.get("load_average", "?")}.',
+           f'warm-up, {_interleaving(r)}; load average at the end '
+           f'{r.get("load_average", "?")}.',
            '', format_table(r), '']
   if 'ratio_trainer_step_over_torch' in r:
     lines.append(f'* jax trainer step / torch = {r["ratio_trainer_step_over_torch"]:.3f}')
@@ -355,12 +448,20 @@ def report_markdown(result: Dict[str, object], command: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  limit_cpus(FLAGS.threads)  # before JAX's first computation
-  model_config = configs.base_config().model
-  models.variants.apply_variant(model_config, FLAGS.variant)
-  result = compare(model_config, FLAGS.num_classes, FLAGS.frames, FLAGS.resolution,
-                   FLAGS.batch, FLAGS.steps, FLAGS.warmup, FLAGS.torch_compile,
-                   runners=FLAGS.runners)
+  if FLAGS.rounds < 1:
+    raise app.UsageError(f'--rounds={FLAGS.rounds} must be >= 1.')
+  if FLAGS.rounds > 1:
+    child_argv = [a for a in sys.argv[1:]
+                  if not a.startswith(('--runners', '--rounds', '--out'))]
+    result = alternate_processes(child_argv, FLAGS.runners, FLAGS.rounds,
+                                 {'rounds': FLAGS.rounds})
+  else:
+    limit_cpus(FLAGS.threads)  # before JAX's first computation
+    model_config = configs.base_config().model
+    models.variants.apply_variant(model_config, FLAGS.variant)
+    result = compare(model_config, FLAGS.num_classes, FLAGS.frames, FLAGS.resolution,
+                     FLAGS.batch, FLAGS.steps, FLAGS.warmup, FLAGS.torch_compile,
+                     runners=FLAGS.runners, dtype=FLAGS.dtype)
   result['load_average'] = [round(x, 2) for x in os.getloadavg()]
   command = 'python -m vivit_adapter.benchmarks.torch_compare ' + ' '.join(sys.argv[1:])
   text = report_markdown(result, command)
