@@ -102,12 +102,14 @@ def define_flags() -> None:
   flags.DEFINE_integer('frames', 32, 'Frames per clip.')
   flags.DEFINE_integer('resolution', 112, 'Frame height and width.')
   flags.DEFINE_integer('steps', 1, 'Profiled steps (after 2 untimed ones).')
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'config.model.dtype.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  case = step_cases.Case(FLAGS.variant, 'baseline', FLAGS.frames, 1, FLAGS.resolution)
+  case = step_cases.Case(FLAGS.variant, 'baseline', FLAGS.frames, 1, FLAGS.resolution,
+                         model_overrides=(('dtype', FLAGS.dtype),))
   step_cases.check_case(case)
   seconds = profile_case(case, FLAGS.steps)
   print('python -m vivit_adapter.benchmarks.step_profile ' + ' '.join(sys.argv[1:]))
