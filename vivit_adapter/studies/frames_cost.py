@@ -14,34 +14,48 @@ from vivit_adapter.studies import frames as frames_study
 from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation.plan import Run, Schedule
 
-# Seconds per step at the sweep's 32 frames (stage 1 at its 8), batch 32, measured on
-# this project's 2-core CPU machine with the benchmark CLI (docs/frames.md names the
-# command and the file); any other frame count is priced in proportion to its frames.
-STEP_SECONDS = {'baseline': 0.58, 'stage1': 0.135, 'stage2_k0': 0.0145, 'stage2_k1': 0.16,
-                'stage2_k2': 0.31}
-# Seconds per clip-view of the extraction at 32 frames (the frozen forward pass).
-EXTRACT_SECONDS = 0.006
+# Seconds per training step by frame count, batch 32, the 32-px miniature, measured on
+# this project's 2-core CPU machine (load 2.5-3.5: another study beside it) in one run of
+# the benchmark CLI (docs/frames.md names the command): the baseline (stage 1 is its step
+# at 8 frames), stage 2 from the cache with the mlp adapter at k = 0 and 1. k = 2 is not
+# measured: priced as k = 1 plus another (k = 1 - k = 0), an estimate. A frame count not
+# in a table is priced from the nearest one in proportion to its frames.
+STEP_SECONDS = {
+    'baseline': {8: 0.089, 32: 0.361, 64: 0.828, 128: 1.708},
+    'stage2_k0': {8: 0.003, 32: 0.007, 64: 0.018, 128: 0.104},
+    'stage2_k1': {8: 0.019, 32: 0.084, 64: 0.203, 128: 0.489},
+    'stage2_k2': {8: 0.035, 32: 0.161, 64: 0.388, 128: 0.874}}
+# Seconds per clip-view of the extraction at 32 frames (the frozen forward pass, about a
+# third of the baseline's step per clip), priced in proportion to the frames.
+EXTRACT_SECONDS = 0.004
 
 
-def parse_step_seconds(text: str) -> Dict[str, float]:
-  """'baseline=0.58,stage2_k0=0.02' (any subset) over STEP_SECONDS."""
-  out = dict(STEP_SECONDS)
+def parse_step_seconds(text: str) -> Dict[str, Dict[int, float]]:
+  """'baseline=0.36,stage2_k0=0.01' (any subset): a route's seconds at 32 frames; its
+  other frame counts scale with it."""
+  out = {route: dict(table) for route, table in STEP_SECONDS.items()}
   for item in (i for i in text.split(',') if i.strip()):
     route, _, value = item.partition('=')
-    if route.strip() not in STEP_SECONDS or not value:
+    route = route.strip()
+    if route not in STEP_SECONDS or not value:
       raise ValueError(f'--step_seconds: {item!r} is not ROUTE=SECONDS with ROUTE one of '
                        f'{list(STEP_SECONDS)}.')
-    out[route.strip()] = float(value)
+    factor = float(value) / STEP_SECONDS[route][32]
+    out[route] = {f: v * factor for f, v in STEP_SECONDS[route].items()}
   return out
 
 
-def step_seconds(run: Run, plan, per_step: Dict[str, float]) -> float:
-  """A run's seconds per step: its route's price at the sweep's frames (stage 1: at its
-  own), times its frames over those."""
-  if run.kind == 'stage1':
-    return per_step['stage1'] * run.frames / plan.base.stage1_frames
-  route = 'baseline' if run.kind == 'baseline' else frames_study.stage2_route(run.dial)
-  return per_step[route] * run.frames / plan.base.stage2_frames
+def price(table: Dict[int, float], frames: int) -> float:
+  """Seconds per step at `frames` from a {frames: seconds} table."""
+  nearest = min(table, key=lambda f: (abs(f - frames), f))
+  return table[nearest] * frames / nearest
+
+
+def step_seconds(run: Run, plan, per_step: Dict[str, Dict[int, float]]) -> float:
+  """A run's seconds per step (stage 1 is the baseline's step at its frames)."""
+  route = ('baseline' if run.kind in ('baseline', 'stage1')
+           else frames_study.stage2_route(run.dial))
+  return price(per_step[route], run.frames)
 
 
 def _longest(grid: Sequence[Schedule]) -> Schedule:
@@ -129,13 +143,13 @@ def estimate(plan, seeds: Sequence[int], per_step: Dict[str, float],
 
 def plan_text(est: Dict, plan) -> str:
   """What --plan_only prints."""
-  per_step = ', '.join(f'{k} {v:g}' for k, v in est['step_seconds'].items())
+  per_step = '; '.join(f'{k} ' + ', '.join(f'{f}f {v:.3g}' for f, v in sorted(t.items()))
+                       for k, t in est['step_seconds'].items())
   width = max(len(r['key']) for r in est['runs'])
   lines = ['The runs the frames study would train (--plan_only: nothing is generated or '
            'trained).',
-           f'Seconds per step at {plan.base.stage2_frames} frames (stage 1 at '
-           f'{plan.base.stage1_frames}): {per_step}; other frame counts in proportion '
-           '(--step_seconds or --benchmark_json to change them). Typical: every route at '
+           f'Seconds per step: {per_step} (stage 1: the baseline\'s at its frames; '
+           '--step_seconds or --benchmark_json to change them). Typical: every route at '
            'its grid\'s longest schedule, the first doubling of the steps tried and not '
            'kept.', '',
            f'{"phase":<24} {"seed":>4}  {"run":<{width}} {"steps":>6} {"s/step":>6} '
@@ -159,17 +173,21 @@ def plan_text(est: Dict, plan) -> str:
   return '\n'.join(lines)
 
 
-def benchmark_step_seconds(path: str, plan, per_step: Dict[str, float]) -> Dict[str, float]:
-  """STEP_SECONDS from a benchmark's OUT.json at the sweep's frame count (the cases the
-  report's compute-only clock reads); the routes it did not time keep `per_step`'s."""
+def benchmark_step_seconds(path: str, plan, per_step: Dict[str, Dict[int, float]]
+                           ) -> Dict[str, Dict[int, float]]:
+  """The step prices of a benchmark's OUT.json at every frame count of the plan (the
+  cases the report's compute-only clock reads); what it did not time keeps `per_step`'s."""
   from vivit_adapter.studies import frames_report  # pylint: disable=g-import-not-at-top
-  prices = frames_report.prices_at(path, plan, plan.base.stage2_frames)
-  if prices is None:
-    raise ValueError(f'--benchmark_json={path}: no baseline at {plan.base.stage1_frames} '
-                     f'and {plan.base.stage2_frames} frames and stage2+cached (attention) '
-                     f'at {plan.base.stage2_frames}; run the benchmark command docs/frames.md '
-                     'names.')
-  out = dict(per_step, baseline=prices['baseline'], stage1=prices['stage1'],
-             stage2_k0=prices['stage2'][frames_study.ADAPTER])
-  out.update({frames_study.stage2_route(k): v['step'] for k, v in prices['dial'].items()})
+  out = {route: dict(table) for route, table in per_step.items()}
+  for frames in plan.frames:
+    prices = frames_report.prices_at(path, plan, frames)
+    if prices is None:
+      raise ValueError(f'--benchmark_json={path}: no baseline at {plan.base.stage1_frames} '
+                       f'and {frames} frames and stage2+cached (attention) at {frames}; '
+                       'run the benchmark command docs/frames.md names.')
+    out['baseline'].update({frames: prices['baseline'],
+                            plan.base.stage1_frames: prices['stage1']})
+    out['stage2_k0'][frames] = prices['stage2'][frames_study.ADAPTER]
+    for k, dial in prices['dial'].items():
+      out.setdefault(frames_study.stage2_route(k), {})[frames] = dial['step']
   return out
