@@ -256,7 +256,9 @@ def grow_steps(runner: FramesRunner, route: str, frames: int,
     tried.append((run, runner.summary(run, SWEEP_SEED)))
     if tried[-1][1] is None:
       return None, tried
-    gain = 100 * (tried[-1][1]['eval']['top1'] - tried[-2][1]['eval']['top1'])
+    # Rounded: top-1 is a fraction of whole clips, so a gain of exactly PLATEAU_GAIN
+    # must not pass by a float's last bit.
+    gain = round(100 * (tried[-1][1]['eval']['top1'] - tried[-2][1]['eval']['top1']), 6)
     if gain <= PLATEAU_GAIN:
       break
     kept = longer
