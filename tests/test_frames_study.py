@@ -166,6 +166,38 @@ def test_the_table_per_frame_count_and_stage1_once_from_hand_made_results():
   assert [e['wall']['ratio'] for e in once] == [pytest.approx((20 + 11 + 12) / 120)] * 2
 
 
+def test_targets_per_frame_count_from_hand_made_results():
+  plan, rows, results = _rows_and_results()
+  by_name = {r.name: ablation_report.aggregate_row(r, results) for r in rows}
+  table = frames_report.frames_table(plan, by_name, benchmark_json='')
+  found = {(t['frames'], t['target'].split(' ')[0]): t for t in
+           frames_report.targets(plan, by_name, table)}
+  # Test top-1: recipe 60 against the baseline's 75 at both frame counts: missed; time:
+  # 32 / 80 = 0.4x at 64 frames (met), (20 + 1 + 10) / 40 = 0.775x at 32 (missed).
+  assert not found[32, 'recipe_k0_32f']['met'] and not found[64, 'recipe_k0_64f']['met']
+  assert '-15.00' in found[64, 'recipe_k0_64f']['measured']
+  times = {f: t for (f, name), t in found.items() if name == 'recipe_k0_' + f'{f}f,'}
+  assert [times[f]['met'] for f in (32, 64)] == [False, True]
+  assert 'wall 0.400x ± 0.000' in times[64]['measured']
+
+
+def test_memory_per_frame_count_from_benchmark_files(tmp_path):
+  def case(variant, mode, frames, total, **extra):
+    return dict(variant=variant, mode=mode, frames=frames, batch=8, resolution=224,
+                memory={'total': total}, **extra)
+  path = tmp_path / 'bench.json'
+  path.write_text(json.dumps({'cases': [
+      case('B/16x2', 'baseline', 32, 2 * 2**30), case('B/16x2', 'baseline', 128, 8 * 2**30),
+      case('B/16x2', 'baseline', 16, 2**30),  # not a frame count of the study
+      case('B/16x2', 'stage2+cached', 128, 2**29, adapter='mlp',
+           trainable_spatial_layers=1)]}))
+  table = frames_report.memory_table([str(path)], (32, 64, 128))
+  assert [(r['mode'], r['total_gib']) for r in table] == [
+      ('baseline', {'32': 2., '128': 8.}), ('stage2+cached (mlp, k=1)', {'128': 0.5})]
+  lines = frames_report.memory_lines({'memory': table, 'frames': [32, 64, 128]})
+  assert lines[2] == f'| `{path}` | B/16x2 | 224 | 8 | baseline | 2.000 | — | 8.000 |'
+
+
 def test_plan_only_prices_every_run_and_trains_nothing(tmp_path, capsys):
   """Two seeds, the dial k=0 only, against a hand count: seed 0's rows are sweep and
   growth runs; seed 1 trains its rows again."""

@@ -2,7 +2,8 @@ r"""The baseline against the two-stage recipe at 32, 64 and 128 frames (issue 31
 
   python -m vivit_adapter.frames_study --workdir=runs/frames --out=docs/frames \
       [--seeds=0,1,2] [--frames=32,64,128] [--dials=0,1] [--data=DIR]
-      [--image_checkpoint=PATH.npz] [--benchmark_json=OUT.json] [--quick]
+      [--image_checkpoint=PATH.npz] [--benchmark_json=OUT.json] [--memory_json=A.json,...]
+      [--quick]
       [--report_only] [--plan_only [--step_seconds=baseline=0.58,...]]
 
 The program: flags, then `vivit_adapter.studies.frames.run_study`; the data, the sweep,
@@ -37,6 +38,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument('--benchmark_json', default='', help='OUT.json of python -m '
                       'vivit_adapter.benchmark at every frame count: the compute-only clock '
                       '(and, with --plan_only, the step prices)')
+  parser.add_argument('--memory_json', default='', help='comma-separated OUT.json files of '
+                      'python -m vivit_adapter.benchmark (e.g. ViViT-B, compile-only) whose '
+                      'memory at the study\'s frame counts the report tables')
   parser.add_argument('--quick', action='store_true', help='tiny model, data and steps')
   parser.add_argument('--report_only', action='store_true',
                       help='train nothing: write the docs from the finished runs')
@@ -66,7 +70,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
       workdir=args.workdir, out=args.out, seeds=_ints(args.seeds),
       frames=_ints(args.frames), dials=_ints(args.dials), data_dir=args.data,
       quick=args.quick, train=not args.report_only, command=command,
-      image_checkpoint=args.image_checkpoint, benchmark_json=args.benchmark_json)
+      image_checkpoint=args.image_checkpoint, benchmark_json=args.benchmark_json,
+      memory_jsons=[p for p in args.memory_json.split(',') if p])
 
 
 def plan_only(args: argparse.Namespace) -> Dict:

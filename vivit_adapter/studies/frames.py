@@ -289,7 +289,8 @@ def frame_schedules(runner: FramesRunner, choice: Dict[str, Schedule]):
 
 def run_study(*, workdir: str, out: str, seeds: Sequence[int], frames: Sequence[int],
               dials: Sequence[int], data_dir: str, quick: bool, train: bool, command: str,
-              image_checkpoint: str = '', benchmark_json: str = '') -> Dict:
+              image_checkpoint: str = '', benchmark_json: str = '',
+              memory_jsons: Sequence[str] = ()) -> Dict:
   """Data, image checkpoint, sweep, growth, rows on every seed; writes the report."""
   # pylint: disable=g-import-not-at-top
   import glob
@@ -322,7 +323,8 @@ def run_study(*, workdir: str, out: str, seeds: Sequence[int], frames: Sequence[
   report = frames_report.build_report(
       rows, plan, seeds, runner.results(), tried=tried, choice=choice, grown=grown,
       schedules=schedules, data=data, model=ablation_report.model_info(base_config),
-      image_report=image, command=command, started=started, benchmark_json=benchmark_json)
+      image_report=image, command=command, started=started, benchmark_json=benchmark_json,
+      memory_jsons=memory_jsons)
   for path in frames_report.write_outputs(report, out):
     print(f'Wrote {path}')
   return report

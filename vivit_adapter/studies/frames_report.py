@@ -13,6 +13,7 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
+from vivit_adapter.benchmarks import step_report
 from vivit_adapter.studies import frames as frames_study
 from vivit_adapter.studies.ablation import markdown as ablation_markdown
 from vivit_adapter.studies.ablation import plots as ablation_plots
@@ -87,9 +88,40 @@ def frames_table(plan, by_name: Dict[str, Dict], benchmark_json: str) -> List[Di
   return out
 
 
+def targets(plan, by_name: Dict[str, Dict], table: List[Dict]) -> List[Dict]:
+  """The ablation's accuracy and time targets (`check_targets`) for each recipe row at
+  each frame count, against the baseline at that frame count."""
+  out = []
+  for t in table:
+    base = by_name.get(t['baseline'])
+    for k, recipe in t['recipes'].items():
+      if base and recipe['row'] in by_name:
+        found = ablation_report.check_targets(
+            {'baseline': base, recipe['row']: by_name[recipe['row']]},
+            recipe['time_to_accuracy'], recipe['row'])
+        out += [dict(target, frames=t['frames'], dial=int(k)) for target in found]
+  return out
+
+
+def memory_table(paths: Sequence[str], frames: Sequence[int]) -> List[Dict]:
+  """Compiled memory per device (GiB, compile-only) of every case of the benchmark
+  files at the study's frame counts: one row per file, variant, batch and mode."""
+  rows = {}
+  for path in paths:
+    with open(path) as f:
+      cases = json.load(f)['cases']
+    for c in cases:
+      if c['frames'] in frames and (c.get('memory') or {}).get('total'):
+        key = (path, c['variant'], c['resolution'], c['batch'], step_report.mode_label(c))
+        rows.setdefault(key, {})[str(c['frames'])] = c['memory']['total'] / 2**30
+  return [{'source': p, 'variant': v, 'resolution': r, 'batch': b, 'mode': m, 'total_gib': g}
+          for (p, v, r, b, m), g in rows.items()]
+
+
 def build_report(rows, plan, seeds: Sequence[int], results, *, tried, choice, grown,
                  schedules, data, model: Dict, image_report: Dict, command: str,
-                 started: Dict, benchmark_json: str = '') -> Dict:
+                 started: Dict, benchmark_json: str = '',
+                 memory_jsons: Sequence[str] = ()) -> Dict:
   """Everything docs/frames.{json,md,png} show, as one JSON-serialisable dict."""
   aggregated = [ablation_report.aggregate_row(r, results) for r in rows]
   by_name = {a['name']: a for a in aggregated}
@@ -115,6 +147,8 @@ def build_report(rows, plan, seeds: Sequence[int], results, *, tried, choice, gr
       'schedules': {str(f): {r: dataclasses.asdict(s) for r, s in by_route.items()}
                     for f, by_route in schedules.items()},
       'rows': aggregated, 'table': table, 'stage1_once': once,
+      'targets': targets(plan, by_name, table),
+      'memory': memory_table([p for p in (benchmark_json, *memory_jsons) if p], plan.frames),
       'model': model, 'image_checkpoint': image_report, 'data': data.description,
       'data_dir': data.base_dir, 'benchmark_json': benchmark_json or None,
       'machine_at_start': started, 'machine_at_end': ablation_report.machine_info()}
@@ -163,6 +197,36 @@ def growth_markdown(report: Dict) -> List[str]:
   return lines
 
 
+def reward_lines(report: Dict) -> List[str]:
+  """Test top-1 from the fewest to the most frames, per route: the data's claim."""
+  routes = [('baseline', [t['baseline_test_top1'] for t in report['table']])]
+  routes += [(f'recipe k={k}', [t['recipes'][str(k)]['test_top1'] for t in report['table']])
+             for k in report['dials']]
+  frames = [t['frames'] for t in report['table']]
+  lines = []
+  for name, stats in routes:
+    if stats[0] and stats[-1]:
+      lines.append(f'* {name}: test top-1 {stats[0]["mean"]:.2f} at {frames[0]} frames, '
+                   f'{stats[-1]["mean"]:.2f} at {frames[-1]} '
+                   f'({stats[-1]["mean"] - stats[0]["mean"]:+.2f} points).')
+  return lines or ['(not measured yet)']
+
+
+def memory_lines(report: Dict) -> List[str]:
+  if not report['memory']:
+    return ['(no benchmark file given: --benchmark_json for the miniature, --memory_json for '
+            'ViViT-B, e.g. docs/results/b16x2_224_cached_memory.json)']
+  frames = [str(f) for f in report['frames']]
+  lines = ['| source | variant | px | batch | mode | ' + ' | '.join(f'{f} frames' for f in frames)
+           + ' |', '|---|---|---|---|---|' + '---|' * len(frames)]
+  for r in report['memory']:
+    cells = ' | '.join(ablation_markdown._num(r['total_gib'].get(f), '.3f')  # pylint: disable=protected-access
+                       for f in frames)
+    lines.append(f'| `{r["source"]}` | {r["variant"]} | {r["resolution"]} | {r["batch"]} | '
+                 f'{r["mode"]} | {cells} |')
+  return lines
+
+
 def markdown(report: Dict, previous_path: str = '') -> str:
   status = ('complete' if report['complete'] else
             f'**PARTIAL** — missing {len(report["missing"])} results: '
@@ -199,7 +263,14 @@ def markdown(report: Dict, previous_path: str = '') -> str:
     cells = '; '.join(f'{CLOCK_NAMES[c]} {_fmt(once["ratio"][c], 3)}' for c in CLOCKS
                       if c in once['ratio']) or '—'
     lines.append(f'| {k} | {cells} | {len(once["per_seed"])} |')
-  lines += ['', f'![ratio and accuracy against frames]({name}.png)', '', '## Notes', '']
+  lines += ['', f'![ratio and accuracy against frames]({name}.png)']
+  lines += ['', '## Does the data reward frames?', ''] + reward_lines(report)
+  lines += ['', '## Targets per frame count (the ablation\'s)', '',
+            '| frames | k | target | measured | met |', '|---|---|---|---|---|']
+  lines += [f'| {t["frames"]} | {t["dial"]} | {t["target"]} | {t["measured"]} | '
+            f'{"yes" if t["met"] else "NO"} |' for t in report['targets']]
+  lines += ['', '## Compiled memory per device (GiB, compile-only)', ''] + memory_lines(report)
+  lines += ['', '## Notes', '']
   lines += ablation_markdown._previous_notes(previous_path)  # pylint: disable=protected-access
   return '\n'.join(lines) + '\n'
 
