@@ -68,6 +68,8 @@ def test_a_plan_without_the_sweeps_frame_count_or_with_an_unknown_dial_is_an_err
     frames.make_plan(False, 32, frames=(128, 64))
   with pytest.raises(ValueError, match=r'--dials: \[3\] not among'):
     frames.make_plan(False, 32, dials=(0, 3))
+  with pytest.raises(ValueError, match=r'--frames: \[48\] do not divide the 128-frame clip'):
+    frames.make_plan(False, 32, frames=(32, 48))
 
 
 class FakeRunner:

@@ -121,6 +121,11 @@ def make_plan(quick: bool, adapter_width: int, frames: Sequence[int] = (),
   if s['sweep_frames'] not in frames:
     raise ValueError(f'--frames={",".join(map(str, frames))}: the sweep runs at '
                      f'{s["sweep_frames"]} frames, so it must be one of them.')
+  clip_frames = clip_frames or (QUICK_DATA['num_frames'] if quick else CLIP_FRAMES)
+  uneven = [f for f in (*frames, s['stage1_frames']) if clip_frames % f]
+  if uneven:
+    raise ValueError(f'--frames: {uneven} do not divide the {clip_frames}-frame clip, so '
+                     'a clip of that many frames could not span it at a whole stride.')
   unknown = [k for k in dials if k not in (0, *ablation_plan.DIAL_LAYERS)]
   if unknown:
     raise ValueError(f'--dials: {unknown} not among the miniature\'s dial points '
@@ -131,10 +136,13 @@ def make_plan(quick: bool, adapter_width: int, frames: Sequence[int] = (),
                  for steps in s['steps'][route])
   grids = {'baseline': grid('baseline'), 'stage1': grid('stage1')}
   grids.update({stage2_route(k): grid('stage2') for k in dials})
+  if len(grids['baseline']) != len(grid('stage2')):
+    raise ValueError('Unequal tuning budget: LEARNING_RATES and STEPS in '
+                     'studies/frames.py give the baseline and stage 2 grids of different '
+                     'sizes; give both as many configurations.')
   base = Plan(stage2_frames=s['sweep_frames'], stage1_frames=s['stage1_frames'],
               init_frames=(s['stage1_frames'],), grids=grids, adapter_width=adapter_width,
               adapter_widths=(), views=1, eval_every=s['eval_every'], quick=quick)
-  clip_frames = clip_frames or (QUICK_DATA['num_frames'] if quick else CLIP_FRAMES)
   return FramesPlan(base, frames, tuple(dials), s['max_doublings'], clip_frames)
 
 

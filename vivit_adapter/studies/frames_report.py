@@ -214,8 +214,8 @@ def reward_lines(report: Dict) -> List[str]:
 
 def memory_lines(report: Dict) -> List[str]:
   if not report['memory']:
-    return ['(no benchmark file given: --benchmark_json for the miniature, --memory_json for '
-            'ViViT-B, e.g. docs/results/b16x2_224_cached_memory.json)']
+    return ['(no case at these frame counts: give --benchmark_json for the miniature and '
+            '--memory_json for ViViT-B, e.g. docs/results/b16x2_224_memory.json)']
   frames = [str(f) for f in report['frames']]
   lines = ['| source | variant | px | batch | mode | ' + ' | '.join(f'{f} frames' for f in frames)
            + ' |', '|---|---|---|---|---|' + '---|' * len(frames)]
