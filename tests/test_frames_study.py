@@ -286,5 +286,20 @@ def test_quick_outputs_and_report_only(quick_run, capsys):
   # The same numbers (a cache record read back lacks only the in-memory 'reused' flag).
   assert as_json([r['stats'] for r in again['rows']]) == as_json(
       [r['stats'] for r in report['rows']])
+  # A clean clone (no runs): the docs again from <out>.json, the notes kept.
+  with open(out + '.md') as f:
+    md = f.read()
+  notes = '<!-- notes -->'
+  with open(out + '.md', 'w') as f:
+    f.write(md.replace(notes, notes + '\nkeep me'))
+  os.remove(out + '.png')
+  clean = [a for a in args if not a.startswith('--workdir=')] + [
+      f'--workdir={workdir}_none', '--report_only']
+  assert as_json(frames_study.main(clean)) == as_json(again)
+  with open(out + '.md') as f:
+    assert os.path.exists(out + '.png') and 'keep me' in f.read()
+  with pytest.raises(ValueError, match='--report_only: no finished runs in .*_none and no '
+                                       '.*nothing.json to rewrite the docs from'):
+    frames_study.main(clean[1:] + [f'--out={workdir}/nothing'])
   assert as_json(again['table']) == as_json(report['table'])
 

@@ -172,9 +172,8 @@ def route_run(plan: FramesPlan, route: str, frames: int, schedule: Schedule,
     return Run('baseline', frames, schedule)
   if route == 'stage1':
     return Run('stage1', frames, schedule)
-  dial = plan.dials[[stage2_route(k) for k in plan.dials].index(route)]
   return FramesRun('stage2', frames, schedule, ADAPTER, init=stage1_run(plan, choice),
-                   dial=dial)
+                   dial=int(route.rsplit('_k', 1)[1]))  # stage2_route's k
 
 
 def row_name(route: str, frames: int) -> str:
@@ -307,8 +306,10 @@ def run_study(*, workdir: str, out: str, seeds: Sequence[int], frames: Sequence[
   from vivit_adapter.studies.ablation import report as ablation_report
   # pylint: enable=g-import-not-at-top
   if not train and not ablation_run.has_finished_runs(workdir):
-    raise ValueError(f'--report_only: no finished runs in {workdir}. Run the study first: '
-                     f'{command}')
+    if os.path.exists(out + '.json'):  # a clean clone: the docs again from the last json
+      return frames_report.rewrite_from_json(out, workdir)
+    raise ValueError(f'--report_only: no finished runs in {workdir} and no {out}.json to '
+                     f'rewrite the docs from. Run the study first: {command}')
   started = ablation_report.machine_info()
   data_args = synthetic_data(quick)
   data = study_data.prepare_synthetic(

@@ -313,11 +313,21 @@ def _errorbar(ax, frames, stats, label, color, style='-') -> None:
                 linestyle=style, marker='o', capsize=3)
 
 
+def rewrite_from_json(out: str, workdir: str) -> Dict:
+  """<out>.md and <out>.png again from <out>.json (the notes of <out>.md kept)."""
+  with open(out + '.json') as f:
+    report = json.load(f)
+  print(f'No runs in {workdir}: rewriting the docs from {out}.json.', flush=True)
+  for path in write_outputs(report, out)[1:]:
+    print(f'Wrote {path}')
+  return report
+
+
 def write_outputs(report: Dict, out: str) -> List[str]:
   """Writes <out>.json, <out>.md and <out>.png; returns their paths."""
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   paths = [out + '.json', out + '.md', out + '.png']
-  with open(paths[0], 'w') as f:
+  with open(paths[0], 'w') as f:  # the same report, rewritten, is the same bytes
     json.dump(report, f, indent=1)
   text = markdown(report, previous_path=paths[1])
   with open(paths[1], 'w') as f:
