@@ -200,6 +200,49 @@ def test_memory_per_frame_count_from_benchmark_files(tmp_path):
   assert lines[2] == f'| `{path}` | B/16x2 | 224 | 8 | baseline | 2.000 | — | 8.000 |'
 
 
+def _benchmark(path, frames=(32, 64)):
+  """A benchmark OUT.json: the baseline's step 0.01 s per frame (stage 1's at 8), stage 2
+  from the cache (attention 0.004, mlp 0.001, mlp at k=1 0.003 s per frame)."""
+  def case(mode, f, step, adapter=None, dial=0, extract=None):
+    timing = {'step_s': step} | ({'extract_s_per_clip': extract} if extract else {})
+    return dict(variant='Ti/8x2', mode=mode, frames=f, batch=32, resolution=32,
+                adapter=adapter, trainable_spatial_layers=dial, timing=timing,
+                memory={'total': f * 2**20})
+  cases = [case('baseline', 8, 0.08)]
+  for f in frames:
+    cases += [case('baseline', f, 0.01 * f),
+              case('stage2+cached', f, 0.004 * f, 'attention', extract=0.0002 * f),
+              case('stage2+cached', f, 0.001 * f, 'mlp', extract=0.0001 * f),
+              case('stage2+cached', f, 0.003 * f, 'mlp', 1, extract=0.0003 * f)]
+  path.write_text(json.dumps({'meta': {'command': 'bench'}, 'cases': cases}))
+  return str(path)
+
+
+def test_the_compute_only_clock_and_the_plans_prices_come_from_the_benchmark(tmp_path):
+  bench = _benchmark(tmp_path / 'bench.json')
+  plan, rows, results = _rows_and_results()
+  for seed in results:  # the caches' clips: 100 training views, 20 eval and test
+    for cache in results[seed]['caches'].values():
+      cache['written'] = {'train': 100, 'eval': 20}
+  by_name = {r.name: ablation_report.aggregate_row(r, results) for r in rows}
+  table = frames_report.frames_table(plan, by_name, bench)
+  # At 64 frames: the baseline reaches the target at step 1 (0.64 s a step); the recipe's
+  # stage 1 2 steps at 0.08 s, 120 clip-views at 0.0128 s (the attention case's price),
+  # stage 2's target at step 0 (no step).
+  (entry, _) = table[1]['recipes']['0']['time_to_accuracy']
+  assert entry['priced'] == pytest.approx({
+      'baseline_s': 0.64, 'stage1_s': 0.16, 'extraction_s': 120 * 0.0128,
+      'total_s': 0.16 + 120 * 0.0128, 'ratio': (0.16 + 120 * 0.0128) / 0.64})
+  plan = frames.make_plan(False, 32, frames=(32, 64), dials=(0, 1))
+  per_step = frames_cost.benchmark_step_seconds(bench, plan,
+                                                frames_cost.parse_step_seconds(''))
+  assert per_step['baseline'] == pytest.approx({8: 0.08, 32: 0.32, 64: 0.64, 128: 1.708})
+  assert per_step['stage2_k0'] == pytest.approx({8: 0.003, 32: 0.032, 64: 0.064,
+                                                 128: 0.104})
+  assert per_step['stage2_k1'][64] == pytest.approx(0.192)
+  assert frames_report.memory_table([bench], (64,))[0]['total_gib'] == {'64': 64 / 1024}
+
+
 def test_plan_only_prices_every_run_and_trains_nothing(tmp_path, capsys):
   """Two seeds, the dial k=0 only, against a hand count: seed 0's rows are sweep and
   growth runs; seed 1 trains its rows again."""
