@@ -15,18 +15,21 @@ from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation.plan import Run, Schedule
 
 # Seconds per training step by frame count, batch 32, the 32-px miniature, measured on
-# this project's 2-core CPU machine (load 2.5-3.5: another study beside it) in one run of
-# the benchmark CLI (docs/frames.md names the command): the baseline (stage 1 is its step
-# at 8 frames), stage 2 from the cache with the mlp adapter at k = 0 and 1. k = 2 is not
-# measured: priced as k = 1 plus another (k = 1 - k = 0), an estimate. A frame count not
-# in a table is priced from the nearest one in proportion to its frames.
+# this project's 2-core CPU machine (load 2.5-3.5: another study beside it) in one run
+# of the benchmark CLI, 5 timed steps each (docs/results/frames_plan_prices.{md,json};
+# it has no attention case, so it cannot be the report's --benchmark_json): the
+# baseline (stage 1 is its step at 8 frames), stage 2 from the cache with the mlp
+# adapter at k = 0 and 1. k = 2 is not measured: priced as k = 1 plus another
+# (k = 1 - k = 0), an estimate. A frame count not in a table is priced from the nearest
+# one in proportion to its frames.
 STEP_SECONDS = {
     'baseline': {8: 0.089, 32: 0.361, 64: 0.828, 128: 1.708},
     'stage2_k0': {8: 0.003, 32: 0.007, 64: 0.018, 128: 0.104},
     'stage2_k1': {8: 0.019, 32: 0.084, 64: 0.203, 128: 0.489},
     'stage2_k2': {8: 0.035, 32: 0.161, 64: 0.388, 128: 0.874}}
 # Seconds per clip-view of the extraction at 32 frames (the frozen forward pass, about a
-# third of the baseline's step per clip), priced in proportion to the frames.
+# third of the baseline's step per clip; 0.002-0.006 s in frames_plan_prices), priced in
+# proportion to the frames.
 EXTRACT_SECONDS = 0.004
 
 
