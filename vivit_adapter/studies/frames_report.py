@@ -158,7 +158,9 @@ def build_report(rows, plan, seeds: Sequence[int], results, *, tried, choice, gr
 # docs/frames.md and docs/frames.png.
 # ----------------------------------------------------------------------------------------
 
+# The ablation's cell formats (mean ± std; a number or '—'), so the two pages read alike.
 _fmt = ablation_markdown._fmt  # pylint: disable=protected-access
+_num = ablation_markdown._num  # pylint: disable=protected-access
 
 
 def _ratio_cell(stats: Dict, entries: Sequence[Dict]) -> str:
@@ -191,8 +193,7 @@ def growth_markdown(report: Dict) -> List[str]:
       kept = report['schedules'].get(frames, {}).get(route, {}).get('steps')
       for t in tried:
         lines.append(f'| {frames} | {route} | {t["steps"]} | '
-                     f'{ablation_markdown._num(t["eval_top1"], ".2f")} | '  # pylint: disable=protected-access
-                     f'{ablation_markdown._num(t["train_time_s"])} | '  # pylint: disable=protected-access
+                     f'{_num(t["eval_top1"], ".2f")} | {_num(t["train_time_s"])} | '
                      f'{"**yes**" if t["steps"] == kept else ""} |')
   return lines
 
@@ -220,8 +221,7 @@ def memory_lines(report: Dict) -> List[str]:
   lines = ['| source | variant | px | batch | mode | ' + ' | '.join(f'{f} frames' for f in frames)
            + ' |', '|---|---|---|---|---|' + '---|' * len(frames)]
   for r in report['memory']:
-    cells = ' | '.join(ablation_markdown._num(r['total_gib'].get(f), '.3f')  # pylint: disable=protected-access
-                       for f in frames)
+    cells = ' | '.join(_num(r['total_gib'].get(f), '.3f') for f in frames)
     lines.append(f'| `{r["source"]}` | {r["variant"]} | {r["resolution"]} | {r["batch"]} | '
                  f'{r["mode"]} | {cells} |')
   return lines
