@@ -18,7 +18,7 @@ from vivit_adapter.studies import frames_report
 from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation import report as ablation_report
 from vivit_adapter.studies.ablation.plan import Schedule, Study
-from tests.test_ablation import fake_summary
+from tests.helpers import fake_summary
 
 PLAN = frames.make_plan(quick=False, adapter_width=32)
 CHOICE = {'baseline': Schedule(3e-3, 1200, 50), 'stage1': Schedule(1e-3, 1800, 50),
