@@ -20,10 +20,15 @@ Appearance (shape, colour, size, orientation) and the scene are drawn from the c
 rng independently of the class, and every draw happens before the class is used, so
 appearance never predicts the class and classes sharing a first phase share frames.
 
+A long-clip variant (`--variant=long_events`, 128 frames) asks for many frames instead:
+the actor drifts slowly and flashes white for single frames; the class is how many
+flashes (0-3). A 32-frame sample of the clip (stride 4) sees each flash with
+probability 1/4 and cannot count them; 128 frames see every one (docs/data.md).
+
 Usage:
   python -m data_pipelines.synthetic --output=DIR [--seed=0] [--resolution=32]
-      [--num_frames=64] [--train_per_class=100] [--val_per_class=20]
-      [--test_per_class=20] [--num_shards=4]
+      [--variant=actions|long_events] [--num_frames=64 (long_events: 128)]
+      [--train_per_class=100] [--val_per_class=20] [--test_per_class=20] [--num_shards=4]
 """
 
 import argparse
@@ -32,7 +37,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import tqdm
@@ -76,6 +81,7 @@ class Motion(NamedTuple):
   scale: np.ndarray
   angle: np.ndarray
   alpha: np.ndarray
+  flash: Optional[np.ndarray] = None  # (T,) bool: the frames the actor flashes white
 
 
 def _motion(u, p, dx=None, dy=None, scale=None, angle=None, alpha=None) -> Motion:
@@ -159,7 +165,74 @@ ACTIONS = (
     Action('down_then_right', _then_right(1.)),
 )
 ACTION_NAMES = tuple(a.name for a in ACTIONS)
-_ACTION_BY_NAME = {a.name: a for a in ACTIONS}
+
+
+# ----------------------------------------------------------------------------------------
+# The long-clip variant: brief events that a sparse sample of the clip misses.
+# ----------------------------------------------------------------------------------------
+
+# The actor flashes white (and bigger) for exactly one frame, at moments spread over the
+# clip; the class is how many times. A clip of F frames read at stride 128 / F sees a
+# given flash with probability F / 128, so 32 frames at stride 4 see about a quarter of
+# them and cannot count them, 64 at stride 2 half, 128 every one (docs/data.md).
+FLASH_COUNTS = (0, 1, 2, 3)
+FLASH_SCALE = 1.4  # the flashing actor's size, times its own: a flash is easy to see
+LONG_EVENTS_FRAMES = 128  # the variant's clip length
+# Flash moments: one in each of MAX_FLASHES equal segments of the clip, at least
+# FLASH_MARGIN frames from the segment's ends, so that flashes never touch.
+MAX_FLASHES = max(FLASH_COUNTS)
+FLASH_MARGIN = 2
+
+
+def flash_class(count: int) -> str:
+  return f'flash_x{count}'
+
+
+def _draw_flashes(rng: np.random.Generator, num_frames: int) -> np.ndarray:
+  """MAX_FLASHES frame indices, one per segment, in a random order: class n flashes at
+  the first n. Drawn whatever the class, so the flashes shared by two classes coincide."""
+  bounds = np.linspace(0, num_frames, MAX_FLASHES + 1)
+  lo = np.ceil(bounds[:-1]).astype(int) + FLASH_MARGIN
+  hi = np.ceil(bounds[1:]).astype(int) - 1 - FLASH_MARGIN
+  if np.any(hi < lo):
+    raise ValueError(f'num_frames={num_frames} is too short for {MAX_FLASHES} separate '
+                     f'flashes (each needs {2 * FLASH_MARGIN + 2} frames of its own); the '
+                     f'long_events variant is made at {LONG_EVENTS_FRAMES}.')
+  return rng.integers(lo, hi + 1)[rng.permutation(MAX_FLASHES)]
+
+
+def _flashes(count: int):
+  """The program of class flash_x<count>: a slow drift, `count` one-frame flashes."""
+  def program(u, p, rng):
+    flashes = _draw_flashes(rng, len(u))
+    # At most half a frame width over the clip: the motion is not what tells the class.
+    travel, heading = rng.uniform(0, 0.5), rng.uniform(0, 2 * np.pi)
+    flash = np.zeros(len(u), bool)
+    flash[flashes[:count]] = True
+    return _motion(u, p, dx=travel * np.cos(heading) * (u - 0.5),
+                   dy=travel * np.sin(heading) * (u - 0.5),
+                   scale=np.where(flash, FLASH_SCALE, 1.))._replace(flash=flash)
+  return program
+
+
+# Classes after ACTIONS, keyed after them (clip_rng): adding them changed no clip of the
+# actions. Not in the default class set: `--variant=long_events` chooses them.
+EVENT_ACTIONS = tuple(Action(flash_class(n), _flashes(n)) for n in FLASH_COUNTS)
+EVENT_NAMES = tuple(a.name for a in EVENT_ACTIONS)
+_FLASHES = {flash_class(n): n for n in FLASH_COUNTS}
+# Every class the generator knows; a class's place here keys its clips' seeds.
+_ALL_NAMES = ACTION_NAMES + EVENT_NAMES
+_ACTION_BY_NAME = {a.name: a for a in ACTIONS + EVENT_ACTIONS}
+
+
+class Variant(NamedTuple):
+  classes: Tuple[str, ...]
+  num_frames: int  # the clip length it is made at unless --num_frames says otherwise
+
+
+# The default is the original dataset, unchanged; a variant is a named class set.
+VARIANTS = {'actions': Variant(ACTION_NAMES, 64),
+            'long_events': Variant(EVENT_NAMES, LONG_EVENTS_FRAMES)}
 
 
 class _Object(NamedTuple):
@@ -288,6 +361,15 @@ def _paint(frames, grid, obj: _Object, cx, cy, scale, angle, alpha, wrap=False):
   frames += cover[..., None] * (shade[..., None] * obj.colour - frames)
 
 
+def _paint_flash(frames, grid, actor: _Object, cx, cy, motion: Motion) -> None:
+  """Paints the actor white over itself on the frames `motion.flash` marks."""
+  on = motion.flash
+  lit = frames[on]  # a copy: _paint composites in place
+  _paint(lit, grid, actor._replace(colour=np.ones(3, np.float32)), cx[on], cy[on],
+         motion.scale[on], motion.angle[on], motion.alpha[on], wrap=True)
+  frames[on] = lit
+
+
 def _render(scene: _Scene, motion: Motion, resolution: int) -> np.ndarray:
   grid = ((np.arange(resolution) + 0.5) / resolution - 0.5).astype(np.float32)
   num_frames = len(scene.camera)
@@ -306,9 +388,10 @@ def _render(scene: _Scene, motion: Motion, resolution: int) -> np.ndarray:
     _paint(frames, grid, obj, obj.x - cam[:, 0], obj.y - cam[:, 1], ones,
            ones * obj.angle, ones)
   actor = scene.actor
-  _paint(frames, grid, actor, actor.x + motion.dx - cam[:, 0],
-         actor.y + motion.dy - cam[:, 1], motion.scale, motion.angle, motion.alpha,
-         wrap=True)
+  cx, cy = actor.x + motion.dx - cam[:, 0], actor.y + motion.dy - cam[:, 1]
+  _paint(frames, grid, actor, cx, cy, motion.scale, motion.angle, motion.alpha, wrap=True)
+  if motion.flash is not None and motion.flash.any():
+    _paint_flash(frames, grid, actor, cx, cy, motion)
   frames *= (255 * scene.gain[:, None, None, None]).astype(np.float32)
   frames += scene.noise
   frames += np.float32(0.5)  # rounds, as the cast truncates
@@ -323,14 +406,18 @@ def clip_frames(action: str, rng: np.random.Generator, *, resolution: int = 32,
   `clip_frames('move_left', rng) == clip_frames('move_right', rng)[::-1]`.
   """
   if action not in _ACTION_BY_NAME:
-    raise ValueError(f'Unknown action {action!r}; choose from {list(ACTION_NAMES)}.')
+    raise ValueError(f'Unknown action {action!r}; choose from {list(_ALL_NAMES)}.')
   spec = _ACTION_BY_NAME[action]
   if spec.reverse_of is not None:
     frames = clip_frames(spec.reverse_of, rng, resolution=resolution,
                          num_frames=num_frames, scene=scene)
     return np.ascontiguousarray(frames[::-1])
   drawn = _draw_scene(rng, resolution, num_frames, scene)
-  motion = spec.program(np.linspace(0., 1., num_frames), drawn.actor_params)
+  u = np.linspace(0., 1., num_frames)
+  if action in _FLASHES:  # its own draws come after the scene's, as the class decides
+    motion = spec.program(u, drawn.actor_params, rng)
+  else:
+    motion = spec.program(u, drawn.actor_params)
   return _render(drawn, motion, resolution)
 
 
@@ -368,12 +455,15 @@ def image_example(rng: np.random.Generator, *, resolution: int = 32,
   return ImageExample(frame, int(drawn.actor.shape), x, y)
 
 
-def resolve_classes(classes: Optional[Sequence[str]]) -> List[str]:
-  names = list(ACTION_NAMES if classes is None else classes)
+def resolve_classes(classes: Optional[Sequence[str]], variant: str = 'actions') -> List[str]:
+  """The class names: `classes`, or the variant's (VARIANTS) when None."""
+  if variant not in VARIANTS:
+    raise ValueError(f'variant={variant!r}: choose from {list(VARIANTS)}.')
+  names = list(VARIANTS[variant].classes if classes is None else classes)
   unknown = [c for c in names if c not in _ACTION_BY_NAME]
   if unknown or len(set(names)) != len(names) or len(names) < 2:
     raise ValueError(f'classes={names!r}: give at least two distinct names from '
-                     f'{list(ACTION_NAMES)} (unknown: {unknown}).')
+                     f'{list(_ALL_NAMES)} (unknown: {unknown}).')
   return names
 
 
@@ -383,7 +473,7 @@ def clip_rng(seed: int, split: str, action: str, index: int) -> np.random.Genera
   Keyed by the action's place in ACTIONS, not its label, so choosing a subset of
   classes does not change the clips of the classes kept.
   """
-  key = [seed, SPLITS.index(split), ACTION_NAMES.index(action), index]
+  key = [seed, SPLITS.index(split), _ALL_NAMES.index(action), index]
   return np.random.default_rng(np.random.SeedSequence(key))
 
 
@@ -429,19 +519,25 @@ def _write_split(output_dir, split, names, per_class, num_shards, bar, **clip_ar
   return writer.num_written
 
 
-def generate(output_dir: str, *, seed: int = 0, resolution: int = 32, num_frames: int = 64,
-             train_per_class: int = 100, val_per_class: int = 20, test_per_class: int = 20,
-             num_shards: int = 4, classes: Optional[Sequence[str]] = None,
-             scene: SceneConfig = SceneConfig(), progress: bool = True) -> Dict:
+def generate(output_dir: str, *, seed: int = 0, resolution: int = 32,
+             num_frames: Optional[int] = None, train_per_class: int = 100,
+             val_per_class: int = 20, test_per_class: int = 20, num_shards: int = 4,
+             classes: Optional[Sequence[str]] = None, scene: SceneConfig = SceneConfig(),
+             progress: bool = True, variant: str = 'actions') -> Dict:
   """Writes the dataset's DMVR shards, metadata.json and label_map.txt; returns a summary.
 
   The same arguments give byte-identical files. A split with 0 clips per class is
-  not written.
+  not written. `variant` (VARIANTS) gives the classes and clip length that `classes`
+  and `num_frames` leave unset: 'actions' (64 frames) or 'long_events' (128).
   """
-  names = resolve_classes(classes)
+  names = resolve_classes(classes, variant)
+  if num_frames is None:
+    num_frames = VARIANTS[variant].num_frames
   if resolution < 16 or num_frames < 2:
     raise ValueError(f'resolution={resolution} must be >= 16 and num_frames={num_frames} '
                      '>= 2.')
+  if any(n in _FLASHES for n in names):
+    _draw_flashes(np.random.default_rng(0), num_frames)  # too short: the error, now
   per_class = dict(zip(SPLITS, (train_per_class, val_per_class, test_per_class)))
   if min(per_class.values()) < 0 or not per_class['train']:
     raise ValueError(f'Clips per class must be >= 0, with train > 0; got {per_class}.')
@@ -463,6 +559,8 @@ def generate(output_dir: str, *, seed: int = 0, resolution: int = 32, num_frames
       'reversed_pairs': {a.name: a.reverse_of for a in ACTIONS
                          if a.reverse_of in names and a.name in names},
       'source': 'data_pipelines.synthetic', 'generator_version': GENERATOR_VERSION}
+  if variant != 'actions':  # only then: the default dataset's files stay byte-identical
+    metadata['variant'] = variant
   dmvr_format.write_metadata(output_dir, metadata)
   return dict(metadata, output_dir=output_dir, seconds=time.perf_counter() - start)
 
@@ -472,13 +570,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
   parser.add_argument('--output', required=True, help='folder for the shards')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--resolution', type=int, default=32)
-  parser.add_argument('--num_frames', type=int, default=64)
+  parser.add_argument('--variant', default='actions', choices=list(VARIANTS),
+                      help='actions: the 14 actions, 64 frames; long_events: how many '
+                      'one-frame flashes, 128 frames (docs/data.md)')
+  parser.add_argument('--num_frames', type=int, default=None,
+                      help="default: the variant's (64, or 128 for long_events)")
   parser.add_argument('--train_per_class', type=int, default=100)
   parser.add_argument('--val_per_class', type=int, default=20)
   parser.add_argument('--test_per_class', type=int, default=20)
   parser.add_argument('--num_shards', type=int, default=4)
   parser.add_argument('--classes', default='', help='comma-separated subset of: ' +
-                      ','.join(ACTION_NAMES))
+                      ','.join(_ALL_NAMES) + " (default: the variant's)")
   for field in dataclasses.fields(SceneConfig):
     parser.add_argument(f'--{field.name}', type=field.type, default=field.default,
                         help='scene difficulty knob')
@@ -492,7 +594,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
       train_per_class=args.train_per_class, val_per_class=args.val_per_class,
       test_per_class=args.test_per_class, num_shards=args.num_shards,
       classes=args.classes.split(',') if args.classes else None, scene=scene,
-      progress=not args.no_progress)
+      progress=not args.no_progress, variant=args.variant)
   print(f'Wrote {summary["num_classes"]} classes, splits {summary["splits"]}, to '
         f'{args.output} in {summary["seconds"]:.1f}s.')
   return summary

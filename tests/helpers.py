@@ -101,3 +101,16 @@ class TrainState:
   opt_state: dict
   step: jax.Array
   rng: jax.Array
+
+
+def fake_summary(top1, top5, seconds, cpu, curve=()):
+  """A finished run's summary as studies/runs.py reads it (the studies' report tests):
+  test top-1/top-5, training seconds (wall, CPU) and an eval curve of (wall, CPU, top-1)."""
+  return {'config': {'dataset': {'num_frames': 8}, 'model': {
+      'adapter': {'type': 'attention', 'hidden_size': 32}, 'freeze_spatial': True},
+      'init_from': {'checkpoint_path': 'x'}, 'feature_cache': {'dir': ''}},
+          'step': 2, 'start': 'fake', 'params': {'trainable': 1, 'frozen': 2},
+          'frozen_modules': [], 'train_time_s': seconds, 'train_cpu_s': cpu,
+          'test': {'top1': top1, 'top5': top5}, 'eval': {'top1': top1 / 2, 'top5': 0.9},
+          'eval_curve': [{'step': i, 'train_time_s': t, 'train_cpu_s': c, 'top1': a}
+                         for i, (t, c, a) in enumerate(curve)]}

@@ -23,6 +23,7 @@ from vivit_adapter.studies.ablation import report as ablation_report
 from vivit_adapter.studies.ablation import run as ablation_run
 from vivit_adapter.studies.ablation.plan import Run, Schedule
 from tests import helpers
+from tests.helpers import fake_summary
 
 SPATIAL = {'embedding', 'cls_SpatialTransformer', 'SpatialTransformer'}
 FULL_PLAN = ablation_plan.make_plan(quick=False, adapter_width=32)
@@ -240,17 +241,6 @@ def test_mean_std_matches_statistics():
   assert mean == pytest.approx(statistics.mean(values))
   assert std == pytest.approx(statistics.stdev(values))
   assert ablation_report.mean_std([3.0]) == (3.0, None)
-
-
-def fake_summary(top1, top5, seconds, cpu, curve=()):
-  return {'config': {'dataset': {'num_frames': 8}, 'model': {
-      'adapter': {'type': 'attention', 'hidden_size': 32}, 'freeze_spatial': True},
-      'init_from': {'checkpoint_path': 'x'}, 'feature_cache': {'dir': ''}},
-          'step': 2, 'start': 'fake', 'params': {'trainable': 1, 'frozen': 2},
-          'frozen_modules': [], 'train_time_s': seconds, 'train_cpu_s': cpu,
-          'test': {'top1': top1, 'top5': top5}, 'eval': {'top1': top1 / 2, 'top5': 0.9},
-          'eval_curve': [{'step': i, 'train_time_s': t, 'train_cpu_s': c, 'top1': a}
-                         for i, (t, c, a) in enumerate(curve)]}
 
 
 def _v_and_baseline(results):

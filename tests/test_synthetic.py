@@ -256,3 +256,102 @@ def test_tfds_builder_builds_offline_and_matches_the_shards(tiny, tmp_path):
   assert loaded == shards
   tiny_info = tfds.builder('synthetic_actions/tiny').info
   assert tiny_info.features['video'].shape == (16, 16, 16, 3)
+
+
+# ----------------------------------------------------------------------------------------
+# The long-clip variant (long_events): the class is the number of one-frame flashes.
+# ----------------------------------------------------------------------------------------
+
+def _flashing(frames):
+  """(T,) bool: the frames whose actor is white, read from the pixels alone. No other
+  pixel of a scene is near-white: backgrounds stop at 0.55, actors and distractors are
+  saturated colours (min channel <= 0.45)."""
+  return (frames.min(-1) > 200).sum((1, 2)) >= 3
+
+
+@pytest.fixture(scope='module')
+def event_clips():
+  """(labels, flashing frames (N, 128)): 25 test clips per class, the default scene."""
+  labels, flashing = [], []
+  for name in S.EVENT_NAMES:
+    for index in range(25):
+      frames = S.clip_frames(name, S.clip_rng(0, 'test', name, index), num_frames=128)
+      labels.append(int(name.rsplit('x', 1)[1]))
+      flashing.append(_flashing(frames))
+  return np.array(labels), np.array(flashing)
+
+
+def _reader_eval_indices(num_frames):
+  """The frames the reader's evaluation clip takes of a 128-frame video when the clip
+  spans it, as the frames study reads it (stride 128 / num_frames)."""
+  from data_pipelines import video_ops  # pylint: disable=g-import-not-at-top
+  return video_ops.centre_clip_indices(128, num_frames, 128 // num_frames).numpy()
+
+
+def _best_rule_accuracy(labels, seen):
+  """Accuracy of the best map from the number of flashes seen to a class, fitted on
+  these very clips: an upper bound for any rule that counts the flashes a sample shows."""
+  return sum(np.bincount(labels[seen == m]).max() for m in set(seen)) / len(labels)
+
+
+def test_long_events_are_countable_at_128_frames_but_not_at_32(event_clips):
+  labels, flashing = event_clips
+  accuracy = {}
+  for frames in (32, 64, 128):
+    seen = flashing[:, _reader_eval_indices(frames)].sum(1)
+    accuracy[frames] = _best_rule_accuracy(labels, seen)
+    if frames == 128:
+      np.testing.assert_array_equal(seen, labels)  # every flash, on every clip
+  # Expected (binomial, each flash seen with probability frames / 128): 39% and 50%.
+  assert accuracy[32] < 0.5 and accuracy[64] < 0.65 and accuracy[128] == 1.
+  assert accuracy[32] < accuracy[64]
+
+
+def test_long_events_flash_once_per_frame_apart_and_share_their_moments():
+  for seed in range(3):
+    clips = {n: S.clip_frames(S.flash_class(n), np.random.default_rng(seed),
+                              num_frames=128, resolution=16) for n in S.FLASH_COUNTS}
+    assert clips[3].shape == (128, 16, 16, 3) and clips[3].dtype == np.uint8
+    flashing = {n: _flashing(c) for n, c in clips.items()}
+    assert [f.sum() for f in flashing.values()] == list(S.FLASH_COUNTS)
+    where = np.flatnonzero(flashing[3])
+    assert np.all(np.diff(where) > 2 * S.FLASH_MARGIN)  # never adjacent: countable
+    # Class n flashes at the first n of the same moments: nothing else tells them apart.
+    for n in (1, 2):
+      assert set(np.flatnonzero(flashing[n])) < set(np.flatnonzero(flashing[n + 1]))
+    calm = ~flashing[3]
+    np.testing.assert_array_equal(clips[0][calm], clips[3][calm])
+
+
+def test_the_long_events_variant_through_the_cli(tmp_path):
+  args = ['--variant=long_events', '--resolution=16', '--train_per_class=1',
+          '--val_per_class=1', '--test_per_class=0', '--num_shards=1', '--no_progress']
+  summary = S.main([f'--output={tmp_path / "one"}'] + args)
+  assert summary['label_names'] == ['flash_x0', 'flash_x1', 'flash_x2', 'flash_x3']
+  assert (summary['num_frames'], summary['variant']) == (128, 'long_events')
+  label, _, video_id, jpegs = _read_split(str(tmp_path / 'one'), 'validation')[0]
+  index = int(video_id.split('-')[1])
+  expected = S.clip_frames(S.EVENT_NAMES[label], S.clip_rng(0, 'validation',
+                                                            S.EVENT_NAMES[label], index),
+                           resolution=16, num_frames=128)
+  decoded = np.stack([tf.io.decode_jpeg(f).numpy() for f in jpegs])
+  assert decoded.shape == (128, 16, 16, 3)
+  assert np.abs(decoded.astype(int) - expected).mean() < 4  # JPEG at quality 95
+  S.main([f'--output={tmp_path / "again"}'] + args)
+  assert _file_bytes(tmp_path / 'one') == _file_bytes(tmp_path / 'again')
+  with pytest.raises(ValueError, match='num_frames=12 is too short for 3 separate flashes'):
+    S.generate(str(tmp_path / 'short'), variant='long_events', num_frames=12)
+  assert not os.path.exists(tmp_path / 'short')  # the error comes before any file
+  with pytest.raises(ValueError, match="variant='long': choose from"):
+    S.generate(str(tmp_path / 'bad'), variant='long')
+
+
+def test_the_actions_keep_their_clips_and_their_default():
+  # The event classes come after the actions: the actions' seeds (keyed by place) and
+  # the default class set are the original dataset's.
+  assert S.resolve_classes(None) == list(S.ACTION_NAMES) and len(S.ACTION_NAMES) == 14
+  key = np.random.SeedSequence([0, 0, S.ACTION_NAMES.index('grow'), 5]).entropy
+  assert S.clip_rng(0, 'train', 'grow', 5).bit_generator.seed_seq.entropy == key
+  assert S.clip_rng(0, 'train', 'flash_x0', 0).bit_generator.seed_seq.spawn_key == ()
+  assert list(S.clip_rng(0, 'train', 'flash_x0', 0).bit_generator.seed_seq.entropy) == [
+      0, 0, 14, 0]

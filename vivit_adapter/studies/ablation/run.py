@@ -10,7 +10,7 @@ import glob
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 
@@ -120,8 +120,19 @@ class Runner:
       return None
     if run.cache and self.cache(run, seed) is None:
       return None
-    config = ablation_plan.run_config(run, self.plan, seed=seed, study=self.study)
+    config = self.run_config(run, seed)
     return ensure_run(run, config, self.study.run_dir(seed, run.key), self.train)
+
+  # The three hooks another study (studies/frames.py) changes: a run's config, its
+  # cache's config and the views the cache stores per training clip.
+  def run_config(self, run: Run, seed: int) -> ml_collections.ConfigDict:
+    return ablation_plan.run_config(run, self.plan, seed=seed, study=self.study)
+
+  def cache_config(self, run: Run, seed: int) -> ml_collections.ConfigDict:
+    return ablation_plan.cache_config(run, self.plan, seed=seed, study=self.study)
+
+  def views(self, run: Run) -> int:  # pylint: disable=unused-argument
+    return self.plan.views
 
   def cache(self, run: Run, seed: int) -> Optional[Dict]:
     """The extraction record of the cache `run` trains from (its time is the row's)."""
@@ -137,10 +148,10 @@ class Runner:
         return None
       with open(record) as f:
         return json.load(f)
-    config = ablation_plan.cache_config(run, self.plan, seed=seed, study=self.study)
-    print(f'  cache_{run.cache} (seed {seed}): {self.plan.views} view(s) per training '
+    config, views = self.cache_config(run, seed), self.views(run)
+    print(f'  cache_{run.cache} (seed {seed}): {views} view(s) per training '
           'clip', flush=True)
-    return study_runs.ensure_cache(config, cache_dir, views=self.plan.views,
+    return study_runs.ensure_cache(config, cache_dir, views=views,
                                    log=lambda m: print(f'  cache_{run.cache}: {m}', flush=True))
 
   def results(self) -> Dict[int, Dict[str, Dict]]:
@@ -172,14 +183,25 @@ def run_sweep(runner: Runner, routes: Sequence[str]):
   return tried, choice
 
 
-def sweep_route(runner: Runner, route: str, choice: Dict[str, Schedule]):
+def sweep_route(runner: Runner, route: str, choice: Dict[str, Schedule],
+                make_runs: Optional[Callable[[Sequence[Schedule]], List[Run]]] = None,
+                extended: Optional[bool] = None):
   """One route's grid, grown past an edge its choice sits on (`plan.extend`, at most
-  MAX_EXTENSIONS times for EXTENDED_ROUTES); returns (tried, chosen or None)."""
+  MAX_EXTENSIONS times for EXTENDED_ROUTES); returns (tried, chosen or None).
+
+  `make_runs` (schedules -> runs) and `extended` (whether the grid grows) default to
+  the ablation's (`plan.sweep_runs`, route in EXTENDED_ROUTES); another study's routes
+  pass their own.
+  """
   plan, grid = runner.plan, runner.plan.grids[route]
-  rounds = ablation_plan.MAX_EXTENSIONS if route in ablation_plan.EXTENDED_ROUTES else 0
+  if make_runs is None:
+    make_runs = lambda schedules: ablation_plan.sweep_runs(plan, route, choice, schedules)
+  if extended is None:
+    extended = route in ablation_plan.EXTENDED_ROUTES
+  rounds = ablation_plan.MAX_EXTENSIONS if extended else 0
   tried, schedules, chosen = [], list(grid), None
   for extension in range(rounds + 1):
-    runs = ablation_plan.sweep_runs(plan, route, choice, schedules)
+    runs = make_runs(schedules)
     tried += [(r, runner.summary(r, ablation_plan.SWEEP_SEED)) for r in runs]
     if any(s is None for _, s in tried):
       return tried, None

@@ -1,0 +1,339 @@
+r"""Where the saving grows: the baseline against the two-stage recipe at 32, 64 and 128
+frames (issue 31), on the synthetic long_events clips (docs/data.md), seed by seed.
+
+  python -m vivit_adapter.frames_study --workdir=runs/frames --out=docs/frames
+
+The ablation's machinery (studies/ablation: its Plan, Runner, sweep and selection rule,
+the reuse rule, the row statistics and time to accuracy) with this study's runs:
+
+1. Data: 128-frame clips whose class is the number of one-frame flashes. Every run reads
+   a clip of F frames that spans the whole video (stride 128 / F), so more frames see
+   more of the flashes, never a longer stretch of time.
+2. The sweep at SWEEP_FRAMES (32), on seed 0, chosen on validation (`ablation.plan.
+   choose`): the baseline's grid, grown past an edge as the ablation's (x3 the learning
+   rate, x2 the steps, at most twice); stage 1's grid at STAGE1_FRAMES (8), chosen by its
+   own eval, not grown; stage 2's grid at each dial k (the mlp adapter, from the chosen
+   stage 1's cache), as many configurations as the baseline's, grown the same way.
+3. Steps at 64 and 128 frames (`grow_steps`), seed 0, each route alike: the 32-frame
+   choice's learning rate and warm-up, at its steps S, then 2S; the doubling is kept when
+   it raises the final validation top-1 by more than PLATEAU_GAIN points, and then 4S is
+   tried (at most MAX_DOUBLINGS doublings). The steps kept are where the validation
+   curve, read at the end of each budget, has levelled off.
+4. The rows, on every seed: at each frame count the baseline, and per dial k stage 1
+   (one run, shared by every frame count) -> extraction at F frames -> stage 2 at F.
+5. The report (`frames_report`): test top-1 mean ± std per frame count, time to the
+   baseline's accuracy target on every clock the ablation's report has (compute-only
+   with --benchmark_json), the recipe's stage 1 counted whole at every frame count and,
+   over the frame counts together, once.
+
+Run folders: <workdir>/seed<k>/<run key> and cache_<stage-1 key>[_dial<k>]_<F>f, as the
+ablation's (studies/ablation/__init__.py), so that a finished run is reused.
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import ml_collections
+
+from vivit_adapter.studies.ablation import plan as ablation_plan
+from vivit_adapter.studies.ablation import run as ablation_run
+from vivit_adapter.studies.ablation.plan import Plan, Row, Run, Schedule, Study
+
+# ----------------------------------------------------------------------------------------
+# Settings. Sized for ~6-8 CPU-hours on 2 cores for 3 seeds (--plan_only prices them).
+# ----------------------------------------------------------------------------------------
+
+FRAMES = (32, 64, 128)
+CLIP_FRAMES = 128  # synthetic.LONG_EVENTS_FRAMES (not imported: --help needs no numpy)
+SWEEP_FRAMES = 32  # the baseline's (and stage 2's) learning rate is swept here
+STAGE1_FRAMES = 8
+DIALS = (0, 1)  # config.model.trainable_spatial_layers of the recipe's stage 2
+ADAPTER = 'mlp'  # the adapter the dial study chose (docs/ablation.md)
+# The long_events data at 32 px: 4 classes (0-3 flashes), 128 frames per clip.
+TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 150, 25, 25
+RESOLUTION = 32
+# The grids (equal budget: the baseline and stage 2 try as many configurations). Stage 1
+# at 1800 steps: 4x the ablation's chosen 450, the stage 1 its dial rows start from.
+LEARNING_RATES = {'baseline': (1e-3, 3e-3), 'stage1': (1e-3, 3e-3), 'stage2': (1e-3, 3e-3)}
+STEPS = {'baseline': (600, 1200), 'stage1': (1800,), 'stage2': (600, 1200)}
+WARMUP_STEPS = 50
+# Growth of the steps past SWEEP_FRAMES (module docstring, 3).
+PLATEAU_GAIN = 1.0  # validation top-1 points a doubling of the steps must add
+MAX_DOUBLINGS = 2
+EVAL_EVERY = 50
+SWEEP_SEED = ablation_plan.SWEEP_SEED
+
+# --quick: every piece (sweep, growth, stage 1, caches, rows, report) at no cost. The
+# clips are 24 frames (the shortest that holds 3 separate flashes, a multiple of 4 and 8).
+QUICK = dict(frames=(4, 8), sweep_frames=4, stage1_frames=2, learning_rates={
+    'baseline': (3e-3,), 'stage1': (3e-3,), 'stage2': (3e-3,)},
+             steps={'baseline': (2,), 'stage1': (2,), 'stage2': (2,)}, warmup=1,
+             eval_every=1, max_doublings=1)
+QUICK_DATA = dict(resolution=16, num_frames=24, train_per_class=2, val_per_class=1,
+                  test_per_class=1, num_shards=1)
+
+
+def stage2_route(dial: int) -> str:
+  return f'stage2_k{dial}'
+
+
+@dataclasses.dataclass(frozen=True)
+class FramesPlan:
+  """The study's frame counts and growth rule around the ablation's Plan (whose
+  stage2_frames is the sweep's frame count)."""
+  base: Plan
+  frames: Tuple[int, ...]
+  dials: Tuple[int, ...]
+  max_doublings: int
+  clip_frames: int  # the data's clip length: a run of F frames reads at stride clip / F
+
+  @property
+  def routes(self) -> Tuple[str, ...]:
+    return ('baseline', 'stage1', *(stage2_route(k) for k in self.dials))
+
+  def stride(self, frames: int) -> int:
+    return max(1, self.clip_frames // frames)
+
+
+def synthetic_data(quick: bool) -> Dict:
+  """Keyword arguments of data_pipelines.synthetic.generate for the study's data."""
+  # pylint: disable=g-import-not-at-top
+  from data_pipelines import synthetic
+  from vivit_adapter.studies import demo
+  # pylint: enable=g-import-not-at-top
+  common = dict(classes=list(synthetic.EVENT_NAMES), scene=demo.DEMO_SCENE)
+  if quick:
+    return dict(QUICK_DATA, **common)
+  return dict(common, resolution=RESOLUTION, num_frames=synthetic.LONG_EVENTS_FRAMES,
+              train_per_class=TRAIN_PER_CLASS, val_per_class=VAL_PER_CLASS,
+              test_per_class=TEST_PER_CLASS)
+
+
+def make_plan(quick: bool, adapter_width: int, frames: Sequence[int] = (),
+              dials: Sequence[int] = DIALS, clip_frames: int = 0) -> FramesPlan:
+  """The plan from the constants above (QUICK's with quick); `frames` () = FRAMES."""
+  s = QUICK if quick else dict(
+      frames=FRAMES, sweep_frames=SWEEP_FRAMES, stage1_frames=STAGE1_FRAMES,
+      learning_rates=LEARNING_RATES, steps=STEPS, warmup=WARMUP_STEPS,
+      eval_every=EVAL_EVERY, max_doublings=MAX_DOUBLINGS)
+  frames = tuple(sorted(frames or s['frames']))
+  if s['sweep_frames'] not in frames:
+    raise ValueError(f'--frames={",".join(map(str, frames))}: the sweep runs at '
+                     f'{s["sweep_frames"]} frames, so it must be one of them.')
+  clip_frames = clip_frames or (QUICK_DATA['num_frames'] if quick else CLIP_FRAMES)
+  uneven = [f for f in (*frames, s['stage1_frames']) if clip_frames % f]
+  if uneven:
+    raise ValueError(f'--frames: {uneven} do not divide the {clip_frames}-frame clip, so '
+                     'a clip of that many frames could not span it at a whole stride.')
+  unknown = [k for k in dials if k not in (0, *ablation_plan.DIAL_LAYERS)]
+  if unknown:
+    raise ValueError(f'--dials: {unknown} not among the miniature\'s dial points '
+                     f'{[0, *ablation_plan.DIAL_LAYERS]}.')
+
+  def grid(route):
+    return tuple(Schedule(lr, steps, s['warmup']) for lr in s['learning_rates'][route]
+                 for steps in s['steps'][route])
+  grids = {'baseline': grid('baseline'), 'stage1': grid('stage1')}
+  grids.update({stage2_route(k): grid('stage2') for k in dials})
+  if len(grids['baseline']) != len(grid('stage2')):
+    raise ValueError('Unequal tuning budget: LEARNING_RATES and STEPS in '
+                     'studies/frames.py give the baseline and stage 2 grids of different '
+                     'sizes; give both as many configurations.')
+  base = Plan(stage2_frames=s['sweep_frames'], stage1_frames=s['stage1_frames'],
+              init_frames=(s['stage1_frames'],), grids=grids, adapter_width=adapter_width,
+              adapter_widths=(), views=1, eval_every=s['eval_every'], quick=quick)
+  return FramesPlan(base, frames, tuple(dials), s['max_doublings'], clip_frames)
+
+
+# ----------------------------------------------------------------------------------------
+# Runs: the ablation's, with a feature cache per frame count.
+# ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class FramesRun(Run):
+  """A stage 2 whose cache is named by its frame count too: the ablation's stage 2 has
+  one frame count, this study's reads a cache per frame count of the same stage 1."""
+
+  @property
+  def cache(self) -> str:
+    name = super().cache
+    return f'{name}_{self.frames}f' if name else ''
+
+
+def stage1_run(plan: FramesPlan, choice: Dict[str, Schedule]) -> Run:
+  return Run('stage1', plan.base.stage1_frames, choice['stage1'])
+
+
+def route_run(plan: FramesPlan, route: str, frames: int, schedule: Schedule,
+              choice: Dict[str, Schedule]) -> Run:
+  """The run of `route` at `frames` with `schedule` (stage 2 from the chosen stage 1)."""
+  if route == 'baseline':
+    return Run('baseline', frames, schedule)
+  if route == 'stage1':
+    return Run('stage1', frames, schedule)
+  return FramesRun('stage2', frames, schedule, ADAPTER, init=stage1_run(plan, choice),
+                   dial=int(route.rsplit('_k', 1)[1]))  # stage2_route's k
+
+
+def row_name(route: str, frames: int) -> str:
+  return f'{"baseline" if route == "baseline" else "recipe_" + route[len("stage2_"):]}_{frames}f'
+
+
+def make_rows(plan: FramesPlan, choice: Dict[str, Schedule],
+              schedules: Dict[int, Dict[str, Schedule]]) -> List[Row]:
+  """Per frame count, the baseline and the recipe at each dial (stage 1 -> stage 2)."""
+  rows = []
+  for frames in plan.frames:
+    chosen = schedules.get(frames, {})
+    for route in (r for r in plan.routes if r != 'stage1' and r in chosen):
+      run = route_run(plan, route, frames, chosen[route], choice)
+      if route == 'baseline':
+        rows.append(Row(row_name(route, frames), f'{frames}f', f'end to end at {frames} '
+                        'frames from the image checkpoint', (run,)))
+      else:
+        rows.append(Row(row_name(route, frames), f'{frames}f', f'stage 1 at '
+                        f'{plan.base.stage1_frames} frames, extraction at {frames}, stage 2 '
+                        f'({ADAPTER} adapter, top {run.dial} spatial layers trained)',
+                        (run.init, run)))
+  return rows
+
+
+class FramesRunner(ablation_run.Runner):
+  """The ablation's Runner; every run reads a clip spanning the whole video, and a cache
+  stores as many views as the stride has phases."""
+
+  def __init__(self, plan: FramesPlan, study: Study, train: bool):
+    super().__init__(plan.base, study, train)
+    self.frames_plan = plan
+
+  def run_config(self, run: Run, seed: int) -> ml_collections.ConfigDict:
+    config = super().run_config(run, seed)
+    config.dataset.stride = self.frames_plan.stride(run.frames)
+    config.experiment_name = f'frames_{run.key}_seed{seed}'
+    return config
+
+  def cache_config(self, run: Run, seed: int) -> ml_collections.ConfigDict:
+    # The run's own config: the mlp adapter reads the pooled vector (k = 0) or the tokens
+    # below the dial, so that is all the cache stores.
+    return self.run_config(run, seed)
+
+  def views(self, run: Run) -> int:
+    # A clip of F frames at stride S starts at one of S frames (reader.random_clip_
+    # indices): S views give stage 2 about as many distinct training clips as the
+    # baseline sees, for the frames of one 128-frame view per clip.
+    return self.frames_plan.stride(run.frames)
+
+
+# ----------------------------------------------------------------------------------------
+# The sweep at SWEEP_FRAMES, then the steps grown at the other frame counts.
+# ----------------------------------------------------------------------------------------
+
+def run_sweep(runner: FramesRunner) -> Tuple[Dict, Dict[str, Schedule]]:
+  """Seed 0's grids at the sweep's frame count; returns (tried, choice) as
+  `ablation.run.run_sweep` does."""
+  plan, tried, choice = runner.frames_plan, {}, {}
+  for route in plan.routes:
+    if route.startswith('stage2') and 'stage1' not in choice:
+      break
+
+    def make_runs(schedules, route=route):
+      return [route_run(plan, route, plan.base.stage2_frames if route != 'stage1'
+                        else plan.base.stage1_frames, s, choice) for s in schedules]
+    tried[route], chosen = ablation_run.sweep_route(
+        runner, route, choice, make_runs=make_runs, extended=route != 'stage1')
+    if chosen is not None:
+      choice[route] = chosen
+      print(f'Sweep {route}: chose {chosen.tag} (validation top-1).', flush=True)
+  return tried, choice
+
+
+def grow_steps(runner: FramesRunner, route: str, frames: int,
+               choice: Dict[str, Schedule]) -> Tuple[Optional[Schedule], List]:
+  """The route's schedule at `frames` (module docstring, 3); returns (schedule or None
+  while a run is missing, [(Run, summary)] tried)."""
+  plan, kept = runner.frames_plan, choice[route]
+  run = route_run(plan, route, frames, kept, choice)
+  tried = [(run, runner.summary(run, SWEEP_SEED))]
+  for _ in range(plan.max_doublings):
+    if tried[-1][1] is None:
+      return None, tried
+    longer = dataclasses.replace(kept, steps=kept.steps * 2)
+    run = route_run(plan, route, frames, longer, choice)
+    tried.append((run, runner.summary(run, SWEEP_SEED)))
+    if tried[-1][1] is None:
+      return None, tried
+    # Rounded: top-1 is a fraction of whole clips, so a gain of exactly PLATEAU_GAIN
+    # must not pass by a float's last bit.
+    gain = round(100 * (tried[-1][1]['eval']['top1'] - tried[-2][1]['eval']['top1']), 6)
+    if gain <= PLATEAU_GAIN:
+      break
+    kept = longer
+  return kept, tried
+
+
+def frame_schedules(runner: FramesRunner, choice: Dict[str, Schedule]):
+  """{frames: {route: schedule}} and {frames: {route: tried}}: the sweep's choice at its
+  frame count, grown steps at the others."""
+  plan, schedules, grown = runner.frames_plan, {}, {}
+  for frames in plan.frames:
+    schedules[frames], grown[frames] = {}, {}
+    for route in (r for r in plan.routes if r != 'stage1' and r in choice):
+      if frames == plan.base.stage2_frames:
+        schedules[frames][route] = choice[route]
+        continue
+      kept, tried = grow_steps(runner, route, frames, choice)
+      grown[frames][route] = tried
+      if kept is not None:
+        schedules[frames][route] = kept
+        print(f'Steps at {frames} frames, {route}: {kept.tag}.', flush=True)
+  return schedules, grown
+
+
+# ----------------------------------------------------------------------------------------
+# The whole study.
+# ----------------------------------------------------------------------------------------
+
+def run_study(*, workdir: str, out: str, seeds: Sequence[int], frames: Sequence[int],
+              dials: Sequence[int], data_dir: str, quick: bool, train: bool, command: str,
+              image_checkpoint: str = '', benchmark_json: str = '',
+              memory_jsons: Sequence[str] = ()) -> Dict:
+  """Data, image checkpoint, sweep, growth, rows on every seed; writes the report."""
+  # pylint: disable=g-import-not-at-top
+  import glob
+  from vivit_adapter.studies import frames_report
+  from vivit_adapter.studies.ablation import data as study_data
+  from vivit_adapter.studies.ablation import report as ablation_report
+  # pylint: enable=g-import-not-at-top
+  if not train and not ablation_run.has_finished_runs(workdir):
+    if os.path.exists(out + '.json'):  # a clean clone: the docs again from the last json
+      return frames_report.rewrite_from_json(out, workdir)
+    raise ValueError(f'--report_only: no finished runs in {workdir} and no {out}.json to '
+                     f'rewrite the docs from. Run the study first: {command}')
+  started = ablation_report.machine_info()
+  data_args = synthetic_data(quick)
+  data = study_data.prepare_synthetic(
+      data_dir or os.path.join(workdir, 'data'), data_args, owned=not data_dir,
+      has_runs=bool(glob.glob(os.path.join(workdir, 'seed*'))), generate=train)
+  study = Study(workdir, data.base_dir, data.overrides)
+  base_config = ablation_plan.experiment_config('baseline', study, quick)
+  plan = make_plan(quick, base_config.model.adapter.hidden_size, frames, dials,
+                   data_args['num_frames'])
+  image = ablation_run.ensure_image_checkpoint(workdir, data, image_checkpoint, quick, train)
+  runner = FramesRunner(plan, dataclasses.replace(study, image_checkpoint=image['output']),
+                        train)
+  tried, choice = run_sweep(runner)
+  schedules, grown = frame_schedules(runner, choice)
+  rows = make_rows(plan, choice, schedules)
+  for seed in seeds:  # seed by seed, frame count by frame count: a partial study reports
+    for row in rows:
+      for run in row.runs:
+        runner.summary(run, seed)
+  report = frames_report.build_report(
+      rows, plan, seeds, runner.results(), tried=tried, choice=choice, grown=grown,
+      schedules=schedules, data=data, model=ablation_report.model_info(base_config),
+      image_report=image, command=command, started=started, benchmark_json=benchmark_json,
+      memory_jsons=memory_jsons)
+  for path in frames_report.write_outputs(report, out):
+    print(f'Wrote {path}')
+  return report
