@@ -1,4 +1,4 @@
-"""vivit_adapter.models.attention: query-chunked attention equals plain attention."""
+"""vivit_adapter.models.attention: heads-first and query-chunked attention equal flax's."""
 
 import flax.linen as nn
 import jax
@@ -15,6 +15,46 @@ from vivit_adapter.models import attention, create_model
 def qkv(length=13, batch=2, heads=3, depth=4, seed=0):
   keys = jax.random.split(jax.random.PRNGKey(seed), 3)
   return [jax.random.normal(k, (batch, length, heads, depth)) for k in keys]
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_heads_first_attention_equals_flax_values_and_gradients(dtype):
+  q, k, v = qkv(length=11)
+  kwargs = dict(dtype=dtype, force_fp32_for_softmax=True)
+  ours = lambda q, k, v: attention.heads_first_attention(q, k, v, **kwargs)
+  flax_fn = lambda q, k, v: nn.dot_product_attention(q, k, v, **kwargs)
+  tol = 1e-6 if dtype == jnp.float32 else 1e-2
+  got, want = ours(q, k, v), flax_fn(q, k, v)
+  assert got.dtype == want.dtype and got.shape == want.shape
+  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                             rtol=tol, atol=tol)
+  w = jax.random.normal(jax.random.PRNGKey(5), q.shape)
+  loss = lambda fn: lambda *a: jnp.sum(jnp.sin(fn(*a).astype(jnp.float32)) * w)
+  grads = jax.grad(loss(ours), argnums=(0, 1, 2))(q, k, v)
+  want_grads = jax.grad(loss(flax_fn), argnums=(0, 1, 2))(q, k, v)
+  for a, b in zip(grads, want_grads):
+    np.testing.assert_allclose(a, b, rtol=10 * tol, atol=10 * tol)
+
+
+def test_heads_first_attention_leaves_dropout_and_masks_to_flax():
+  """Attention dropout in training, a mask or a bias: flax's own function, bit for bit
+  (its dropout mask's draw included)."""
+  q, k, v = qkv(length=7)
+  rng = jax.random.PRNGKey(3)
+  mask = jax.random.bernoulli(jax.random.PRNGKey(4), 0.7, (2, 3, 7, 7))
+  for kwargs in (dict(dropout_rate=0.3, deterministic=False, dropout_rng=rng),
+                 dict(mask=mask), dict(bias=jnp.where(mask, 0.0, -1e9))):
+    np.testing.assert_array_equal(attention.heads_first_attention(q, k, v, **kwargs),
+                                  nn.dot_product_attention(q, k, v, **kwargs))
+  # Dropout at evaluation (deterministic) is no dropout: the heads-first path.
+  np.testing.assert_allclose(
+      attention.heads_first_attention(q, k, v, dropout_rate=0.3, deterministic=True),
+      nn.dot_product_attention(q, k, v), rtol=1e-6, atol=1e-6)
+
+
+def test_encoders_attend_heads_first():
+  assert attention.attention_fn(0) is attention.heads_first_attention
+  assert attention.attention_fn(8).func is attention.query_chunked_attention
 
 
 @pytest.mark.parametrize('chunk', [1, 4, 5, 13, 20])  # 13 queries: padded, exact, one block

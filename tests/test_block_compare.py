@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from vivit_adapter.benchmarks import block_compare
+from vivit_adapter.benchmarks import block_variants
 from vivit_adapter.models import layers
 
 WIDTH, HEADS, MLP, TOKENS, SEQS = 32, 4, 64, 9, 3
@@ -31,18 +32,18 @@ def block():
 
 
 def _loss_and_grads(variant, x, params):
-  module = block_compare.make_block(variant, MLP, HEADS, jnp.float32)
+  module = block_variants.make_block(variant, MLP, HEADS, jnp.float32)
   loss = lambda p, x: jnp.sum(jnp.square(module.apply(p, x)))
   return module.apply(params, x), jax.grad(loss, argnums=(0, 1))(params, x)
 
 
-@pytest.mark.parametrize('variant', [v for v in block_compare.JAX_VARIANTS if v != 'flax'])
+@pytest.mark.parametrize('variant', [v for v in block_compare.JAX_VARIANTS if v != 'encoder'])
 def test_each_jax_variant_is_the_projects_block(block, variant):
   x, params = block
-  variant_params = block_compare.make_block(variant, MLP, HEADS, jnp.float32).init(
+  variant_params = block_variants.make_block(variant, MLP, HEADS, jnp.float32).init(
       jax.random.PRNGKey(1), x)
   assert (jax.tree.map(jnp.shape, variant_params) == jax.tree.map(jnp.shape, params))
-  want_out, want_grads = _loss_and_grads('flax', x, params)
+  want_out, want_grads = _loss_and_grads('encoder', x, params)
   out, grads = _loss_and_grads(variant, x, params)
   np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-5)
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
@@ -56,7 +57,7 @@ def test_fused_qkv_kernels_are_the_three_projections(block):
   attn = dict(p['params']['MultiHeadDotProductAttention_0'])
   attn['query'] = jax.tree.map(jnp.zeros_like, attn['query'])
   p = {'params': dict(p['params'], MultiHeadDotProductAttention_0=attn)}
-  plain, _ = _loss_and_grads('flax', x, p)
+  plain, _ = _loss_and_grads('encoder', x, p)
   fused, _ = _loss_and_grads('fused_qkv', x, p)
   original, _ = _loss_and_grads('fused_qkv', x, params)
   np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-5)
@@ -84,7 +85,7 @@ def test_torch_block_computes_the_same_function(block):
     t.mlp_out.weight.copy_(torch.from_numpy(mlp['Dense_1']['kernel'].T))
     t.mlp_out.bias.copy_(torch.from_numpy(mlp['Dense_1']['bias']))
     got = t(torch.from_numpy(np.asarray(x))).numpy()
-  want, _ = _loss_and_grads('flax', x, params)
+  want, _ = _loss_and_grads('encoder', x, params)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -92,18 +93,18 @@ def test_compare_times_every_variant_and_reports_ratios():
   result = block_compare.compare(list(block_compare.VARIANTS), WIDTH, HEADS, MLP, TOKENS,
                                  SEQS, 'bfloat16', reps=2, warmup=1)
   assert set(result['variants']) == set(block_compare.VARIANTS)
-  assert result['variants']['flax']['x_flax'] == 1.0
+  assert result['variants']['encoder']['x_encoder'] == 1.0
   assert result['variants']['torch']['x_torch'] == 1.0
   assert result['flops'] == block_compare.block_flops(WIDTH, HEADS, MLP, TOKENS, SEQS)
   text = block_compare.report_markdown(dict(result, load_average=[1, 2, 3]), 'cmd')
-  assert '| fused_qkv+bhld |' in text and 'bfloat16' in text
+  assert '| flax_core |' in text and 'bfloat16' in text
 
 
 def test_compare_rejects_unknown_variants_and_dtypes():
   with pytest.raises(ValueError, match="choose some of"):
     block_compare.compare(['fast'], WIDTH, HEADS, MLP, TOKENS, SEQS, 'float32', reps=1)
   with pytest.raises(ValueError, match='choose float32 or bfloat16'):
-    block_compare.compare(['flax'], WIDTH, HEADS, MLP, TOKENS, SEQS, 'float16', reps=1)
+    block_compare.compare(['encoder'], WIDTH, HEADS, MLP, TOKENS, SEQS, 'float16', reps=1)
 
 
 def test_block_flops_counts_the_matmuls():

@@ -6,7 +6,7 @@ r"""The baseline against the two-stage recipe at 32, 64 and 128 frames (issue 31
       [--quick]
       [--report_only] [--plan_only [--step_seconds=baseline=0.58,...]]
 
-The program: flags, then `vivit_adapter.studies.frames.run_study`; the data, the sweep,
+The program: flags, then `vivit_adapter.studies.frames_run.run_study`; the data, the sweep,
 the steps at each frame count and the rows are described in
 `vivit_adapter/studies/frames.py`.
 """
@@ -59,14 +59,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     return plan_only(args)
   # pylint: disable=g-import-not-at-top
   from data_pipelines import tf_runtime
-  from vivit_adapter.studies import frames
+  from vivit_adapter.studies import frames_run
   # pylint: enable=g-import-not-at-top
   tf_runtime.configure()
   cli.set_verbosity(args.verbosity)
   cli.quiet_library_logs()
   command = 'python -m vivit_adapter.frames_study ' + ' '.join(
       a for a in (sys.argv[1:] if argv is None else argv) if a != '--report_only')
-  return frames.run_study(
+  return frames_run.run_study(
       workdir=args.workdir, out=args.out, seeds=_ints(args.seeds),
       frames=_ints(args.frames), dials=_ints(args.dials), data_dir=args.data,
       quick=args.quick, train=not args.report_only, command=command,
