@@ -2,6 +2,7 @@ r"""Times one end-to-end train step of the same ViViT-FE in JAX and in plain PyT
 
   python -m vivit_adapter.benchmarks.torch_compare --variant=S/16x2 --frames=32 \
       --resolution=112 --batch=1 [--steps=5] [--warmup=2] [--threads=N] [--torch_compile]
+      [--dtype=float32|bfloat16] [--runners=trainer,jax,torch] [--rounds=N]
 
 The benchmark issue's target: our end-to-end train step must not be slower than a
 straightforward PyTorch implementation of the same factorised encoder on the same CPU.
@@ -21,6 +22,11 @@ per schedulable CPU; torch: one per physical core; the report prints both). Each
 framework's warm-up steps (compilation) run on their own; the timed steps are
 interleaved (JAX, torch, JAX, ...) so a noisy neighbour slows both alike, and the median
 is reported.
+
+`--dtype=bfloat16` times our `config.model.dtype='bfloat16'` step against torch under
+`torch.autocast(bfloat16)`. `--rounds=N` (N > 1) runs each runner in a process of its
+own and alternates the processes N times (for ViViT-B: two activation sets in one
+process compete for memory); see `alternate_processes`.
 
 On a machine shared with other jobs, run with `OMP_WAIT_POLICY=PASSIVE` in the
 environment (read when torch loads OpenMP, so it cannot be set from here) or with
