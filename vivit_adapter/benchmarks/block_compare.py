@@ -184,12 +184,7 @@ def main(argv):
   text = report_markdown(result, command)
   print(text)
   if FLAGS.out:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    with open(FLAGS.out + '.json', 'w') as f:
-      json.dump(dict(result, command=command), f, indent=1)
-    with open(FLAGS.out + '.md', 'w') as f:
-      f.write(text)
-    print(f'Wrote {FLAGS.out}.json and {FLAGS.out}.md')
+    torch_compare.write_outputs(FLAGS.out, result, text, command)
 
 
 if __name__ == '__main__':

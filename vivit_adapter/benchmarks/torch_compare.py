@@ -451,6 +451,17 @@ def report_markdown(result: Dict[str, object], command: str) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def write_outputs(out: str, result: Dict[str, object], text: str, command: str) -> None:
+  """OUT.json (the result and its command) and OUT.md (the report); shared by the
+  benchmarks' comparison programs."""
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out + '.json', 'w') as f:
+    json.dump(dict(result, command=command), f, indent=1)
+  with open(out + '.md', 'w') as f:
+    f.write(text)
+  print(f'Wrote {out}.json and {out}.md')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -474,12 +485,7 @@ def main(argv):
   print(text)
   print(json.dumps(result))
   if FLAGS.out:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    with open(FLAGS.out + '.json', 'w') as f:
-      json.dump(dict(result, command=command), f, indent=1)
-    with open(FLAGS.out + '.md', 'w') as f:
-      f.write(text)
-    print(f'Wrote {FLAGS.out}.json and {FLAGS.out}.md')
+    write_outputs(FLAGS.out, result, text, command)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from vivit_adapter.studies import frames as frames_study
+from vivit_adapter.studies.ablation import cost as ablation_cost
 from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation.plan import Run, Schedule
 
@@ -71,19 +72,9 @@ def _choices(plan, worst: bool) -> Tuple[Dict[str, Schedule], Dict[str, List[Sch
   extra = {r: [] for r in plan.routes}
   if not worst:
     return choice, extra
-  factors = ablation_plan.EDGE_FACTORS
   for route in (r for r in plan.routes if r != 'stage1'):
-    grid, top = plan.base.grids[route], choice[route]
-    swept = {a for a in factors if len({getattr(s, a) for s in grid}) > 1}
-    for _ in range(ablation_plan.MAX_EXTENSIONS):
-      grown = top
-      if 'steps' in swept:
-        grown = dataclasses.replace(top, steps=int(top.steps * factors['steps']))
-        extra[route].append(grown)
-      if 'lr' in swept:
-        extra[route].append(dataclasses.replace(top, lr=top.lr * factors['lr']))
-      top = grown
-    choice[route] = top
+    choice[route], extra[route] = ablation_cost.worst_growth(plan.base.grids[route],
+                                                             choice[route])
   return choice, extra
 
 

@@ -59,21 +59,26 @@ def worst_extensions(plan: Plan) -> Tuple[Dict[str, Schedule], Dict[str, List[Sc
   Each round adds at most one run per swept axis, the steps' at twice the longest so
   far, the learning rate's at the longest so far; the rows then train at the last.
   """
-  choice, extra, factors = longest(plan), {}, ablation_plan.EDGE_FACTORS
+  choice, extra = longest(plan), {}
   for route in ablation_plan.EXTENDED_ROUTES:
-    grid, top = plan.grids[route], choice[route]
-    swept = {a for a in factors if len({getattr(s, a) for s in grid}) > 1}
-    extra[route] = []
-    for _ in range(ablation_plan.MAX_EXTENSIONS):
-      grown = top
-      if 'steps' in swept:
-        grown = dataclasses.replace(top, steps=int(top.steps * factors['steps']))
-        extra[route].append(grown)
-      if 'lr' in swept:
-        extra[route].append(dataclasses.replace(top, lr=top.lr * factors['lr']))
-      top = grown
-    choice[route] = top
+    choice[route], extra[route] = worst_growth(plan.grids[route], choice[route])
   return choice, extra
+
+
+def worst_growth(grid: Sequence[Schedule], top: Schedule) -> Tuple[Schedule, List[Schedule]]:
+  """One route's costliest growth past its grid's edges from `top`, its longest
+  schedule: (the schedule its rows then train at, the extra sweep schedules)."""
+  factors, extra = ablation_plan.EDGE_FACTORS, []
+  swept = {a for a in factors if len({getattr(s, a) for s in grid}) > 1}
+  for _ in range(ablation_plan.MAX_EXTENSIONS):
+    grown = top
+    if 'steps' in swept:
+      grown = dataclasses.replace(top, steps=int(top.steps * factors['steps']))
+      extra.append(grown)
+    if 'lr' in swept:
+      extra.append(dataclasses.replace(top, lr=top.lr * factors['lr']))
+    top = grown
+  return top, extra
 
 
 def planned_runs(plan: Plan, seeds: Sequence[int], names: Sequence[str],
