@@ -20,6 +20,7 @@ from vivit_adapter.studies.ablation import markdown as ablation_markdown
 from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation import plots
 from vivit_adapter.studies.ablation import report as ablation_report
+from vivit_adapter.studies.ablation import retest
 from vivit_adapter.studies.ablation import run as ablation_run
 from vivit_adapter.studies.ablation.plan import Run, Schedule
 from tests import helpers
@@ -743,8 +744,14 @@ def synthetic_results(test_top1, v_best):
   return rows, results
 
 
-def synthetic_report(test_top1, v_best=(79.6, 90.0)):
+def synthetic_report(test_top1, v_best=(79.6, 90.0), enlarged=None):
+  """The report of synthetic_results; `enlarged`: {row: [per-seed test top-1 fractions
+  on the enlarged test split]}."""
   rows, results = synthetic_results(test_top1, v_best)
+  for name, values in (enlarged or {}).items():
+    for seed, top1 in enumerate(values):
+      results[seed]['runs'][rows[name].runs[-1].key]['test_large'] = {
+          'top1': top1, 'top5': 1.0, 'count': 1200.0, 'test_dir': '/t', 'step': 2}
   main = [rows[n] for n in ('baseline', 'I', 'III', 'V')]
   data = study_data.StudyData('d', (), {'name': 'synthetic', 'num_classes': 12, 'notes': [],
                                         'splits': {'train': 1, 'validation': 1, 'test': 1}},
@@ -797,6 +804,44 @@ def test_report_targets_missed_from_synthetic_results(tmp_path):
   assert '| I 70.00, III 63.33, V 81.00 |' in targets
 
 
+def test_targets_read_the_enlarged_test_split_when_baseline_and_row_have_it():
+  # On the study's split V is 1.67 points short; on the enlarged one 0.33: met there.
+  test_top1 = {'baseline': [0.80, 0.82, 0.84], 'V': [0.79, 0.80, 0.82],
+               'I': [0.5, 0.5, 0.5], 'III': [0.6, 0.6, 0.7]}
+  report = synthetic_report(test_top1, enlarged={'baseline': [0.81, 0.80, 0.82],
+                                                 'V': [0.80, 0.80, 0.82]})
+  rows = {r['name']: r for r in report['rows']}
+  assert rows['V']['stats']['test_large_top1']['mean'] == pytest.approx(80 + 2 / 3)
+  assert rows['V']['stats']['test_top1']['mean'] == pytest.approx(80 + 1 / 3)
+  assert 'test_large_top1' not in rows['I']['stats']
+  accuracy, _, order = report['targets']
+  assert accuracy['met'] and accuracy['measured'] == (
+      'V 80.67 vs baseline 81.00 (-0.33) on the enlarged test split (1200 clips)')
+  assert order['measured'] == 'I 50.00, III 63.33, V 80.33'  # the study's split
+  md = ablation_markdown.markdown(report)
+  table = md.split('## The enlarged test split')[1].split('##')[0]
+  assert '| V | 80.33 ± 1.53 | 80.67 ± 1.15 | 80.00, 80.00, 82.00 | -0.33 | 3 |' in table
+  assert '| baseline | 82.00 ± 2.00 | 81.00 ± 1.00 | 81.00, 80.00, 82.00 |  | 3 |' in table
+  # Without the baseline on it, the study's split decides, and no section is written
+  # for rows that were not tested.
+  report = synthetic_report(test_top1, enlarged={'V': [0.80, 0.80, 0.82]})
+  assert not report['targets'][0]['met']
+  assert report['targets'][0]['measured'] == 'V 80.33 vs baseline 82.00 (-1.67)'
+  assert '## The enlarged test split' not in ablation_markdown.markdown(
+      synthetic_report(test_top1))
+
+
+def test_the_enlarged_test_split_is_refused_for_data_the_study_did_not_make(capsys):
+  for flags in (['--dataset_dir=d'], ['--data=d'], ['--enlarged_test_per_class=-1']):
+    with pytest.raises(SystemExit):
+      ablation.parse_args(['--workdir=w', '--out=o', '--enlarged_test_per_class=5', *flags])
+  err = capsys.readouterr().err
+  assert ("--enlarged_test_per_class generates more test clips of the study's own synthetic "
+          "data; with --data or --dataset_dir, enlarge that dataset's test split instead."
+          in err)
+  assert '--enlarged_test_per_class=-1: a number of clips per class (0: none).' in err
+
+
 # ----------------------------------------------------------------------------------------
 # One end-to-end study: the real CLI, trainer and feature cache on the smallest data.
 # ----------------------------------------------------------------------------------------
@@ -819,8 +864,12 @@ def quick_run(tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(ablation_plan, 'QUICK', quick)
     report = ablation.main([f'--workdir={workdir}', f'--out={out}', '--seeds=0', '--rows=V',
-                            '--quick', f'--image_checkpoint={image_npz}'])
+                            '--quick', f'--image_checkpoint={image_npz}',
+                            f'--enlarged_test_per_class={ENLARGED}'])
   return report, workdir, out, image_npz
+
+
+ENLARGED = 3  # test clips per class of the quick study's enlarged split (the study's: 1)
 
 
 def _summary(workdir, key, seed=0):
@@ -864,6 +913,44 @@ def test_quick_time_is_the_whole_route_from_the_files_on_disk(quick_run):
   assert seed0['test_top1'] == pytest.approx(100 * stage2['test']['top1'])
   assert v['stats']['test_top1'] == {'mean': seed0['test_top1'], 'std': None}
   assert report['sweep']['stage2']['cost']['extraction_s'] == extraction['seconds']
+
+
+def _clips(table):
+  """{video id: (label, encoded frames)} of a DMVR table."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out = {}
+  for path in sorted(tf.io.gfile.glob(table)):
+    for record in tf.data.TFRecordDataset(path):
+      example = tf.train.SequenceExample.FromString(record.numpy())
+      context = example.context.feature
+      frames = example.feature_lists.feature_list[dmvr_format.FRAMES_KEY].feature
+      out[context[dmvr_format.VIDEO_ID_KEY].bytes_list.value[0]] = (
+          context[dmvr_format.LABEL_KEY].int64_list.value[0],
+          [f.bytes_list.value[0] for f in frames])
+  return out
+
+
+def test_quick_enlarged_test_split_holds_the_study_test_and_retests_the_model(quick_run):
+  report, workdir, out, _ = quick_run
+  (v,) = report['rows']
+  study_test = _clips(os.path.join(workdir, 'data', 'test.tfrecord*'))
+  enlarged = _clips(os.path.join(workdir, f'data_test{ENLARGED}', 'test.tfrecord*'))
+  assert len(enlarged) == ENLARGED * len(study_test)  # 1 clip per class -> 3
+  assert all(enlarged[k] == clip for k, clip in study_test.items())  # byte-identical
+  # The row's final model, tested on the enlarged split as the run tested itself: the
+  # same function on the study's own test split gives the run's final test exactly.
+  run_dir = os.path.join(workdir, 'seed0', v['runs'][-1])
+  with open(os.path.join(run_dir, retest.RESULT_FILE)) as f:
+    saved = json.load(f)
+  assert saved['count'] == len(enlarged) and saved['step'] == 2
+  assert v['per_seed'][0]['test_large_top1'] == pytest.approx(100 * saved['top1'])
+  own, step = retest.test_run(run_dir, os.path.join(workdir, 'data'))
+  assert step == 2 and own['count'] == len(study_test)
+  assert (own['top1'], own['top5']) == pytest.approx(
+      (_summary(workdir, v['runs'][-1])['test']['top1'],
+       _summary(workdir, v['runs'][-1])['test']['top5']))
+  with open(out + '.md') as f:
+    assert '## The enlarged test split' in f.read()
 
 
 def test_quick_outputs_and_report_only(quick_run, capsys):

@@ -32,6 +32,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       'encoder starts from (default: pretrained by the study)')
   parser.add_argument('--benchmark_json', default='', help='OUT.json of python -m '
                       'vivit_adapter.benchmark: the compute-only step ratios in the report')
+  parser.add_argument('--enlarged_test_per_class', type=int, default=0,
+                      help='test each row\'s final models once more on this many test '
+                      'clips per class from the study\'s generator (synthetic data only; '
+                      'evaluation only; 0: no enlarged split)')
   parser.add_argument('--quick', action='store_true', help='tiny model, data and steps')
   parser.add_argument('--report_only', action='store_true',
                       help='generate and train nothing: write the tables from the '
@@ -48,6 +52,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if args.data and args.dataset_dir:
     parser.error('--data (synthetic) and --dataset_dir (existing) exclude each other.')
+  if args.enlarged_test_per_class and (args.data or args.dataset_dir):
+    parser.error('--enlarged_test_per_class generates more test clips of the study\'s own '
+                 'synthetic data; with --data or --dataset_dir, enlarge that dataset\'s '
+                 'test split instead.')
+  if args.enlarged_test_per_class < 0:
+    parser.error(f'--enlarged_test_per_class={args.enlarged_test_per_class}: a number of '
+                 'clips per class (0: none).')
   return args
 
 
@@ -72,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
       row_names=[r for r in args.rows.split(',') if r], data_dir=args.data,
       dataset_dir=args.dataset_dir, image_checkpoint=args.image_checkpoint,
       benchmark_json=args.benchmark_json, quick=args.quick, train=not args.report_only,
-      command=command)
+      command=command, enlarged_test_per_class=args.enlarged_test_per_class)
 
 
 def plan_only(args: argparse.Namespace) -> Dict:

@@ -37,6 +37,36 @@ def table_markdown(rows: List[Dict], table: str) -> List[str]:
   return lines
 
 
+def enlarged_test_markdown(rows: List[Dict]) -> List[str]:
+  """Each row's test top-1 on the study's test split and on the enlarged one
+  (studies/ablation/retest), with its gap to the baseline's, per seed and mean ± std;
+  [] when no row was tested on the enlarged split."""
+  tested = [r for r in rows if 'test_large_top1' in r['stats']]
+  if not tested:
+    return []
+  base = next((r for r in tested if r['name'] == 'baseline'), None)
+  count = next(iter(tested[0]['per_seed'].values()))['test_large_count']
+  lines = ['', '## The enlarged test split', '',
+           f'Each row\'s final models tested once more on {count:.0f} test clips from the '
+           'study\'s generator (the same scene and seed: the study\'s test clips and new '
+           'ones; `--enlarged_test_per_class`), for differences that the seed spread on '
+           'the study\'s test split cannot decide. '
+           'Evaluation only: the checkpoints are the rows\', nothing is chosen on it. '
+           'When the baseline and a row both have it on every seed, the Targets table\'s '
+           'accuracy target reads it.', '',
+           '| row | test top-1 (%), study split | test top-1 (%), enlarged | per seed, '
+           'enlarged | gap to the baseline, enlarged (points) | seeds |',
+           '|---|---|---|---|---|---|']
+  for r in tested:
+    s = r['stats']
+    per_seed = ', '.join(f'{p["test_large_top1"]:.2f}' for p in r['per_seed'].values())
+    gap = ('' if base is None or r is base else
+           f'{s["test_large_top1"]["mean"] - base["stats"]["test_large_top1"]["mean"]:+.2f}')
+    lines.append(f'| {r["name"]} | {_fmt(s.get("test_top1"))} | '
+                 f'{_fmt(s["test_large_top1"])} | {per_seed} | {gap} | {len(r["seeds"])} |')
+  return lines
+
+
 def sweep_markdown(sweep: Dict) -> List[str]:
   """Every configuration tried (the grid's, then its extensions'), the selection metric,
   its cost, the choice and whether it is still at an edge of what was tried."""
@@ -218,6 +248,7 @@ def markdown(report: Dict, previous_path: str = '') -> str:
   for table, title in TABLES:
     if any(r['table'] == table for r in report['rows']):
       lines += ['', f'## {title}', ''] + table_markdown(report['rows'], table)
+  lines += enlarged_test_markdown(report['rows'])
   lines += _time_lines(report, previous_path)
   lines += ['', '## Targets', '', '| target | measured | met |', '|---|---|---|']
   lines += [f'| {t["target"]} | {t["measured"]} | {"yes" if t["met"] else "NO"} |'

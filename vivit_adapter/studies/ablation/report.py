@@ -37,9 +37,12 @@ TARGET_VARIANTS = ('V_long_stage1', 'V_long_stage1_mlp', 'V_stage1_4f_long_mlp',
 # and without stage 1.
 DIAL_ROWS = tuple(f'V_stage1_x{ablation_plan.DIAL_STAGE1_FACTOR}_mlp_dial{k}'
                   for k in ablation_plan.DIAL_LAYERS)
-TARGET_VARIANTS += DIAL_ROWS
+# The dial without stage 1 (I_mlp at k = 0, 1, 2: the image checkpoint's encoder, which
+# the baseline starts from too) is a recipe as well, held to the same targets.
+NO_STAGE1_ROWS = ('I_mlp', *(f'I_mlp_dial{k}' for k in ablation_plan.DIAL_LAYERS))
+TARGET_VARIANTS += DIAL_ROWS + NO_STAGE1_ROWS
 TIME_ROWS = ('V', 'I', 'III', 'adapter_mlp', 'adapter_none', 'stage1_4f', 'stage1_2f',
-             *TARGET_VARIANTS, *(f'I_mlp_dial{k}' for k in ablation_plan.DIAL_LAYERS))
+             *TARGET_VARIANTS)
 TIME_TARGET = 0.45  # the whole recipe's share of the baseline's time to accuracy
 ACCURACY_MARGIN = 0.5  # V may trail the baseline by this many top-1 points
 
@@ -73,6 +76,10 @@ def run_record(run: Run, summary: Dict) -> Dict:
       'test': {m: 100 * summary['test'][m] for m in METRICS if m in summary['test']},
       'test_cached': {m: 100 * v for m, v in summary.get('test_cached', {}).items()
                       if m in METRICS},
+      # The final model on the enlarged test split (studies/ablation/retest), when tested.
+      'test_large': {m: (100 * v if m in METRICS else v)
+                     for m, v in summary.get('test_large', {}).items()
+                     if m in METRICS or m == 'count'},
       'eval': {m: 100 * summary['eval'][m] for m in METRICS if m in summary['eval']}}
 
 
@@ -98,7 +105,12 @@ def aggregate_row(row: Row, results: Dict[int, Dict[str, Dict]]) -> Dict:
         'wall_time_s': sum(r['train_time_s'] for r in records.values()) + extraction[0],
         'cpu_time_s': sum(r['train_cpu_s'] for r in records.values()) + extraction[1],
         'runs': records, 'caches': caches}
+    if last['test_large']:
+      per_seed[seed].update(test_large_top1=last['test_large']['top1'],
+                            test_large_count=last['test_large']['count'])
   stats = {m: _stat([p[m] for p in per_seed.values()]) for m in STATS if per_seed}
+  if per_seed and all('test_large_top1' in p for p in per_seed.values()):
+    stats['test_large_top1'] = _stat([p['test_large_top1'] for p in per_seed.values()])
   return {'name': row.name, 'table': row.table, 'description': row.description,
           'runs': [r.key for r in row.runs], 'seeds': sorted(per_seed),
           'per_seed': per_seed, 'stats': stats}
@@ -256,15 +268,24 @@ def check_targets(by_name: Dict[str, Dict], timed: Sequence[Dict],
   The time target is missed when any seed's two-stage route does not reach the
   baseline's accuracy target at all.
   """
-  def top1(name):
-    s = by_name.get(name, {}).get('stats', {}).get('test_top1')
+  def top1(name, metric='test_top1'):
+    s = by_name.get(name, {}).get('stats', {}).get(metric)
     return None if s is None else s['mean']
-  base, v, i, iii = top1('baseline'), top1(row), top1('I'), top1('III')
+  # The enlarged test split decides when both rows were tested on it on every seed.
+  enlarged = None not in (top1('baseline', 'test_large_top1'), top1(row, 'test_large_top1'))
+  metric = 'test_large_top1' if enlarged else 'test_top1'
+  base, v = top1('baseline', metric), top1(row, metric)
+  i, iii, v_study = top1('I'), top1('III'), top1(row)
   targets = []
   if base is not None and v is not None:
+    split = ''
+    if enlarged:
+      count = by_name[row]['per_seed'][by_name[row]['seeds'][0]]['test_large_count']
+      split = f' on the enlarged test split ({count:.0f} clips)'
     targets.append({'target': f'{row} test top-1 >= baseline - {ACCURACY_MARGIN} (mean '
                               'over seeds)',
-                    'measured': f'{row} {v:.2f} vs baseline {base:.2f} ({v - base:+.2f})',
+                    'measured': f'{row} {v:.2f} vs baseline {base:.2f} ({v - base:+.2f})'
+                                f'{split}',
                     'met': v >= base - ACCURACY_MARGIN})
   if timed:
     r = ratio_stats(timed)
@@ -280,7 +301,9 @@ def check_targets(by_name: Dict[str, Dict], timed: Sequence[Dict],
     # seeds' stats, so that the label is right when no seed reaches the target.
     clock = 'priced' if any('priced' in e for e in timed) else 'wall'
     whole = 'whole recipe' if row == 'V' else f'{row}, whole recipe'
-    targets.append({'target': f'{whole} (stage 1 + extraction + stage 2) <= '
+    parts = ('extraction + stage 2; no stage 1' if row in NO_STAGE1_ROWS else
+             'stage 1 + extraction + stage 2')
+    targets.append({'target': f'{whole} ({parts}) <= '
                               f'{TIME_TARGET}x the baseline\'s time to the baseline\'s '
                               f'accuracy target (its best eval top-1 - {ACCURACY_MARGIN}), '
                               'reached on every seed (mean '
@@ -288,10 +311,10 @@ def check_targets(by_name: Dict[str, Dict], timed: Sequence[Dict],
                               'over seeds)',
                     'measured': '; '.join(measured),
                     'met': not missed and r[clock]['mean'] <= TIME_TARGET})
-  if row == 'V' and None not in (i, iii, v):
+  if row == 'V' and None not in (i, iii, v_study):
     targets.append({'target': 'test top-1: I < III < V',
-                    'measured': f'I {i:.2f}, III {iii:.2f}, V {v:.2f}',
-                    'met': i < iii < v})
+                    'measured': f'I {i:.2f}, III {iii:.2f}, V {v_study:.2f}',
+                    'met': i < iii < v_study})
   return targets
 
 

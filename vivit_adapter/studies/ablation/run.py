@@ -20,6 +20,7 @@ from vivit_adapter.studies.ablation import markdown as ablation_markdown
 from vivit_adapter.studies.ablation import plan as ablation_plan
 from vivit_adapter.studies.ablation import plots
 from vivit_adapter.studies.ablation import report as ablation_report
+from vivit_adapter.studies.ablation import retest
 from vivit_adapter.studies.ablation.plan import Plan, Run, Schedule, Study
 from vivit_adapter.train_lib import reporting
 
@@ -217,7 +218,7 @@ def sweep_route(runner: Runner, route: str, choice: Dict[str, Schedule],
 def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Sequence[str],
                  data_dir: str, quick: bool, train: bool, command: str,
                  dataset_dir: str = '', image_checkpoint: str = '',
-                 benchmark_json: str = '') -> Dict:
+                 benchmark_json: str = '', enlarged_test_per_class: int = 0) -> Dict:
   """The whole study: data, image checkpoint, sweep, rows; writes and returns the report.
 
   With train=False nothing is generated or trained: with no finished runs in `workdir`
@@ -249,6 +250,9 @@ def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Seq
       for row in (r for r in rows if r.table in tables):
         for run in row.runs:
           runner.summary(run, seed)
+  if enlarged_test_per_class:
+    test_enlarged(runner, rows, seeds, ablation_plan.synthetic_data(quick),
+                  enlarged_test_per_class)
   report = ablation_report.build_report(
       rows, plan, seeds, runner.results(), tried=tried, choice=choice, wanted=names,
       data=data, model=ablation_report.model_info(base_config), image_report=image,
@@ -257,6 +261,26 @@ def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Seq
   for path in write_outputs(report, out):
     print(f'Wrote {path}')
   return report
+
+
+def test_enlarged(runner: Runner, rows, seeds: Sequence[int], generate_args: Dict,
+                  per_class: int) -> None:
+  """Each finished row's final model tested on the enlarged test split (retest), the
+  result attached to its summary as 'test_large' for the report."""
+  test = retest.prepare_large_test(runner.study.workdir, generate_args, per_class,
+                                   generate=runner.train)
+  for seed in seeds:
+    for row in rows:
+      last = row.runs[-1]  # the run whose model the row evaluates
+      summary = runner.summaries.get((seed, last.key))
+      if summary is None:
+        continue
+      run_dir = runner.study.run_dir(seed, last.key)
+      result = retest.ensure_result(run_dir, test.base_dir, train=runner.train)
+      if result is not None:
+        summary['test_large'] = result
+        print(f'  {last.key} (seed {seed}): test top-1 {100 * result["top1"]:.2f} on '
+              f'{result["count"]:.0f} clips of {test.base_dir}', flush=True)
 
 
 def rewrite_from_json(out: str, workdir: str) -> Dict:
