@@ -307,7 +307,7 @@ def test_time_to_accuracy_is_to_the_baselines_accuracy_target():
       '| mean ± std (0 of 2 seeds reached) | | | | — |')
 
 
-def test_time_to_accuracy_priced_at_the_benchmarks_compute_only_steps():
+def test_time_to_accuracy_priced_at_the_benchmarks_compute_only_steps(tmp_path):
   """The third clock: each route's steps x the benchmark's step time, clips x its
   extraction time per clip-view, so that another job's load does not move it."""
   results = _results()
@@ -327,10 +327,30 @@ def test_time_to_accuracy_priced_at_the_benchmarks_compute_only_steps():
   assert out[1]['priced']['extraction_s'] == pytest.approx(1.4)
   stats = ablation_report.ratio_stats(out)
   assert stats['priced']['mean'] == pytest.approx(3.7 / 5)
+  # The whole routes (the front): the baseline's 2 steps, 5 s; stage 1 2 + extraction
+  # 1.4 + all of stage 2's 2 steps 0.6 = 4 s on both seeds, reached or not.
+  assert [(e['priced']['baseline_whole_s'], round(e['priced']['whole_s'], 9))
+          for e in out] == [(5.0, 4.0), (5.0, 4.0)]
   table = ablation_markdown.time_to_accuracy_markdown(out, stats)
   assert table[3].endswith('| 5.0 | 3.7 | 0.740 | 4, 3 |')
   assert table[2].endswith('| 5.0 | not reached | — | 4, 3 |')
   assert table[-1].endswith('| | 0.740 ± — | |')
+  # The front picture: a point per row and seed at (whole cost, test top-1), the
+  # baseline's curve from its sweep runs at the chosen learning rate.
+  report = {'rows': list(_v_and_baseline(results).values()), 'time_to_accuracy': {'V': out},
+            'sweep': {'baseline': {'chosen': {'lr': 3e-3}, 'configs': [
+                {'lr': 3e-3, 'steps': 1, 'test_top1': 40.0},
+                {'lr': 1e-3, 'steps': 4, 'test_top1': 99.0},  # another lr: not the curve
+                {'lr': 3e-3, 'steps': 2, 'test_top1': 60.0}]}}}
+  front = plots.front_points(report)
+  assert front['metric'] == 'test_top1' and front['baseline_curve'] == [(2.5, 40.0),
+                                                                         (5.0, 60.0)]
+  assert {k: [(round(x, 9), y) for x, y in v] for k, v in front['rows'].items()} == {
+      'baseline': [(5.0, 60.0)], 'V': [(4.0, 50.0), (4.0, 60.0)]}
+  assert plots.plot_front(report, str(tmp_path / 'front.png'))
+  assert os.path.getsize(tmp_path / 'front.png') > 1000
+  assert plots.front_points(dict(report, time_to_accuracy={'V': [
+      {k: v for k, v in e.items() if k != 'priced'} for e in out]})) is None  # no prices
   # A stage 2 is priced at its own adapter's cached step when the benchmark measured it
   # (python -m vivit_adapter.benchmark --adapters=...), else at the attention adapter's.
   assert prices['stage2'] == {'attention': 0.3, 'mlp': 0.3, 'none': 0.3}
@@ -832,13 +852,13 @@ def test_targets_read_the_enlarged_test_split_when_baseline_and_row_have_it():
 
 
 def test_the_enlarged_test_split_is_refused_for_data_the_study_did_not_make(capsys):
-  for flags in (['--dataset_dir=d'], ['--data=d'], ['--enlarged_test_per_class=-1']):
+  # --data is the study's synthetic data in another folder: allowed (the quick study).
+  for flags in (['--dataset_dir=d'], ['--enlarged_test_per_class=-1']):
     with pytest.raises(SystemExit):
       ablation.parse_args(['--workdir=w', '--out=o', '--enlarged_test_per_class=5', *flags])
   err = capsys.readouterr().err
   assert ("--enlarged_test_per_class generates more test clips of the study's own synthetic "
-          "data; with --data or --dataset_dir, enlarge that dataset's test split instead."
-          in err)
+          "data; with --dataset_dir, enlarge that dataset's test split instead." in err)
   assert '--enlarged_test_per_class=-1: a number of clips per class (0: none).' in err
 
 
@@ -969,7 +989,8 @@ def test_quick_outputs_and_report_only(quick_run, capsys):
   with open(out + '.md', 'w') as f:
     f.write(md.replace(notes, notes + '\nkeep me'))
   capsys.readouterr()
-  args = [f'--out={out}', '--rows=V', '--quick', f'--image_checkpoint={image_npz}']
+  args = [f'--out={out}', '--rows=V', '--quick', f'--image_checkpoint={image_npz}',
+          f'--enlarged_test_per_class={ENLARGED}']  # read from test_large.json, not run
   with pytest.MonkeyPatch.context() as patch:  # the fixture's grids
     patch.setitem(ablation_plan.QUICK, 'learning_rates',
                   {r: (3e-3,) for r in ablation_plan.ROUTES})

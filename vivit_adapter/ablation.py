@@ -52,10 +52,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if args.data and args.dataset_dir:
     parser.error('--data (synthetic) and --dataset_dir (existing) exclude each other.')
-  if args.enlarged_test_per_class and (args.data or args.dataset_dir):
+  if args.enlarged_test_per_class and args.dataset_dir:
     parser.error('--enlarged_test_per_class generates more test clips of the study\'s own '
-                 'synthetic data; with --data or --dataset_dir, enlarge that dataset\'s '
-                 'test split instead.')
+                 'synthetic data; with --dataset_dir, enlarge that dataset\'s test split '
+                 'instead.')
   if args.enlarged_test_per_class < 0:
     parser.error(f'--enlarged_test_per_class={args.enlarged_test_per_class}: a number of '
                  'clips per class (0: none).')

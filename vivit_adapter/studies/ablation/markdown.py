@@ -222,6 +222,13 @@ def _time_lines(report: Dict, previous_path: str) -> List[str]:
   if any(timed.values()):
     name = os.path.splitext(os.path.basename(previous_path))[0] or 'ablation'
     lines += ['', f'![time to accuracy]({name}_curves.png)']
+  if any('priced' in e for entries in timed.values() for e in entries):
+    lines += ['', 'The front: each row\'s test top-1 against its whole route\'s '
+              'compute-only cost, one point per seed (stage 1, extraction and every '
+              'stage-2 step; the baseline\'s every step), the baseline stopped at fewer '
+              'steps as a curve (its sweep at the chosen learning rate, seed 0). The '
+              'enlarged test split when the baseline was tested on it.', '',
+              f'![the front]({name}_front.png)']
   return lines
 
 

@@ -92,3 +92,69 @@ def _seed_curves(ax, base, others, seed, clock: str, extraction: str, first: boo
             color=color, marker='.', markersize=3,
             label=label(f'{row["name"]}: stage 2, after ' +
                         ('stage 1 + extraction' if before else 'extraction')))
+
+
+def front_points(report: Dict) -> Dict:
+  """The front picture's data: {'metric', 'rows': {row: [(cost, top-1), ...]},
+  'baseline_curve': [(cost, top-1), ...]}, cost in compute-only seconds of the whole
+  route (stage 1, extraction and every stage-2 step; the baseline's every step), top-1
+  on the enlarged test split when the baseline has it on every seed, else the study's.
+  None without compute-only prices."""
+  rows = {r['name']: r for r in report['rows']}
+  base = rows.get('baseline')
+  timed = report.get('time_to_accuracy', {})
+  if not base or not any('priced' in e for entries in timed.values() for e in entries):
+    return None
+  metric = 'test_large_top1' if 'test_large_top1' in base['stats'] else 'test_top1'
+  points = {'baseline': []}
+  for name, entries in timed.items():
+    for e in entries:
+      seed_rows = (rows[name]['per_seed'].get(e['seed']), base['per_seed'].get(e['seed']))
+      if 'priced' not in e or None in seed_rows or metric not in seed_rows[0]:
+        continue
+      points.setdefault(name, []).append((e['priced']['whole_s'], seed_rows[0][metric]))
+      points['baseline'].append((e['priced']['baseline_whole_s'], seed_rows[1][metric]))
+  points['baseline'] = sorted(set(points['baseline']))
+  price = next(e['priced']['baseline_whole_s'] / rows['baseline']['per_seed'][e['seed']][
+      'runs'][base['runs'][-1]]['steps'] for entries in timed.values() for e in entries
+               if 'priced' in e)
+  configs = report.get('sweep', {}).get('baseline', {}).get('configs', [])
+  chosen = report.get('sweep', {}).get('baseline', {}).get('chosen') or {}
+  curve = sorted((c['steps'] * price, c[metric]) for c in configs
+                 if c.get('lr') == chosen.get('lr') and metric in c)
+  return {'metric': metric, 'rows': points, 'baseline_curve': curve}
+
+
+def plot_front(report: Dict, path: str) -> bool:
+  """Test top-1 against the whole route's compute-only cost, one point per row and seed,
+  the baseline's curve (its sweep runs at the chosen learning rate, seed 0: the same
+  training stopped at fewer steps) beside them. Returns False (nothing written) without
+  compute-only prices or rows timed against the baseline."""
+  data = front_points(report)
+  if not data or len(data['rows']) < 2:
+    return False
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(8.5, 5.2))
+  if data['baseline_curve']:
+    xs, ys = zip(*data['baseline_curve'])
+    ax.plot(xs, ys, '-', color='tab:red', alpha=0.6,
+            label='baseline at fewer steps (its sweep at the chosen lr, seed 0)')
+  markers = itertools.cycle('osD^v<>PX')
+  for name, pts in data['rows'].items():
+    xs, ys = zip(*pts)
+    style = dict(color='tab:red', marker='*', s=140) if name == 'baseline' else dict(
+        marker=next(markers), s=45)
+    ax.scatter(xs, ys, label=name, alpha=0.85, **style)
+  split = ('the enlarged test split' if data['metric'] == 'test_large_top1'
+           else 'the test split')
+  ax.set_xscale('log')
+  ax.set_xlabel('whole route, compute-only seconds (stage 1 + extraction + stage 2; '
+                'log scale)')
+  ax.set_ylabel(f'test top-1 (%), {split}')
+  ax.set_title('The front: accuracy against cost, one point per row and seed')
+  ax.grid(alpha=0.3, which='both')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True

@@ -141,6 +141,12 @@ def sweep_report(tried: Dict[str, List[Tuple[Run, Optional[Dict]]]],
         entry.update(eval_top1=100 * summary['eval']['top1'],
                      train_time_s=summary['train_time_s'],
                      train_cpu_s=summary.get('train_cpu_s'))
+        # Test values are reported, never read by the choice (the baseline's curve in
+        # the front picture, plots.plot_front).
+        if 'top1' in summary.get('test', {}):
+          entry['test_top1'] = 100 * summary['test']['top1']
+        if 'top1' in summary.get('test_large', {}):
+          entry['test_large_top1'] = 100 * summary['test_large']['top1']
       configs.append(entry)
     done = [c for c in configs if c['finished']]
     cache = sweep_caches.get(route) or {}
@@ -187,9 +193,11 @@ def step_prices(benchmark: Optional[Dict], stage1_frames: int) -> Optional[Dict]
 
 
 def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter,
-            dial: int = 0) -> Dict:
+            dial: int = 0, steps=(0, 0)) -> Dict:
   """time_to_accuracy's clocks, in compute-only seconds (`step_prices`); a stage 2 at
-  the spatial dial (k > 0) at its k's cached step and extraction."""
+  the spatial dial (k > 0) at its k's cached step and extraction. `steps`: the
+  baseline's and stage 2's whole runs, priced as 'baseline_whole_s' and 'whole_s' (the
+  front picture: test top-1 against the whole route's cost)."""
   stage2_price, per_clip = prices['stage2'][adapter], prices['extract_per_clip']
   if dial:
     stage2_price, per_clip = (prices['dial'][dial]['step'],
@@ -204,7 +212,9 @@ def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter,
   two_t = (None if stage2_step is None
            else stage1 + extraction + stage2_step * stage2_price)
   return {'baseline_s': base_t, 'stage1_s': stage1, 'extraction_s': extraction,
-          'total_s': two_t, 'ratio': None if two_t is None else two_t / base_t}
+          'total_s': two_t, 'ratio': None if two_t is None else two_t / base_t,
+          'baseline_whole_s': steps[0] * prices['baseline'],
+          'whole_s': stage1 + extraction + steps[1] * stage2_price}
 
 
 def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V',
@@ -247,8 +257,9 @@ def time_to_accuracy(by_name: Dict[str, Dict], row: str = 'V',
     last = p['runs'][two['runs'][-1]]
     dial = last.get('trainable_spatial_layers', 0)
     if prices and (not dial or dial in prices.get('dial', {})):  # a dial the bench priced
+      base_last = base['per_seed'][seed]['runs'][base['runs'][-1]]
       entry['priced'] = _priced(prices, b_curve, curve, before, p['caches'], target,
-                                last['adapter'], dial)
+                                last['adapter'], dial, (base_last['steps'], last['steps']))
     out.append(entry)
   return out
 

@@ -251,8 +251,12 @@ def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Seq
         for run in row.runs:
           runner.summary(run, seed)
   if enlarged_test_per_class:
+    # The rows' final models, and the baseline's curve: its sweep runs at the chosen
+    # learning rate (the front picture, plots.plot_front).
+    curve = [run for run, _ in tried.get('baseline', [])
+             if 'baseline' in choice and run.schedule.lr == choice['baseline'].lr]
     test_enlarged(runner, rows, seeds, ablation_plan.synthetic_data(quick),
-                  enlarged_test_per_class)
+                  enlarged_test_per_class, sweep_runs=curve)
   report = ablation_report.build_report(
       rows, plan, seeds, runner.results(), tried=tried, choice=choice, wanted=names,
       data=data, model=ablation_report.model_info(base_config), image_report=image,
@@ -264,23 +268,25 @@ def run_ablation(*, workdir: str, out: str, seeds: Sequence[int], row_names: Seq
 
 
 def test_enlarged(runner: Runner, rows, seeds: Sequence[int], generate_args: Dict,
-                  per_class: int) -> None:
-  """Each finished row's final model tested on the enlarged test split (retest), the
-  result attached to its summary as 'test_large' for the report."""
+                  per_class: int, sweep_runs: Sequence[Run] = ()) -> None:
+  """Each finished row's final model, and each of `sweep_runs` (seed SWEEP_SEED),
+  tested on the enlarged test split (retest), the result attached to its summary as
+  'test_large' for the report."""
   test = retest.prepare_large_test(runner.study.workdir, generate_args, per_class,
                                    generate=runner.train)
-  for seed in seeds:
-    for row in rows:
-      last = row.runs[-1]  # the run whose model the row evaluates
-      summary = runner.summaries.get((seed, last.key))
-      if summary is None:
-        continue
-      run_dir = runner.study.run_dir(seed, last.key)
-      result = retest.ensure_result(run_dir, test.base_dir, train=runner.train)
-      if result is not None:
-        summary['test_large'] = result
-        print(f'  {last.key} (seed {seed}): test top-1 {100 * result["top1"]:.2f} on '
-              f'{result["count"]:.0f} clips of {test.base_dir}', flush=True)
+  # The run whose model the row evaluates is its last; a run is tested once.
+  wanted = [(seed, row.runs[-1]) for seed in seeds for row in rows]
+  wanted += [(ablation_plan.SWEEP_SEED, run) for run in sweep_runs]
+  for seed, last in dict.fromkeys(wanted):
+    summary = runner.summaries.get((seed, last.key))
+    if summary is None:
+      continue
+    run_dir = runner.study.run_dir(seed, last.key)
+    result = retest.ensure_result(run_dir, test.base_dir, train=runner.train)
+    if result is not None:
+      summary['test_large'] = result
+      print(f'  {last.key} (seed {seed}): test top-1 {100 * result["top1"]:.2f} on '
+            f'{result["count"]:.0f} clips of {test.base_dir}', flush=True)
 
 
 def rewrite_from_json(out: str, workdir: str) -> Dict:
@@ -296,7 +302,8 @@ def rewrite_from_json(out: str, workdir: str) -> Dict:
 
 
 def write_outputs(report: Dict, out: str) -> List[str]:
-  """Writes <out>.json, <out>.md, <out>.png and <out>_curves.png; returns their paths."""
+  """Writes <out>.json, <out>.md, <out>.png, <out>_curves.png and <out>_front.png;
+  returns their paths."""
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   paths = [out + '.json', out + '.md', out + '.png']
   with open(paths[0], 'w') as f:
@@ -307,4 +314,6 @@ def write_outputs(report: Dict, out: str) -> List[str]:
   plots.plot(report, paths[2])
   if plots.plot_time_to_accuracy(report, out + '_curves.png'):
     paths.append(out + '_curves.png')
+  if plots.plot_front(report, out + '_front.png'):
+    paths.append(out + '_front.png')
   return paths
