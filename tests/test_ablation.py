@@ -73,7 +73,7 @@ def test_rows_use_the_intended_runs():
       'baseline', 'I', 'III', 'V', 'stage1_2f', 'stage1_4f', 'stage1_8f',
       'adapter_attention', 'adapter_mlp', 'adapter_none', 'V_long_stage1', 'V_long_stage1_mlp',
       'V_stage1_4f_long_mlp', 'V_stage1_x4_mlp', 'V_stage1_x6_mlp', 'V_from_baseline',
-      'V_stage1_x4_mlp_dial1', 'I_mlp_dial1', 'V_stage1_x4_mlp_dial2', 'I_mlp_dial2', 'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
+      'early_quarter_mlp', 'early_half_mlp', 'V_stage1_x4_mlp_dial1', 'I_mlp_dial1', 'V_stage1_x4_mlp_dial2', 'I_mlp_dial2', 'III_w16', 'III_w32', 'III_w64', 'III_lr_x0.33', 'III_lr_x3', 'I_mlp', 'V_w16', 'V_w32',
       'V_w64']
   s1 = Run('stage1', 8, CHOICE['stage1'])
   assert rows['V'].runs == (s1, Run('stage2', 32, CHOICE['stage2'], 'attention', 0, s1))
@@ -118,6 +118,13 @@ def test_rows_use_the_intended_runs():
   assert rows['V_from_baseline'].runs == (base, Run('stage2', 32, CHOICE['stage2'],
                                                     'attention', 0, base))
   assert rows['V_from_baseline'].caches == ('baseline_32f_lr0.003_s1200_w50',)
+  # Stage 1 = the baseline stopped at a quarter / half of its chosen steps (its own
+  # cosine schedule ending there), then the mlp adapter from its cache.
+  for name, steps in (('early_quarter_mlp', 300), ('early_half_mlp', 600)):
+    early = Run('baseline', 32, Schedule(3e-3, steps, 50))
+    assert rows[name].runs == (early, Run('stage2', 32, CHOICE['stage2'], 'mlp', 0, early))
+    assert rows[name].caches == (f'baseline_32f_lr0.003_s{steps}_w50',)
+    assert ablation_plan.routes_for(FULL_PLAN, [name]) == ('baseline', 'stage1', 'stage2')
   assert ablation_plan.routes_for(FULL_PLAN, ['V_from_baseline']) == ('baseline', 'stage1',
                                                                      'stage2')
   assert ablation_plan.routes_for(FULL_PLAN, ['baseline', 'I']) == ('baseline', 'stage1',
@@ -364,6 +371,12 @@ def test_time_to_accuracy_priced_at_the_benchmarks_compute_only_steps(tmp_path):
     seed['runs'][mlp_run]['adapter'] = 'mlp'
   out = ablation_report.time_to_accuracy(v, prices=mlp_prices)
   assert out[1]['priced']['total_s'] == pytest.approx(2 + 1.4 + 0.1)
+  # A stage 1 that is the baseline stopped early (rows early_*) at the baseline's step:
+  # 2 x 2.5, not 2 x 0.5 x 2.
+  for seed in v['V']['per_seed'].values():
+    seed['runs'][v['V']['runs'][0]]['kind'] = 'baseline'
+  out = ablation_report.time_to_accuracy(v, prices=mlp_prices)
+  assert out[1]['priced']['total_s'] == pytest.approx(5 + 1.4 + 0.1)
   # Without a complete benchmark there is no third clock.
   assert ablation_report.step_prices(None, 8) is None
   assert ablation_report.step_prices(dict(benchmark, extract_s_per_clip=None), 8) is None

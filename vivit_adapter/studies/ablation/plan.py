@@ -94,6 +94,13 @@ FEW_FRAMES_STAGE1 = (4, 6)  # (frames, steps factor)
 # k is its own route: stage 2's grid, swept on validation from that stage 1's k-cache
 # (and grown past an edge, as stage 2's), and the dial without stage 1 trains with it.
 DIAL_LAYERS = (1, 2)
+# Rows early_<name>_mlp (issue 27's next step): stage 1 is the baseline itself, end to
+# end at the stage-2 frame count but stopped at a fraction of the chosen steps (a whole
+# run, its cosine schedule ending there), then frozen, cached and followed by the mlp
+# adapter's stage 2. The dial study found the cap below any dial (V_from_baseline: the
+# 32-frame encoder frozen is enough); these ask how short that end-to-end phase may be.
+# A quarter and a half: for the chosen 2400 steps the seed-0 sweep's 600 and 1200.
+EARLY_BASELINE_FRACTIONS = {'quarter': 4, 'half': 2}  # name: divisor of the steps
 DIAL_STAGE1_FACTOR = MLP_STAGE1_FACTORS[0]
 DIAL_ADAPTER = 'mlp'
 # The order the rows train in, phase by phase, each on every seed: the rows the targets
@@ -372,6 +379,13 @@ def _limit_rows(plan: Plan, choice: Dict[str, Schedule]) -> List[Row]:
                     'baseline\'s own spatial encoder, frozen: a ceiling for any stage 1, '
                     'not a recipe (its time includes the whole baseline)',
                     (base, Run('stage2', f2, s2, 'attention', init=base))))
+    for name, divisor in EARLY_BASELINE_FRACTIONS.items():
+      steps = max(choice['baseline'].steps // divisor, 1)
+      early = Run('baseline', f2, dataclasses.replace(choice['baseline'], steps=steps))
+      rows.append(Row(f'early_{name}_mlp', 'limits', f'stage 1 = the baseline stopped at '
+                      f'{steps} steps (end to end at {f2} frames), frozen; stage 2 with '
+                      'the mlp adapter from its cache', (early, Run('stage2', f2, s2, 'mlp',
+                                                                    init=early))))
   return rows
 
 

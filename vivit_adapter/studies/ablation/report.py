@@ -40,7 +40,9 @@ DIAL_ROWS = tuple(f'V_stage1_x{ablation_plan.DIAL_STAGE1_FACTOR}_mlp_dial{k}'
 # The dial without stage 1 (I_mlp at k = 0, 1, 2: the image checkpoint's encoder, which
 # the baseline starts from too) is a recipe as well, held to the same targets.
 NO_STAGE1_ROWS = ('I_mlp', *(f'I_mlp_dial{k}' for k in ablation_plan.DIAL_LAYERS))
-TARGET_VARIANTS += DIAL_ROWS + NO_STAGE1_ROWS
+# Stage 1 as the baseline stopped early (plan.EARLY_BASELINE_FRACTIONS).
+EARLY_ROWS = tuple(f'early_{n}_mlp' for n in ablation_plan.EARLY_BASELINE_FRACTIONS)
+TARGET_VARIANTS += DIAL_ROWS + NO_STAGE1_ROWS + EARLY_ROWS
 TIME_ROWS = ('V', 'I', 'III', 'adapter_mlp', 'adapter_none', 'stage1_4f', 'stage1_2f',
              *TARGET_VARIANTS)
 TIME_TARGET = 0.45  # the whole recipe's share of the baseline's time to accuracy
@@ -202,7 +204,9 @@ def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter,
   if dial:
     stage2_price, per_clip = (prices['dial'][dial]['step'],
                               prices['dial'][dial]['extract_per_clip'] or per_clip)
-  stage1 = sum(r['steps'] * prices['stage1'] * r['num_frames'] / prices['stage1_frames']
+  # A stage 1 that is the baseline stopped early (EARLY_ROWS) at the baseline's step.
+  stage1 = sum(r['steps'] * (prices['baseline'] if r.get('kind') == 'baseline' else
+                             prices['stage1'] * r['num_frames'] / prices['stage1_frames'])
                for r in before)
   clips = sum(sum(c['written'].values()) for c in caches.values())
   extraction = clips * per_clip
