@@ -232,7 +232,10 @@ def test_the_compute_only_clock_and_the_plans_prices_come_from_the_benchmark(tmp
   (entry, _) = table[1]['recipes']['0']['time_to_accuracy']
   assert entry['priced'] == pytest.approx({
       'baseline_s': 0.64, 'stage1_s': 0.16, 'extraction_s': 120 * 0.0128,
-      'total_s': 0.16 + 120 * 0.0128, 'ratio': (0.16 + 120 * 0.0128) / 0.64})
+      'total_s': 0.16 + 120 * 0.0128, 'ratio': (0.16 + 120 * 0.0128) / 0.64,
+      # The whole routes (the front picture): the baseline's 2 steps; stage 1, the
+      # extraction and all of stage 2's 2 steps at the attention case's 0.256 s.
+      'baseline_whole_s': 2 * 0.64, 'whole_s': 0.16 + 120 * 0.0128 + 2 * 0.256})
   plan = frames.make_plan(False, 32, frames=(32, 64), dials=(0, 1))
   per_step = frames_cost.benchmark_step_seconds(bench, plan,
                                                 frames_cost.parse_step_seconds(''))
