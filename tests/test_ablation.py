@@ -502,8 +502,10 @@ def test_the_dials_prices_come_from_its_own_benchmark_cases(tmp_path):
   caches = {'c': {'written': {'train': 1000, 'eval': 100}}}
   before = [{'steps': 800, 'num_frames': 8}]
   priced = ablation_report._priced(  # pylint: disable=protected-access
-      prices, curve, curve, before, caches, 89.5, 'mlp', dial=2)
+      prices, curve, curve, before, caches, 89.5, 'mlp', dial=2, steps=(300, 200))
   assert priced['total_s'] == pytest.approx(800 * 0.1 + 1100 * 0.001 + 100 * 0.2)
+  assert priced['whole_s'] == pytest.approx(800 * 0.1 + 1100 * 0.001 + 200 * 0.2)
+  assert priced['baseline_whole_s'] == pytest.approx(300 * 0.4)
   assert priced['baseline_s'] == pytest.approx(100 * 0.4)
 
 

@@ -194,8 +194,8 @@ def step_prices(benchmark: Optional[Dict], stage1_frames: int) -> Optional[Dict]
           'stage2': stage2, 'extract_per_clip': per_clip, 'dial': dial}
 
 
-def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter,
-            dial: int = 0, steps=(0, 0)) -> Dict:
+def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter, dial: int,
+            steps: Tuple[int, int]) -> Dict:
   """time_to_accuracy's clocks, in compute-only seconds (`step_prices`); a stage 2 at
   the spatial dial (k > 0) at its k's cached step and extraction. `steps`: the
   baseline's and stage 2's whole runs, priced as 'baseline_whole_s' and 'whole_s' (the

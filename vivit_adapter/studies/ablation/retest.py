@@ -2,9 +2,9 @@
 final model tested on them once more (issue 27: when the decisive differences are inside
 the seed spread, more test clips; evaluation only, the checkpoints are kept).
 
-The enlarged split is the synthetic data's test split at LARGE_TEST_PER_CLASS clips per
-class instead of plan.TEST_PER_CLASS: the same generator, scene and seed, so its first
-TEST_PER_CLASS clips of each class are the study's test clips (a clip's pixels depend only
+The enlarged split is the synthetic data's test split at N clips per class
+(--enlarged_test_per_class; docs/ablation_dial.md uses 100) instead of plan.TEST_PER_CLASS:
+the same generator, scene and seed, so its first TEST_PER_CLASS clips of each class are the study's test clips (a clip's pixels depend only
 on the seed, the split, the class and its index) and the rest are new. Nothing is
 trained or selected on it: a run's `test_large.json` is its final checkpoint tested the
 way the run tested itself (multi-view, on the raw videos, the whole model).
@@ -18,9 +18,6 @@ from data_pipelines import fs
 from vivit_adapter.studies.ablation import data as study_data
 
 RESULT_FILE = 'test_large.json'
-# Clips per class of the enlarged split: 5x the study's 20, so the standard error of a
-# test top-1 near 90% drops from ~1.9 to ~0.9 points per seed.
-LARGE_TEST_PER_CLASS = 100
 
 
 def large_test_dir(workdir: str, per_class: int) -> str:
