@@ -73,7 +73,8 @@ def test_a_plan_without_the_sweeps_frame_count_or_with_an_unknown_dial_is_an_err
 
 
 class FakeRunner:
-  """Validation top-1 by (route, frames, steps); records what was asked."""
+  """Validation top-1 by (route, frames) and steps, or (lr, steps) where a learning rate
+  scores apart; records what was asked."""
 
   def __init__(self, plan, scores):
     self.frames_plan, self.scores, self.asked = plan, scores, []
@@ -81,7 +82,8 @@ class FakeRunner:
   def summary(self, run, seed):
     self.asked.append((run.key, seed))
     route = 'baseline' if run.kind == 'baseline' else f'stage2_k{run.dial}'
-    top1 = self.scores[route, run.frames].get(run.schedule.steps)
+    scores = self.scores[route, run.frames]
+    top1 = scores.get((run.schedule.lr, run.schedule.steps), scores.get(run.schedule.steps))
     return None if top1 is None else fake_summary(0.5, 0.9, 1., 1.) | {
         'eval': {'top1': top1 / 100, 'top5': 1.}}
 
@@ -105,6 +107,44 @@ def test_steps_double_while_validation_gains_more_than_the_plateau_gain():
       'baseline_128f_lr0.003_s4800_w50']
   schedule, tried = frames.grow_steps(runner, 'baseline', 64, CHOICE)
   assert schedule is None and [s is None for _, s in tried] == [False, True]
+
+
+def test_the_runner_up_learning_rate_is_tried_at_the_kept_steps_and_kept_if_better():
+  """The sweep's best other learning rate (1e-3: 33 > 31; the None run is not counted)
+  is tried at the steps the growth kept, and kept only when its validation is higher."""
+  def swept_run(lr, steps, top1):
+    return (frames.route_run(PLAN, 'baseline', 32, Schedule(lr, steps, 50), CHOICE),
+            None if top1 is None else {'eval': {'top1': top1}})
+  swept = [swept_run(1e-3, 600, .30), swept_run(1e-3, 1200, .33), swept_run(3e-3, 1200, .37),
+           swept_run(9e-3, 600, .31), swept_run(2.7e-2, 600, None)]
+  assert frames.runner_up_lr(swept, CHOICE['baseline']) == 1e-3
+  assert frames.runner_up_lr(swept[2:3], CHOICE['baseline']) is None
+  for other, kept in ((70., Schedule(1e-3, 1200, 50)), (59., Schedule(3e-3, 1200, 50))):
+    runner = FakeRunner(PLAN, {('baseline', 128): {1200: 60., 2400: 60.5,
+                                                   (1e-3, 1200): other}})
+    schedule, tried = frames.grow_steps(runner, 'baseline', 128, CHOICE, swept)
+    assert schedule == kept
+    assert [k for k, _ in runner.asked] == [
+        'baseline_128f_lr0.003_s1200_w50', 'baseline_128f_lr0.003_s2400_w50',
+        'baseline_128f_lr0.001_s1200_w50']
+    assert len(tried) == 3
+  # The check's run not finished yet: no choice.
+  runner = FakeRunner(PLAN, {('baseline', 128): {1200: 60., 2400: 60.5, (1e-3, 1200): None}})
+  assert frames.grow_steps(runner, 'baseline', 128, CHOICE, swept)[0] is None
+
+
+def test_the_growth_table_marks_the_kept_learning_rate_and_steps():
+  """Two runs at 1200 steps differ only in the learning rate: only the kept one is bold."""
+  tried = [(frames.route_run(PLAN, 'baseline', 128, sched, CHOICE),
+            fake_summary(0.5, 0.9, 1., 1.) | {'eval': {'top1': top1}})
+           for sched, top1 in ((Schedule(3e-3, 1200, 50), .6), (Schedule(3e-3, 2400, 50), .605),
+                               (Schedule(1e-3, 1200, 50), .7))]
+  report = {'steps_growth': frames_report.growth_report({128: {'baseline': tried}}),
+            'schedules': {'128': {'baseline': {'lr': 1e-3, 'steps': 1200, 'warmup': 50}}}}
+  rows = frames_report.growth_markdown(report)[2:]
+  assert rows == ['| 128 | baseline | 0.003 | 1200 | 60.00 | 1.0 |  |',
+                  '| 128 | baseline | 0.003 | 2400 | 60.50 | 1.0 |  |',
+                  '| 128 | baseline | 0.001 | 1200 | 70.00 | 1.0 | **yes** |']
 
 
 def _entry(seed, clocks, reached=True):
@@ -255,12 +295,13 @@ def test_plan_only_prices_every_run_and_trains_nothing(tmp_path, capsys):
   b, k0 = frames_cost.STEP_SECONDS['baseline'], frames_cost.STEP_SECONDS['stage2_k0']
   sweep = 3600 * b[32] + 2 * 1800 * b[8] + 3600 * k0[32]
   growth = 3600 * (b[64] + b[128] + k0[64] + k0[128])  # 1200 and 2400 steps each
+  lr_check = 1200 * (b[64] + b[128] + k0[64] + k0[128])  # the other lr, 1e-3, at 1200
   seed1 = 1200 * (b[32] + b[64] + b[128]) + 1800 * b[8] + 1200 * (k0[32] + k0[64] + k0[128])
-  assert len(est['runs']) == 10 + 8 + 7
-  assert est['total_s'] == pytest.approx(sweep + growth + seed1)
+  assert len(est['runs']) == 10 + 8 + 4 + 7
+  assert est['total_s'] == pytest.approx(sweep + growth + lr_check + seed1)
   assert est['caches'] == 2 * 3  # per seed and frame count
   out = capsys.readouterr().out
-  assert f'Total: 25 runs, {sum(r["steps"] for r in est["runs"])} steps, ' in out
+  assert f'Total: 29 runs, {sum(r["steps"] for r in est["runs"])} steps, ' in out
   assert not os.path.exists(workdir)
   est = frames_study.main([f'--workdir={workdir}', f'--out={tmp_path}/f', '--seeds=0',
                            '--dials=0', '--plan_only', '--step_seconds=baseline=0.722'])

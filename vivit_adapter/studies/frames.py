@@ -18,7 +18,11 @@ the reuse rule, the row statistics and time to accuracy) with this study's runs:
    choice's learning rate and warm-up, at its steps S, then 2S; the doubling is kept when
    it raises the final validation top-1 by more than PLATEAU_GAIN points, and then 4S is
    tried (at most MAX_DOUBLINGS doublings). The steps kept are where the validation
-   curve, read at the end of each budget, has levelled off.
+   curve, read at the end of each budget, has levelled off. Then the learning rate is
+   checked at those steps: the runner-up learning rate of the route's sweep (the best
+   other one by validation) is tried too, and the better of the two on validation is
+   kept (`ablation.plan.choose`), as a learning rate found on 32 frames, whose classes
+   are mostly invisible there, need not suit 128 (on seed 0 it collapsed at 64).
 4. The rows, on every seed: at each frame count the baseline, and per dial k stage 1
    (one run, shared by every frame count) -> extraction at F frames -> stage 2 at F.
 5. The report (`frames_report`): test top-1 mean ± std per frame count, time to the
@@ -248,13 +252,26 @@ def run_sweep(runner: FramesRunner) -> Tuple[Dict, Dict[str, Schedule]]:
   return tried, choice
 
 
+def runner_up_lr(tried: Sequence[Tuple[Run, Optional[Dict]]],
+                 chosen: Schedule) -> Optional[float]:
+  """The learning rate, other than the chosen one, of the route's best other sweep run
+  on validation (ties as `ablation.plan.choose`); None when the sweep tried one."""
+  others = [(r.schedule, s['eval']['top1']) for r, s in tried
+            if s is not None and r.schedule.lr != chosen.lr]
+  return ablation_plan.choose(others).lr if others else None
+
+
 def grow_steps(runner: FramesRunner, route: str, frames: int,
-               choice: Dict[str, Schedule]) -> Tuple[Optional[Schedule], List]:
-  """The route's schedule at `frames` (module docstring, 3); returns (schedule or None
-  while a run is missing, [(Run, summary)] tried)."""
+               choice: Dict[str, Schedule],
+               swept: Sequence[Tuple[Run, Optional[Dict]]] = ()
+               ) -> Tuple[Optional[Schedule], List]:
+  """The route's schedule at `frames` (module docstring, 3): its steps grown, then its
+  learning rate checked against the sweep's (`swept`) runner-up; returns (schedule or
+  None while a run is missing, [(Run, summary)] tried)."""
   plan, kept = runner.frames_plan, choice[route]
   run = route_run(plan, route, frames, kept, choice)
   tried = [(run, runner.summary(run, SWEEP_SEED))]
+  kept_summary = tried[-1][1]
   for _ in range(plan.max_doublings):
     if tried[-1][1] is None:
       return None, tried
@@ -268,11 +285,23 @@ def grow_steps(runner: FramesRunner, route: str, frames: int,
     gain = round(100 * (tried[-1][1]['eval']['top1'] - tried[-2][1]['eval']['top1']), 6)
     if gain <= PLATEAU_GAIN:
       break
-    kept = longer
-  return kept, tried
+    kept, kept_summary = longer, tried[-1][1]
+  if kept_summary is None:
+    return None, tried
+  other_lr = runner_up_lr(swept, choice[route])
+  if other_lr is None:
+    return kept, tried
+  other = dataclasses.replace(kept, lr=other_lr)
+  run = route_run(plan, route, frames, other, choice)
+  tried.append((run, runner.summary(run, SWEEP_SEED)))
+  if tried[-1][1] is None:
+    return None, tried
+  return ablation_plan.choose([(kept, kept_summary['eval']['top1']),
+                               (other, tried[-1][1]['eval']['top1'])]), tried
 
 
-def frame_schedules(runner: FramesRunner, choice: Dict[str, Schedule]):
+def frame_schedules(runner: FramesRunner, choice: Dict[str, Schedule],
+                    swept: Optional[Dict[str, List]] = None):
   """{frames: {route: schedule}} and {frames: {route: tried}}: the sweep's choice at its
   frame count, grown steps at the others."""
   plan, schedules, grown = runner.frames_plan, {}, {}
@@ -282,7 +311,7 @@ def frame_schedules(runner: FramesRunner, choice: Dict[str, Schedule]):
       if frames == plan.base.stage2_frames:
         schedules[frames][route] = choice[route]
         continue
-      kept, tried = grow_steps(runner, route, frames, choice)
+      kept, tried = grow_steps(runner, route, frames, choice, (swept or {}).get(route, ()))
       grown[frames][route] = tried
       if kept is not None:
         schedules[frames][route] = kept

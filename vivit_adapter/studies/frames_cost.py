@@ -1,5 +1,5 @@
 """The frames study's cost before it starts (--plan_only): its runs, their steps and an
-estimate of their training time.
+estimate of their training time (the learning-rate check at the kept steps included).
 
 Before the sweep the choices are unknown, so the study is priced twice: typical (each
 route at its grid's longest schedule, the first doubling of the steps at 64 and 128
@@ -105,6 +105,12 @@ def planned_runs(plan, seeds: Sequence[int], worst: bool = False
               frames_study.route_run(plan, route, frames, s, choice))
         if not worst:
           s = choice[route]  # typical: the doubling is tried and not kept
+        # The learning-rate check at the kept steps (frames.grow_steps): the runner-up
+        # is unknown before the sweep, so the grid's highest other learning rate.
+        others = sorted({g.lr for g in plan.base.grids[route]} - {s.lr})
+        if others:
+          add(f'lr check {frames}f {route}', sweep, frames_study.route_run(
+              plan, route, frames, dataclasses.replace(s, lr=others[-1]), choice))
       schedules.setdefault(frames, {})[route] = s
   for seed in seeds:
     for row in frames_study.make_rows(plan, choice, schedules):

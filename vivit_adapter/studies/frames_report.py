@@ -57,8 +57,10 @@ def _stats(entries: Sequence[Dict]) -> Dict:
 
 
 def growth_report(grown: Dict[int, Dict[str, List]]) -> Dict:
-  """{frames: {route: [{key, steps, eval_top1, train_time_s}]}}: the steps tried."""
-  return {str(f): {route: [{'key': run.key, 'steps': run.schedule.steps,
+  """{frames: {route: [{key, lr, steps, eval_top1, train_time_s}]}}: the schedules
+  tried (the steps grown, then the learning-rate check)."""
+  return {str(f): {route: [{'key': run.key, 'lr': run.schedule.lr,
+                            'steps': run.schedule.steps,
                             'eval_top1': None if s is None else 100 * s['eval']['top1'],
                             'train_time_s': None if s is None else s['train_time_s']}
                            for run, s in tried] for route, tried in by_route.items()}
@@ -186,15 +188,18 @@ def table_markdown(report: Dict) -> List[str]:
 
 
 def growth_markdown(report: Dict) -> List[str]:
-  lines = ['| frames | route | steps | eval top-1 (%) | train wall (s) | kept |',
-           '|---|---|---|---|---|---|']
+  lines = ['| frames | route | learning rate | steps | eval top-1 (%) | train wall (s) | '
+           'kept |', '|---|---|---|---|---|---|---|']
   for frames, by_route in report['steps_growth'].items():
     for route, tried in by_route.items():
-      kept = report['schedules'].get(frames, {}).get(route, {}).get('steps')
+      kept = report['schedules'].get(frames, {}).get(route, {})
       for t in tried:
-        lines.append(f'| {frames} | {route} | {t["steps"]} | '
+        # Reports written before the learning-rate check have no 'lr': the chosen one.
+        lr = t.get('lr', kept.get('lr'))
+        is_kept = (t['steps'], lr) == (kept.get('steps'), kept.get('lr'))
+        lines.append(f'| {frames} | {route} | {_num(lr, ".3g")} | {t["steps"]} | '
                      f'{_num(t["eval_top1"], ".2f")} | {_num(t["train_time_s"])} | '
-                     f'{"**yes**" if t["steps"] == kept else ""} |')
+                     f'{"**yes**" if is_kept else ""} |')
   return lines
 
 

@@ -40,7 +40,7 @@ def run_study(*, workdir: str, out: str, seeds: Sequence[int], frames: Sequence[
   runner = frames_plan.FramesRunner(
       plan, dataclasses.replace(study, image_checkpoint=image['output']), train)
   tried, choice = frames_plan.run_sweep(runner)
-  schedules, grown = frames_plan.frame_schedules(runner, choice)
+  schedules, grown = frames_plan.frame_schedules(runner, choice, tried)
   rows = frames_plan.make_rows(plan, choice, schedules)
   for seed in seeds:  # seed by seed, frame count by frame count: a partial study reports
     for row in rows:
