@@ -111,7 +111,8 @@ def test_steps_double_while_validation_gains_more_than_the_plateau_gain():
 
 def test_the_runner_up_learning_rate_is_tried_at_the_kept_steps_and_kept_if_better():
   """The sweep's best other learning rate (1e-3: 33 > 31; the None run is not counted)
-  is tried at the steps the growth kept, and kept only when its validation is higher."""
+  is tried at the steps the growth kept, its steps grown when it does at least as well,
+  and kept only when its validation is higher."""
   def swept_run(lr, steps, top1):
     return (frames.route_run(PLAN, 'baseline', 32, Schedule(lr, steps, 50), CHOICE),
             None if top1 is None else {'eval': {'top1': top1}})
@@ -119,15 +120,19 @@ def test_the_runner_up_learning_rate_is_tried_at_the_kept_steps_and_kept_if_bett
            swept_run(9e-3, 600, .31), swept_run(2.7e-2, 600, None)]
   assert frames.runner_up_lr(swept, CHOICE['baseline']) == 1e-3
   assert frames.runner_up_lr(swept[2:3], CHOICE['baseline']) is None
-  for other, kept in ((70., Schedule(1e-3, 1200, 50)), (59., Schedule(3e-3, 1200, 50))):
-    runner = FakeRunner(PLAN, {('baseline', 128): {1200: 60., 2400: 60.5,
-                                                   (1e-3, 1200): other}})
+  first = ['baseline_128f_lr0.003_s1200_w50', 'baseline_128f_lr0.003_s2400_w50',
+           'baseline_128f_lr0.001_s1200_w50']
+  for other, longer, kept, extra in (
+      (59., None, Schedule(3e-3, 1200, 50), []),  # worse: not grown, not kept
+      (70., 70.5, Schedule(1e-3, 1200, 50), ['baseline_128f_lr0.001_s2400_w50']),
+      (60., 64., Schedule(1e-3, 2400, 50), ['baseline_128f_lr0.001_s2400_w50',
+                                            'baseline_128f_lr0.001_s4800_w50'])):
+    runner = FakeRunner(PLAN, {('baseline', 128): {
+        1200: 60., 2400: 60.5, (1e-3, 1200): other, (1e-3, 2400): longer,
+        (1e-3, 4800): 64.5}})
     schedule, tried = frames.grow_steps(runner, 'baseline', 128, CHOICE, swept)
     assert schedule == kept
-    assert [k for k, _ in runner.asked] == [
-        'baseline_128f_lr0.003_s1200_w50', 'baseline_128f_lr0.003_s2400_w50',
-        'baseline_128f_lr0.001_s1200_w50']
-    assert len(tried) == 3
+    assert [r.key for r, _ in tried] == first + extra
   # The check's run not finished yet: no choice.
   runner = FakeRunner(PLAN, {('baseline', 128): {1200: 60., 2400: 60.5, (1e-3, 1200): None}})
   assert frames.grow_steps(runner, 'baseline', 128, CHOICE, swept)[0] is None

@@ -20,9 +20,10 @@ the reuse rule, the row statistics and time to accuracy) with this study's runs:
    tried (at most MAX_DOUBLINGS doublings). The steps kept are where the validation
    curve, read at the end of each budget, has levelled off. Then the learning rate is
    checked at those steps: the runner-up learning rate of the route's sweep (the best
-   other one by validation) is tried too, and the better of the two on validation is
-   kept (`ablation.plan.choose`), as a learning rate found on 32 frames, whose classes
-   are mostly invisible there, need not suit 128 (on seed 0 it collapsed at 64).
+   other one by validation) is tried too, its steps grown in turn by the same rule
+   when it does at least as well, and the better of the two on validation is kept
+   (`ablation.plan.choose`), as a learning rate found on 32 frames, whose classes are
+   mostly invisible there, need not suit 128 (on seed 0 it collapsed at 64).
 4. The rows, on every seed: at each frame count the baseline, and per dial k stage 1
    (one run, shared by every frame count) -> extraction at F frames -> stage 2 at F.
 5. The report (`frames_report`): test top-1 mean ± std per frame count, time to the
@@ -261,43 +262,59 @@ def runner_up_lr(tried: Sequence[Tuple[Run, Optional[Dict]]],
   return ablation_plan.choose(others).lr if others else None
 
 
-def grow_steps(runner: FramesRunner, route: str, frames: int,
-               choice: Dict[str, Schedule],
-               swept: Sequence[Tuple[Run, Optional[Dict]]] = ()
-               ) -> Tuple[Optional[Schedule], List]:
-  """The route's schedule at `frames` (module docstring, 3): its steps grown, then its
-  learning rate checked against the sweep's (`swept`) runner-up; returns (schedule or
-  None while a run is missing, [(Run, summary)] tried)."""
-  plan, kept = runner.frames_plan, choice[route]
+def _doubled(runner: FramesRunner, route: str, frames: int, start: Schedule,
+             choice: Dict[str, Schedule], tried: List) -> Optional[Schedule]:
+  """`start`, its steps doubled while a doubling raises the final validation top-1 by
+  more than PLATEAU_GAIN (at most max_doublings times); every run is appended to
+  `tried`; None while a run is missing."""
+  plan, kept = runner.frames_plan, start
   run = route_run(plan, route, frames, kept, choice)
-  tried = [(run, runner.summary(run, SWEEP_SEED))]
-  kept_summary = tried[-1][1]
+  tried.append((run, runner.summary(run, SWEEP_SEED)))
   for _ in range(plan.max_doublings):
     if tried[-1][1] is None:
-      return None, tried
+      return None
     longer = dataclasses.replace(kept, steps=kept.steps * 2)
     run = route_run(plan, route, frames, longer, choice)
     tried.append((run, runner.summary(run, SWEEP_SEED)))
     if tried[-1][1] is None:
-      return None, tried
+      return None
     # Rounded: top-1 is a fraction of whole clips, so a gain of exactly PLATEAU_GAIN
     # must not pass by a float's last bit.
     gain = round(100 * (tried[-1][1]['eval']['top1'] - tried[-2][1]['eval']['top1']), 6)
     if gain <= PLATEAU_GAIN:
       break
-    kept, kept_summary = longer, tried[-1][1]
-  if kept_summary is None:
-    return None, tried
+    kept = longer
+  return kept if tried[-1][1] is not None else None
+
+
+def grow_steps(runner: FramesRunner, route: str, frames: int,
+               choice: Dict[str, Schedule],
+               swept: Sequence[Tuple[Run, Optional[Dict]]] = ()
+               ) -> Tuple[Optional[Schedule], List]:
+  """The route's schedule at `frames` (module docstring, 3): its steps grown, then its
+  learning rate checked against the sweep's (`swept`) runner-up at those steps, whose
+  steps are grown in turn when it is at least as good; returns (schedule or None while
+  a run is missing, [(Run, summary)] tried)."""
+  plan, tried = runner.frames_plan, []
+  kept = _doubled(runner, route, frames, choice[route], choice, tried)
   other_lr = runner_up_lr(swept, choice[route])
-  if other_lr is None:
+  if kept is None or other_lr is None:
     return kept, tried
+
+  def top1(schedule):
+    key = route_run(plan, route, frames, schedule, choice).key
+    return next(s['eval']['top1'] for r, s in tried if r.key == key)
   other = dataclasses.replace(kept, lr=other_lr)
   run = route_run(plan, route, frames, other, choice)
   tried.append((run, runner.summary(run, SWEEP_SEED)))
   if tried[-1][1] is None:
     return None, tried
-  return ablation_plan.choose([(kept, kept_summary['eval']['top1']),
-                               (other, tried[-1][1]['eval']['top1'])]), tried
+  if top1(other) >= top1(kept):
+    tried.pop()  # _doubled asks for it again (the runner's summary is cached)
+    other = _doubled(runner, route, frames, other, choice, tried)
+    if other is None:
+      return None, tried
+  return ablation_plan.choose([(kept, top1(kept)), (other, top1(other))]), tried
 
 
 def frame_schedules(runner: FramesRunner, choice: Dict[str, Schedule],
