@@ -252,7 +252,10 @@ def markdown(report: Dict, previous_path: str = '') -> str:
             'The sweep\'s learning rate and warm-up, at its steps S, then 2S; a doubling is '
             f'kept when it raises the final validation top-1 by more than '
             f'{report["plateau_gain"]:g} point(s), and then doubled again (at most '
-            f'{report["max_doublings"]} times). The baseline and every stage 2 alike.', '']
+            f'{report["max_doublings"]} times). Then the learning rate is checked: the '
+            'sweep\'s runner-up learning rate for that route at the kept steps, its steps '
+            'grown by the same rule when it does at least as well; the better of the two '
+            'on validation is kept. The baseline and every stage 2 alike.', '']
   lines += growth_markdown(report)
   lines += ['', '## Per frame count', '',
             'Test top-1, mean ± std over seeds; time to accuracy as the ablation\'s '
