@@ -263,13 +263,17 @@ def runner_up_lr(tried: Sequence[Tuple[Run, Optional[Dict]]],
 
 
 def _doubled(runner: FramesRunner, route: str, frames: int, start: Schedule,
-             choice: Dict[str, Schedule], tried: List) -> Optional[Schedule]:
+             choice: Dict[str, Schedule], tried: List,
+             floor: Optional[float] = None) -> Optional[Schedule]:
   """`start`, its steps doubled while a doubling raises the final validation top-1 by
-  more than PLATEAU_GAIN (at most max_doublings times); every run is appended to
-  `tried`; None while a run is missing."""
+  more than PLATEAU_GAIN (at most max_doublings times); not doubled at all when `start`
+  scores below `floor`. Every run is appended to `tried`; None while a run is missing."""
   plan, kept = runner.frames_plan, start
   run = route_run(plan, route, frames, kept, choice)
   tried.append((run, runner.summary(run, SWEEP_SEED)))
+  if (tried[-1][1] is not None and floor is not None
+      and tried[-1][1]['eval']['top1'] < floor):
+    return kept
   for _ in range(plan.max_doublings):
     if tried[-1][1] is None:
       return None
@@ -304,16 +308,10 @@ def grow_steps(runner: FramesRunner, route: str, frames: int,
   def top1(schedule):
     key = route_run(plan, route, frames, schedule, choice).key
     return next(s['eval']['top1'] for r, s in tried if r.key == key)
-  other = dataclasses.replace(kept, lr=other_lr)
-  run = route_run(plan, route, frames, other, choice)
-  tried.append((run, runner.summary(run, SWEEP_SEED)))
-  if tried[-1][1] is None:
+  other = _doubled(runner, route, frames, dataclasses.replace(kept, lr=other_lr), choice,
+                   tried, floor=top1(kept))
+  if other is None:
     return None, tried
-  if top1(other) >= top1(kept):
-    tried.pop()  # _doubled asks for it again (the runner's summary is cached)
-    other = _doubled(runner, route, frames, other, choice, tried)
-    if other is None:
-      return None, tried
   return ablation_plan.choose([(kept, top1(kept)), (other, top1(other))]), tried
 
 
