@@ -35,19 +35,27 @@ def test_the_data_is_the_long_events_variant():
 
 def test_every_frame_count_reads_the_whole_clip_and_caches_per_frame_count():
   assert (PLAN.frames, PLAN.routes) == ((32, 64, 128), ('baseline', 'stage1', 'stage2_k0',
-                                                         'stage2_k1'))
+                                                         'stage2_k1', 'stage2_b_k0'))
+  assert PLAN.recipes == (('0', 'stage2_k0'), ('1', 'stage2_k1'), ('b0', 'stage2_b_k0'))
   assert [PLAN.stride(f) for f in (8, 32, 64, 128)] == [16, 4, 2, 1]
-  schedules = {f: {r: CHOICE[r] for r in ('baseline', 'stage2_k0', 'stage2_k1')}
+  choice = dict(CHOICE, stage2_b_k0=Schedule(1e-3, 600, 50))
+  schedules = {f: {r: choice[r] for r in ('baseline', 'stage2_k0', 'stage2_k1', 'stage2_b_k0')}
                for f in PLAN.frames}
-  rows = {r.name: r for r in frames.make_rows(PLAN, CHOICE, schedules)}
+  rows = {r.name: r for r in frames.make_rows(PLAN, choice, schedules)}
   assert list(rows) == [f'{n}_{f}f' for f in (32, 64, 128)
-                        for n in ('baseline', 'recipe_k0', 'recipe_k1')]
+                        for n in ('baseline', 'recipe_k0', 'recipe_k1', 'recipe_b_k0')]
   stage1 = 'stage1_8f_lr0.001_s1800_w50'
   assert [r.key for r in rows['recipe_k1_128f'].runs] == [
       stage1, f'{stage1}_dial1_128f__stage2_mlp_lr0.001_s1200_w50']
   # One stage 1 for every frame count and dial; a cache per frame count and dial.
-  assert {r.runs[0].key for n, r in rows.items() if n.startswith('recipe')} == {stage1}
-  assert len({r.runs[-1].cache for n, r in rows.items() if n.startswith('recipe')}) == 6
+  assert {r.runs[0].key for n, r in rows.items() if n.startswith('recipe_k')} == {stage1}
+  assert len({r.runs[-1].cache for n, r in rows.items() if n.startswith('recipe_k')}) == 6
+  # The b recipe's stage 1 is the 32-frame baseline row's own run, at every frame count.
+  base32 = 'baseline_32f_lr0.003_s1200_w50'
+  assert rows['baseline_32f'].runs[0].key == base32
+  assert [r.key for r in rows['recipe_b_k0_128f'].runs] == [
+      base32, f'{base32}_128f__stage2_mlp_lr0.001_s600_w50']
+  assert {r.runs[0].key for n, r in rows.items() if n.startswith('recipe_b')} == {base32}
   runner = frames.FramesRunner(PLAN, STUDY, train=False)
   config = runner.run_config(rows['recipe_k1_64f'].runs[-1], seed=2)
   assert (config.dataset.num_frames, config.dataset.stride) == (64, 2)
@@ -58,6 +66,10 @@ def test_every_frame_count_reads_the_whole_clip_and_caches_per_frame_count():
   assert runner.views(rows['recipe_k1_64f'].runs[-1]) == 2
   config = runner.run_config(rows['recipe_k1_64f'].runs[0], seed=2)
   assert (config.dataset.num_frames, config.dataset.stride) == (8, 16)
+  config = runner.run_config(rows['recipe_b_k0_64f'].runs[-1], seed=1)
+  assert config.init_from.checkpoint_path == os.path.join('w', 'seed1', base32)
+  assert config.feature_cache.dir == os.path.join('w', 'seed1', f'cache_{base32}_64f')
+  assert (config.dataset.num_frames, config.model.trainable_spatial_layers) == (64, 0)
   config = runner.run_config(rows['baseline_128f'].runs[0], seed=0)
   assert (config.dataset.num_frames, config.dataset.stride, config.num_training_steps,
           config.lr_configs.base_learning_rate) == (128, 1, 1200, 3e-3)
@@ -66,7 +78,7 @@ def test_every_frame_count_reads_the_whole_clip_and_caches_per_frame_count():
 def test_a_plan_without_the_sweeps_frame_count_or_with_an_unknown_dial_is_an_error():
   with pytest.raises(ValueError, match='--frames=64,128: the sweep runs at 32 frames'):
     frames.make_plan(False, 32, frames=(128, 64))
-  with pytest.raises(ValueError, match=r'--dials: \[3\] not among'):
+  with pytest.raises(ValueError, match=r'--dials / --baseline_dials: \[3\] not among'):
     frames.make_plan(False, 32, dials=(0, 3))
   with pytest.raises(ValueError, match=r'--frames: \[48\] do not divide the 128-frame clip'):
     frames.make_plan(False, 32, frames=(32, 48))
@@ -228,6 +240,40 @@ def test_targets_per_frame_count_from_hand_made_results():
   assert 'wall 0.400x ± 0.000' in times[64]['measured']
 
 
+def test_the_recipe_from_the_32_frame_baseline_prices_that_run_at_32_frames(tmp_path):
+  """Stage 1 = the baseline_32f row's run: the recipe at 64 frames counts its 2 steps at
+  the 32-frame baseline step (0.32 s), not the 64-frame one (0.64 s)."""
+  bench = _benchmark(tmp_path / 'bench.json')
+  plan = frames.make_plan(False, 32, frames=(32, 64), dials=(), baseline_dials=(0,))
+  assert plan.recipes == (('b0', 'stage2_b_k0'),)
+  choice = dict(CHOICE, stage2_b_k0=CHOICE['stage2_k0'])
+  schedules = {f: {'baseline': CHOICE['baseline'], 'stage2_b_k0': CHOICE['stage2_k0']}
+               for f in plan.frames}
+  rows = frames.make_rows(plan, choice, schedules)
+  assert [r.name for r in rows] == ['baseline_32f', 'recipe_b_k0_32f', 'baseline_64f',
+                                    'recipe_b_k0_64f']
+  runs, caches = {}, {}
+  for row in rows:
+    last = row.runs[-1]
+    if last.kind == 'baseline':
+      runs[last.key] = fake_summary(0.8, 0.9, 10., 10., [(5., 5., 70.), (10., 10., 80.)])
+      runs[last.key]['config']['dataset']['num_frames'] = last.frames
+    else:
+      runs[last.key] = fake_summary(0.8, 0.9, 3., 3., [(1., 1., 80.)])
+      caches[last.cache] = {'seconds': 1., 'cpu_seconds': 1., 'written': {'train': 10}}
+  results = {0: {'runs': runs, 'caches': caches}}
+  by_name = {r.name: ablation_report.aggregate_row(r, results) for r in rows}
+  table = frames_report.frames_table(plan, by_name, bench)
+  (entry,) = table[1]['recipes']['b0']['time_to_accuracy']
+  assert entry['priced']['stage1_s'] == pytest.approx(2 * 0.32)
+  assert entry['wall']['stage1_s'] == 10.  # the baseline_32f run's own seconds
+  assert entry['priced']['extraction_s'] == pytest.approx(10 * 0.0128)
+  report = {'recipes': {'b0': frames_report.recipe_label('b0', plan)}, 'dials': [],
+            'table': table}
+  assert frames_report.reward_lines(report)[-1].startswith(
+      '* recipe stage 1 = baseline 32f, k=0: test top-1 80.00 at 32 frames')
+
+
 def test_memory_per_frame_count_from_benchmark_files(tmp_path):
   def case(variant, mode, frames, total, **extra):
     return dict(variant=variant, mode=mode, frames=frames, batch=8, resolution=224,
@@ -296,7 +342,7 @@ def test_plan_only_prices_every_run_and_trains_nothing(tmp_path, capsys):
   growth runs; seed 1 trains its rows again."""
   workdir = f'{tmp_path}/runs'
   est = frames_study.main([f'--workdir={workdir}', f'--out={tmp_path}/f', '--seeds=0,1',
-                           '--dials=0', '--plan_only'])
+                           '--dials=0', '--baseline_dials=', '--plan_only'])
   b, k0 = frames_cost.STEP_SECONDS['baseline'], frames_cost.STEP_SECONDS['stage2_k0']
   sweep = 3600 * b[32] + 2 * 1800 * b[8] + 3600 * k0[32]
   growth = 3600 * (b[64] + b[128] + k0[64] + k0[128])  # 1200 and 2400 steps each
@@ -309,7 +355,8 @@ def test_plan_only_prices_every_run_and_trains_nothing(tmp_path, capsys):
   assert f'Total: 29 runs, {sum(r["steps"] for r in est["runs"])} steps, ' in out
   assert not os.path.exists(workdir)
   est = frames_study.main([f'--workdir={workdir}', f'--out={tmp_path}/f', '--seeds=0',
-                           '--dials=0', '--plan_only', '--step_seconds=baseline=0.722'])
+                           '--dials=0', '--baseline_dials=', '--plan_only',
+                           '--step_seconds=baseline=0.722'])
   step = {r['key']: r['step_s'] for r in est['runs']}
   assert step['baseline_128f_lr0.003_s1200_w50'] == pytest.approx(2 * b[128])
   with pytest.raises(ValueError, match=r"--step_seconds: 'stage3=1' is not ROUTE=SECONDS"):
@@ -340,12 +387,15 @@ def quick_run(tmp_path_factory):
 def test_quick_study_runs_the_baseline_stage1_the_cache_and_stage2(quick_run):
   report, workdir, _, _ = quick_run
   assert report['complete'] and [r['name'] for r in report['rows']] == [
-      'baseline_4f', 'recipe_k0_4f']
-  base, recipe = report['rows']
+      'baseline_4f', 'recipe_k0_4f', 'recipe_b_k0_4f']
+  base, recipe, from_base = report['rows']
   stage1_key, stage2_key = recipe['runs']
   cache = f'cache_{stage1_key}_4f'
+  # The b recipe's stage 1 is the baseline row's own run: no other stage 1 is trained.
+  assert from_base['runs'][0] == base['runs'][0]
   assert sorted(os.listdir(os.path.join(workdir, 'seed0'))) == sorted(
-      [base['runs'][0], stage1_key, stage2_key, cache])
+      [base['runs'][0], stage1_key, stage2_key, cache, from_base['runs'][1],
+       f'cache_{base["runs"][0]}_4f'])
   s1, s2 = (recipe['per_seed'][0]['runs'][k] for k in recipe['runs'])
   assert (s1['num_frames'], s2['num_frames'], s2['adapter']) == (2, 4, 'mlp')
   with open(os.path.join(workdir, 'seed0', stage2_key, 'config.json')) as f:
@@ -359,6 +409,7 @@ def test_quick_study_runs_the_baseline_stage1_the_cache_and_stage2(quick_run):
   (row,) = report['table']
   assert (row['frames'], row['stride'], row['baseline']) == (4, 6, 'baseline_4f')
   assert len(row['recipes']['0']['time_to_accuracy']) == 1
+  assert set(row['recipes']) == {'0', 'b0'}
 
 
 def test_quick_outputs_and_report_only(quick_run, capsys):

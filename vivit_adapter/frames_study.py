@@ -1,7 +1,7 @@
 r"""The baseline against the two-stage recipe at 32, 64 and 128 frames (issue 31).
 
   python -m vivit_adapter.frames_study --workdir=runs/frames --out=docs/frames \
-      [--seeds=0,1,2] [--frames=32,64,128] [--dials=0,1] [--data=DIR]
+      [--seeds=0,1,2] [--frames=32,64,128] [--dials=0,1] [--baseline_dials=0] [--data=DIR]
       [--image_checkpoint=PATH.npz] [--benchmark_json=OUT.json] [--memory_json=A.json,...]
       [--quick]
       [--report_only] [--plan_only [--step_seconds=baseline=0.58,...]]
@@ -31,6 +31,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       'the sweep\'s 32 must be one of them)')
   parser.add_argument('--dials', default='0,1', help='the recipe\'s stage 2 at each '
                       'config.model.trainable_spatial_layers k (0: the paper\'s)')
+  parser.add_argument('--baseline_dials', default='0', help='the recipe whose stage 1 is '
+                      'the baseline\'s 32-frame run, at these k (empty: none)')
   parser.add_argument('--data', default='', help='the long_events dataset (default '
                       '<workdir>/data, generated when missing)')
   parser.add_argument('--image_checkpoint', default='', help='image ViT .npz the spatial '
@@ -68,7 +70,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
       a for a in (sys.argv[1:] if argv is None else argv) if a != '--report_only')
   return frames_run.run_study(
       workdir=args.workdir, out=args.out, seeds=_ints(args.seeds),
-      frames=_ints(args.frames), dials=_ints(args.dials), data_dir=args.data,
+      frames=_ints(args.frames), dials=_ints(args.dials),
+      baseline_dials=_ints(args.baseline_dials), data_dir=args.data,
       quick=args.quick, train=not args.report_only, command=command,
       image_checkpoint=args.image_checkpoint, benchmark_json=args.benchmark_json,
       memory_jsons=[p for p in args.memory_json.split(',') if p])
@@ -83,7 +86,8 @@ def plan_only(args: argparse.Namespace) -> Dict:
   # pylint: enable=g-import-not-at-top
   study = ablation_plan.Study(args.workdir, args.data or 'DATA')
   width = ablation_plan.experiment_config('baseline', study, args.quick).model.adapter.hidden_size
-  plan = frames.make_plan(args.quick, width, _ints(args.frames), _ints(args.dials))
+  plan = frames.make_plan(args.quick, width, _ints(args.frames), _ints(args.dials),
+                          baseline_dials=_ints(args.baseline_dials))
   data = frames.synthetic_data(args.quick)
   clips = len(data['classes']) * (data['train_per_class'] + data['val_per_class'] +
                                   data['test_per_class'])

@@ -25,7 +25,8 @@ the reuse rule, the row statistics and time to accuracy) with this study's runs:
    (`ablation.plan.choose`), as a learning rate found on 32 frames, whose classes are
    mostly invisible there, need not suit 128 (on seed 0 it collapsed at 64).
 4. The rows, on every seed: at each frame count the baseline, and per dial k stage 1
-   (one run, shared by every frame count) -> extraction at F frames -> stage 2 at F.
+   (one run, shared by every frame count) -> extraction at F frames -> stage 2 at F;
+   per BASELINE_STAGE1_DIALS k the same with the baseline's SWEEP_FRAMES run as stage 1.
 5. The report (`frames_report`): test top-1 mean ± std per frame count, time to the
    baseline's accuracy target on every clock the ablation's report has (compute-only
    with --benchmark_json), the recipe's stage 1 counted whole at every frame count and,
@@ -54,6 +55,12 @@ CLIP_FRAMES = 128  # synthetic.LONG_EVENTS_FRAMES (not imported: --help needs no
 SWEEP_FRAMES = 32  # the baseline's (and stage 2's) learning rate is swept here
 STAGE1_FRAMES = 8
 DIALS = (0, 1)  # config.model.trainable_spatial_layers of the recipe's stage 2
+# The recipe with a longer stage 1 (issue 27's next step): stage 1 is the baseline's own
+# SWEEP_FRAMES run (the row baseline_32f, counted whole in the recipe's time), frozen;
+# extraction and stage 2 at each frame count, at these dials. A stage 1 that sees a
+# quarter of the flashes can learn what a flash looks like; one at 8 frames (stride 16)
+# sees a sixteenth.
+BASELINE_STAGE1_DIALS = (0,)
 ADAPTER = 'mlp'  # the adapter the dial study chose (docs/ablation.md)
 # The long_events data at 32 px: 4 classes (0-3 flashes), 128 frames per clip.
 TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 150, 25, 25
@@ -79,8 +86,13 @@ QUICK_DATA = dict(resolution=16, num_frames=24, train_per_class=2, val_per_class
                   test_per_class=1, num_shards=1)
 
 
-def stage2_route(dial: int) -> str:
-  return f'stage2_k{dial}'
+def stage2_route(dial: int, from_baseline: bool = False) -> str:
+  """stage2_k<dial>; stage2_b_k<dial> when stage 1 is the sweep's baseline run."""
+  return f'stage2_{"b_" if from_baseline else ""}k{dial}'
+
+
+def from_baseline(route: str) -> bool:
+  return route.startswith('stage2_b_')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +104,18 @@ class FramesPlan:
   dials: Tuple[int, ...]
   max_doublings: int
   clip_frames: int  # the data's clip length: a run of F frames reads at stride clip / F
+  baseline_dials: Tuple[int, ...] = ()  # recipes whose stage 1 is the sweep's baseline
+
+  @property
+  def recipes(self) -> Tuple[Tuple[str, str], ...]:
+    """(key, stage-2 route) of every recipe: key 'k' for stage 1 at stage1_frames,
+    'b<k>' for stage 1 = the baseline at the sweep's frame count."""
+    return (tuple((str(k), stage2_route(k)) for k in self.dials) +
+            tuple((f'b{k}', stage2_route(k, True)) for k in self.baseline_dials))
 
   @property
   def routes(self) -> Tuple[str, ...]:
-    return ('baseline', 'stage1', *(stage2_route(k) for k in self.dials))
+    return ('baseline', 'stage1', *(route for _, route in self.recipes))
 
   def stride(self, frames: int) -> int:
     return max(1, self.clip_frames // frames)
@@ -116,7 +136,8 @@ def synthetic_data(quick: bool) -> Dict:
 
 
 def make_plan(quick: bool, adapter_width: int, frames: Sequence[int] = (),
-              dials: Sequence[int] = DIALS, clip_frames: int = 0) -> FramesPlan:
+              dials: Sequence[int] = DIALS, clip_frames: int = 0,
+              baseline_dials: Sequence[int] = BASELINE_STAGE1_DIALS) -> FramesPlan:
   """The plan from the constants above (QUICK's with quick); `frames` () = FRAMES."""
   s = QUICK if quick else dict(
       frames=FRAMES, sweep_frames=SWEEP_FRAMES, stage1_frames=STAGE1_FRAMES,
@@ -131,9 +152,10 @@ def make_plan(quick: bool, adapter_width: int, frames: Sequence[int] = (),
   if uneven:
     raise ValueError(f'--frames: {uneven} do not divide the {clip_frames}-frame clip, so '
                      'a clip of that many frames could not span it at a whole stride.')
-  unknown = [k for k in dials if k not in (0, *ablation_plan.DIAL_LAYERS)]
+  unknown = [k for k in (*dials, *baseline_dials) if k not in (0, *ablation_plan.DIAL_LAYERS)]
   if unknown:
-    raise ValueError(f'--dials: {unknown} not among the miniature\'s dial points '
+    raise ValueError(f'--dials / --baseline_dials: {unknown} not among the miniature\'s '
+                     'dial points '
                      f'{[0, *ablation_plan.DIAL_LAYERS]}.')
 
   def grid(route):
@@ -141,6 +163,7 @@ def make_plan(quick: bool, adapter_width: int, frames: Sequence[int] = (),
                  for steps in s['steps'][route])
   grids = {'baseline': grid('baseline'), 'stage1': grid('stage1')}
   grids.update({stage2_route(k): grid('stage2') for k in dials})
+  grids.update({stage2_route(k, True): grid('stage2') for k in baseline_dials})
   if len(grids['baseline']) != len(grid('stage2')):
     raise ValueError('Unequal tuning budget: LEARNING_RATES and STEPS in '
                      'studies/frames.py give the baseline and stage 2 grids of different '
@@ -148,7 +171,8 @@ def make_plan(quick: bool, adapter_width: int, frames: Sequence[int] = (),
   base = Plan(stage2_frames=s['sweep_frames'], stage1_frames=s['stage1_frames'],
               init_frames=(s['stage1_frames'],), grids=grids, adapter_width=adapter_width,
               adapter_widths=(), views=1, eval_every=s['eval_every'], quick=quick)
-  return FramesPlan(base, frames, tuple(dials), s['max_doublings'], clip_frames)
+  return FramesPlan(base, frames, tuple(dials), s['max_doublings'], clip_frames,
+                    tuple(baseline_dials))
 
 
 # ----------------------------------------------------------------------------------------
@@ -177,7 +201,9 @@ def route_run(plan: FramesPlan, route: str, frames: int, schedule: Schedule,
     return Run('baseline', frames, schedule)
   if route == 'stage1':
     return Run('stage1', frames, schedule)
-  return FramesRun('stage2', frames, schedule, ADAPTER, init=stage1_run(plan, choice),
+  init = (Run('baseline', plan.base.stage2_frames, choice['baseline']) if from_baseline(route)
+          else stage1_run(plan, choice))
+  return FramesRun('stage2', frames, schedule, ADAPTER, init=init,
                    dial=int(route.rsplit('_k', 1)[1]))  # stage2_route's k
 
 
@@ -197,10 +223,12 @@ def make_rows(plan: FramesPlan, choice: Dict[str, Schedule],
         rows.append(Row(row_name(route, frames), f'{frames}f', f'end to end at {frames} '
                         'frames from the image checkpoint', (run,)))
       else:
-        rows.append(Row(row_name(route, frames), f'{frames}f', f'stage 1 at '
-                        f'{plan.base.stage1_frames} frames, extraction at {frames}, stage 2 '
-                        f'({ADAPTER} adapter, top {run.dial} spatial layers trained)',
-                        (run.init, run)))
+        stage1 = (f'stage 1 = the baseline at {plan.base.stage2_frames} frames (its row\'s '
+                  'run)' if from_baseline(route) else
+                  f'stage 1 at {plan.base.stage1_frames} frames')
+        rows.append(Row(row_name(route, frames), f'{frames}f', f'{stage1}, extraction at '
+                        f'{frames}, stage 2 ({ADAPTER} adapter, top {run.dial} spatial '
+                        'layers trained)', (run.init, run)))
   return rows
 
 
@@ -239,8 +267,9 @@ def run_sweep(runner: FramesRunner) -> Tuple[Dict, Dict[str, Schedule]]:
   `ablation.run.run_sweep` does."""
   plan, tried, choice = runner.frames_plan, {}, {}
   for route in plan.routes:
-    if route.startswith('stage2') and 'stage1' not in choice:
-      break
+    if route.startswith('stage2') and (
+        'baseline' if from_baseline(route) else 'stage1') not in choice:
+      continue  # its stage 1 is not chosen yet
 
     def make_runs(schedules, route=route):
       return [route_run(plan, route, plan.base.stage2_frames if route != 'stage1'

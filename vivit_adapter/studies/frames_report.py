@@ -27,9 +27,17 @@ def prices_at(benchmark_json: str, plan, frames: int) -> Optional[Dict]:
   """The compute-only step prices at `frames` (None without a benchmark or its cases)."""
   if not benchmark_json:
     return None
-  bench = ablation_report.read_benchmark(
-      benchmark_json, dataclasses.replace(plan.base, stage2_frames=frames))
-  return ablation_report.step_prices(bench, plan.base.stage1_frames)
+  def prices(at):
+    bench = ablation_report.read_benchmark(
+        benchmark_json, dataclasses.replace(plan.base, stage2_frames=at))
+    return ablation_report.step_prices(bench, plan.base.stage1_frames)
+  out, sweep = prices(frames), plan.base.stage2_frames
+  if out is not None:
+    # A stage 1 that is the baseline's run at the sweep's frame count (the 'b' recipes)
+    # at that frame count's baseline step, not this one's.
+    at_sweep = out if frames == sweep else prices(sweep)
+    out['baseline_at'] = {sweep: (at_sweep or out)['baseline']}
+  return out
 
 
 def stage1_once(per_frames: Dict[int, List[Dict]]) -> List[Dict]:
@@ -75,12 +83,12 @@ def frames_table(plan, by_name: Dict[str, Dict], benchmark_json: str) -> List[Di
     base = by_name.get(frames_study.row_name('baseline', frames))
     prices = prices_at(benchmark_json, plan, frames)
     recipes = {}
-    for k in plan.dials:
-      name = frames_study.row_name(frames_study.stage2_route(k), frames)
+    for key, route in plan.recipes:
+      name = frames_study.row_name(route, frames)
       timed = (ablation_report.time_to_accuracy({'baseline': base, name: by_name[name]},
                                                 name, prices)
                if base and name in by_name else [])
-      recipes[str(k)] = {'row': name, 'time_to_accuracy': timed,
+      recipes[key] = {'row': name, 'time_to_accuracy': timed,
                          'ratio': ablation_report.ratio_stats(timed),
                          'test_top1': by_name.get(name, {}).get('stats', {}).get('test_top1')}
     out.append({'frames': frames, 'stride': plan.stride(frames), 'priced': prices is not None,
@@ -88,6 +96,18 @@ def frames_table(plan, by_name: Dict[str, Dict], benchmark_json: str) -> List[Di
                 'baseline_test_top1': (base or {}).get('stats', {}).get('test_top1'),
                 'recipes': recipes})
   return out
+
+
+def recipe_label(key: str, plan) -> str:
+  """'k=1' (stage 1 at its own few frames) or 'stage 1 = baseline 32f, k=0'."""
+  if key.startswith('b'):
+    return f'stage 1 = baseline {plan.base.stage2_frames}f, k={key[1:]}'
+  return f'k={key}'
+
+
+def _labels(report: Dict) -> Dict[str, str]:
+  """The report's recipe labels; reports written before recipes had keys: k=<dial>."""
+  return report.get('recipes') or {str(k): f'k={k}' for k in report['dials']}
 
 
 def targets(plan, by_name: Dict[str, Dict], table: List[Dict]) -> List[Dict]:
@@ -101,7 +121,7 @@ def targets(plan, by_name: Dict[str, Dict], table: List[Dict]) -> List[Dict]:
         found = ablation_report.check_targets(
             {'baseline': base, recipe['row']: by_name[recipe['row']]},
             recipe['time_to_accuracy'], recipe['row'])
-        out += [dict(target, frames=t['frames'], dial=int(k)) for target in found]
+        out += [dict(target, frames=t['frames'], recipe=k) for target in found]
   return out
 
 
@@ -134,14 +154,16 @@ def build_report(rows, plan, seeds: Sequence[int], results, *, tried, choice, gr
   missing += [f'{n} (its schedule is not chosen yet)' for n in sorted(expected - set(by_name))]
   table = frames_table(plan, by_name, benchmark_json)
   once = {}
-  for k in plan.dials:
-    entries = stage1_once({t['frames']: t['recipes'][str(k)]['time_to_accuracy']
+  for key, _ in plan.recipes:
+    entries = stage1_once({t['frames']: t['recipes'][key]['time_to_accuracy']
                            for t in table})
-    once[str(k)] = {'per_seed': entries, 'ratio': _stats(entries)}
+    once[key] = {'per_seed': entries, 'ratio': _stats(entries)}
   return {
       'command': command, 'complete': not missing, 'missing': missing,
       'seeds': list(seeds), 'quick': plan.base.quick, 'frames': list(plan.frames),
-      'dials': list(plan.dials), 'adapter': frames_study.ADAPTER,
+      'dials': list(plan.dials), 'baseline_dials': list(plan.baseline_dials),
+      'recipes': {key: recipe_label(key, plan) for key, _ in plan.recipes},
+      'adapter': frames_study.ADAPTER,
       'clip_frames': plan.clip_frames, 'plateau_gain': frames_study.PLATEAU_GAIN,
       'max_doublings': plan.max_doublings,
       'sweep': ablation_report.sweep_report(tried, choice, {}, plan.base.grids),
@@ -206,8 +228,8 @@ def growth_markdown(report: Dict) -> List[str]:
 def reward_lines(report: Dict) -> List[str]:
   """Test top-1 from the fewest to the most frames, per route: the data's claim."""
   routes = [('baseline', [t['baseline_test_top1'] for t in report['table']])]
-  routes += [(f'recipe k={k}', [t['recipes'][str(k)]['test_top1'] for t in report['table']])
-             for k in report['dials']]
+  routes += [(f'recipe {label}', [t['recipes'][key]['test_top1'] for t in report['table']])
+             for key, label in _labels(report).items()]
   frames = [t['frames'] for t in report['table']]
   lines = []
   for name, stats in routes:
@@ -265,17 +287,18 @@ def markdown(report: Dict, previous_path: str = '') -> str:
             'with --benchmark_json.', '']
   lines += table_markdown(report)
   lines += ['', '## Stage 1 counted once over the frame counts', '',
-            '| dial k | ratio (recipe: stage 1 once + every extraction and stage 2; baseline: '
+            '| recipe | ratio (recipe: stage 1 once + every extraction and stage 2; baseline: '
             'every frame count) | seeds |', '|---|---|---|']
   for k, once in report['stage1_once'].items():
     cells = '; '.join(f'{CLOCK_NAMES[c]} {_fmt(once["ratio"][c], 3)}' for c in CLOCKS
                       if c in once['ratio']) or '—'
-    lines.append(f'| {k} | {cells} | {len(once["per_seed"])} |')
+    lines.append(f'| {_labels(report).get(k, k)} | {cells} | {len(once["per_seed"])} |')
   lines += ['', f'![ratio and accuracy against frames]({name}.png)']
   lines += ['', '## Does the data reward frames?', ''] + reward_lines(report)
   lines += ['', '## Targets per frame count (the ablation\'s)', '',
-            '| frames | k | target | measured | met |', '|---|---|---|---|---|']
-  lines += [f'| {t["frames"]} | {t["dial"]} | {t["target"]} | {t["measured"]} | '
+            '| frames | recipe | target | measured | met |', '|---|---|---|---|---|']
+  lines += [f'| {t["frames"]} | {_labels(report).get(str(t.get("recipe", t.get("dial"))))} | '
+            f'{t["target"]} | {t["measured"]} | '
             f'{"yes" if t["met"] else "NO"} |' for t in report['targets']]
   lines += ['', '## Compiled memory per device (GiB, compile-only)', ''] + memory_lines(report)
   lines += ['', '## Notes', '']
@@ -290,13 +313,13 @@ def plot(report: Dict, path: str) -> None:
   frames = [t['frames'] for t in report['table']]
   base = [t['baseline_test_top1'] for t in report['table']]
   _errorbar(right, frames, base, 'baseline', 'tab:red')
-  for i, k in enumerate(report['dials']):
-    color = ('tab:blue', 'tab:green', 'tab:purple')[i % 3]
-    recipes = [t['recipes'][str(k)] for t in report['table']]
-    _errorbar(right, frames, [r['test_top1'] for r in recipes], f'recipe k={k}', color)
+  for i, (key, label) in enumerate(_labels(report).items()):
+    color = ('tab:blue', 'tab:green', 'tab:purple', 'tab:orange')[i % 4]
+    recipes = [t['recipes'][key] for t in report['table']]
+    _errorbar(right, frames, [r['test_top1'] for r in recipes], f'recipe {label}', color)
     for clock, style in (('priced', '-'), ('wall', '--')):
       _errorbar(left, frames, [r['ratio'].get(clock) for r in recipes],
-                f'k={k}, {CLOCK_NAMES[clock]}', color, style)
+                f'{label}, {CLOCK_NAMES[clock]}', color, style)
   left.axhline(ablation_report.TIME_TARGET, color='gray', linestyle=':',
                label=f'{ablation_report.TIME_TARGET}x')
   left.set_ylabel('recipe / baseline time to the accuracy target')

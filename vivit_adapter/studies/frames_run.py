@@ -19,6 +19,7 @@ from vivit_adapter.studies.ablation.plan import Study
 
 def run_study(*, workdir: str, out: str, seeds: Sequence[int], frames: Sequence[int],
               dials: Sequence[int], data_dir: str, quick: bool, train: bool, command: str,
+              baseline_dials: Sequence[int] = frames_plan.BASELINE_STAGE1_DIALS,
               image_checkpoint: str = '', benchmark_json: str = '',
               memory_jsons: Sequence[str] = ()) -> Dict:
   """Data, image checkpoint, sweep, growth, rows on every seed; writes the report."""
@@ -35,7 +36,7 @@ def run_study(*, workdir: str, out: str, seeds: Sequence[int], frames: Sequence[
   study = Study(workdir, data.base_dir, data.overrides)
   base_config = ablation_plan.experiment_config('baseline', study, quick)
   plan = frames_plan.make_plan(quick, base_config.model.adapter.hidden_size, frames, dials,
-                               data_args['num_frames'])
+                               data_args['num_frames'], baseline_dials)
   image = ablation_run.ensure_image_checkpoint(workdir, data, image_checkpoint, quick, train)
   runner = frames_plan.FramesRunner(
       plan, dataclasses.replace(study, image_checkpoint=image['output']), train)

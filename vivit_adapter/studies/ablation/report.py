@@ -204,10 +204,13 @@ def _priced(prices: Dict, b_curve, curve, before, caches, target, adapter, dial:
   if dial:
     stage2_price, per_clip = (prices['dial'][dial]['step'],
                               prices['dial'][dial]['extract_per_clip'] or per_clip)
-  # A stage 1 that is the baseline stopped early (EARLY_ROWS) at the baseline's step.
-  stage1 = sum(r['steps'] * (prices['baseline'] if r.get('kind') == 'baseline' else
-                             prices['stage1'] * r['num_frames'] / prices['stage1_frames'])
-               for r in before)
+  # A stage 1 that is the baseline stopped early (EARLY_ROWS) at the baseline's step;
+  # one at another frame count (the frames study's) at that count's, in 'baseline_at'.
+  def stage1_price(r):
+    if r.get('kind') == 'baseline':
+      return prices.get('baseline_at', {}).get(r['num_frames'], prices['baseline'])
+    return prices['stage1'] * r['num_frames'] / prices['stage1_frames']
+  stage1 = sum(r['steps'] * stage1_price(r) for r in before)
   clips = sum(sum(c['written'].values()) for c in caches.values())
   extraction = clips * per_clip
   base_step = study_runs.first_at(b_curve, target, 'step')
