@@ -300,12 +300,11 @@ def _doubled(runner: FramesRunner, route: str, frames: int, start: Schedule,
   plan, kept = runner.frames_plan, start
   run = route_run(plan, route, frames, kept, choice)
   tried.append((run, runner.summary(run, SWEEP_SEED)))
-  if (tried[-1][1] is not None and floor is not None
-      and tried[-1][1]['eval']['top1'] < floor):
+  if tried[-1][1] is None:
+    return None
+  if floor is not None and tried[-1][1]['eval']['top1'] < floor:
     return kept
   for _ in range(plan.max_doublings):
-    if tried[-1][1] is None:
-      return None
     longer = dataclasses.replace(kept, steps=kept.steps * 2)
     run = route_run(plan, route, frames, longer, choice)
     tried.append((run, runner.summary(run, SWEEP_SEED)))
@@ -317,7 +316,7 @@ def _doubled(runner: FramesRunner, route: str, frames: int, start: Schedule,
     if gain <= PLATEAU_GAIN:
       break
     kept = longer
-  return kept if tried[-1][1] is not None else None
+  return kept
 
 
 def grow_steps(runner: FramesRunner, route: str, frames: int,

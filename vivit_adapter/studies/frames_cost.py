@@ -109,11 +109,10 @@ def planned_runs(plan, seeds: Sequence[int], worst: bool = False
         # is unknown before the sweep, so the grid's highest other learning rate;
         # typical: it loses, worst: it wins and its steps double again.
         others = sorted({g.lr for g in plan.base.grids[route]} - {s.lr})
-        for d in range((doublings + 1) if worst else 1):
-          if others:
-            check = dataclasses.replace(s, lr=others[-1], steps=s.steps * 2 ** d)
-            add(f'lr check {frames}f {route}', sweep,
-                frames_study.route_run(plan, route, frames, check, choice))
+        for d in range(doublings + 1 if worst else 1) if others else ():
+          check = dataclasses.replace(s, lr=others[-1], steps=s.steps * 2 ** d)
+          add(f'lr check {frames}f {route}', sweep,
+              frames_study.route_run(plan, route, frames, check, choice))
       schedules.setdefault(frames, {})[route] = s
   for seed in seeds:
     for row in frames_study.make_rows(plan, choice, schedules):

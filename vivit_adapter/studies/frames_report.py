@@ -36,7 +36,8 @@ def prices_at(benchmark_json: str, plan, frames: int) -> Optional[Dict]:
     # A stage 1 that is the baseline's run at the sweep's frame count (the 'b' recipes)
     # at that frame count's baseline step, not this one's.
     at_sweep = out if frames == sweep else prices(sweep)
-    out['baseline_at'] = {sweep: (at_sweep or out)['baseline']}
+    if at_sweep is not None:
+      out['baseline_at'] = {sweep: at_sweep['baseline']}
   return out
 
 
@@ -103,11 +104,6 @@ def recipe_label(key: str, plan) -> str:
   if key.startswith('b'):
     return f'stage 1 = baseline {plan.base.stage2_frames}f, k={key[1:]}'
   return f'k={key}'
-
-
-def _labels(report: Dict) -> Dict[str, str]:
-  """The report's recipe labels; reports written before recipes had keys: k=<dial>."""
-  return report.get('recipes') or {str(k): f'k={k}' for k in report['dials']}
 
 
 def targets(plan, by_name: Dict[str, Dict], table: List[Dict]) -> List[Dict]:
@@ -216,10 +212,8 @@ def growth_markdown(report: Dict) -> List[str]:
     for route, tried in by_route.items():
       kept = report['schedules'].get(frames, {}).get(route, {})
       for t in tried:
-        # Reports written before the learning-rate check have no 'lr': the chosen one.
-        lr = t.get('lr', kept.get('lr'))
-        is_kept = (t['steps'], lr) == (kept.get('steps'), kept.get('lr'))
-        lines.append(f'| {frames} | {route} | {_num(lr, ".3g")} | {t["steps"]} | '
+        is_kept = (t['steps'], t['lr']) == (kept.get('steps'), kept.get('lr'))
+        lines.append(f'| {frames} | {route} | {_num(t["lr"], ".3g")} | {t["steps"]} | '
                      f'{_num(t["eval_top1"], ".2f")} | {_num(t["train_time_s"])} | '
                      f'{"**yes**" if is_kept else ""} |')
   return lines
@@ -229,7 +223,7 @@ def reward_lines(report: Dict) -> List[str]:
   """Test top-1 from the fewest to the most frames, per route: the data's claim."""
   routes = [('baseline', [t['baseline_test_top1'] for t in report['table']])]
   routes += [(f'recipe {label}', [t['recipes'][key]['test_top1'] for t in report['table']])
-             for key, label in _labels(report).items()]
+             for key, label in report['recipes'].items()]
   frames = [t['frames'] for t in report['table']]
   lines = []
   for name, stats in routes:
@@ -292,13 +286,13 @@ def markdown(report: Dict, previous_path: str = '') -> str:
   for k, once in report['stage1_once'].items():
     cells = '; '.join(f'{CLOCK_NAMES[c]} {_fmt(once["ratio"][c], 3)}' for c in CLOCKS
                       if c in once['ratio']) or '—'
-    lines.append(f'| {_labels(report).get(k, k)} | {cells} | {len(once["per_seed"])} |')
+    lines.append(f'| {report["recipes"][k]} | {cells} | {len(once["per_seed"])} |')
   lines += ['', f'![ratio and accuracy against frames]({name}.png)']
   lines += ['', '## Does the data reward frames?', ''] + reward_lines(report)
   lines += ['', '## Targets per frame count (the ablation\'s)', '',
             '| frames | recipe | target | measured | met |', '|---|---|---|---|---|']
-  lines += [f'| {t["frames"]} | {_labels(report).get(str(t.get("recipe", t.get("dial"))))} | '
-            f'{t["target"]} | {t["measured"]} | '
+  lines += [f'| {t["frames"]} | {report["recipes"][t["recipe"]]} | {t["target"]} | '
+            f'{t["measured"]} | '
             f'{"yes" if t["met"] else "NO"} |' for t in report['targets']]
   lines += ['', '## Compiled memory per device (GiB, compile-only)', ''] + memory_lines(report)
   lines += ['', '## Notes', '']
@@ -313,7 +307,7 @@ def plot(report: Dict, path: str) -> None:
   frames = [t['frames'] for t in report['table']]
   base = [t['baseline_test_top1'] for t in report['table']]
   _errorbar(right, frames, base, 'baseline', 'tab:red')
-  for i, (key, label) in enumerate(_labels(report).items()):
+  for i, (key, label) in enumerate(report['recipes'].items()):
     color = ('tab:blue', 'tab:green', 'tab:purple', 'tab:orange')[i % 4]
     recipes = [t['recipes'][key] for t in report['table']]
     _errorbar(right, frames, [r['test_top1'] for r in recipes], f'recipe {label}', color)

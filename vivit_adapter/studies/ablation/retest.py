@@ -3,11 +3,12 @@ final model tested on them once more (issue 27: when the decisive differences ar
 the seed spread, more test clips; evaluation only, the checkpoints are kept).
 
 The enlarged split is the synthetic data's test split at N clips per class
-(--enlarged_test_per_class; docs/ablation_dial.md uses 100) instead of plan.TEST_PER_CLASS:
-the same generator, scene and seed, so its first TEST_PER_CLASS clips of each class are the study's test clips (a clip's pixels depend only
-on the seed, the split, the class and its index) and the rest are new. Nothing is
-trained or selected on it: a run's `test_large.json` is its final checkpoint tested the
-way the run tested itself (multi-view, on the raw videos, the whole model).
+(--enlarged_test_per_class; docs/ablation_dial.md uses 100) instead of
+plan.TEST_PER_CLASS: the same generator, scene and seed, so its first TEST_PER_CLASS
+clips of each class are the study's test clips (a clip's pixels depend only on the seed,
+the split, the class and its index) and the rest are new. Nothing is trained or selected
+on it: a run's `test_large.json` is its final checkpoint tested the way the run tested
+itself (multi-view, on the raw videos, the whole model).
 """
 
 import json
