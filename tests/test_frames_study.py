@@ -240,6 +240,85 @@ def test_targets_per_frame_count_from_hand_made_results():
   assert 'wall 0.400x ± 0.000' in times[64]['measured']
 
 
+class CollapseRunner:
+  """Every run finished; its last training loss by (run key, seed), 1.0 unless given;
+  test top-1 0.9 for a run whose learning rate is 3e-3, else 0.4."""
+
+  def __init__(self, plan, losses):
+    self.frames_plan, self.losses, self.asked = plan, losses, []
+
+  def summary(self, run, seed):
+    self.asked.append((run.key, seed))
+    return fake_summary(0.9 if run.schedule.lr == 3e-3 else 0.4, 1., 1., 1.)
+
+  def final_train_loss(self, run, seed):
+    return self.losses.get((run.key, seed), 1.)
+
+
+def test_a_collapsed_run_is_rerun_on_its_seed_at_the_next_lower_learning_rate():
+  """Seed 1's 32-frame baseline at 9e-3 ends at ln 4 (it predicts the class prior): on
+  seed 1 it is rerun at 3e-3 (the sweep's next lower rate), the recipe whose stage 1 it
+  is starts from the rerun; seed 0's 1.33 is learning and stays; a collapsed run at the
+  sweep's lowest rate has nothing to fall back to and stays; a rerun that collapses
+  too falls again. The report reads each seed's rows in the usual rows' places."""
+  plan = frames.make_plan(False, 32, frames=(32, 64), dials=(0,), baseline_dials=(0,))
+  choice = {'baseline': Schedule(9e-3, 600, 50), 'stage1': Schedule(3e-3, 1800, 50),
+            'stage2_k0': Schedule(1e-3, 300, 50), 'stage2_b_k0': Schedule(3e-3, 600, 50)}
+  schedules = {32: dict(choice),
+               64: {'baseline': Schedule(3e-3, 600, 50), 'stage2_k0': choice['stage2_k0'],
+                    'stage2_b_k0': choice['stage2_b_k0']}}
+  schedules[32].pop('stage1')
+  tried = {route: [(frames.route_run(plan, route, 32, Schedule(lr, 600, 50), choice), {})
+                   for lr in lrs]
+           for route, lrs in (('baseline', (1e-3, 3e-3, 9e-3, 2.7e-2)), ('stage1', (1e-3, 3e-3)),
+                              ('stage2_k0', (1e-3, 3e-3)), ('stage2_b_k0', (1e-3, 3e-3)))}
+  usual = frames.make_rows(plan, choice, schedules)
+  run = {r.name: r.runs for r in usual}
+  prior = float(np.log(4))
+  k0_64 = run['recipe_k0_64f'][-1].key
+  runner = CollapseRunner(plan, {
+      (run['baseline_32f'][0].key, 0): 1.3325, (run['baseline_32f'][0].key, 1): prior,
+      (k0_64, 1): prior - 0.004,  # within COLLAPSE_TOL, at the lowest swept rate
+      (run['baseline_64f'][0].key, 2): prior,
+      ('baseline_64f_lr0.001_s600_w50', 2): prior + 0.01})
+  seeded, restarts = {}, []
+  for seed in (0, 1, 2):
+    seeded[seed], found = frames.seed_rows(runner, choice, schedules, tried, seed, 4)
+    restarts += found
+  assert [r.runs for r in seeded[0]] == [r.runs for r in usual]
+  assert [(r['seed'], r['collapsed'], r['rerun']) for r in restarts] == [
+      (1, 'baseline_32f_lr0.009_s600_w50', 'baseline_32f_lr0.003_s600_w50'),
+      (2, 'baseline_64f_lr0.003_s600_w50', 'baseline_64f_lr0.001_s600_w50')]
+  one = {r.name: r.runs for r in seeded[1]}
+  assert one['baseline_32f'][0].key == 'baseline_32f_lr0.003_s600_w50'
+  assert one['recipe_b_k0_64f'][0].key == 'baseline_32f_lr0.003_s600_w50'
+  assert one['recipe_b_k0_64f'][1].cache == 'baseline_32f_lr0.003_s600_w50_64f'
+  assert one['recipe_k0_64f'] == run['recipe_k0_64f']  # collapsed, but no lower rate
+  two = {r.name: r.runs for r in seeded[2]}
+  assert two['baseline_64f'][0].schedule.lr == 1e-3  # its own collapse has no lower rate
+  assert two['baseline_32f'] == run['baseline_32f']
+  # The report: seed 1's baseline_32f row reads the rerun (3e-3: 90) where seed 0 reads
+  # the usual run (9e-3: 40), and says so.
+  results = {seed: {'runs': {r.key: runner.summary(r, seed) for row in seeded[seed]
+                             for r in row.runs},
+                    'caches': {row.caches[0]: {'seconds': 1., 'cpu_seconds': 1.}
+                               for row in seeded[seed] if row.caches}}
+             for seed in (0, 1)}
+  rows = {a['name']: a for a in frames_report.aggregate_rows(usual, seeded, results)}
+  base = rows['baseline_32f']
+  assert [base['per_seed'][s]['test_top1'] for s in (0, 1)] == [40., 90.]
+  record = base['per_seed'][1]['runs']['baseline_32f_lr0.009_s600_w50']
+  assert (record['key'], record['schedule']['lr']) == ('baseline_32f_lr0.003_s600_w50', 3e-3)
+  assert base['per_seed'][1]['reruns'] == {
+      'baseline_32f_lr0.009_s600_w50': 'baseline_32f_lr0.003_s600_w50'}
+  assert base['per_seed'][0]['reruns'] == {}
+  b64 = rows['recipe_b_k0_64f']
+  assert b64['seeds'] == [0, 1] and b64['per_seed'][1]['reruns'] == {
+      'baseline_32f_lr0.009_s600_w50': 'baseline_32f_lr0.003_s600_w50',
+      'baseline_32f_lr0.009_s600_w50_64f__stage2_mlp_lr0.003_s600_w50':
+          'baseline_32f_lr0.003_s600_w50_64f__stage2_mlp_lr0.003_s600_w50'}
+
+
 def test_the_recipe_from_the_32_frame_baseline_prices_that_run_at_32_frames(tmp_path):
   """Stage 1 = the baseline_32f row's run: the recipe at 64 frames counts its 2 steps at
   the 32-frame baseline step (0.32 s), not the 64-frame one (0.64 s)."""

@@ -136,12 +136,44 @@ def memory_table(paths: Sequence[str], frames: Sequence[int]) -> List[Dict]:
           for (p, v, r, b, m), g in rows.items()]
 
 
+def aggregate_rows(rows, seeded: Dict[int, List], results: Dict) -> List[Dict]:
+  """`ablation_report.aggregate_row` of each of `rows` (`frames.make_rows`) over the
+  seeds, a seed's own rows (`seeded`, `frames.seed_rows`) read in their places: on a
+  seed that reran a collapsed run, the rerun, and every run or cache that starts from
+  it, stand where the usual one stands, their record keeping their own key and schedule,
+  and the row's per-seed 'reruns' maps {usual key: rerun key}."""
+  remapped, own_runs = {}, {}
+  for seed, done in results.items():
+    own = {r.name: r for r in seeded.get(seed, rows)}
+    runs, caches = {}, {}
+    for row in (r for r in rows if r.name in own):
+      runs.update((a.key, b) for a, b in zip(row.runs, own[row.name].runs))
+      caches.update(zip(row.caches, own[row.name].caches))
+    own_runs[seed] = runs
+    remapped[seed] = {
+        'runs': {a: done['runs'][b.key] for a, b in runs.items() if b.key in done['runs']},
+        'caches': {a: done['caches'][b] for a, b in caches.items() if b in done['caches']}}
+  aggregated = [ablation_report.aggregate_row(r, remapped) for r in rows]
+  for a in aggregated:
+    for seed, p in a['per_seed'].items():
+      p['reruns'] = {}
+      for usual, record in p['runs'].items():
+        run = own_runs[seed][usual]
+        record.update(key=run.key, schedule=dataclasses.asdict(run.schedule))
+        if run.key != usual:
+          p['reruns'][usual] = run.key
+  return aggregated
+
+
 def build_report(rows, plan, seeds: Sequence[int], results, *, tried, choice, grown,
                  schedules, data, model: Dict, image_report: Dict, command: str,
                  started: Dict, benchmark_json: str = '',
-                 memory_jsons: Sequence[str] = ()) -> Dict:
-  """Everything docs/frames.{json,md,png} show, as one JSON-serialisable dict."""
-  aggregated = [ablation_report.aggregate_row(r, results) for r in rows]
+                 memory_jsons: Sequence[str] = (), seeded: Optional[Dict] = None,
+                 restarts: Sequence[Dict] = ()) -> Dict:
+  """Everything docs/frames.{json,md,png} show, as one JSON-serialisable dict.
+  `seeded`: {seed: its rows} (`frames.seed_rows`), when a seed's rows differ from
+  `rows` by a rerun collapsed run (`restarts`)."""
+  aggregated = aggregate_rows(rows, seeded or {}, results)
   by_name = {a['name']: a for a in aggregated}
   missing = [f'{a["name"]} seed {s}' for a in aggregated for s in seeds
              if s not in a['seeds']]
@@ -166,7 +198,7 @@ def build_report(rows, plan, seeds: Sequence[int], results, *, tried, choice, gr
       'steps_growth': growth_report(grown),
       'schedules': {str(f): {r: dataclasses.asdict(s) for r, s in by_route.items()}
                     for f, by_route in schedules.items()},
-      'rows': aggregated, 'table': table, 'stage1_once': once,
+      'rows': aggregated, 'restarts': list(restarts), 'table': table, 'stage1_once': once,
       'targets': targets(plan, by_name, table),
       'memory': memory_table([p for p in (benchmark_json, *memory_jsons) if p], plan.frames),
       'model': model, 'image_checkpoint': image_report, 'data': data.description,
@@ -203,6 +235,12 @@ def table_markdown(report: Dict) -> List[str]:
       lines.append(f'| | {r["row"]} | {_fmt(r["test_top1"])} | {gap} | '
                    f'{_ratio_cell(r["ratio"], r["time_to_accuracy"])} |')
   return lines
+
+
+def restart_lines(report: Dict) -> List[str]:
+  return [f'* seed {r["seed"]}, {r["route"]} at {r["frames"]} frames: `{r["collapsed"]}` '
+          f'ended at training loss {r["loss"]:.4f}; rerun as `{r["rerun"]}`.'
+          for r in report['restarts']] or ['(none)']
 
 
 def growth_markdown(report: Dict) -> List[str]:
@@ -280,6 +318,12 @@ def markdown(report: Dict, previous_path: str = '') -> str:
             'extraction counted whole, compilation and evaluation excluded; compute-only '
             'with --benchmark_json.', '']
   lines += table_markdown(report)
+  lines += ['', '**Collapsed runs, rerun.** A row run whose training loss ends within '
+            f'{frames_study.COLLAPSE_TOL:g} of ln(classes) learned nothing (it predicts the '
+            'class prior); on that seed it is rerun at its route\'s next lower swept '
+            'learning rate, same steps, any route alike, and the row (a stage 2 from that '
+            'run too) uses the rerun; the collapsed run is not charged.', '']
+  lines += restart_lines(report)
   lines += ['', '## Stage 1 counted once over the frame counts', '',
             '| recipe | ratio (recipe: stage 1 once + every extraction and stage 2; baseline: '
             'every frame count) | seeds |', '|---|---|---|']

@@ -43,15 +43,16 @@ def run_study(*, workdir: str, out: str, seeds: Sequence[int], frames: Sequence[
   tried, choice = frames_plan.run_sweep(runner)
   schedules, grown = frames_plan.frame_schedules(runner, choice, tried)
   rows = frames_plan.make_rows(plan, choice, schedules)
+  seeded, restarts = {}, []
   for seed in seeds:  # seed by seed, frame count by frame count: a partial study reports
-    for row in rows:
-      for run in row.runs:
-        runner.summary(run, seed)
+    seeded[seed], found = frames_plan.seed_rows(runner, choice, schedules, tried, seed,
+                                                len(data_args['classes']))
+    restarts += found
   report = frames_report.build_report(
       rows, plan, seeds, runner.results(), tried=tried, choice=choice, grown=grown,
       schedules=schedules, data=data, model=ablation_report.model_info(base_config),
       image_report=image, command=command, started=started, benchmark_json=benchmark_json,
-      memory_jsons=memory_jsons)
+      memory_jsons=memory_jsons, seeded=seeded, restarts=restarts)
   for path in frames_report.write_outputs(report, out):
     print(f'Wrote {path}')
   return report
