@@ -2,14 +2,20 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
+from data_pipelines import cli
 from vivit_adapter import config_loading
 from vivit_adapter import configs
 from vivit_adapter.studies import experiment_configs
 from vivit_adapter.studies import runs
+from tests import trainer_utils as tu
 from vivit_adapter.train_lib import reporting
+from vivit_adapter.train_lib import run_lock
 from vivit_adapter.train_lib import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,8 +33,10 @@ def fake_trainer(monkeypatch):
   calls = []
 
   def train_and_evaluate(config, workdir):
-    calls.append(os.path.exists(workdir))
-    os.makedirs(workdir)
+    # What the run's directory holds when training starts: the lock, held by this process.
+    lock = os.path.join(workdir, run_lock.LOCK_FILE)
+    calls.append((sorted(os.listdir(workdir)),
+                  json.loads(open(lock).read())['pid'] if os.path.exists(lock) else None))
     history = reporting.History(workdir)
     history.add(2, 'eval', {'top1': 0.25, 'train_time_s': 3.0})
     history.add(4, 'eval', {'top1': 0.5, 'train_time_s': 8.0})
@@ -61,13 +69,37 @@ def test_unfinished_run_restarts_from_scratch_then_is_reused(tmp_path, fake_trai
   assert runs.reusable_summary(config, str(run_dir)) is None  # not finished
   logged = []
   summary = runs.train_from_scratch(config, str(run_dir), log=logged.append)
-  assert fake_trainer == [False]  # the unfinished run was deleted first
+  # The unfinished run was deleted first; the run is locked while it trains, not after.
+  assert fake_trainer == [(['.run.lock'], os.getpid())]
+  assert sorted(os.listdir(run_dir)) == ['history.jsonl', 'summary.json']
   assert not (run_dir / 'checkpoints').exists()
   assert 'Discarding the unfinished run' in logged[0]
   assert summary['eval_curve'] == [
       {'step': 2, 'top1': 25.0, 'train_time_s': 3.0, 'train_cpu_s': None},
       {'step': 4, 'top1': 50.0, 'train_time_s': 8.0, 'train_cpu_s': None}]
   assert runs.reusable_summary(config, str(run_dir)) == summary  # as a rerun reads it
+
+
+def test_a_run_another_process_is_training_is_refused_not_deleted(tmp_path, fake_trainer):
+  """Two study processes on one workdir: the second must not delete the run the first is
+  training (it did: the unfinished-run rule rmtree'd it); it is refused, naming who."""
+  run_dir = tmp_path / 'run'
+  (run_dir / 'checkpoints' / '43').mkdir(parents=True)
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\n'
+       'from vivit_adapter.train_lib import run_lock\n'
+       'run_lock.acquire(sys.argv[1]); print("locked", flush=True); time.sleep(600)',
+       str(run_dir)], cwd=tu.REPO, env=tu.env(), stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with pytest.raises(cli.ConfigError, match=f'in use by another run \\(pid {holder.pid} '):
+      runs.train_from_scratch(configs.base_config(), str(run_dir))
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  assert fake_trainer == [] and (run_dir / 'checkpoints' / '43').is_dir()
+  runs.train_from_scratch(configs.base_config(), str(run_dir))  # its holder gone: trained
+  assert fake_trainer == [(['.run.lock'], os.getpid())]
 
 
 def test_a_stopped_run_is_not_finished(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ import ml_collections
 from data_pipelines import cli
 from vivit_adapter import configs
 from vivit_adapter.train_lib import reporting
+from vivit_adapter.train_lib import run_lock
 
 
 def finished_summary(run_dir: str) -> Optional[Dict[str, Any]]:
@@ -102,15 +103,26 @@ def train_from_scratch(config: ml_collections.ConfigDict, run_dir: str,
   trained run and a reused one look the same.
 
   Raises:
+    cli.ConfigError: another live process holds the run's lock (`train_lib.run_lock`):
+      it is training this run now; nothing is deleted.
     cli.Preempted: the run was stopped (SIGTERM) before it finished, after saving: a
       SystemExit with the PREEMPTED exit code, so the study's process exits with it.
   """
   from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
   if os.path.exists(run_dir):
+    # Another study process on the same workdir may be training this very run: refused
+    # (naming it) rather than deleted under it.
+    run_lock.acquire(run_dir)
+    run_lock.release(run_dir)
     log(f'Discarding the unfinished run in {run_dir} (a resumed run would time only its '
         'last part).')
     shutil.rmtree(run_dir)
-  summary = trainer.train_and_evaluate(config, run_dir)
+  os.makedirs(run_dir)
+  run_lock.acquire(run_dir)  # as `main` does: one run per workdir
+  try:
+    summary = trainer.train_and_evaluate(config, run_dir)
+  finally:
+    run_lock.release(run_dir)
   if summary.get('preempted'):
     raise cli.Preempted(f'{run_dir} was stopped (SIGTERM) at step {summary["step"]}; run the '
                         'same command again: finished runs are reused, this one restarts.')
