@@ -81,19 +81,27 @@ def test_unfinished_run_restarts_from_scratch_then_is_reused(tmp_path, fake_trai
 
 
 def test_a_run_another_process_is_training_is_refused_not_deleted(tmp_path, fake_trainer):
-  """Two study processes on one workdir: the second must not delete the run the first is
-  training (it did: the unfinished-run rule rmtree'd it); it is refused, naming who."""
-  run_dir = tmp_path / 'run'
+  """Two study processes on one workdir: the second must not delete the run (or cache)
+  the first is making (it did: the unfinished-run rule rmtree'd it); it is refused,
+  naming who."""
+  run_dir, cache_dir = tmp_path / 'run', tmp_path / 'cache'
   (run_dir / 'checkpoints' / '43').mkdir(parents=True)
+  (cache_dir / 'train-00000-of-00002.tfrecord').parent.mkdir()
+  (cache_dir / 'train-00000-of-00002.tfrecord').write_text('half written')
   holder = subprocess.Popen(
       [sys.executable, '-c', 'import sys, time\n'
        'from vivit_adapter.train_lib import run_lock\n'
-       'run_lock.acquire(sys.argv[1]); print("locked", flush=True); time.sleep(600)',
-       str(run_dir)], cwd=tu.REPO, env=tu.env(), stdout=subprocess.PIPE, text=True)
+       'for d in sys.argv[1:]: run_lock.acquire(d)\n'
+       'print("locked", flush=True); time.sleep(600)',
+       str(run_dir), str(cache_dir)], cwd=tu.REPO, env=tu.env(), stdout=subprocess.PIPE,
+      text=True)
   try:
     assert holder.stdout.readline().strip() == 'locked'
     with pytest.raises(cli.ConfigError, match=f'in use by another run \\(pid {holder.pid} '):
       runs.train_from_scratch(configs.base_config(), str(run_dir))
+    with pytest.raises(cli.ConfigError, match=f'in use by another run \\(pid {holder.pid} '):
+      runs.ensure_cache(configs.base_config(), str(cache_dir), views=1)
+    assert (cache_dir / 'train-00000-of-00002.tfrecord').read_text() == 'half written'
   finally:
     holder.send_signal(signal.SIGKILL)
     holder.wait()

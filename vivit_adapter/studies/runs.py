@@ -17,6 +17,7 @@ Results are read through `train_lib.reporting`: the summary from SUMMARY_FILE an
 eval curve from its `History`.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -104,25 +105,16 @@ def train_from_scratch(config: ml_collections.ConfigDict, run_dir: str,
 
   Raises:
     cli.ConfigError: another live process holds the run's lock (`train_lib.run_lock`):
-      it is training this run now; nothing is deleted.
+      it is training this run now; nothing is deleted (the same for a cache).
     cli.Preempted: the run was stopped (SIGTERM) before it finished, after saving: a
       SystemExit with the PREEMPTED exit code, so the study's process exits with it.
   """
   from vivit_adapter.train_lib import trainer  # pylint: disable=g-import-not-at-top
   if os.path.exists(run_dir):
-    # Another study process on the same workdir may be training this very run: refused
-    # (naming it) rather than deleted under it.
-    run_lock.acquire(run_dir)
-    run_lock.release(run_dir)
-    log(f'Discarding the unfinished run in {run_dir} (a resumed run would time only its '
-        'last part).')
-    shutil.rmtree(run_dir)
-  os.makedirs(run_dir)
-  run_lock.acquire(run_dir)  # as `main` does: one run per workdir
-  try:
+    _discard(run_dir, f'Discarding the unfinished run in {run_dir} (a resumed run would '
+             'time only its last part).', log)
+  with _locked(run_dir):  # as `main` does: one run per workdir
     summary = trainer.train_and_evaluate(config, run_dir)
-  finally:
-    run_lock.release(run_dir)
   if summary.get('preempted'):
     raise cli.Preempted(f'{run_dir} was stopped (SIGTERM) at step {summary["step"]}; run the '
                         'same command again: finished runs are reused, this one restarts.')
@@ -146,14 +138,15 @@ def ensure_cache(config: ml_collections.ConfigDict, cache_dir: str, *, views: in
   from data_pipelines import feature_cache  # pylint: disable=g-import-not-at-top
   record = os.path.join(cache_dir, EXTRACTION_FILE)
   if os.path.exists(cache_dir) and not os.path.exists(record):
-    log(f'Discarding the unfinished feature cache in {cache_dir}.')
-    shutil.rmtree(cache_dir)
+    _discard(cache_dir, f'Discarding the unfinished feature cache in {cache_dir}.', log)
   try:
-    stats = _extract(config, cache_dir, views, dtype)
+    with _locked(cache_dir):
+      stats = _extract(config, cache_dir, views, dtype)
   except feature_cache.CacheError as e:
-    log(f'Discarding the feature cache in {cache_dir}, made for another run ({e}).')
-    shutil.rmtree(cache_dir)
-    stats = _extract(config, cache_dir, views, dtype)
+    _discard(cache_dir, f'Discarding the feature cache in {cache_dir}, made for another run '
+             f'({e}).', log)
+    with _locked(cache_dir):
+      stats = _extract(config, cache_dir, views, dtype)
   if os.path.exists(record):  # the manifest matched and every shard was there
     with open(record) as f:
       return dict(json.load(f), reused=True)
@@ -164,6 +157,27 @@ def ensure_cache(config: ml_collections.ConfigDict, cache_dir: str, *, views: in
   with open(record, 'w') as f:
     json.dump(result, f, indent=2)
   return dict(result, reused=False)
+
+
+def _discard(path: str, message: str, log: Callable[[str], None]) -> None:
+  """Deletes an unfinished run or cache, unless another live process holds its lock
+  (a second study process on the same workdir, making it now): then cli.ConfigError
+  names that process and nothing is deleted."""
+  run_lock.acquire(path)
+  run_lock.release(path)
+  log(message)
+  shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+  """`path` (created) locked by this process while a run trains or a cache is made."""
+  os.makedirs(path, exist_ok=True)
+  run_lock.acquire(path)
+  try:
+    yield
+  finally:
+    run_lock.release(path)
 
 
 def _extract(config, cache_dir: str, views: int, dtype: str) -> Dict[str, Any]:
