@@ -144,3 +144,27 @@ def test_experiments_load_as_modules_the_way_the_cli_loads_them():
   assert config.is_locked and config.model.hidden_size == 24
   with pytest.raises(FileNotFoundError, match=r"No experiment 'synthetic_stage9'"):
     experiment_configs.path('synthetic_stage9')
+
+
+def test_a_study_skips_a_run_or_cache_another_process_is_making(tmp_path, capsys):
+  """Two study processes on one workdir share its runs: what one is making the other
+  counts as missing and moves on (the run's summary None), and takes up on a rerun."""
+  from vivit_adapter.studies.ablation import run as ablation_run  # pylint: disable=g-import-not-at-top
+  from vivit_adapter.studies.ablation.plan import Run, Schedule  # pylint: disable=g-import-not-at-top
+  run_dir = tmp_path / 'run'
+  (run_dir / 'checkpoints' / '43').mkdir(parents=True)
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\n'
+       'from vivit_adapter.train_lib import run_lock\n'
+       'run_lock.acquire(sys.argv[1]); print("locked", flush=True); time.sleep(600)',
+       str(run_dir)], cwd=tu.REPO, env=tu.env(), stdout=subprocess.PIPE, text=True)
+  run = Run('baseline', 8, Schedule(1e-3, 4, 1))
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    assert ablation_run.ensure_run(run, configs.base_config(), str(run_dir)) is None
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  assert (f'{run.key}: skipped here, another process is training it (--workdir={run_dir} '
+          f'is in use by another run (pid {holder.pid} ') in capsys.readouterr().out
+  assert (run_dir / 'checkpoints' / '43').is_dir()

@@ -51,8 +51,13 @@ def _describe(holder: Optional[dict]) -> str:
           f'{holder.get("started")}')
 
 
-def _refusal(workdir: str, holder: Optional[dict]) -> cli.ConfigError:
-  return cli.ConfigError(
+class InUse(cli.ConfigError):
+  """Another live process holds the workdir (the studies skip such a run: another
+  study process on the same workdir is making it)."""
+
+
+def _refusal(workdir: str, holder: Optional[dict]) -> InUse:
+  return InUse(
       f'--workdir={workdir} is in use by another run ({_describe(holder)}; '
       f'{os.path.join(workdir, LOCK_FILE)}). Wait for it to end or stop it, or use another '
       '--workdir: two runs on one workdir overwrite each other\'s checkpoints.')
@@ -100,7 +105,8 @@ def acquire(workdir: str, process_index: int = 0) -> None:
   """Locks `workdir` (created already) for this process's lifetime; process 0 only.
 
   Raises:
-    cli.ConfigError: another live run holds it (one line: who, since when, the file).
+    InUse (a cli.ConfigError): another live run holds it (one line: who, since when,
+      the file).
   """
   if process_index != 0 or workdir in _held:
     return

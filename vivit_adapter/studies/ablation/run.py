@@ -23,6 +23,7 @@ from vivit_adapter.studies.ablation import report as ablation_report
 from vivit_adapter.studies.ablation import retest
 from vivit_adapter.studies.ablation.plan import Plan, Run, Schedule, Study
 from vivit_adapter.train_lib import reporting
+from vivit_adapter.train_lib import run_lock
 
 IMAGE_CHECKPOINT = 'vit_image.npz'
 
@@ -78,11 +79,19 @@ def ensure_run(run: Run, config: ml_collections.ConfigDict, run_dir: str,
   """The run's summary: reused when it finished before, else trained now (or None).
 
   With train=False nothing is trained or deleted; a finished run of another config is
-  then reported with a warning (so that a table can be written from what exists).
+  then reported with a warning (so that a table can be written from what exists). A
+  run another live process is training (its lock held: a second study process on the
+  same workdir) is skipped, None here: two processes share a study's runs that way.
   """
   if train:
     summary = study_runs.reusable_summary(config, run_dir)
-    return summary if summary is not None else _train(run, config, run_dir)
+    if summary is not None:
+      return summary
+    try:
+      return _train(run, config, run_dir)
+    except run_lock.InUse as e:
+      print(f'  {run.key}: skipped here, another process is training it ({e}).', flush=True)
+      return None
   summary = study_runs.finished_summary(run_dir)
   message = None if summary is None else study_runs.mismatch_message(config, run_dir, summary)
   if message:
@@ -152,8 +161,14 @@ class Runner:
     config, views = self.cache_config(run, seed), self.views(run)
     print(f'  cache_{run.cache} (seed {seed}): {views} view(s) per training '
           'clip', flush=True)
-    return study_runs.ensure_cache(config, cache_dir, views=views,
-                                   log=lambda m: print(f'  cache_{run.cache}: {m}', flush=True))
+    try:
+      return study_runs.ensure_cache(
+          config, cache_dir, views=views,
+          log=lambda m: print(f'  cache_{run.cache}: {m}', flush=True))
+    except run_lock.InUse as e:
+      print(f'  cache_{run.cache}: skipped here, another process is making it ({e}).',
+            flush=True)
+      return None
 
   def results(self) -> Dict[int, Dict[str, Dict]]:
     """{seed: {'runs': {key: summary}, 'caches': {name: extraction record}}}."""
