@@ -318,9 +318,9 @@ def markdown(report: Dict, previous_path: str = '') -> str:
             'extraction counted whole, compilation and evaluation excluded; compute-only '
             'with --benchmark_json.', '']
   lines += table_markdown(report)
-  lines += ['', '**Collapsed runs, rerun.** A row run whose training loss ends within '
-            f'{frames_study.COLLAPSE_TOL:g} of ln(classes) learned nothing (it predicts the '
-            'class prior); on that seed it is rerun at its route\'s next lower swept '
+  lines += ['', '**Collapsed runs, rerun.** A row run whose training loss ends no lower '
+            f'than ln(classes) - {frames_study.COLLAPSE_TOL:g} learned nothing (it predicts '
+            'no better than the class prior); on that seed it is rerun at its route\'s next lower swept '
             'learning rate, same steps, any route alike, and the row (a stage 2 from that '
             'run too) uses the rerun; the collapsed run is not charged.', '']
   lines += restart_lines(report)
