@@ -1,5 +1,6 @@
 """The studies' shared pieces: reuse-or-train (studies.runs), experiments as modules."""
 
+import contextlib
 import json
 import os
 import signal
@@ -80,6 +81,23 @@ def test_unfinished_run_restarts_from_scratch_then_is_reused(tmp_path, fake_trai
   assert runs.reusable_summary(config, str(run_dir)) == summary  # as a rerun reads it
 
 
+@contextlib.contextmanager
+def _held_by_another_process(*paths):
+  """A live process holding `run_lock` on each of `paths` (killed, -9, on exit)."""
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\n'
+       'from vivit_adapter.train_lib import run_lock\n'
+       'for d in sys.argv[1:]: run_lock.acquire(d)\n'
+       'print("locked", flush=True); time.sleep(600)', *map(str, paths)],
+      cwd=tu.REPO, env=tu.env(), stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    yield holder
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+
+
 def test_a_run_another_process_is_training_is_refused_not_deleted(tmp_path, fake_trainer):
   """Two study processes on one workdir: the second must not delete the run (or cache)
   the first is making (it did: the unfinished-run rule rmtree'd it); it is refused,
@@ -88,23 +106,12 @@ def test_a_run_another_process_is_training_is_refused_not_deleted(tmp_path, fake
   (run_dir / 'checkpoints' / '43').mkdir(parents=True)
   (cache_dir / 'train-00000-of-00002.tfrecord').parent.mkdir()
   (cache_dir / 'train-00000-of-00002.tfrecord').write_text('half written')
-  holder = subprocess.Popen(
-      [sys.executable, '-c', 'import sys, time\n'
-       'from vivit_adapter.train_lib import run_lock\n'
-       'for d in sys.argv[1:]: run_lock.acquire(d)\n'
-       'print("locked", flush=True); time.sleep(600)',
-       str(run_dir), str(cache_dir)], cwd=tu.REPO, env=tu.env(), stdout=subprocess.PIPE,
-      text=True)
-  try:
-    assert holder.stdout.readline().strip() == 'locked'
+  with _held_by_another_process(run_dir, cache_dir) as holder:
     with pytest.raises(cli.ConfigError, match=f'in use by another run \\(pid {holder.pid} '):
       runs.train_from_scratch(configs.base_config(), str(run_dir))
     with pytest.raises(cli.ConfigError, match=f'in use by another run \\(pid {holder.pid} '):
       runs.ensure_cache(configs.base_config(), str(cache_dir), views=1)
     assert (cache_dir / 'train-00000-of-00002.tfrecord').read_text() == 'half written'
-  finally:
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
   assert fake_trainer == [] and (run_dir / 'checkpoints' / '43').is_dir()
   runs.train_from_scratch(configs.base_config(), str(run_dir))  # its holder gone: trained
   assert fake_trainer == [(['.run.lock'], os.getpid())]
@@ -153,18 +160,9 @@ def test_a_study_skips_a_run_or_cache_another_process_is_making(tmp_path, capsys
   from vivit_adapter.studies.ablation.plan import Run, Schedule  # pylint: disable=g-import-not-at-top
   run_dir = tmp_path / 'run'
   (run_dir / 'checkpoints' / '43').mkdir(parents=True)
-  holder = subprocess.Popen(
-      [sys.executable, '-c', 'import sys, time\n'
-       'from vivit_adapter.train_lib import run_lock\n'
-       'run_lock.acquire(sys.argv[1]); print("locked", flush=True); time.sleep(600)',
-       str(run_dir)], cwd=tu.REPO, env=tu.env(), stdout=subprocess.PIPE, text=True)
   run = Run('baseline', 8, Schedule(1e-3, 4, 1))
-  try:
-    assert holder.stdout.readline().strip() == 'locked'
+  with _held_by_another_process(run_dir) as holder:
     assert ablation_run.ensure_run(run, configs.base_config(), str(run_dir)) is None
-  finally:
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
   assert (f'{run.key}: skipped here, another process is training it (--workdir={run_dir} '
           f'is in use by another run (pid {holder.pid} ') in capsys.readouterr().out
   assert (run_dir / 'checkpoints' / '43').is_dir()

@@ -82,9 +82,9 @@ PLATEAU_GAIN = 1.0  # validation top-1 points a doubling of the steps must add
 MAX_DOUBLINGS = 2
 EVAL_EVERY = 50
 # A run whose last logged training loss is no lower than ln(classes) less this collapsed
-# to the class prior, or diverged (module docstring, 4). A run that learns a little ends well below it (seed
-# 0's 32-frame baseline at 9e-3: 1.333 against ln 4 = 1.386); a collapsed one is at
-# ln 4 to the fourth decimal.
+# to the class prior, or diverged (module docstring, 4). A run that learns a little ends
+# well below it (seed 0's 32-frame baseline at 9e-3: 1.333 against ln 4 = 1.386); a
+# collapsed one is at ln 4 to the fourth decimal.
 COLLAPSE_TOL = 0.005
 SWEEP_SEED = ablation_plan.SWEEP_SEED
 
@@ -394,9 +394,10 @@ def seed_rows(runner: FramesRunner, choice: Dict[str, Schedule],
               seed: int, num_classes: int) -> Tuple[List[Row], List[Dict]]:
   """The rows on `seed` (`make_rows`), each of their runs trained (or read) here in
   order, stage 1s first. A run whose last training loss is no lower than
-  ln(num_classes) - COLLAPSE_TOL (no better than the class prior) is replaced, on this seed only, by the same steps at its route's next
-  lower swept learning rate (`lower_lr`; again while that collapses too), and the rows
-  use it, a stage 2 from that stage 1 included. Returns (rows, restarts): one
+  ln(num_classes) - COLLAPSE_TOL (no better than the class prior) is replaced, on this
+  seed only, by the same steps at its route's next lower swept learning rate
+  (`lower_lr`; again while that collapses too), and the rows use it, a stage 2 from
+  that stage 1 included. Returns (rows, restarts): one
   {seed, route, frames, collapsed (key), loss, rerun (key)} per replaced run."""
   plan, restarts = runner.frames_plan, []
   prior = math.log(num_classes)

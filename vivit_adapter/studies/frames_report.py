@@ -320,9 +320,10 @@ def markdown(report: Dict, previous_path: str = '') -> str:
   lines += table_markdown(report)
   lines += ['', '**Collapsed runs, rerun.** A row run whose training loss ends no lower '
             f'than ln(classes) - {frames_study.COLLAPSE_TOL:g} learned nothing (it predicts '
-            'no better than the class prior); on that seed it is rerun at its route\'s next lower swept '
-            'learning rate, same steps, any route alike, and the row (a stage 2 from that '
-            'run too) uses the rerun; the collapsed run is not charged.', '']
+            'no better than the class prior); on that seed it is rerun at its route\'s '
+            'next lower swept learning rate, same steps, any route alike, and the row (a '
+            'stage 2 from that run too) uses the rerun; the collapsed run is not charged.',
+            '']
   lines += restart_lines(report)
   lines += ['', '## Stage 1 counted once over the frame counts', '',
             '| recipe | ratio (recipe: stage 1 once + every extraction and stage 2; baseline: '
