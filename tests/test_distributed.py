@@ -63,22 +63,25 @@ CHILD = textwrap.dedent('''
     import jax
     from jax.experimental import multihost_utils
     gathered = multihost_utils.process_allgather(np.array([10 + jax.process_index()]))
-    print('RESULT', jax.process_index(), jax.process_count(), jax.device_count(),
-          gathered.ravel().tolist())
+    # To a file, not stdout: Gloo's C++ logging writes to stdout too and can land inside
+    # a printed line.
+    with open(sys.argv[3], 'w') as f:
+      f.write(f'RESULT {jax.process_index()} {jax.process_count()} {jax.device_count()} '
+              f'{gathered.ravel().tolist()}')
 ''')
 
 
-def test_two_cpu_processes_see_each_other():
+def test_two_cpu_processes_see_each_other(tmp_path):
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=tu.xla_flags(2))
-  procs = [subprocess.Popen([sys.executable, '-c', CHILD, f'127.0.0.1:{port}', str(i)],
+  procs = [subprocess.Popen([sys.executable, '-c', CHILD, f'127.0.0.1:{port}', str(i),
+                             str(tmp_path / f'result{i}')],
                             cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = [p.communicate(timeout=120) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-2000:]
-  results = sorted(line for out, _ in outs for line in out.splitlines()
-                   if line.startswith('RESULT'))
+  results = sorted((tmp_path / f'result{i}').read_text() for i in range(2))
   assert results == ['RESULT 0 2 4 [10, 11]', 'RESULT 1 2 4 [10, 11]']
