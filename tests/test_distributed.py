@@ -81,7 +81,7 @@ def test_two_cpu_processes_see_each_other(tmp_path):
                             cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = [p.communicate(timeout=120) for p in procs]
-  for p, (out, err) in zip(procs, outs):
+  for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-2000:]
   results = sorted((tmp_path / f'result{i}').read_text() for i in range(2))
   assert results == ['RESULT 0 2 4 [10, 11]', 'RESULT 1 2 4 [10, 11]']
